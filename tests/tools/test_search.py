@@ -1,0 +1,86 @@
+"""Local document search: FTS5 index built from files the test writes, French accents, ranking."""
+
+import json
+
+import pytest
+
+from hessgpt.errors import HessGPTError
+from hessgpt.tools.registry import ToolRegistry
+from hessgpt.tools.search import Hit, SearchIndex, chunk_text, format_hits, search_tool
+
+
+@pytest.fixture()
+def corpus(tmp_path):
+    d = tmp_path / "docs"
+    (d / "maths").mkdir(parents=True)
+    (d / "maths" / "equations.md").write_text(
+        "# Équations du second degré\n\nPour résoudre ax² + bx + c = 0, on calcule le discriminant Δ = b² − 4ac.\n\n"
+        "Si le discriminant est négatif, il n'y a pas de solution réelle.\n", encoding="utf-8")
+    (d / "cuisine.txt").write_text("Recette de la crème brûlée\n\nFaire chauffer la crème avec la vanille.\n", encoding="utf-8")
+    (d / "python.md").write_text("# Sorting in Python\n\nUse sorted(list) or list.sort(); the key argument customises the order.\n")
+    (d / "old.txt").write_bytes("Fiche élève: très bon trimestre à Noël.\n".encode("latin-1"))
+    (d / "page.html").write_text("<html><head><style>p{color:red}</style></head><body><h1>Castle</h1>"
+                                 "<p>The Château de Chambord is in the Loire valley.</p></body></html>")
+    (d / ".hidden").mkdir()
+    (d / ".hidden" / "secret.txt").write_text("discriminant secret")
+    (d / "image.png").write_bytes(b"\x89PNG discriminant")
+    return d
+
+
+def test_build_and_search_accent_insensitive(corpus, tmp_path):
+    idx = SearchIndex.build([corpus], tmp_path / "idx" / "docs.db")
+    paths = {h.path for h in idx.search("discriminant", 10)}
+    assert paths == {str(corpus / "maths" / "equations.md")}   # hidden folder and .png are skipped
+    # without accents, with accents, upper case: the same passage
+    for q in ("equations second degre", "Équations du SECOND degré", "negatif"):
+        hits = idx.search(q)
+        assert hits and hits[0].path.endswith("equations.md"), q
+        assert hits[0].title == "Équations du second degré"
+    assert idx.search("creme brulee")[0].path.endswith("cuisine.txt")
+    assert idx.search("eleve noel")[0].path.endswith("old.txt")   # Latin-1 file decoded
+    h = idx.search("chateau loire")[0]
+    assert h.path.endswith("page.html") and "color" not in h.snippet and "Chambord" in h.snippet
+    assert idx.search("how to sort a list in python")[0].path.endswith("python.md")   # falls back to OR
+    assert idx.search("zzzz qqqq") == []
+
+
+def test_ranking_and_query_syntax_is_inert(tmp_path):
+    d = tmp_path / "d"
+    d.mkdir()
+    (d / "a.txt").write_text("python python python snake language")
+    (d / "b.txt").write_text("a language among others; python once")
+    idx = SearchIndex.build([d], tmp_path / "x.db")
+    hits = idx.search("python", 5)
+    assert [h.path.endswith("a.txt") for h in hits] == [True, False]
+    assert hits[0].score > hits[1].score
+    # FTS5 operators and quotes in the query are plain words, never syntax errors
+    assert idx.search('python" OR NEAR(* -x')[0].path.endswith("a.txt")
+    assert idx.search('"unbalanced AND ( snake')[0].path.endswith("a.txt")
+    assert idx.search("   ") == []
+
+
+def test_chunking_long_file_points_at_the_right_part(tmp_path):
+    d = tmp_path / "d"
+    d.mkdir()
+    paras = [f"Paragraph {i} talks about filler words only." for i in range(200)]
+    paras[150] = "The secret ingredient is saffron."
+    (d / "long.txt").write_text("\n\n".join(paras))
+    idx = SearchIndex.build([d], tmp_path / "x.db", chunk_chars=500)
+    assert len(idx) > 10
+    hit = idx.search("saffron")[0]
+    assert "saffron" in hit.snippet and len(hit.snippet) < 500
+    assert all(len(c) <= 500 for c in chunk_text("\n\n".join(paras), 500))
+
+
+def test_tool_and_errors(corpus, tmp_path):
+    idx = SearchIndex.build([corpus], tmp_path / "docs.db")
+    reg = ToolRegistry([search_tool(idx)])
+    out = reg.call("search", {"query": "crème"})
+    assert out.startswith("[1] Recette de la crème brûlée") and "cuisine.txt" in out
+    assert "minLength" not in reg.call("search", {"query": ""}) and "error" in json.loads(reg.call("search", {"query": ""}))
+    assert format_hits([]) == "No results."
+    assert format_hits([Hit("p", "T", "s", 1.0)]) == "[1] T (p)\ns"
+    with pytest.raises(HessGPTError, match="no such file"):
+        SearchIndex.build([tmp_path / "missing"], tmp_path / "y.db")
+    with pytest.raises(HessGPTError, match="not found"):
+        SearchIndex(tmp_path / "nope.db")
