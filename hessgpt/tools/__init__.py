@@ -1,0 +1,1 @@
+"""Tools the chat model can call (the secure Python sandbox, ...)."""
