@@ -1,0 +1,76 @@
+"""`hessgpt` — one command for every stage.
+
+Each subcommand lives in its stage's module as `main(argv: list[str]) -> int | None`; this file only
+dispatches, so `hessgpt --help` stays instant (no torch import) and each stage owns its own flags.
+Errors a user can fix (HessGPTError, missing files) print one line and exit 1, never a traceback.
+"""
+
+import importlib
+import os
+import sys
+
+# name -> (module, function, one-line help)
+COMMANDS = {
+    "model": ("hessgpt.config", "cli_main", "inspect a preset or checkpoint: `hessgpt model info PRESET|CKPT`"),
+    "tokenizer": ("hessgpt.tokenizer", "cli_main", "train or adopt a BPE tokenizer: `hessgpt tokenizer train ...`"),
+    "convert": ("hessgpt.convert", "cli_main", "convert checkpoints: to-hf, from-hf, to-gguf"),
+    "generate": ("hessgpt.chat", "generate_main", "generate text from a prompt"),
+    "chat": ("hessgpt.chat", "chat_main", "multi-turn chat in the terminal"),
+    "ask": ("hessgpt.chat", "ask_main", "one question through the dual model and its tools, showing each step"),
+    "data": ("hessgpt.data.cli", "main", "datasets: prepare, shards, routing"),
+    "pretrain": ("hessgpt.train.pretrain", "main", "pretrain a model on token shards"),
+    "sft": ("hessgpt.train.sft", "main", "supervised fine-tuning (full or LoRA)"),
+    "merge": ("hessgpt.train.merge", "main", "merge a LoRA adapter into its base"),
+    "pipeline": ("hessgpt.train.pipeline", "main", "run a staged recipe (pretrain -> SFT -> merge -> ...)"),
+    "sandbox": ("hessgpt.tools.sandbox.cli", "main", "the secure Python sandbox: run, doctor"),
+    "serve": ("hessgpt.serve.app", "main", "OpenAI-compatible API + web chat page"),
+    "eval": ("hessgpt.eval.cli", "main", "evaluation: ppl, bench, tools, report"),
+    "quantize": ("hessgpt.quantize", "cli_main", "int8 weight-only quantization"),
+    "quickstart": ("hessgpt.quickstart", "main", "the whole dual-model system at small scale on a CPU"),
+}
+
+
+def _usage() -> str:
+    lines = ["usage: hessgpt COMMAND [ARGS...]", "", "commands:"]
+    for name, (_, _, help_) in COMMANDS.items():
+        lines.append(f"  {name:<11} {help_}")
+    lines.append("")
+    lines.append("`hessgpt COMMAND --help` for a command's flags.")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(_usage())
+        return 0
+    if argv[0] in ("-V", "--version"):
+        from hessgpt import __version__
+
+        print(f"hessgpt {__version__}")
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"hessgpt: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    module_name, func_name, _ = COMMANDS[name]
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from hessgpt.errors import HessGPTError
+
+    try:
+        func = getattr(importlib.import_module(module_name), func_name)
+        code = func(rest)
+    except HessGPTError as e:
+        print(f"hessgpt {name}: error: {e}", file=sys.stderr)
+        return 1
+    except FileNotFoundError as e:
+        print(f"hessgpt {name}: error: no such file: {e.filename or e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"\nhessgpt {name}: interrupted", file=sys.stderr)
+        return 130
+    return int(code or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

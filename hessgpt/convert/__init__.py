@@ -1,0 +1,40 @@
+"""`hessgpt convert`: to-hf, from-hf (hf.py) and to-gguf (gguf.py)."""
+
+import argparse
+import importlib.util
+
+from hessgpt.errors import HessGPTError
+
+
+def cli_main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="hessgpt convert", description="Move weights to and from other ecosystems.")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    a = sub.add_parser("to-hf", help="HessGPT checkpoint -> transformers MistralForCausalLM directory")
+    a.add_argument("ckpt")
+    a.add_argument("out")
+    b = sub.add_parser("from-hf", help="Mistral/Llama transformers directory -> HessGPT checkpoint")
+    b.add_argument("hf_dir")
+    b.add_argument("out")
+    g = sub.add_parser("to-gguf", help="HessGPT checkpoint -> GGUF file for llama.cpp / Ollama")
+    g.add_argument("ckpt")
+    g.add_argument("out")
+    g.add_argument("--type", default="f16", choices=["f32", "f16", "q8_0"])
+    args = p.parse_args(argv)
+    if args.cmd == "to-hf":
+        from hessgpt.convert.hf import to_hf
+
+        to_hf(args.ckpt, args.out)
+        print(f"wrote {args.out} (load with transformers.AutoModelForCausalLM.from_pretrained({args.out!r}))")
+    elif args.cmd == "from-hf":
+        from hessgpt.convert.hf import from_hf
+
+        from_hf(args.hf_dir, args.out)
+        print(f"wrote HessGPT checkpoint {args.out}")
+    else:
+        if importlib.util.find_spec("hessgpt.convert.gguf") is None:
+            raise HessGPTError("GGUF export is not available in this version")
+        from hessgpt.convert.gguf import to_gguf
+
+        to_gguf(args.ckpt, args.out, args.type)
+        print(f"wrote {args.out}")
+    return 0

@@ -1,0 +1,435 @@
+"""Generation engine, separate from the model: static KV cache, prefill/decode split, sampling, streaming,
+batched generation, beam search, and the token-level hooks the tool loop (tools/router.py) drives.
+
+    engine = Engine(model, tokenizer)
+    for text in engine.stream_text(tokenizer.render_for_generation(conv), SamplingParams(temperature=0.7)):
+        print(text, end="")
+
+The tool loop uses a `Generation`: `tok = gen.next_token()` samples from the current logits; `gen.feed(ids)`
+runs those ids (the sampled token, or an injected `<|result|>...<|end|>`) through the model and the cache.
+`naive_generate` (a full forward per step, no cache) is the reference the engine must match token for token.
+"""
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import torch
+
+from hessgpt.errors import HessGPTError
+
+
+@dataclass
+class SamplingParams:
+    max_new_tokens: int = 256
+    temperature: float = 0.0          # 0 = greedy
+    top_k: int = 0                    # 0 = off
+    top_p: float = 1.0                # 1 = off
+    repetition_penalty: float = 1.0   # 1 = off
+    stop: list[str] = field(default_factory=list)         # stop strings (not included in the output)
+    stop_token_ids: list[int] = field(default_factory=list)
+    seed: int | None = None
+
+    def validate(self) -> "SamplingParams":
+        if self.max_new_tokens < 0:
+            raise HessGPTError(f"max_new_tokens must be >= 0, got {self.max_new_tokens}")
+        if self.temperature < 0:
+            raise HessGPTError(f"temperature must be >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise HessGPTError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.top_k < 0:
+            raise HessGPTError(f"top_k must be >= 0, got {self.top_k}")
+        if self.repetition_penalty <= 0:
+            raise HessGPTError(f"repetition_penalty must be > 0, got {self.repetition_penalty}")
+        return self
+
+
+# ---- sampling -----------------------------------------------------------------------------------
+
+
+def process_logits(logits: torch.Tensor, params: SamplingParams, seen: torch.Tensor | None = None) -> torch.Tensor:
+    """logits [B, V] (fp32) -> adjusted logits [B, V]: repetition penalty, temperature, top-k, top-p."""
+    logits = logits.float()
+    if params.repetition_penalty != 1.0 and seen is not None:
+        # CTRL/HF convention: seen tokens' positive logits are divided, negative ones multiplied
+        penalised = torch.where(logits > 0, logits / params.repetition_penalty, logits * params.repetition_penalty)
+        logits = torch.where(seen, penalised, logits)
+    if params.temperature == 0:
+        return logits
+    logits = logits / params.temperature
+    if params.top_k > 0:
+        k = min(params.top_k, logits.size(-1))
+        kth = torch.topk(logits, k, dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if params.top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
+        probs = sorted_logits.softmax(-1)
+        cum = probs.cumsum(-1)
+        drop = cum - probs > params.top_p          # keep the smallest prefix whose mass reaches top_p
+        sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
+        logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
+    return logits
+
+
+def sample(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator | None,
+           seen: torch.Tensor | None = None) -> torch.Tensor:
+    """logits [B, V] -> next tokens [B]."""
+    logits = process_logits(logits, params, seen)
+    if params.temperature == 0:
+        return logits.argmax(-1)
+    probs = logits.softmax(-1)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+def make_generator(seed: int | None) -> torch.Generator | None:
+    if seed is None:
+        return None
+    return torch.Generator().manual_seed(seed)
+
+
+# ---- streaming text -----------------------------------------------------------------------------
+
+
+class TextDecoder:
+    """Incremental detokenizer: emits text only once its UTF-8 bytes are complete (never half a character)."""
+
+    def __init__(self, tokenizer):
+        self.tok = tokenizer
+        self.ids: list[int] = []
+        self.prefix = 0   # start of the window decoded for context
+        self.read = 0     # ids before this were already emitted
+
+    def push(self, token: int) -> str:
+        self.ids.append(token)
+        prefix_text = self.tok.decode(self.ids[self.prefix:self.read])
+        text = self.tok.decode(self.ids[self.prefix:])
+        if text.endswith("\ufffd") or len(text) <= len(prefix_text):
+            return ""  # an incomplete multi-byte character: wait for more tokens
+        self.prefix, self.read = self.read, len(self.ids)
+        return text[len(prefix_text):]
+
+    def flush(self) -> str:
+        text = self.tok.decode(self.ids[self.prefix:])
+        prefix_text = self.tok.decode(self.ids[self.prefix:self.read])
+        self.prefix = self.read = len(self.ids)
+        return text[len(prefix_text):]
+
+
+class StopMatcher:
+    """Holds back text that may be the start of a stop string; `push` returns (text to emit, stopped)."""
+
+    def __init__(self, stops: list[str]):
+        self.stops = [s for s in stops if s]
+        self.pending = ""
+
+    def push(self, text: str) -> tuple[str, bool]:
+        if not self.stops:
+            return text, False
+        self.pending += text
+        for s in self.stops:
+            i = self.pending.find(s)
+            if i >= 0:
+                out, self.pending = self.pending[:i], ""
+                return out, True
+        keep = 0
+        for s in self.stops:
+            for n in range(min(len(s) - 1, len(self.pending)), 0, -1):
+                if self.pending.endswith(s[:n]):
+                    keep = max(keep, n)
+                    break
+        out = self.pending[: len(self.pending) - keep]
+        self.pending = self.pending[len(self.pending) - keep:]
+        return out, False
+
+    def flush(self) -> str:
+        out, self.pending = self.pending, ""
+        return out
+
+
+# ---- the engine ---------------------------------------------------------------------------------
+
+
+class Generation:
+    """One sequence in progress on the engine's KV cache (batch 1).
+
+    `logits` always holds the next-token logits for the sequence so far. `next_token()` samples from them;
+    `feed(ids)` appends ids (sampled or injected) to the sequence and updates `logits`.
+    """
+
+    def __init__(self, engine: "Engine", prompt_ids: list[int], params: SamplingParams):
+        self.engine, self.params = engine, params.validate()
+        self.ids: list[int] = []
+        self.generator = make_generator(params.seed)
+        self.seen = torch.zeros(1, engine.vocab_size, dtype=torch.bool, device=engine.device)
+        self.pos = 0
+        self.logits: torch.Tensor | None = None
+        if not prompt_ids:
+            raise HessGPTError("the prompt is empty")
+        self.feed(prompt_ids)
+
+    @property
+    def space_left(self) -> int:
+        return self.engine.max_len - self.pos
+
+    def feed(self, ids: list[int]) -> None:
+        if not ids:
+            return
+        if self.pos + len(ids) > self.engine.max_len:
+            raise HessGPTError(f"sequence of {self.pos + len(ids)} tokens exceeds the context window ({self.engine.max_len})")
+        x = torch.tensor([ids], dtype=torch.long, device=self.engine.device)
+        input_pos = torch.arange(self.pos, self.pos + len(ids), device=self.engine.device)
+        with torch.inference_mode():
+            logits = self.engine.model(x, input_pos=input_pos, kv_len=self.pos + len(ids))
+        self.logits = logits[:, -1].float()
+        self.seen[0, x[0]] = True
+        self.ids.extend(ids)
+        self.pos += len(ids)
+
+    def next_token(self) -> int:
+        return int(sample(self.logits, self.params, self.generator, self.seen)[0])
+
+
+class Engine:
+    def __init__(self, model, tokenizer=None, max_len: int | None = None, device=None):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.device = device or next(model.parameters()).device
+        self.vocab_size = model.config.vocab_size
+        self.max_len = max_len or model.config.context_length
+        self._cache_batch = 0
+
+    def _ensure_cache(self, batch: int) -> None:
+        if self._cache_batch != batch or self.model.cache_len != self.max_len:
+            p = next(self.model.parameters())
+            self.model.setup_caches(batch, self.max_len, dtype=p.dtype, device=self.device)
+            self._cache_batch = batch
+
+    def default_stop_ids(self) -> list[int]:
+        if self.tokenizer is None:
+            return []
+        return [self.tokenizer.end_id, self.tokenizer.eos_id]
+
+    def session(self, prompt_ids: list[int], params: SamplingParams) -> Generation:
+        self._ensure_cache(1)
+        return Generation(self, list(prompt_ids), params)
+
+    def stream(self, prompt_ids: list[int], params: SamplingParams) -> Iterator[int]:
+        """Generated token ids, one by one; stops at a stop token (not yielded), max_new_tokens or the context."""
+        gen = self.session(prompt_ids, params)
+        stop_ids = set(params.stop_token_ids or self.default_stop_ids())
+        for _ in range(params.max_new_tokens):
+            tok = gen.next_token()
+            if tok in stop_ids:
+                return
+            yield tok
+            if gen.space_left <= 0:
+                return
+            gen.feed([tok])
+
+    def generate(self, prompt_ids: list[int], params: SamplingParams) -> list[int]:
+        return list(self.stream(prompt_ids, params))
+
+    def stream_text(self, prompt_ids: list[int], params: SamplingParams) -> Iterator[str]:
+        """Text deltas, never splitting a UTF-8 character, with stop strings removed."""
+        if self.tokenizer is None:
+            raise HessGPTError("stream_text needs a tokenizer")
+        dec, stops = TextDecoder(self.tokenizer), StopMatcher(params.stop)
+        for tok in self.stream(prompt_ids, params):
+            text, stopped = stops.push(dec.push(tok))
+            if text:
+                yield text
+            if stopped:
+                return
+        text, stopped = stops.push(dec.flush())
+        tail = text if stopped else text + stops.flush()
+        if tail:
+            yield tail
+
+    # ---- batched generation ---------------------------------------------------------------
+
+    def generate_batch(self, prompts: list[list[int]], params: SamplingParams) -> list[list[int]]:
+        """Several prompts at once: left-padded, pad keys masked out (RoPE is relative, so the shift is exact
+        up to float rounding). Returns each row's new tokens, cut at its first stop token."""
+        params.validate()
+        B = len(prompts)
+        if B == 0:
+            return []
+        if any(not p for p in prompts):
+            raise HessGPTError("a prompt in the batch is empty")
+        T = max(len(p) for p in prompts)
+        total = min(self.max_len, T + params.max_new_tokens)
+        if T >= self.max_len:
+            raise HessGPTError(f"prompt of {T} tokens does not fit the context window ({self.max_len})")
+        self._ensure_cache(B)
+        dev = self.device
+        pad = self.tokenizer.pad_id if self.tokenizer is not None else 0
+        x = torch.full((B, T), pad, dtype=torch.long, device=dev)
+        valid = torch.zeros(B, self.max_len, dtype=torch.bool, device=dev)   # which cache slots hold real tokens
+        for b, p in enumerate(prompts):
+            x[b, T - len(p):] = torch.tensor(p, device=dev)
+            valid[b, T - len(p):T] = True
+        seen = torch.zeros(B, self.vocab_size, dtype=torch.bool, device=dev)
+        seen.scatter_(1, x, True)
+        seen[:, pad] = seen[:, pad] & torch.tensor([pad in p for p in prompts], device=dev)
+        gen = make_generator(params.seed)
+        stop_ids = torch.tensor(params.stop_token_ids or self.default_stop_ids() or [-1], device=dev)
+        causal = torch.ones(T, T, dtype=torch.bool, device=dev).tril()
+        mask = (causal[None] & valid[:, None, :T])[:, None]                          # [B, 1, T, T]
+        mask = mask | torch.eye(T, dtype=torch.bool, device=dev)[None, None]          # pad queries see themselves (no NaN)
+        with torch.inference_mode():
+            logits = self.model(x, input_pos=torch.arange(T, device=dev), mask=mask, kv_len=T)[:, -1]
+            out = torch.zeros(B, 0, dtype=torch.long, device=dev)
+            done = torch.zeros(B, dtype=torch.bool, device=dev)
+            for pos in range(T, total):
+                tok = sample(logits, params, gen, seen)
+                tok = torch.where(done, torch.full_like(tok, pad), tok)
+                done = done | torch.isin(tok, stop_ids)
+                out = torch.cat([out, tok[:, None]], 1)
+                if bool(done.all()) or pos + 1 >= total:
+                    break
+                seen.scatter_(1, tok[:, None], True)
+                valid[:, pos] = True
+                logits = self.model(tok[:, None], input_pos=torch.tensor([pos], device=dev),
+                                    mask=valid[:, None, None, : pos + 1], kv_len=pos + 1)[:, -1]
+        results = []
+        for row in out.tolist():
+            cut = [t for t in row]
+            for i, t in enumerate(row):
+                if t in set(stop_ids.tolist()):
+                    cut = row[:i]
+                    break
+            results.append(cut)
+        return results
+
+    # ---- beam search ------------------------------------------------------------------------
+
+    def beam_search(self, prompt_ids: list[int], num_beams: int = 4, max_new_tokens: int = 64,
+                    length_penalty: float = 1.0) -> list[int]:
+        """Highest-scoring continuation (sum of log-probs / length**length_penalty), ending at a stop token."""
+        if num_beams < 1:
+            raise HessGPTError(f"num_beams must be >= 1, got {num_beams}")
+        if len(prompt_ids) >= self.max_len:
+            raise HessGPTError(f"prompt of {len(prompt_ids)} tokens does not fit the context window ({self.max_len})")
+        self._ensure_cache(num_beams)
+        dev = self.device
+        stop_ids = set(self.default_stop_ids())
+        T = len(prompt_ids)
+        x = torch.tensor([prompt_ids] * num_beams, device=dev)
+        finished: list[tuple[float, list[int]]] = []
+        with torch.inference_mode():
+            logp = self.model(x, input_pos=torch.arange(T, device=dev), kv_len=T)[:, -1].float().log_softmax(-1)
+            beams: list[list[int]] = [[]]
+            scores = torch.zeros(1, device=dev)
+            logp = logp[:1]
+            for step in range(max_new_tokens):
+                pos = T + step
+                if pos >= self.max_len:
+                    break
+                cand = (scores[:, None] + logp).view(-1)                   # [beams * V]
+                top = torch.topk(cand, min(2 * num_beams, cand.numel()))
+                new_beams, new_scores, parents = [], [], []
+                for score, flat in zip(top.values.tolist(), top.indices.tolist()):
+                    parent, tok = divmod(flat, self.vocab_size)
+                    seq = beams[parent] + [tok]
+                    if tok in stop_ids:
+                        finished.append((score / max(len(seq), 1) ** length_penalty, beams[parent]))
+                    else:
+                        new_beams.append(seq)
+                        new_scores.append(score)
+                        parents.append(parent)
+                    if len(new_beams) == num_beams:
+                        break
+                best_finished = max((f[0] for f in finished), default=float("-inf"))
+                if not new_beams or (len(finished) >= num_beams and
+                                     max(new_scores) / (len(new_beams[0])) ** length_penalty < best_finished):
+                    break
+                idx = torch.tensor(parents + [parents[-1]] * (num_beams - len(parents)), device=dev)
+                for layer in self.model.model.layers:  # reorder the cache rows to follow the surviving beams
+                    c = layer.self_attn.kv_cache
+                    c.k.copy_(c.k.index_select(0, idx))
+                    c.v.copy_(c.v.index_select(0, idx))
+                toks = torch.tensor([b[-1] for b in new_beams] + [new_beams[-1][-1]] * (num_beams - len(new_beams)), device=dev)
+                logp = self.model(toks[:, None], input_pos=torch.tensor([pos], device=dev), kv_len=pos + 1)[:, -1].float().log_softmax(-1)
+                logp = logp[: len(new_beams)]
+                beams, scores = new_beams, torch.tensor(new_scores, device=dev)
+            for seq, score in zip(beams, scores.tolist()):
+                finished.append((score / max(len(seq), 1) ** length_penalty, seq))
+        return max(finished, key=lambda f: f[0])[1]
+
+
+def naive_generate(model, prompt_ids: list[int], params: SamplingParams, stop_ids: list[int] = ()) -> list[int]:
+    """Reference: a full forward over the whole sequence at every step, no cache. Same sampler and RNG."""
+    params.validate()
+    gen = make_generator(params.seed)
+    dev = next(model.parameters()).device
+    ids = list(prompt_ids)
+    seen = torch.zeros(1, model.config.vocab_size, dtype=torch.bool, device=dev)
+    seen[0, torch.tensor(ids, device=dev)] = True
+    stops = set(params.stop_token_ids or stop_ids)
+    out: list[int] = []
+    was_cached = model.has_cache
+    if was_cached:
+        raise HessGPTError("naive_generate needs a model without KV caches (call model.clear_caches())")
+    with torch.inference_mode():
+        for _ in range(params.max_new_tokens):
+            logits = model(torch.tensor([ids], device=dev))[:, -1].float()
+            tok = int(sample(logits, params, gen, seen)[0])
+            if tok in stops:
+                break
+            out.append(tok)
+            ids.append(tok)
+            seen[0, tok] = True
+            if len(ids) >= model.config.context_length:
+                break
+    return out
+
+
+# ---- multi-turn history -------------------------------------------------------------------------
+
+
+class ChatHistory:
+    """A conversation that keeps its turns and, when rendering, drops the oldest turns (never the system
+    prompt) so the prompt plus `reserve` new tokens fit the context window."""
+
+    def __init__(self, system: str | None = None, tools: list | None = None):
+        self.system = system
+        self.tools = tools
+        self.turns: list[list[dict]] = []   # each turn: a user message followed by assistant/tool messages
+
+    def add_user(self, text: str) -> None:
+        self.turns.append([{"role": "user", "content": text}])
+
+    def add(self, message: dict) -> None:
+        if not self.turns:
+            raise HessGPTError("add a user message first")
+        self.turns[-1].append(message)
+
+    def messages(self) -> list[dict]:
+        sys = [{"role": "system", "content": self.system}] if self.system else []
+        return sys + [m for t in self.turns for m in t]
+
+    def reset(self) -> None:
+        self.turns = []
+
+    def prompt_ids(self, tokenizer, max_len: int, reserve: int = 256) -> list[int]:
+        sys = [{"role": "system", "content": self.system}] if self.system else []
+        for start in range(len(self.turns)):
+            conv = {"messages": sys + [m for t in self.turns[start:] for m in t], "tools": self.tools}
+            ids = tokenizer.render_for_generation(conv)
+            if len(ids) + reserve <= max_len:
+                self.turns = self.turns[start:]  # forget what no longer fits
+                return ids
+        raise HessGPTError(f"the last message alone needs more than the context window ({max_len} tokens) "
+                           f"minus {reserve} for the answer; shorten it or lower max_new_tokens")
+
+    def to_dict(self) -> dict:
+        return {"system": self.system, "tools": self.tools, "messages": [m for t in self.turns for m in t]}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ChatHistory":
+        h = cls(d.get("system"), d.get("tools"))
+        for m in d.get("messages", []):
+            if m.get("role") == "user":
+                h.add_user(m["content"])
+            elif m.get("role") != "system":
+                h.add(m)
+        return h

@@ -1,0 +1,534 @@
+"""Byte-level BPE tokenizer with HessGPT's special tokens, and the chat renderer (ids + loss mask).
+
+    hessgpt tokenizer train --input corpus_fr.txt corpus_en.txt --vocab-size 8192 --out tok/
+    tok = Tokenizer.load("tok/")
+    ids = tok.encode("Bonjour 👋")                      # special-token strings in text stay plain text
+    ids, mask = tok.render(conversation)                # docs/chat-format.md
+    ids = tok.render_for_generation(conversation)       # ... ending with <|assistant|>
+
+Training uses Hugging Face `tokenizers`. Encoding uses a `tiktoken` encoder built from the same merges when
+it reproduces `tokenizers`' ids exactly (checked at load on a probe text; ~4x faster), else `tokenizers`.
+"""
+
+import argparse
+import gzip
+import hashlib
+import io
+import json
+import os
+import random
+from collections.abc import Iterable, Iterator
+from functools import cached_property
+
+from hessgpt.errors import HessGPTError
+
+# Fixed ids for tokenizers HessGPT trains (docs/chat-format.md, section 2).
+PAD, BOS, EOS, UNK = "<pad>", "<s>", "</s>", "<unk>"
+SYSTEM, USER, ASSISTANT, END = "<|system|>", "<|user|>", "<|assistant|>", "<|end|>"
+CODE, RESULT, SEARCH, SEARCH_END = "<|code|>", "<|result|>", "<search>", "</search>"
+TOOL_CALL, TOOL_RESPONSE = "<|tool_call|>", "<|tool_response|>"
+SPECIAL_TOKENS = [PAD, BOS, EOS, UNK, SYSTEM, USER, ASSISTANT, END, CODE, RESULT, SEARCH, SEARCH_END, TOOL_CALL, TOOL_RESPONSE]
+
+# GPT-2's pre-tokenization regex, which the `tokenizers` ByteLevel pre-tokenizer uses too.
+GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+META_FILE = "hessgpt_tokenizer.json"
+_PROBE = ("Bonjour, ça va ? L'été à Paris — 3,14 € !  Hello   world\n\tdef f(x):\n        return x**2  # 👋🇫🇷\n"
+          "Ünïcödé ½ ∑ 中文 日本語 ...!!! 12345678 don't we'll")
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's reversible byte -> printable-character table (what ByteLevel BPE vocab strings use)."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return dict(zip(bs, map(chr, cs)))
+
+
+class Tokenizer:
+    """A `tokenizers.Tokenizer` plus the ids of HessGPT's special tokens and the chat renderer."""
+
+    def __init__(self, hf_tokenizer, special_ids: dict[str, int] | None = None, path: str | None = None):
+        self.hf = hf_tokenizer
+        self.hf.encode_special_tokens = True  # text never becomes a special token
+        self.path = path
+        self.special = special_ids or {t: hf_tokenizer.token_to_id(t) for t in SPECIAL_TOKENS}
+        missing = [t for t, i in self.special.items() if i is None and t != PAD]
+        if missing:
+            raise HessGPTError(f"tokenizer{' ' + path if path else ''} lacks special tokens {missing}; "
+                               "adopt it with `hessgpt tokenizer adopt` to add them")
+        self.special_id_set = {i for i in self.special.values() if i is not None}
+        self.pad_id = self.special.get(PAD) if self.special.get(PAD) is not None else self.special[UNK]
+        self.bos_id, self.eos_id, self.end_id = self.special[BOS], self.special[EOS], self.special[END]
+        self.system_id, self.user_id, self.assistant_id = self.special[SYSTEM], self.special[USER], self.special[ASSISTANT]
+        self.code_id, self.result_id = self.special[CODE], self.special[RESULT]
+        self.search_id, self.search_end_id = self.special[SEARCH], self.special[SEARCH_END]
+        self.tool_call_id, self.tool_response_id = self.special[TOOL_CALL], self.special[TOOL_RESPONSE]
+        self._fast = None
+        self._fast_checked = False
+
+    # ---- persistence ------------------------------------------------------------------------
+
+    @classmethod
+    def load(cls, path: str) -> "Tokenizer":
+        from tokenizers import Tokenizer as HFTokenizer
+
+        file = os.path.join(path, "tokenizer.json") if os.path.isdir(path) else path
+        if not os.path.exists(file):
+            raise HessGPTError(f"{path}: no tokenizer.json found")
+        try:
+            hf = HFTokenizer.from_file(file)
+        except Exception as e:  # a corrupt file: name it, don't dump a Rust traceback
+            raise HessGPTError(f"{file}: not a valid tokenizer.json ({str(e).splitlines()[0]})") from None
+        special = None
+        meta = os.path.join(os.path.dirname(file), META_FILE)
+        if os.path.exists(meta):
+            with open(meta) as f:
+                special = json.load(f)["special_tokens"]
+        return cls(hf, special, path=path)
+
+    def save(self, out_dir: str) -> None:
+        os.makedirs(out_dir, exist_ok=True)
+        self.hf.encode_special_tokens = False  # the serialized tokenizer behaves like any HF tokenizer
+        self.hf.save(os.path.join(out_dir, "tokenizer.json"))
+        self.hf.encode_special_tokens = True
+        with open(os.path.join(out_dir, META_FILE), "w") as f:
+            json.dump({"special_tokens": self.special, "vocab_size": self.vocab_size, "hash": self.hash}, f, indent=2)
+
+    @property
+    def vocab_size(self) -> int:
+        return self.hf.get_vocab_size(with_added_tokens=True)
+
+    @cached_property
+    def hash(self) -> str:
+        """Identity of the vocabulary + merges: shards and checkpoints record it to catch mismatches."""
+        self.hf.encode_special_tokens = False
+        blob = self.hf.to_str()
+        self.hf.encode_special_tokens = True
+        model = json.loads(blob)["model"]
+        return hashlib.sha256(json.dumps([model.get("vocab"), model.get("merges"), self.special], sort_keys=True).encode()).hexdigest()[:16]
+
+    # ---- encode / decode --------------------------------------------------------------------
+
+    def _fast_encoder(self):
+        """tiktoken encoder from the same byte-level merges, used only if it reproduces `tokenizers` exactly."""
+        if self._fast_checked:
+            return self._fast
+        self._fast_checked = True
+        try:
+            import tiktoken
+        except ImportError:
+            return None
+        model = json.loads(self.hf.to_str())["model"]
+        if model.get("type") != "BPE" or not isinstance(self.hf.pre_tokenizer, object):
+            return None
+        byte_decoder = {c: b for b, c in _bytes_to_unicode().items()}
+        ranks = {}
+        try:
+            for token, idx in model["vocab"].items():
+                if idx in self.special_id_set:
+                    continue
+                ranks[bytes(byte_decoder[c] for c in token)] = idx
+        except KeyError:
+            return None  # not a byte-level vocabulary (e.g. SentencePiece-style)
+        if len(ranks) < 256:
+            return None
+        try:
+            enc = tiktoken.Encoding(name=f"hessgpt-{self.hash}", pat_str=GPT2_PATTERN, mergeable_ranks=ranks,
+                                    special_tokens={}, explicit_n_vocab=None)
+        except Exception:
+            return None
+        probe = _PROBE * 3
+        if enc.encode_ordinary(probe) != self.hf.encode(probe, add_special_tokens=False).ids:
+            return None
+        self._fast = enc
+        return enc
+
+    def encode(self, text: str) -> list[int]:
+        fast = self._fast_encoder()
+        if fast is not None:
+            return fast.encode_ordinary(text)
+        return self.hf.encode(text, add_special_tokens=False).ids
+
+    def encode_batch(self, texts: list[str], num_threads: int = 1) -> list[list[int]]:
+        fast = self._fast_encoder()
+        if fast is not None:
+            return fast.encode_ordinary_batch(texts, num_threads=num_threads)
+        return [e.ids for e in self.hf.encode_batch(texts, add_special_tokens=False)]
+
+    def encode_slow(self, text: str) -> list[int]:
+        """Always `tokenizers` (the reference the fast path is checked against)."""
+        return self.hf.encode(text, add_special_tokens=False).ids
+
+    def decode(self, ids: Iterable[int], skip_special: bool = False) -> str:
+        return self.hf.decode(list(ids), skip_special_tokens=skip_special)
+
+    def token_str(self, i: int) -> str:
+        return self.hf.id_to_token(i)
+
+    # ---- chat rendering (docs/chat-format.md) -----------------------------------------------
+
+    def render(self, conversation, for_generation: bool = False) -> tuple[list[int], list[int]]:
+        """A conversation (dict with "messages", or the list itself) -> (ids, loss_mask)."""
+        messages, tools = _messages_and_tools(conversation)
+        ids: list[int] = [self.bos_id]
+        mask: list[int] = [0]
+
+        def add(tokens: list[int], m: int):
+            ids.extend(tokens)
+            mask.extend([m] * len(tokens))
+
+        in_turn = False  # inside an assistant turn (after <|assistant|>, before its closing <|end|>)
+        for i, msg in enumerate(messages):
+            role = msg.get("role")
+            content = msg.get("content") or ""
+            if not isinstance(content, str):
+                raise HessGPTError(f"message {i}: content must be a string, got {type(content).__name__}")
+            if role in ("system", "user") and in_turn:
+                add([self.end_id], 1)
+                in_turn = False
+            if role == "system":
+                if i != 0:
+                    raise HessGPTError(f"message {i}: a system message must come first")
+                text = content
+                if tools:
+                    text += "\n\n# Tools\n" + "\n".join(json.dumps(t, ensure_ascii=False) for t in tools)
+                add([self.system_id] + self.encode(text) + [self.end_id], 0)
+            elif role == "user":
+                add([self.user_id] + self.encode(content) + [self.end_id], 0)
+            elif role == "assistant":
+                if not in_turn:
+                    add([self.assistant_id], 0)
+                    in_turn = True
+                add(self.encode(content), 1)
+                if msg.get("code") is not None:
+                    add([self.code_id] + self.encode(msg["code"]) + [self.end_id], 1)
+                for call in msg.get("tool_calls") or []:
+                    call_json = json.dumps({"name": call["name"], "arguments": call.get("arguments", {})}, ensure_ascii=False)
+                    add([self.tool_call_id] + self.encode(call_json) + [self.end_id], 1)
+                if msg.get("search") is not None:
+                    add([self.search_id] + self.encode(msg["search"]) + [self.search_end_id], 1)
+            elif role == "tool":
+                if not in_turn:
+                    raise HessGPTError(f"message {i}: a tool message must follow an assistant message")
+                opener = self.result_id if msg.get("name") in ("python", "search", None) else self.tool_response_id
+                add([opener] + self.encode(content) + [self.end_id], 0)
+            else:
+                raise HessGPTError(f"message {i}: unknown role {role!r}")
+        if in_turn:
+            last = messages[-1]
+            if last.get("role") == "assistant" and not for_generation:
+                add([self.end_id], 1)
+        if for_generation:
+            if in_turn:
+                raise HessGPTError("render_for_generation: the conversation already ends inside an assistant turn")
+            add([self.assistant_id], 0)
+        return ids, mask
+
+    def render_for_generation(self, conversation) -> list[int]:
+        """Ids of the conversation followed by `<|assistant|>`: the prompt for the next answer."""
+        return self.render(conversation, for_generation=True)[0]
+
+    def parse(self, ids: list[int]) -> list[dict]:
+        """Token ids (as rendered, possibly with a generated answer) -> messages. Inverse of `render`."""
+        messages: list[dict] = []
+        cur: dict | None = None      # the assistant message text is appended to
+        calls: list[dict] = []       # tool calls awaiting their responses, in order
+        i, n = 0, len(ids)
+
+        def read_until(j: int, stop: int) -> tuple[str, int]:
+            k = j
+            while k < n and ids[k] != stop:
+                k += 1
+            return self.decode(ids[j:k]), k + 1  # skip the closing token
+
+        def assistant() -> dict:
+            messages.append({"role": "assistant", "content": ""})
+            return messages[-1]
+
+        while i < n:
+            t = ids[i]
+            if t in (self.system_id, self.user_id):
+                text, i = read_until(i + 1, self.end_id)
+                role = "system" if t == self.system_id else "user"
+                messages.append({"role": role, "content": text.split("\n\n# Tools\n", 1)[0] if role == "system" else text})
+                cur = None
+            elif t == self.assistant_id:
+                cur, i = assistant(), i + 1
+            elif t in (self.code_id, self.search_id, self.tool_call_id):
+                if cur is None or ("code" in cur or "search" in cur or ("tool_calls" in cur and t != self.tool_call_id)):
+                    cur = assistant()
+                if t == self.code_id:
+                    cur["code"], i = read_until(i + 1, self.end_id)
+                elif t == self.search_id:
+                    cur["search"], i = read_until(i + 1, self.search_end_id)
+                else:
+                    text, i = read_until(i + 1, self.end_id)
+                    try:
+                        call = json.loads(text)
+                        call = {"name": call["name"], "arguments": call.get("arguments", {})}
+                    except (json.JSONDecodeError, KeyError, TypeError):
+                        call = {"name": None, "arguments": text}  # unparsable: kept verbatim for the caller to report
+                    cur.setdefault("tool_calls", []).append(call)
+                    calls.append(call)
+            elif t in (self.result_id, self.tool_response_id):
+                text, i = read_until(i + 1, self.end_id)
+                if t == self.tool_response_id:
+                    name = calls.pop(0)["name"] if calls else None
+                else:
+                    name = "search" if cur is not None and "search" in cur else "python"
+                messages.append({"role": "tool", "name": name, "content": text})
+                cur = None
+            elif t == self.end_id:  # closes the assistant's turn
+                cur, calls, i = None, [], i + 1
+            elif t in self.special_id_set:  # <s>, </s>, <pad>: structure only
+                i += 1
+            else:
+                j = i
+                while j < n and ids[j] not in self.special_id_set:
+                    j += 1
+                if cur is None or any(k in cur for k in ("code", "search", "tool_calls")):
+                    cur = assistant()
+                cur["content"] += self.decode(ids[i:j])
+                i = j
+        return messages
+
+    # ---- Hugging Face export ----------------------------------------------------------------
+
+    def chat_template(self) -> str:
+        """A Jinja template rendering the same text as `render` (for `transformers.apply_chat_template`)."""
+        s = {k: v for k, v in zip(["bos", "sys", "usr", "ast", "end", "code", "res", "srch", "srch_end", "call", "resp"],
+                                  [BOS, SYSTEM, USER, ASSISTANT, END, CODE, RESULT, SEARCH, SEARCH_END, TOOL_CALL, TOOL_RESPONSE])}
+        return (
+            "{{- '" + s["bos"] + "' -}}"
+            "{%- set ns = namespace(in_turn=false) -%}"
+            "{%- for m in messages -%}"
+            "{%- if m.role in ['system', 'user'] and ns.in_turn -%}{{- '" + s["end"] + "' -}}{%- set ns.in_turn = false -%}{%- endif -%}"
+            "{%- if m.role == 'system' -%}"
+            "{{- '" + s["sys"] + "' + m.content -}}"
+            "{%- if tools -%}{{- '\\n\\n# Tools\\n' -}}{%- for t in tools -%}{{- (t | tojson) -}}{%- if not loop.last -%}{{- '\\n' -}}{%- endif -%}{%- endfor -%}{%- endif -%}"
+            "{{- '" + s["end"] + "' -}}"
+            "{%- elif m.role == 'user' -%}{{- '" + s["usr"] + "' + m.content + '" + s["end"] + "' -}}"
+            "{%- elif m.role == 'assistant' -%}"
+            "{%- if not ns.in_turn -%}{{- '" + s["ast"] + "' -}}{%- set ns.in_turn = true -%}{%- endif -%}"
+            "{{- m.content or '' -}}"
+            "{%- if m.code is defined and m.code is not none -%}{{- '" + s["code"] + "' + m.code + '" + s["end"] + "' -}}{%- endif -%}"
+            "{%- if m.tool_calls -%}{%- for c in m.tool_calls -%}{%- set f = c.function if c.function is defined else c -%}"
+            "{{- '" + s["call"] + "' + ({'name': f.name, 'arguments': f.arguments} | tojson) + '" + s["end"] + "' -}}{%- endfor -%}{%- endif -%}"
+            "{%- if m.search is defined and m.search is not none -%}{{- '" + s["srch"] + "' + m.search + '" + s["srch_end"] + "' -}}{%- endif -%}"
+            "{%- if loop.last and not add_generation_prompt -%}{{- '" + s["end"] + "' -}}{%- endif -%}"
+            "{%- elif m.role == 'tool' -%}"
+            "{%- if m.name in ['python', 'search'] or m.name is not defined or m.name is none -%}{{- '" + s["res"] + "' -}}{%- else -%}{{- '" + s["resp"] + "' -}}{%- endif -%}"
+            "{{- m.content + '" + s["end"] + "' -}}"
+            "{%- endif -%}"
+            "{%- endfor -%}"
+            "{%- if add_generation_prompt -%}{{- '" + s["ast"] + "' -}}{%- endif -%}"
+        )
+
+
+def _messages_and_tools(conversation) -> tuple[list[dict], list | None]:
+    if isinstance(conversation, dict):
+        return conversation.get("messages") or [], conversation.get("tools")
+    if hasattr(conversation, "messages"):
+        return list(conversation.messages), getattr(conversation, "tools", None)
+    return list(conversation), None
+
+
+# ---- training -------------------------------------------------------------------------------
+
+
+def iter_texts(path: str) -> Iterator[str]:
+    """Texts from .txt (one document per blank-line-separated block or per line for long lines), .jsonl/.json
+    ("text"/"content" field, or conversations), .parquet, gzip of those, or `hf:DATASET[:CONFIG]` (streamed)."""
+    if path.startswith("hf:"):
+        from datasets import load_dataset
+
+        name, _, config = path[3:].partition(":")
+        ds = load_dataset(name, config or None, split="train", streaming=True)
+        for row in ds:
+            text = row.get("text") or row.get("content")
+            if text:
+                yield text
+        return
+    if not os.path.exists(path):
+        raise HessGPTError(f"tokenizer input {path!r} does not exist")
+    base = path[:-3] if path.endswith(".gz") else path
+    opener = (lambda: io.TextIOWrapper(gzip.open(path), encoding="utf-8")) if path.endswith(".gz") else (lambda: open(path, encoding="utf-8"))
+    if base.endswith(".parquet"):
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(path)
+        col = "text" if "text" in table.column_names else "content"
+        for text in table.column(col).to_pylist():
+            if text:
+                yield text
+        return
+    with opener() as f:
+        if base.endswith(".jsonl") or base.endswith(".json"):
+            raw = f.read()
+            try:
+                rows = json.loads(raw) if base.endswith(".json") else None
+            except json.JSONDecodeError:
+                rows = None
+            if rows is None:
+                rows = []
+                for line in raw.splitlines():
+                    line = line.strip()
+                    if line:
+                        try:
+                            rows.append(json.loads(line))
+                        except json.JSONDecodeError:
+                            continue
+            for row in rows if isinstance(rows, list) else [rows]:
+                yield from _row_texts(row)
+        else:
+            block: list[str] = []
+            for line in f:
+                if line.strip():
+                    block.append(line)
+                elif block:
+                    yield "".join(block)
+                    block = []
+            if block:
+                yield "".join(block)
+
+
+def _row_texts(row) -> Iterator[str]:
+    if isinstance(row, str):
+        yield row
+    elif isinstance(row, dict):
+        for key in ("text", "content"):
+            if isinstance(row.get(key), str):
+                yield row[key]
+                return
+        msgs = row.get("messages") or row.get("conversations") or row.get("conversation")
+        if isinstance(msgs, list):
+            for m in msgs:
+                if isinstance(m, dict):
+                    t = m.get("content") or m.get("value") or ""
+                    if isinstance(t, str) and t:
+                        yield t
+                    if isinstance(m.get("code"), str):
+                        yield m["code"]
+            return
+        for key in ("instruction", "input", "output", "response", "context"):
+            if isinstance(row.get(key), str) and row[key]:
+                yield row[key]
+
+
+def _weighted_texts(paths: list[str], lang_weights: dict[str, float] | None, seed: int = 0) -> Iterator[str]:
+    """All texts; with language weights, documents of over-represented languages are subsampled (by bytes)."""
+    if not lang_weights:
+        for p in paths:
+            yield from iter_texts(p)
+        return
+    import py3langid as langid
+
+    docs: list[tuple[str, str]] = []
+    totals: dict[str, int] = {}
+    for p in paths:
+        for text in iter_texts(p):
+            lang = langid.classify(text[:2000])[0]
+            lang = lang if lang in lang_weights else "other"
+            docs.append((lang, text))
+            totals[lang] = totals.get(lang, 0) + len(text.encode())
+    wanted = {k: v for k, v in lang_weights.items() if totals.get(k)}
+    if not wanted:
+        raise HessGPTError(f"--lang-weights: none of the languages {list(lang_weights)} found in the input")
+    # largest scale s such that s * weight_l <= bytes_l for every language
+    s = min(totals[k] / w for k, w in wanted.items())
+    keep = {k: min(1.0, s * w / totals[k]) for k, w in wanted.items()}
+    rng = random.Random(seed)
+    for lang, text in docs:
+        if lang == "other" or rng.random() < keep.get(lang, 0.0):
+            yield text
+
+
+def train_tokenizer(paths: list[str], vocab_size: int, lang_weights: dict[str, float] | None = None,
+                    min_frequency: int = 2, seed: int = 0) -> Tokenizer:
+    """Byte-level BPE whose total vocabulary (special tokens included) is `vocab_size`."""
+    from tokenizers import Tokenizer as HFTokenizer
+    from tokenizers import decoders, models, pre_tokenizers, trainers
+
+    if vocab_size < len(SPECIAL_TOKENS) + 256 + 1:
+        raise HessGPTError(f"--vocab-size {vocab_size} is too small (at least {len(SPECIAL_TOKENS) + 257})")
+    hf = HFTokenizer(models.BPE())
+    hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    hf.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=SPECIAL_TOKENS,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=True)
+    n_docs = 0
+
+    def counted():
+        nonlocal n_docs
+        for t in _weighted_texts(paths, lang_weights, seed):
+            n_docs += 1
+            yield t
+
+    hf.train_from_iterator(counted(), trainer=trainer)
+    if n_docs == 0:
+        raise HessGPTError(f"no text found in {paths}")
+    return Tokenizer(hf, {t: i for i, t in enumerate(SPECIAL_TOKENS)})
+
+
+def adopt_tokenizer(path: str) -> Tokenizer:
+    """An existing tokenizer.json (e.g. Mistral's 32000) plus HessGPT's special tokens where missing."""
+    from tokenizers import AddedToken
+    from tokenizers import Tokenizer as HFTokenizer
+
+    file = os.path.join(path, "tokenizer.json") if os.path.isdir(path) else path
+    if not os.path.exists(file):
+        raise HessGPTError(f"{path}: no tokenizer.json found")
+    hf = HFTokenizer.from_file(file)
+    missing = [t for t in SPECIAL_TOKENS if hf.token_to_id(t) is None and t != PAD]
+    hf.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in missing])
+    return Tokenizer(hf, {t: hf.token_to_id(t) for t in SPECIAL_TOKENS})
+
+
+def _parse_lang_weights(s: str | None) -> dict[str, float] | None:
+    if not s:
+        return None
+    out = {}
+    for part in s.split(","):
+        lang, _, w = part.partition("=")
+        try:
+            out[lang.strip()] = float(w)
+        except ValueError:
+            raise HessGPTError(f"--lang-weights: bad entry {part!r} (expected LANG=WEIGHT, e.g. en=0.6,fr=0.4)") from None
+    return out
+
+
+def cli_main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="hessgpt tokenizer", description="Train or adopt a byte-level BPE tokenizer.")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    t = sub.add_parser("train", help="train a byte-level BPE on French/English text")
+    t.add_argument("--input", nargs="+", required=True, help="text/jsonl/json/parquet files (.gz ok) or hf:DATASET[:CONFIG]")
+    t.add_argument("--vocab-size", type=int, required=True, help="total vocabulary, special tokens included")
+    t.add_argument("--out", required=True)
+    t.add_argument("--lang-weights", help="e.g. en=0.6,fr=0.4 (documents are language-identified and subsampled)")
+    t.add_argument("--min-frequency", type=int, default=2)
+    a = sub.add_parser("adopt", help="take an existing tokenizer.json and add HessGPT's special tokens")
+    a.add_argument("path")
+    a.add_argument("--out", required=True)
+    e = sub.add_parser("encode", help="print the ids of a text")
+    e.add_argument("tokenizer")
+    e.add_argument("text")
+    args = p.parse_args(argv)
+    if args.cmd == "train":
+        tok = train_tokenizer(args.input, args.vocab_size, _parse_lang_weights(args.lang_weights), args.min_frequency)
+    elif args.cmd == "adopt":
+        tok = adopt_tokenizer(args.path)
+    else:
+        tok = Tokenizer.load(args.tokenizer)
+        ids = tok.encode(args.text)
+        print(ids)
+        print(" ".join(repr(tok.decode([i])) for i in ids))
+        return 0
+    tok.save(args.out)
+    fast = "tiktoken (verified identical)" if tok._fast_encoder() is not None else "tokenizers"
+    print(f"saved {args.out}: vocab {tok.vocab_size}, {len(tok.special)} special tokens, hash {tok.hash}, encoder {fast}")
+    return 0
