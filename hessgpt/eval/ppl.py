@@ -1,0 +1,183 @@
+"""Perplexity and bits per byte of a checkpoint on held-out text, with a strided sliding window.
+
+Each document is scored on its own as [<s>] + encode(text); a window of `context_len` tokens slides by
+`stride`, and each window scores only the tokens the previous windows did not (so every token after the first
+window sees at least context_len - stride tokens of context). This is exactly the procedure of the
+`transformers` perplexity guide (labels = -100 outside the new tokens), so on the HF export
+`transformers` gets the same numbers.
+
+    mean NLL  = total NLL (nats) / scored tokens
+    PPL       = exp(mean NLL)
+    bits/byte = total NLL / (ln 2 * total UTF-8 bytes of the texts)   # comparable across tokenizers
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Iterable
+
+import torch
+
+from hessgpt.errors import HessGPTError
+
+BOS_ID = 1  # docs/chat-format.md: <s>
+
+
+@dataclass
+class PplResult:
+    mean_nll: float      # nats per scored token
+    ppl: float
+    bpb: float           # bits per UTF-8 byte
+    tokens: int          # scored tokens
+    bytes: int           # UTF-8 bytes of the scored texts
+    docs: int
+    context_len: int
+    stride: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def windows(seq_len: int, context_len: int, stride: int) -> list[tuple[int, int, int]]:
+    """(begin, end, first_target) for each window: tokens [begin, end) are fed, targets [first_target, end) scored.
+
+    >>> windows(10, 4, 2)
+    [(0, 4, 1), (2, 6, 4), (4, 8, 6), (6, 10, 8)]
+    """
+    if not 0 < stride <= context_len:
+        raise HessGPTError(f"stride must be in [1, context_len={context_len}], got {stride}")
+    out, prev_end = [], 0
+    for begin in range(0, seq_len, stride):
+        end = min(begin + context_len, seq_len)
+        # position `begin` has no context inside its window, so it is never a target (as in transformers)
+        out.append((begin, end, max(prev_end, begin + 1)))
+        prev_end = end
+        if end == seq_len:
+            break
+    return [w for w in out if w[2] < w[1]]
+
+
+def _logits(model, x: torch.Tensor) -> torch.Tensor:
+    out = model(x)
+    return out.logits if hasattr(out, "logits") else out  # HF models return an output object
+
+
+@torch.no_grad()
+def sequence_nll(model: Callable, ids: list[int], context_len: int, stride: int, batch_size: int = 8,
+                 device: str | torch.device = "cpu") -> tuple[float, int]:
+    """(sum of NLL in nats, number of scored tokens) of ids[1:] under `model(ids[B, T]) -> logits[B, T, V]`."""
+    ids_t = torch.tensor(ids, dtype=torch.long)
+    total, count = 0.0, 0
+    wins = windows(len(ids), context_len, stride)
+    # windows of the same length run as one batch (all but the last are context_len long)
+    by_len: dict[int, list[tuple[int, int, int]]] = {}
+    for w in wins:
+        by_len.setdefault(w[1] - w[0], []).append(w)
+    for T, group in by_len.items():
+        for i in range(0, len(group), batch_size):
+            chunk = group[i:i + batch_size]
+            x = torch.stack([ids_t[b:e] for b, e, _ in chunk]).to(device)              # [B, T]
+            logp = torch.log_softmax(_logits(model, x)[:, :-1].float(), dim=-1)        # [B, T-1, V]
+            tok_nll = -logp.gather(-1, x[:, 1:, None]).squeeze(-1)                     # [B, T-1]: predicts x[:, 1:]
+            for row, (b, e, first) in enumerate(chunk):
+                scored = tok_nll[row, first - b - 1:]                                   # targets [first, e)
+                total += float(scored.double().sum())
+                count += scored.numel()
+    return total, count
+
+
+def model_context_len(model) -> int:
+    cfg = getattr(model, "config", None)
+    for key in ("context_length", "max_position_embeddings", "n_positions", "max_seq_len"):
+        value = getattr(cfg, key, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return 1024
+
+
+def perplexity(model, encode: Callable[[str], list[int]], texts: Iterable[str], context_len: int | None = None,
+               stride: int | None = None, batch_size: int = 8, device: str | torch.device | None = None,
+               bos_id: int | None = BOS_ID, progress: bool = True) -> PplResult:
+    """Strided perplexity and bits per byte of `model` over `texts` (each text one document)."""
+    from tqdm import tqdm
+
+    context_len = context_len or model_context_len(model)
+    stride = stride or max(1, context_len // 2)
+    if device is None:
+        device = next(model.parameters()).device if isinstance(model, torch.nn.Module) else "cpu"
+    total, tokens, nbytes, docs = 0.0, 0, 0, 0
+    bar = tqdm(texts, desc="ppl", unit="doc", disable=not progress)
+    for text in bar:
+        ids = ([bos_id] if bos_id is not None else []) + list(encode(text))
+        if len(ids) < 2:
+            continue
+        nll, n = sequence_nll(model, ids, context_len, stride, batch_size, device)
+        total, tokens = total + nll, tokens + n
+        nbytes += len(text.encode("utf-8"))
+        docs += 1
+        if progress and tokens:
+            bar.set_postfix(ppl=f"{math.exp(total / tokens):.2f}")
+    if tokens == 0:
+        raise HessGPTError("no text to evaluate: every document was empty")
+    mean = total / tokens
+    return PplResult(mean_nll=mean, ppl=math.exp(mean), bpb=total / (math.log(2) * nbytes), tokens=tokens,
+                     bytes=nbytes, docs=docs, context_len=context_len, stride=stride)
+
+
+# ---------------------------------------------------------------------------- data
+
+
+def shard_documents(path: Path, decode: Callable[[list[int]], str], bos_id: int = BOS_ID) -> list[str]:
+    """Texts of a token shard (.npy, or raw .bin of uint16 / .u32.bin of uint32), split at each <s>.
+
+    Decoding back to text gives the byte count bits-per-byte needs and re-encodes identically for a
+    byte-level BPE tokenizer.
+    """
+    import numpy as np
+
+    if path.suffix == ".npy":
+        arr = np.load(path, mmap_mode="r")
+    else:
+        arr = np.fromfile(path, dtype=np.uint32 if path.name.endswith(".u32.bin") else np.uint16)
+    ids = arr.astype(np.int64).tolist()
+    docs, cur = [], []
+    for t in ids:
+        if t == bos_id and cur:
+            docs.append(cur)
+            cur = []
+        if t not in (bos_id, 2, 0):  # drop <s>, </s>, <pad>; keep text tokens
+            cur.append(t)
+    if cur:
+        docs.append(cur)
+    return [decode(d) for d in docs if d]
+
+
+def iter_eval_texts(paths: list[str], decode: Callable[[list[int]], str] | None = None,
+                    limit: int | None = None) -> list[str]:
+    """Documents from text files (.txt, .jsonl, .json, .parquet, .gz: see hessgpt.tokenizer.iter_texts), token
+    shards (.npy/.bin) or directories of those."""
+    from hessgpt.tokenizer import iter_texts
+
+    files: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            files += sorted(f for f in p.rglob("*") if f.is_file() and not f.name.startswith("."))
+        elif p.exists():
+            files.append(p)
+        else:
+            raise HessGPTError(f"no such eval data {p}")
+    texts: list[str] = []
+    for f in files:
+        if f.suffix in (".npy", ".bin"):
+            if decode is None:
+                raise HessGPTError(f"{f}: token shards need a tokenizer to decode them")
+            texts += shard_documents(f, decode)
+        elif f.suffix in (".txt", ".jsonl", ".json", ".parquet", ".gz"):
+            texts += [t for t in iter_texts(str(f)) if t.strip()]
+        if limit and len(texts) >= limit:
+            return texts[:limit]
+    if not texts:
+        raise HessGPTError(f"no documents found in {', '.join(paths)}")
+    return texts

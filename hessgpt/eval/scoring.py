@@ -1,0 +1,246 @@
+"""Automatic, reproducible scoring of one answer against one bench item's checks.
+
+Every check returns a score in [0, 1]; an item's score is the mean of its checks, and 0 when the answer is
+degenerate (empty, looping, leaking special tokens). No randomness, no model: the same answer always gets
+the same score.
+
+Check types (the `checks` list of a prompt item, see hessgpt/eval/prompts/*.jsonl and docs/evaluation.md):
+
+    {"type": "contains_any", "values": [...]}     one of the strings appears (case/accent-insensitive)
+    {"type": "contains_all", "values": [...]}     all of them appear
+    {"type": "not_contains", "values": [...]}     none of them appears
+    {"type": "regex", "pattern": "..."}           re.search matches (IGNORECASE)
+    {"type": "numbered_list", "n": 5}             exactly n items "1." / "1)" ... in order
+    {"type": "bullet_list", "n": 3}               exactly n lines starting with -, * or •
+    {"type": "lines", "n": 3}                     exactly n non-empty lines
+    {"type": "max_words", "n": 30} / {"type": "min_words", "n": 20}
+    {"type": "json"}                              the answer (or its ```json block) parses as JSON
+    {"type": "uppercase"} / {"type": "lowercase"}
+    {"type": "lang", "lang": "fr"}                the answer is in that language (py3langid)
+    {"type": "chrf", "references": [...], "target": 50}   min(1, chrF / target) against the references
+    {"type": "number", "value": 42}               the answer's numbers include this value
+
+The answer-language check is added automatically from the item's `answer_lang` (default: its `lang`).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import unicodedata
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+SPECIAL_TOKEN_RE = re.compile(r"<\|(?:system|user|assistant|end|code|result|tool_call|tool_response)\|>|</?s>|<pad>")
+# Candidate languages for language id: a small set is far more stable on short answers (a list of five English
+# nouns is "it" among 97 languages but clearly "en" between fr and en). The bench is fr/en.
+LANGS = ("fr", "en")
+
+
+# ---------------------------------------------------------------------------- normalisation helpers
+
+
+def normalize(text: str) -> str:
+    """Lowercase, strip accents, collapse whitespace and typographic quotes: 'Élève  l’été' -> "eleve l'ete"."""
+    text = unicodedata.normalize("NFKD", text)
+    text = "".join(c for c in text if not unicodedata.combining(c))
+    text = text.replace("\u2019", "'").replace("\u2018", "'").replace("\u00a0", " ").replace("\u202f", " ")
+    return re.sub(r"\s+", " ", text.lower()).strip()
+
+
+def words(text: str) -> list[str]:
+    return re.findall(r"\w+", text.lower())
+
+
+_NUM_RE = re.compile(r"(?<![\w.])-?\d+(?:[.,\u00a0\u202f ]\d+)*")
+
+
+def extract_numbers(text: str) -> set[float]:
+    """Every value the numbers in `text` could mean, reading both conventions.
+
+    "1,000" -> {1000, 1.0, 0}; "12,5" -> {12.5, 12, 5}; "1 234,5" -> {1234.5, ...}; "$18.00" -> {18.0, ...}.
+    Over-generous on purpose: the check is "the reference value is among them".
+    """
+    values: set[float] = set()
+    for m in _NUM_RE.finditer(text):
+        raw = m.group(0).replace("\u00a0", " ").replace("\u202f", " ")
+        neg = raw.startswith("-")
+        body = raw.lstrip("-")
+        candidates = [body.replace(" ", "").replace(",", ""),                    # 1,234.5 (en)
+                      body.replace(" ", "").replace(".", "").replace(",", ".")]  # 1.234,5 (fr/de)
+        candidates += re.split(r"[ ,]", body)                                   # separate numbers "3, 4"
+        for c in candidates:
+            try:
+                v = float(c)
+            except ValueError:
+                continue
+            values.add(-v if neg else v)
+    return values
+
+
+def number_in(text: str, value: float) -> bool:
+    return any(abs(v - value) <= 1e-6 * max(1.0, abs(value)) for v in extract_numbers(text))
+
+
+# ---------------------------------------------------------------------------- language id
+
+
+@lru_cache(maxsize=4)
+def _identifier(langs: tuple[str, ...]):
+    import py3langid.langid as L
+
+    ident = L.LanguageIdentifier.from_modelpath(L.MODEL_DIR / L.MODEL_FILE, norm_probs=True)
+    ident.set_languages(list(langs))
+    return ident
+
+
+def detect_lang(text: str, langs: tuple[str, ...] = LANGS) -> str | None:
+    """ISO code of the text's language among `langs`, or None when the text is too short to tell (< 3 words)."""
+    if len(words(text)) < 3:
+        return None
+    # numbers, code and URLs carry no language signal
+    clean = re.sub(r"```.*?```|https?://\S+|\d+", " ", text, flags=re.S)
+    if len(words(clean)) < 3:
+        return None
+    return _identifier(tuple(langs)).classify(clean)[0]
+
+
+# ---------------------------------------------------------------------------- degenerate output
+
+
+@dataclass
+class Degeneracy:
+    empty: bool = False
+    repetitive: bool = False
+    leaked_tokens: bool = False
+    repeat_ratio: float = 0.0
+
+    @property
+    def degenerate(self) -> bool:
+        return self.empty or self.repetitive or self.leaked_tokens
+
+    def reasons(self) -> list[str]:
+        return [n for n in ("empty", "repetitive", "leaked_tokens") if getattr(self, n)]
+
+
+def repeat_ratio(text: str, n: int = 3) -> float:
+    """Fraction of word n-grams that repeat an earlier one (0 = all distinct, -> 1 for a loop)."""
+    w = words(text)
+    grams = [tuple(w[i:i + n]) for i in range(len(w) - n + 1)]
+    if len(grams) < 4:
+        return 0.0
+    return 1.0 - len(set(grams)) / len(grams)
+
+
+def degeneracy(text: str) -> Degeneracy:
+    """Empty answers, loops (word 3-grams > 50% repeated, one line repeated >= 4 times, a char run) and
+    special tokens leaking into the visible text."""
+    d = Degeneracy()
+    stripped = text.strip()
+    if not stripped or not re.search(r"\w", stripped):
+        d.empty = True
+        return d
+    d.repeat_ratio = repeat_ratio(stripped)
+    lines = [ln.strip() for ln in stripped.splitlines() if ln.strip()]
+    most_common_line = max((lines.count(ln) for ln in set(lines)), default=0)
+    char_run = re.search(r"(.{1,8}?)\1{15,}", stripped, flags=re.S) is not None  # "hahahaha..." x16
+    d.repetitive = d.repeat_ratio > 0.5 or most_common_line >= 4 or char_run
+    d.leaked_tokens = SPECIAL_TOKEN_RE.search(text) is not None
+    return d
+
+
+# ---------------------------------------------------------------------------- the checks
+
+
+def _list_items(text: str, pattern: str) -> list[str]:
+    return [m.group(1) for m in re.finditer(pattern, text, flags=re.M)]
+
+
+def numbered_items(text: str) -> list[int]:
+    """The numbers of lines that look like '1. ...', '2) ...', '**3.** ...'."""
+    return [int(x) for x in _list_items(text, r"^\s*\**(\d+)\s*[.)]\**\s+\S")]
+
+
+def _json_ok(text: str) -> bool:
+    m = re.search(r"```(?:json)?\s*(.*?)```", text, flags=re.S)
+    body = m.group(1) if m else text.strip()
+    try:
+        json.loads(body)
+        return True
+    except (ValueError, TypeError):
+        return False
+
+
+def chrf(hyp: str, references: list[str]) -> float:
+    import sacrebleu
+
+    return float(sacrebleu.sentence_chrf(hyp, references).score)
+
+
+def run_check(check: dict, answer: str) -> float:
+    """Score in [0, 1] of `answer` against one check dict (see the module docstring)."""
+    kind = check["type"]
+    norm = normalize(answer)
+    if kind == "contains_any":
+        return float(any(normalize(v) in norm for v in check["values"]))
+    if kind == "contains_all":
+        vals = check["values"]
+        return sum(normalize(v) in norm for v in vals) / len(vals)
+    if kind == "not_contains":
+        return float(not any(normalize(v) in norm for v in check["values"]))
+    if kind == "regex":
+        return float(re.search(check["pattern"], answer, flags=re.I | re.M) is not None)
+    if kind == "numbered_list":
+        nums = numbered_items(answer)
+        return float(nums == list(range(1, check["n"] + 1)))
+    if kind == "bullet_list":
+        return float(len(_list_items(answer, r"^\s*[-*•]\s+(\S)")) == check["n"])
+    if kind == "lines":
+        return float(len([ln for ln in answer.splitlines() if ln.strip()]) == check["n"])
+    if kind == "max_words":
+        return float(0 < len(words(answer)) <= check["n"])
+    if kind == "min_words":
+        return float(len(words(answer)) >= check["n"])
+    if kind == "json":
+        return float(_json_ok(answer))
+    if kind == "uppercase":
+        letters = [c for c in answer if c.isalpha()]
+        return float(bool(letters) and all(c.isupper() for c in letters))
+    if kind == "lowercase":
+        letters = [c for c in answer if c.isalpha()]
+        return float(bool(letters) and all(c.islower() for c in letters))
+    if kind == "lang":
+        langs = LANGS if check["lang"] in LANGS else (*LANGS, check["lang"])
+        got = detect_lang(answer, langs)
+        return 1.0 if got is None else float(got == check["lang"])
+    if kind == "chrf":
+        return min(1.0, chrf(answer, check["references"]) / check.get("target", 50.0))
+    if kind == "number":
+        return float(number_in(answer, float(check["value"])))
+    raise ValueError(f"unknown check type {kind!r}")
+
+
+@dataclass
+class ItemScore:
+    score: float                                   # in [0, 1]
+    checks: list[dict] = field(default_factory=list)  # [{"type": ..., "score": ...}]
+    degenerate: list[str] = field(default_factory=list)
+    lang: str | None = None                        # detected answer language
+
+
+def item_checks(item: dict) -> list[dict]:
+    """The item's own checks plus the answer-language check (unless answer_lang is null)."""
+    checks = list(item.get("checks", []))
+    answer_lang = item.get("answer_lang", item.get("lang"))
+    if answer_lang and not any(c["type"] == "lang" for c in checks):
+        checks.append({"type": "lang", "lang": answer_lang})
+    return checks
+
+
+def score_answer(item: dict, answer: str) -> ItemScore:
+    """Mean of the item's checks; 0 for a degenerate answer."""
+    deg = degeneracy(answer)
+    results = [{"type": c["type"], "score": run_check(c, answer)} for c in item_checks(item)]
+    mean = sum(r["score"] for r in results) / len(results) if results else 1.0
+    return ItemScore(score=0.0 if deg.degenerate else mean, checks=results,
+                     degenerate=deg.reasons(), lang=detect_lang(answer))

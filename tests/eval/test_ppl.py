@@ -1,0 +1,81 @@
+"""Strided perplexity: the window arithmetic, and parity with the `transformers` perplexity procedure."""
+
+import math
+import os
+
+import pytest
+import torch
+
+from hessgpt.eval.ppl import perplexity, sequence_nll, windows
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def test_windows_cover_every_target_once():
+    for seq_len, ctx, stride in [(10, 4, 2), (37, 8, 3), (5, 8, 4), (16, 4, 4), (17, 5, 5)]:
+        targets = [t for b, e, first in windows(seq_len, ctx, stride) for t in range(first, e)]
+        assert len(targets) == len(set(targets))
+        assert all(e - b <= ctx for b, e, _ in windows(seq_len, ctx, stride))
+        if stride < ctx:  # overlapping windows score every token but the first
+            assert sorted(targets) == list(range(1, seq_len))
+
+
+def _tiny_mistral(vocab=64, ctx=32):
+    transformers = pytest.importorskip("transformers")
+    cfg = transformers.MistralConfig(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                     num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=ctx,
+                                     sliding_window=None)
+    torch.manual_seed(0)
+    return transformers.MistralForCausalLM(cfg).eval()
+
+
+def _hf_guide_nll(model, ids, max_length, stride):
+    """The loop of the transformers perplexity guide (docs: perplexity.md), returning total NLL and tokens."""
+    input_ids = torch.tensor([ids])
+    seq_len = input_ids.size(1)
+    nll_sum, n_tokens, prev_end = 0.0, 0, 0
+    for begin in range(0, seq_len, stride):
+        end = min(begin + max_length, seq_len)
+        trg_len = end - prev_end
+        x = input_ids[:, begin:end]
+        target = x.clone()
+        target[:, :-trg_len] = -100
+        with torch.no_grad():
+            loss = model(x, labels=target).loss
+        n_valid = int((target[:, 1:] != -100).sum())
+        nll_sum += float(loss) * n_valid
+        n_tokens += n_valid
+        prev_end = end
+        if end == seq_len:
+            break
+    return nll_sum, n_tokens
+
+
+@pytest.mark.parametrize("ctx,stride", [(16, 8), (16, 16), (12, 5)])
+def test_parity_with_transformers_guide(ctx, stride):
+    model = _tiny_mistral()
+    g = torch.Generator().manual_seed(1)
+    ids = [1] + torch.randint(14, 64, (50,), generator=g).tolist()
+    ours, n = sequence_nll(model, ids, ctx, stride, batch_size=3)
+    ref, n_ref = _hf_guide_nll(model, ids, ctx, stride)
+    assert n == n_ref
+    assert ours == pytest.approx(ref, rel=1e-5)
+
+
+def test_perplexity_and_bits_per_byte():
+    model = _tiny_mistral(vocab=300)
+    texts = ["héllo wörld", "a b c d e f g h i j k l m n o p q r s t u v w x y z " * 3, ""]
+
+    def encode(t):  # byte-level "tokenizer": one token per UTF-8 byte, offset past the special ids
+        return [14 + b for b in t.encode("utf-8")]
+
+    r = perplexity(model, encode, texts, context_len=16, stride=8, progress=False)
+    total = sum(sequence_nll(model, [1] + encode(t), 16, 8)[0] for t in texts if t)
+    n_bytes = sum(len(t.encode("utf-8")) for t in texts)
+    assert r.docs == 2 and r.bytes == n_bytes
+    assert r.tokens == n_bytes  # every byte-token is a target exactly once (stride < context)
+    assert r.mean_nll == pytest.approx(total / r.tokens)
+    assert r.ppl == pytest.approx(math.exp(total / r.tokens))
+    assert r.bpb == pytest.approx(total / (math.log(2) * n_bytes))
+    # a random model over 300 tokens is near uniform: ppl close to the vocabulary size
+    assert 150 < r.ppl < 600
