@@ -79,3 +79,46 @@ def test_perplexity_and_bits_per_byte():
     assert r.bpb == pytest.approx(total / (math.log(2) * n_bytes))
     # a random model over 300 tokens is near uniform: ppl close to the vocabulary size
     assert 150 < r.ppl < 600
+
+
+def test_parity_with_transformers_on_hf_export(tiny_ckpt, tmp_path):
+    """`hessgpt eval ppl` numbers == the transformers perplexity loop on the `hessgpt convert to-hf` export."""
+    transformers = pytest.importorskip("transformers")
+    import hessgpt
+    from hessgpt.convert.hf import to_hf
+
+    text_dir = os.path.join(os.path.dirname(__file__), "..", "fixtures", "text")
+    TEXT_FILES = [os.path.join(text_dir, "fr_ud_gsd.txt"), os.path.join(text_dir, "en_c4.txt")]
+    texts = [ln for ln in open(TEXT_FILES[0], encoding="utf-8").read().splitlines() if ln.strip()][:3]
+    texts += [" ".join(open(TEXT_FILES[1], encoding="utf-8").read().split()[:120])]  # longer than the window
+    model, tok = hessgpt.load(tiny_ckpt)
+    ours = perplexity(model.eval(), tok.encode, texts, context_len=32, stride=16, progress=False)
+
+    out = tmp_path / "hf"
+    to_hf(tiny_ckpt, str(out))
+    hf_model = transformers.AutoModelForCausalLM.from_pretrained(str(out), torch_dtype=torch.float32).eval()
+    hf_tok = transformers.AutoTokenizer.from_pretrained(str(out))
+    total, n = 0.0, 0
+    for t in texts:
+        ids = [hf_tok.convert_tokens_to_ids("<s>")] + hf_tok(t, add_special_tokens=False)["input_ids"]
+        assert ids == [1] + tok.encode(t)
+        s, k = _hf_guide_nll(hf_model, ids, 32, 16)
+        total, n = total + s, n + k
+    assert ours.tokens == n
+    assert ours.mean_nll == pytest.approx(total / n, rel=1e-4)
+    assert ours.bpb == pytest.approx(total / (math.log(2) * sum(len(t.encode()) for t in texts)), rel=1e-4)
+
+
+def test_ppl_cli_writes_result(tiny_ckpt, tmp_path, capsys):
+    import json
+
+    from hessgpt.eval.cli import main
+
+    data = tmp_path / "held_out.txt"
+    data.write_text("Bonjour tout le monde.\n\nHello world, this is a test.\n", encoding="utf-8")
+    out = tmp_path / "ppl.json"
+    assert main(["ppl", tiny_ckpt, "--data", str(data), "--context-len", "16", "--out", str(out)]) == 0
+    r = json.loads(out.read_text())
+    assert r["kind"] == "ppl" and r["docs"] == 2 and r["context_len"] == 16 and r["stride"] == 8
+    assert r["ppl"] == pytest.approx(math.exp(r["mean_nll"]))
+    assert "bits/byte" in capsys.readouterr().out

@@ -1,0 +1,187 @@
+"""`hessgpt eval {ppl,bench,tools,report}`.
+
+Every command saves its JSON result where `hessgpt eval report` finds it: `--out FILE`, by default
+`<ckpt>/eval/<kind>.json` (ppl.json, bench.json, tools.json) for a checkpoint folder, or
+`<folder of the file>/eval/<kind>.json` for a checkpoint file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+from pathlib import Path
+
+from hessgpt.errors import HessGPTError
+
+
+def default_out(ckpt: str, kind: str) -> Path:
+    p = Path(ckpt)
+    return (p if p.is_dir() else p.parent) / "eval" / f"{kind}.json"
+
+
+def save_json(obj: dict, path: str | Path) -> Path:
+    """Atomic write (temp file + os.replace), creating the folder."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(obj, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def _header(kind: str, ckpt: str | None) -> dict:
+    from hessgpt import __version__
+
+    return {"kind": kind, "checkpoint": None if ckpt is None else str(ckpt),
+            "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "hessgpt": __version__}
+
+
+def load_backend(model1: str, model2: str | None = None):
+    """The dual-model backend (model 1 + optional code refiner model 2) for a checkpoint."""
+    if not Path(model1).exists():
+        raise HessGPTError(f"no such checkpoint {model1}")
+    from hessgpt.tools.router import DualModelBackend
+
+    return DualModelBackend(model1, model2)
+
+
+# ---------------------------------------------------------------------------- subcommands
+
+
+def cmd_ppl(args) -> int:
+    import torch
+
+    import hessgpt
+    from hessgpt.eval.ppl import iter_eval_texts, perplexity
+
+    if not Path(args.ckpt).exists():
+        raise HessGPTError(f"no such checkpoint {args.ckpt}")
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model, tok = hessgpt.load(args.ckpt, device=device)
+    model.eval()
+    decode = getattr(tok, "decode", None)
+    per_file = {}
+    all_texts = []
+    for path in args.data:
+        texts = iter_eval_texts([path], decode=decode, limit=args.limit)
+        all_texts += texts
+        if len(args.data) > 1:
+            per_file[path] = perplexity(model, tok.encode, texts, args.context_len, args.stride, args.batch_size,
+                                        device, progress=False).to_dict()
+    r = perplexity(model, tok.encode, all_texts, args.context_len, args.stride, args.batch_size, device)
+    result = {**_header("ppl", args.ckpt), "data": args.data, **r.to_dict(), "per_file": per_file}
+    out = save_json(result, args.out or default_out(args.ckpt, "ppl"))
+    print(f"mean NLL {r.mean_nll:.4f} nats/token | perplexity {r.ppl:.3f} | {r.bpb:.4f} bits/byte "
+          f"({r.tokens} tokens, {r.bytes} bytes, {r.docs} documents, context {r.context_len}, stride {r.stride})")
+    print(f"saved {out}")
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from hessgpt.eval.bench import LLMJudge, format_table, generate_fn, load_items, run_bench
+
+    langs = [x.strip() for x in args.lang.split(",") if x.strip()]
+    items = load_items(langs, args.prompts)[: args.limit]
+    judge = None
+    if args.judge_url or args.judge_model:
+        if not (args.judge_url and args.judge_model):
+            raise HessGPTError("--judge-url and --judge-model go together")
+        judge = LLMJudge(args.judge_url, args.judge_model)
+    backend = load_backend(args.ckpt)
+    result = run_bench(generate_fn(backend, args.max_new_tokens), items, judge=judge)
+    result = {**_header("bench", args.ckpt), "langs": langs, "judge": args.judge_model, **result}
+    out = save_json(result, args.out or default_out(args.ckpt, "bench"))
+    print(format_table(result))
+    for lang, t in result["per_lang"].items():
+        print(f"{lang}: {t['total']:.1f} / {result['max']:g} ({t['n_items']} items)")
+    for key, b in result["bleu"].items():
+        print(f"{key}: BLEU {b['bleu']:.1f} chrF {b['chrf']:.1f} ({b['n']} items)")
+    print(f"saved {out}")
+    return 0
+
+
+def cmd_tools(args) -> int:
+    from hessgpt.eval.tools import evaluate, format_metrics, load_samples
+
+    per_data, samples = {}, []
+    for path in args.data:
+        s = load_samples(path, args.answers if len(args.data) == 1 else None, args.limit)
+        per_data[path] = s
+        samples += s
+    backend = load_backend(args.model1, args.model2)
+    from hessgpt.engine import SamplingParams
+
+    params = SamplingParams(max_new_tokens=args.max_new_tokens, temperature=0.0, seed=0)
+    result = evaluate(backend, samples, params)
+    if len(args.data) > 1:  # per file metrics from the same rows (no second run)
+        from hessgpt.eval.tools import metrics
+
+        start, result["per_data"] = 0, {}
+        for path, s in per_data.items():
+            result["per_data"][path] = metrics(result["samples"][start:start + len(s)])
+            start += len(s)
+    result = {**_header("tools", args.model1), "model2": args.model2, "data": args.data, **result}
+    out = save_json(result, args.out or default_out(args.model1, "tools"))
+    print(format_metrics(result))
+    print(f"saved {out}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from hessgpt.eval.report import build_report
+
+    paths = build_report(args.paths, args.out, labels=args.labels.split(",") if args.labels else None)
+    for p in paths:
+        print(f"wrote {p}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="hessgpt eval", description="Evaluate HessGPT checkpoints.")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    q = sub.add_parser("ppl", help="perplexity and bits per byte on held-out text (strided window)")
+    q.add_argument("ckpt")
+    q.add_argument("--data", nargs="+", required=True, help=".txt/.jsonl/.json/.parquet(.gz) text, .npy/.bin token shards, or folders")
+    q.add_argument("--context-len", type=int, default=None, help="window length (default: the model's context)")
+    q.add_argument("--stride", type=int, default=None, help="window step (default: context/2)")
+    q.add_argument("--batch-size", type=int, default=8)
+    q.add_argument("--limit", type=int, default=None, help="at most this many documents per file")
+    q.add_argument("--device", default=None)
+    q.add_argument("--out", default=None, help="result JSON (default CKPT/eval/ppl.json)")
+    q.set_defaults(func=cmd_ppl)
+
+    b = sub.add_parser("bench", help="the /20 benchmark (factual, conversation, instruction, creativity, robustness)")
+    b.add_argument("ckpt")
+    b.add_argument("--lang", default="fr,en", help="comma-separated: fr,en")
+    b.add_argument("--prompts", default=None, help="a JSONL prompt set instead of the shipped one")
+    b.add_argument("--limit", type=int, default=None)
+    b.add_argument("--max-new-tokens", type=int, default=256)
+    b.add_argument("--judge-url", default=None, help="OpenAI-compatible endpoint of an LLM judge (optional)")
+    b.add_argument("--judge-model", default=None)
+    b.add_argument("--out", default=None, help="result JSON (default CKPT/eval/bench.json)")
+    b.set_defaults(func=cmd_bench)
+
+    t = sub.add_parser("tools", help="routing, execution, answers and function calls of the dual model")
+    t.add_argument("--model1", required=True)
+    t.add_argument("--model2", default=None)
+    t.add_argument("--data", nargs="+", required=True, help="JSONL: conversation format, GSM8K, BFCL or xLAM")
+    t.add_argument("--answers", default=None, help="BFCL possible-answer file (default: DATA_possible_answer.jsonl)")
+    t.add_argument("--limit", type=int, default=None, help="at most this many samples per file")
+    t.add_argument("--max-new-tokens", type=int, default=512)
+    t.add_argument("--out", default=None, help="result JSON (default MODEL1/eval/tools.json)")
+    t.set_defaults(func=cmd_tools)
+
+    r = sub.add_parser("report", help="Markdown + JSON + plots comparing runs/checkpoints")
+    r.add_argument("paths", nargs="+", help="run folders (metrics.jsonl) and/or checkpoint folders (eval/*.json)")
+    r.add_argument("--out", required=True)
+    r.add_argument("--labels", default=None, help="comma-separated names for the paths (default: folder names)")
+    r.set_defaults(func=cmd_report)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
