@@ -1,0 +1,97 @@
+"""The routing format: {"messages": [...]} where assistant text carries the markers the router sees.
+
+`<|code|>SRC<|end|>` is a code block, `<|result|>OUT<|end|>` its output (or a search's hits),
+`<search>Q</search>` a search, `<|tool_call|>{json}<|end|>` a function call and
+`<|tool_response|>JSON<|end|>` its response. A result may also sit in its own message (role tool).
+Parsed into assistant `code`/`search`/`tool_calls` messages and tool messages (docs/chat-format.md).
+"""
+
+import json
+import re
+
+from hessgpt.data.adapters import field, record_id, register, role
+from hessgpt.data.conversation import Conversation, Message, Skip, ToolCall
+
+_MARK = re.compile(
+    r"<\|code\|>(?P<code>.*?)<\|end\|>"
+    r"|<\|result\|>(?P<result>.*?)(?:<\|end\|>|$)"
+    r"|<search>(?P<search>.*?)</search>"
+    r"|<\|tool_call\|>(?P<call>.*?)<\|end\|>"
+    r"|<\|tool_response\|>(?P<response>.*?)(?:<\|end\|>|$)",
+    flags=re.S,
+)
+
+
+def _last_action(msgs: list[Message]) -> Message | None:
+    for m in reversed(msgs):
+        if m.role == "assistant":
+            return m if m.has_action else None
+        if m.role != "tool":
+            return None
+    return None
+
+
+def _result(msgs: list[Message], text: str) -> None:
+    action = _last_action(msgs)
+    if action is None:
+        raise Skip("roles_out_of_order", "a result without a code block, search or call before it")
+    if action.code is not None:
+        name = "python"
+    elif action.search is not None:
+        name = "search"
+    else:
+        name = action.tool_calls[0].name
+    msgs.append(Message("tool", text, name=name))
+
+
+def parse_assistant(text: str, msgs: list[Message]) -> None:
+    """Append the messages one marked-up assistant text stands for."""
+    pos, pending = 0, ""
+    for m in _MARK.finditer(text):
+        pending += text[pos : m.start()]
+        pos = m.end()
+        kind = m.lastgroup
+        body = m.group(kind)
+        if kind == "code":
+            msgs.append(Message("assistant", pending.strip(), code=body.strip("\n")))
+        elif kind == "search":
+            msgs.append(Message("assistant", pending.strip(), search=body.strip()))
+        elif kind == "call":
+            try:
+                obj = json.loads(body)
+                call = ToolCall(obj["name"], obj.get("arguments") or {})
+            except (json.JSONDecodeError, KeyError, TypeError):
+                raise Skip("unparsable_tool_call", body[:80]) from None
+            last = msgs[-1] if msgs else None
+            if last is not None and last.role == "assistant" and last.tool_calls and not pending.strip():
+                last.tool_calls.append(call)  # consecutive calls = parallel calls
+            else:
+                msgs.append(Message("assistant", pending.strip(), tool_calls=[call]))
+        else:  # result / response
+            if pending.strip():
+                raise Skip("roles_out_of_order", "text between an action and its result")
+            _result(msgs, body)
+        pending = ""
+    pending += text[pos:]
+    if pending.strip():
+        msgs.append(Message("assistant", pending.strip()))
+
+
+@register("routing", "hessgpt-routing")
+def routing(row: dict) -> Conversation:
+    msgs: list[Message] = []
+    for m in field(row, "messages", list):
+        if not isinstance(m, dict) or not isinstance(m.get("content"), str):
+            raise Skip("wrong_type", "message without a string content")
+        r = role(m.get("role"))
+        if r == "assistant":
+            parse_assistant(m["content"], msgs)
+        elif r == "tool":
+            text = _MARK.sub(lambda x: x.group("result") or x.group("response") or x.group(0), m["content"])
+            if m.get("name"):
+                msgs.append(Message("tool", text, name=m["name"]))
+            else:
+                _result(msgs, text)
+        else:
+            msgs.append(Message(r, m["content"].strip()))
+    return Conversation(msgs, id=record_id(row, "id"), lang=row.get("lang"))
