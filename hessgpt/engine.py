@@ -303,7 +303,7 @@ class Engine:
     # ---- beam search ------------------------------------------------------------------------
 
     def beam_search(self, prompt_ids: list[int], num_beams: int = 4, max_new_tokens: int = 64,
-                    length_penalty: float = 1.0) -> list[int]:
+                    length_penalty: float = 1.0, stop_token_ids: list[int] | None = None) -> list[int]:
         """Highest-scoring continuation (sum of log-probs / length**length_penalty), ending at a stop token."""
         if num_beams < 1:
             raise HessGPTError(f"num_beams must be >= 1, got {num_beams}")
@@ -311,7 +311,7 @@ class Engine:
             raise HessGPTError(f"prompt of {len(prompt_ids)} tokens does not fit the context window ({self.max_len})")
         self._ensure_cache(num_beams)
         dev = self.device
-        stop_ids = set(self.default_stop_ids())
+        stop_ids = set(self.default_stop_ids() if stop_token_ids is None else stop_token_ids)
         T = len(prompt_ids)
         x = torch.tensor([prompt_ids] * num_beams, device=dev)
         finished: list[tuple[float, list[int]]] = []

@@ -264,6 +264,9 @@ class Tokenizer:
                     cur = assistant()
                 if t == self.code_id:
                     cur["code"], i = read_until(i + 1, self.end_id)
+                    lang = code_language(cur["code"])
+                    if lang != "python":
+                        cur["code_lang"] = lang
                 elif t == self.search_id:
                     cur["search"], i = read_until(i + 1, self.search_end_id)
                 else:
@@ -328,6 +331,25 @@ class Tokenizer:
             "{%- endfor -%}"
             "{%- if add_generation_prompt -%}{{- '" + s["ast"] + "' -}}{%- endif -%}"
         )
+
+
+def code_language(source: str) -> str:
+    """The language of a code block: python if it parses as Python, else html/css/js by shape (such blocks
+    are artifacts: previewed, never executed)."""
+    import ast
+    import re
+
+    try:
+        ast.parse(source)
+        return "python"
+    except (SyntaxError, ValueError):
+        pass
+    head = source.lstrip()
+    if head.startswith("<"):
+        return "html"
+    if re.match(r"^[\w\s.#:,>*\[\]=\"'-]+\{[^}]*:[^}]*;?[^}]*\}", head) and not re.search(r"\b(function|const|let|var|=>)\b", head):
+        return "css"
+    return "js"
 
 
 def _messages_and_tools(conversation) -> tuple[list[dict], list | None]:

@@ -1,0 +1,139 @@
+import pytest
+import torch
+
+from hessgpt import checkpoint
+from hessgpt.engine import ChatHistory, Engine, SamplingParams, StopMatcher, TextDecoder, naive_generate, process_logits
+from hessgpt.errors import HessGPTError
+
+SETTINGS = [
+    SamplingParams(max_new_tokens=48),
+    SamplingParams(max_new_tokens=48, temperature=0.8, seed=1),
+    SamplingParams(max_new_tokens=48, temperature=1.0, top_k=20, top_p=0.9, repetition_penalty=1.3, seed=7),
+]
+
+
+@pytest.fixture
+def model_tok(tiny_ckpt):
+    return checkpoint.load(tiny_ckpt)
+
+
+@pytest.mark.parametrize("params", SETTINGS)
+def test_engine_matches_naive_reference(model_tok, params):
+    model, tok = model_tok
+    prompt = tok.render_for_generation([{"role": "user", "content": "Bonjour, qui es-tu ?"}])
+    ref = naive_generate(model, prompt, params, stop_ids=[tok.end_id, tok.eos_id])
+    assert Engine(model, tok).generate(prompt, params) == ref
+    assert len(ref) > 0
+
+
+def test_batched_generation_equals_one_by_one(model_tok):
+    model, tok = model_tok
+    engine = Engine(model, tok)
+    prompts = [tok.encode("Bonjour"), tok.encode("The history of Paris is long and rich"), tok.encode("x = 1")]
+    p = SamplingParams(max_new_tokens=24)
+    assert engine.generate_batch(prompts, p) == [engine.generate(q, p) for q in prompts]
+
+
+def test_beam_search(model_tok):
+    model, tok = model_tok
+    engine = Engine(model, tok)
+    prompt = tok.encode("Le chat")
+    greedy = engine.generate(prompt, SamplingParams(max_new_tokens=12, stop_token_ids=[-1]))
+    assert engine.beam_search(prompt, num_beams=1, max_new_tokens=12, stop_token_ids=[]) == greedy
+
+
+def test_beam_search_with_full_width_is_exact():
+    """With as many beams as the vocabulary, two steps of beam search must find the exact best pair."""
+    from hessgpt.config import ModelConfig
+    from hessgpt.model import Transformer
+
+    V = 40
+    model = Transformer(ModelConfig.preset("tiny", vocab_size=V)).init_weights(5).eval()
+    prompt = [3, 14, 15, 9]
+    with torch.no_grad():
+        first = model(torch.tensor([prompt]))[0, -1].log_softmax(-1)                       # [V]
+        pairs = torch.tensor([prompt + [a] for a in range(V)])
+        second = model(pairs)[:, -1].log_softmax(-1)                                        # [V, V]
+    total = first[:, None] + second
+    best = divmod(int(total.argmax()), V)
+    assert Engine(model, None).beam_search(prompt, num_beams=V, max_new_tokens=2, length_penalty=0.0) == list(best)
+
+
+def test_seed_makes_sampling_reproducible(model_tok):
+    model, tok = model_tok
+    engine = Engine(model, tok)
+    prompt = tok.encode("Il était une fois")
+    p = SamplingParams(max_new_tokens=30, temperature=1.0, seed=42)
+    assert engine.generate(prompt, p) == engine.generate(prompt, p)
+    assert engine.generate(prompt, p) != engine.generate(prompt, SamplingParams(max_new_tokens=30, temperature=1.0, seed=43))
+
+
+def test_top_k_top_p_and_repetition_penalty():
+    logits = torch.tensor([[4.0, 3.0, 2.0, 1.0, -1.0]])
+    out = process_logits(logits, SamplingParams(temperature=1.0, top_k=2))
+    assert torch.isinf(out[0, 2:]).all() and not torch.isinf(out[0, :2]).any()
+    probs = logits.softmax(-1)[0]
+    out = process_logits(logits, SamplingParams(temperature=1.0, top_p=float(probs[0]) + 0.01))
+    assert not torch.isinf(out[0, :2]).any() and torch.isinf(out[0, 2:]).all()
+    seen = torch.tensor([[True, False, False, False, True]])
+    out = process_logits(logits, SamplingParams(repetition_penalty=2.0), seen)
+    assert out[0, 0] == 2.0 and out[0, 4] == -2.0 and out[0, 1] == 3.0
+
+
+def test_streaming_never_splits_utf8(tokenizer):
+    text = "Été 👋🏽 à Zürich — 中文 ✨ fin."
+    ids = tokenizer.encode(text)
+    dec = TextDecoder(tokenizer)
+    pieces = [dec.push(i) for i in ids] + [dec.flush()]
+    assert "".join(pieces) == text
+    assert all("\ufffd" not in p for p in pieces)
+
+
+def test_stop_strings_are_cut_across_pieces():
+    m = StopMatcher(["STOP"])
+    out = []
+    for piece in ["Hello ", "wor", "ld S", "TO", "P and more"]:
+        text, stopped = m.push(piece)
+        out.append(text)
+        if stopped:
+            break
+    assert "".join(out) == "Hello world " and stopped
+
+
+def test_stream_text_with_stop(model_tok):
+    model, tok = model_tok
+    engine = Engine(model, tok)
+    prompt = tok.encode("Bonjour")
+    p = SamplingParams(max_new_tokens=40)
+    full = tok.decode(engine.generate(prompt, p))
+    assert "".join(engine.stream_text(prompt, p)) == full
+    stop = full[5:8]
+    cut = "".join(engine.stream_text(prompt, SamplingParams(max_new_tokens=40, stop=[stop])))
+    assert cut == full[: full.find(stop)]
+
+
+def test_generation_feed_injects_tokens(model_tok):
+    """The tool loop's primitive: injected tokens land in the cache exactly like a prompt would."""
+    model, tok = model_tok
+    engine = Engine(model, tok)
+    a, b = tok.encode("Calcule 2+2"), tok.encode("4")
+    gen = engine.session(a, SamplingParams())
+    gen.feed([tok.result_id] + b + [tok.end_id])
+    direct = engine.session(a + [tok.result_id] + b + [tok.end_id], SamplingParams())
+    assert torch.allclose(gen.logits, direct.logits, atol=1e-5)
+
+
+def test_history_drops_oldest_turns_but_keeps_system(tokenizer):
+    h = ChatHistory(system="Tu es HessGPT.")
+    for i in range(30):
+        h.add_user(f"question numéro {i} " * 5)
+        h.add({"role": "assistant", "content": f"réponse {i} " * 5})
+    h.add_user("dernière question")
+    ids = h.prompt_ids(tokenizer, max_len=256, reserve=64)
+    assert len(ids) + 64 <= 256
+    text = tokenizer.decode(ids)
+    assert "Tu es HessGPT." in text and "dernière question" in text and "question numéro 0 " not in text
+    with pytest.raises(HessGPTError, match="context window"):
+        h2 = ChatHistory()
+        h2.add_user("mot " * 400)
+        h2.prompt_ids(tokenizer, max_len=256, reserve=64)
