@@ -1,0 +1,95 @@
+"""`hessgpt serve`: the OpenAI-compatible API and the web chat page in one process.
+
+    hessgpt serve --model1 runs/sft/ckpt.pt [--model2 runs/coder/ckpt.pt]   # HessGPT dual model + tools
+    hessgpt serve --hf-model ./my-hf-model [--adapter ./lora]              # any local HF causal LM
+    hessgpt serve --demo                                                   # scripted answers, no model
+
+Binds 127.0.0.1 by default; any other address needs --api-key (or HESSGPT_API_KEY), checked as a Bearer
+token on /v1/*.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import os
+
+from hessgpt.errors import HessGPTError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="hessgpt serve", description="OpenAI-compatible API + web chat page.")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--model1", metavar="CKPT", help="HessGPT checkpoint of the chat model (dual-model router)")
+    src.add_argument("--hf-model", metavar="DIR", help="local Hugging Face causal LM directory")
+    src.add_argument("--demo", action="store_true", help="scripted answers (try the page and the API without a model)")
+    p.add_argument("--model2", metavar="CKPT", help="HessGPT checkpoint of the code model (with --model1)")
+    p.add_argument("--adapter", metavar="DIR", help="PEFT LoRA adapter applied on the --hf-model")
+    p.add_argument("--dtype", default="auto", help="--hf-model dtype: auto (bf16 on GPU, else float32), float16, ...")
+    p.add_argument("--load-in-4bit", action="store_true", help="--hf-model in 4-bit (GPU + bitsandbytes)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; others need --api-key)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--api-key", default=os.environ.get("HESSGPT_API_KEY"), help="Bearer key for /v1/* (env HESSGPT_API_KEY)")
+    p.add_argument("--concurrency", type=int, default=1, help="generations running at once (default 1)")
+    p.add_argument("--queue-size", type=int, default=16, help="requests that may wait; more get 429 (default 16)")
+    p.add_argument("--max-tokens-limit", type=int, default=4096, help="largest max_tokens a request may ask for")
+    p.add_argument("--max-messages", type=int, default=256, help="most messages in one request")
+    p.add_argument("--max-chars", type=int, default=200_000, help="most characters of content in one request")
+    p.add_argument("--shutdown-timeout", type=float, default=10.0, help="seconds in-flight requests get on shutdown")
+    p.add_argument("--token-delay", type=float, default=0.02, help="--demo: seconds per streamed word")
+    return p
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def build_backend(args: argparse.Namespace):
+    if args.demo:
+        from hessgpt.serve.backends import ScriptedBackend
+
+        return ScriptedBackend(token_delay=args.token_delay, model_id="hessgpt-demo")
+    if args.hf_model:
+        from hessgpt.serve.backends import HFBackend
+
+        return HFBackend(args.hf_model, args.adapter, dtype=args.dtype, load_in_4bit=args.load_in_4bit)
+    try:
+        from hessgpt.tools.router import DualModelBackend
+    except ImportError as e:
+        raise HessGPTError(f"--model1 needs hessgpt.tools.router.DualModelBackend, which is not available ({e})") from e
+    return DualModelBackend(args.model1, args.model2)
+
+
+def main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    if args.adapter and not args.hf_model:
+        raise HessGPTError("--adapter goes with --hf-model")
+    if args.model2 and not args.model1:
+        raise HessGPTError("--model2 goes with --model1")
+    if not is_loopback(args.host) and not args.api_key:
+        raise HessGPTError(f"--host {args.host}: binding a non-loopback address needs --api-key (or HESSGPT_API_KEY)")
+    for name in ("concurrency", "port", "max_tokens_limit", "max_messages", "max_chars"):
+        if getattr(args, name) < 1:
+            raise HessGPTError(f"--{name.replace('_', '-')} {getattr(args, name)}: must be at least 1")
+    if args.queue_size < 0:
+        raise HessGPTError(f"--queue-size {args.queue_size}: must be 0 or more")
+
+    import uvicorn
+
+    from hessgpt.serve.api import ServeConfig, create_app
+
+    backend = build_backend(args)
+    cfg = ServeConfig(api_key=args.api_key, concurrency=args.concurrency, queue_size=args.queue_size,
+                      max_messages=args.max_messages, max_chars=args.max_chars, max_tokens_limit=args.max_tokens_limit,
+                      default_max_tokens=min(1024, args.max_tokens_limit))
+    app = create_app(backend, cfg, shutdown_timeout=args.shutdown_timeout)
+    shown = f"[{args.host}]" if ":" in args.host else args.host
+    print(f"hessgpt serve: {backend.model_id} on http://{shown}:{args.port}/  (API: http://{shown}:{args.port}/v1)")
+    uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="info",
+                                  timeout_graceful_shutdown=args.shutdown_timeout)).run()
+    return 0

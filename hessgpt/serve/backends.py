@@ -1,0 +1,536 @@
+"""Chat backends: what `hessgpt serve` (API + web page) talks to.
+
+A backend turns OpenAI-style messages into a stream of `hessgpt.events.Event`s. The server never looks
+inside a model: it only calls `stream_chat`, so the HessGPT dual model (`hessgpt.tools.router.
+DualModelBackend`), any Hugging Face causal LM (`HFBackend`) and a fixed script (`ScriptedBackend`, for
+tests and demos) are interchangeable.
+
+The contract (`ChatBackend`):
+
+- `model_id: str`, `context_length: int` (tokens) — shown by `GET /v1/models`.
+- `stream_chat(messages, params, tools=None, cancel=None) -> Iterator[Event]`
+    - `messages`: OpenAI-style dicts, already validated and normalised by the API:
+      `{"role": "system"|"user"|"assistant"|"tool", "content": str}`; an assistant message may carry
+      `"tool_calls": [{"id", "type": "function", "function": {"name", "arguments": JSON str}}]`;
+      a tool message carries `"tool_call_id"` and `"name"` (filled in by the API from the matching call).
+      `to_chat_format(messages)` converts them to the conversation format of docs/chat-format.md.
+    - `params`: `hessgpt.engine.SamplingParams` (max_new_tokens already capped by the server limit).
+    - `tools`: function definitions in the conversation format (`{"name", "description", "parameters"}`)
+      or None. A backend that wants the caller to run a function yields a `tool_call` event
+      (data={"name", "arguments": dict, "id"}) and ends with finish_reason "tool_calls".
+    - `cancel`: a `threading.Event`; when set (client gone, stop string hit, server shutting down) the
+      backend should stop within a token or two and end with finish_reason "cancelled".
+    - yields events in order, the last one `Event("done", data={"finish_reason", "prompt_tokens",
+      "completion_tokens"})`. Errors a user can fix raise `HessGPTError` (`ContextLengthError` when the
+      prompt does not fit) before the first event, so the API can answer 400 instead of a broken stream.
+    - it is called from a worker thread; the server runs at most `--concurrency` calls at once (1 by
+      default), so a backend does not need to be thread-safe unless it is served with more.
+
+Stop strings are enforced by the server on the "text" deltas (a backend may also honour `params.stop`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, Protocol, runtime_checkable
+
+from hessgpt.engine import SamplingParams
+from hessgpt.errors import HessGPTError
+from hessgpt.events import Event
+
+
+class ContextLengthError(HessGPTError):
+    """The prompt (messages + tools) does not fit the model's context window."""
+
+
+@runtime_checkable
+class ChatBackend(Protocol):
+    model_id: str
+    context_length: int
+
+    def stream_chat(
+        self,
+        messages: list[dict],
+        params: SamplingParams,
+        tools: list[dict] | None = None,
+        cancel: threading.Event | None = None,
+    ) -> Iterator[Event]: ...
+
+
+def done_event(finish_reason: str, prompt_tokens: int = 0, completion_tokens: int = 0) -> Event:
+    return Event("done", data={"finish_reason": finish_reason, "prompt_tokens": int(prompt_tokens),
+                               "completion_tokens": int(completion_tokens)})
+
+
+def to_chat_format(messages: list[dict]) -> list[dict]:
+    """OpenAI-style messages -> conversation-format messages (docs/chat-format.md section 1).
+
+    assistant `tool_calls` become `[{"name", "arguments": dict}]`; a tool message keeps its `name` (the API
+    resolves it from `tool_call_id`) and its content string.
+    """
+    out = []
+    for m in messages:
+        msg: dict[str, Any] = {"role": m["role"], "content": m.get("content") or ""}
+        if m["role"] == "assistant" and m.get("tool_calls"):
+            calls = []
+            for c in m["tool_calls"]:
+                fn = c.get("function", c)
+                args = fn.get("arguments", {})
+                if isinstance(args, str):
+                    try:
+                        args = json.loads(args) if args.strip() else {}
+                    except json.JSONDecodeError:
+                        args = {"_raw": args}
+                calls.append({"name": fn["name"], "arguments": args})
+            msg["tool_calls"] = calls
+        if m["role"] == "tool":
+            msg["name"] = m.get("name") or "python"
+        out.append(msg)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------
+# ScriptedBackend: a fixed event script, for tests, the load benchmark and `hessgpt serve --demo`.
+
+
+def split_words(text: str) -> list[str]:
+    """'Hello big world' -> ['Hello', ' big', ' world']: word-sized deltas, as a tokenizer would stream."""
+    return re.findall(r"\s*\S+|\s+", text)
+
+
+Script = list[Event] | Callable[[list[dict], SamplingParams, list[dict] | None], Iterable[Event]]
+
+
+class ScriptedBackend:
+    """Replays a script of events, one text word per "token", with an optional delay per token.
+
+    `script` is a list of events or a function `(messages, params, tools) -> events`. "text" events are
+    split into word deltas (each counts as one completion token, so max_new_tokens gives "length");
+    a final "done" is added if the script has none. It records every call in `calls` and counts the calls
+    that saw `cancel` set in `cancelled` (tests use both).
+    """
+
+    def __init__(self, script: Script | None = None, *, token_delay: float = 0.0, model_id: str = "hessgpt-scripted",
+                 context_length: int = 4096):
+        self.script = script if script is not None else demo_script
+        self.token_delay = token_delay
+        self.model_id = model_id
+        self.context_length = context_length
+        self.calls: list[dict] = []
+        self.cancelled = 0
+        self.started = threading.Event()  # set when a call starts producing (tests wait on it)
+        self._lock = threading.Lock()
+
+    def stream_chat(self, messages, params, tools=None, cancel=None):
+        with self._lock:
+            self.calls.append({"messages": messages, "params": params, "tools": tools})
+        self.started.set()
+        events = self.script(messages, params, tools) if callable(self.script) else self.script
+        prompt_tokens = sum(len(split_words(str(m.get("content") or ""))) for m in messages)
+        n = 0
+
+        def stopped() -> bool:
+            if cancel is not None and cancel.is_set():
+                with self._lock:
+                    self.cancelled += 1
+                return True
+            return False
+
+        for ev in events:
+            if ev.type == "done":
+                yield ev
+                return
+            if ev.type != "text":
+                if self.token_delay:
+                    time.sleep(self.token_delay)
+                if stopped():
+                    yield done_event("cancelled", prompt_tokens, n)
+                    return
+                yield ev
+                continue
+            for piece in split_words(ev.text):
+                if self.token_delay:
+                    time.sleep(self.token_delay)
+                if stopped():
+                    yield done_event("cancelled", prompt_tokens, n)
+                    return
+                if n >= params.max_new_tokens:
+                    yield done_event("length", prompt_tokens, n)
+                    return
+                n += 1
+                yield Event("text", piece)
+        yield done_event("stop", prompt_tokens, n)
+
+
+def demo_script(messages: list[dict], params: SamplingParams, tools: list[dict] | None) -> list[Event]:
+    """The `--demo` conversation: Markdown, a Python step (code, refined code, result) and an HTML artifact."""
+    last = next((m.get("content") or "" for m in reversed(messages) if m["role"] == "user"), "")
+    if tools and not any(m["role"] == "tool" for m in messages[-1:]):
+        t = tools[0]
+        props = list((t.get("parameters") or {}).get("properties", {}))
+        args = {p: last[:40] for p in props[:1]}
+        return [Event("tool_call", data={"name": t["name"], "arguments": args, "id": "call_demo0"}),
+                done_event("tool_calls", 10, 5)]
+    if messages and messages[-1]["role"] == "tool":
+        return [Event("text", f"The function returned: {messages[-1].get('content', '')}")]
+    return [
+        Event("text", f"You said: *{last[:200]}*. I'll compute something to show the tool steps.\n\n"),
+        Event("code", "import math\nprint(math.sqrt(144))", data={"lang": "python"}),
+        Event("refined_code", "import math\nprint(math.sqrt(144))\n", data={"lang": "python"}),
+        Event("result", "12.0\n", data={"status": "ok", "duration_ms": 12}),
+        Event("text", "The square root of **144** is `12.0`. Here is a small page:\n\n"),
+        Event("artifact", "<!doctype html><h1 style='font-family:sans-serif;color:#4f46e5'>Hello from HessGPT</h1>",
+              data={"lang": "html"}),
+        Event("text", "\n\n```python\nprint('highlighted code')\n```\n"),
+    ]
+
+
+# ----------------------------------------------------------------------------------------------------
+# HFBackend: any local Hugging Face causal LM, with its own chat template.
+
+TOOL_SYSTEM_PROMPT = (
+    "You can run Python code. To run code, write exactly one block:\n"
+    "```python\n# your code, printing what you need\n```\n"
+    "and stop; its output will be given to you, then you continue your answer."
+)
+
+FUNCTION_SYSTEM_PROMPT = (
+    "You can call these functions. To call one, write a block\n"
+    "```tool_call\n{{\"name\": \"FUNCTION\", \"arguments\": {{...}}}}\n```\n"
+    "and stop; the result will be given to you.\nFunctions:\n{tools}"
+)
+
+_END = object()
+RunCode = Callable[[str], tuple[str, str]]  # source -> (status "ok"|"error"|"timeout"|..., output)
+
+
+class FenceSplitter:
+    """Splits streamed Markdown text into plain text and fenced blocks whose language is intercepted.
+
+    feed(delta) returns a list of ("text", s) and ("block", lang, source) items as soon as they are certain;
+    characters that may start a fence ("`" at the end) are held back until the next delta. Fences with
+    other languages pass through as text (the page renders them as Markdown code).
+    """
+
+    def __init__(self, intercept: set[str]):
+        self.intercept = intercept
+        self.buf = ""
+        self.block: str | None = None        # lang of the intercepted block we are inside
+        self.passthrough = False             # inside a fence we do not intercept
+
+    def feed(self, delta: str) -> list[tuple]:
+        self.buf += delta
+        out: list[tuple] = []
+        while True:
+            if self.block is not None:
+                end = self.buf.find("```")
+                if end < 0:
+                    return out
+                src, self.buf = self.buf[:end], self.buf[end + 3:]
+                lang, self.block = self.block, None
+                out.append(("block", lang, src.strip("\n")))
+                if self.buf.startswith("\n"):
+                    self.buf = self.buf[1:]
+                continue
+            start = self.buf.find("```")
+            if start < 0:
+                keep = len(self.buf) - len(self.buf.rstrip("`"))  # a trailing "`" or "``" may become a fence
+                if len(self.buf) > keep:
+                    out.append(("text", self.buf[: len(self.buf) - keep]))
+                    self.buf = self.buf[len(self.buf) - keep:]
+                return out
+            if self.passthrough:  # closing fence of a block we show as text
+                out.append(("text", self.buf[: start + 3]))
+                self.buf, self.passthrough = self.buf[start + 3:], False
+                continue
+            nl = self.buf.find("\n", start)
+            if nl < 0:  # the fence line is not complete yet: emit what precedes it, hold the rest
+                if start:
+                    out.append(("text", self.buf[:start]))
+                    self.buf = self.buf[start:]
+                return out
+            lang = self.buf[start + 3: nl].strip().lower()
+            if lang in self.intercept:
+                if start:
+                    out.append(("text", self.buf[:start]))
+                self.buf, self.block = self.buf[nl + 1:], lang
+            else:
+                out.append(("text", self.buf[: nl + 1]))
+                self.buf, self.passthrough = self.buf[nl + 1:], True
+
+    def flush(self) -> list[tuple]:
+        """End of stream: an unclosed intercepted block still counts as a block; the rest is text."""
+        out = []
+        if self.block is not None:
+            out.append(("block", self.block, self.buf.strip("\n")))
+        elif self.buf:
+            out.append(("text", self.buf))
+        self.buf, self.block = "", None
+        return out
+
+
+class _IncrementalDecoder:
+    """Token ids -> text deltas without re-decoding everything (prefix/read offsets, as in TGI).
+
+    Holds back text while the last token ends in an incomplete UTF-8 sequence (decodes to U+FFFD).
+    """
+
+    def __init__(self, tokenizer):
+        self.tok = tokenizer
+        self.ids: list[int] = []
+        self.prefix = 0
+        self.read = 0
+
+    def push(self, token_id: int) -> str:
+        self.ids.append(token_id)
+        prefix_text = self.tok.decode(self.ids[self.prefix: self.read], skip_special_tokens=True)
+        new_text = self.tok.decode(self.ids[self.prefix:], skip_special_tokens=True)
+        if len(new_text) > len(prefix_text) and not new_text.endswith("\ufffd"):
+            self.prefix, self.read = self.read, len(self.ids)
+            return new_text[len(prefix_text):]
+        return ""
+
+
+def _sample(logits, params: SamplingParams, generated: list[int], generator):
+    """logits: (vocab,) float32 -> next token id, applying repetition penalty, temperature, top-k, top-p."""
+    import torch
+
+    if params.repetition_penalty != 1.0 and generated:
+        idx = torch.tensor(sorted(set(generated)), device=logits.device)
+        vals = logits[idx]
+        logits[idx] = torch.where(vals > 0, vals / params.repetition_penalty, vals * params.repetition_penalty)
+    if params.temperature <= 0:
+        return int(torch.argmax(logits))
+    logits = logits / params.temperature
+    if params.top_k > 0:
+        kth = torch.topk(logits, min(params.top_k, logits.numel())).values[-1]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    probs = torch.softmax(logits, dim=-1)
+    if params.top_p < 1.0:
+        sorted_p, order = torch.sort(probs, descending=True)
+        cum = torch.cumsum(sorted_p, dim=-1)
+        drop = cum - sorted_p > params.top_p  # keep the smallest set whose mass reaches top_p
+        sorted_p = sorted_p.masked_fill(drop, 0.0)
+        probs = torch.zeros_like(probs).scatter(0, order, sorted_p)
+    return int(torch.multinomial(probs, 1, generator=generator))
+
+
+class HFBackend:
+    """Any local causal LM loaded with `transformers`, prompted with its own chat template.
+
+    - dtype: "auto" (bf16 on a GPU that supports it, else float32), or a torch dtype name.
+    - on GPU the model is placed with device_map="auto"; `load_in_4bit=True` uses bitsandbytes when installed.
+    - `adapter`: a PEFT LoRA adapter directory applied on top of the base.
+    - `run_code(source) -> (status, output)`: when given, the system prompt teaches the ```python block
+      convention; each block the model writes is cut out of the answer, yielded as a "code" event, run through
+      `run_code` ("result" event), fed back to the model as the next user message, and generation continues
+      (at most `max_tool_rounds` times). Without it, code blocks stay ordinary Markdown.
+    - function `tools` are taught with a ```tool_call JSON block; one is returned as a "tool_call" event and the
+      turn ends with finish_reason "tool_calls".
+    - ```html blocks are yielded as "artifact" events (previewed by the web page, never executed).
+    """
+
+    def __init__(self, model_dir: str, adapter: str | None = None, *, dtype: str = "auto", device: str | None = None,
+                 load_in_4bit: bool = False, run_code: RunCode | None = None, max_tool_rounds: int = 4):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        if not os.path.isdir(model_dir):
+            raise HessGPTError(f"--hf-model {model_dir!r}: not a directory (a local Hugging Face model folder)")
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        if not getattr(self.tokenizer, "chat_template", None):
+            raise HessGPTError(f"--hf-model {model_dir!r}: its tokenizer has no chat_template")
+        cuda = torch.cuda.is_available() and device in (None, "cuda", "auto")
+        if dtype == "auto":
+            torch_dtype = torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float32
+        else:
+            torch_dtype = getattr(torch, dtype, None)
+            if not isinstance(torch_dtype, torch.dtype):
+                raise HessGPTError(f"--dtype {dtype!r}: not a torch dtype (try auto, float32, bfloat16, float16)")
+        kwargs: dict[str, Any] = {"dtype": torch_dtype}
+        if cuda:
+            kwargs["device_map"] = "auto"
+            if load_in_4bit:
+                try:
+                    import bitsandbytes  # noqa: F401
+                    from transformers import BitsAndBytesConfig
+
+                    kwargs["quantization_config"] = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_compute_dtype=torch_dtype)
+                except ImportError:
+                    print("hessgpt serve: bitsandbytes is not installed, loading without 4-bit")
+        model = AutoModelForCausalLM.from_pretrained(model_dir, **kwargs)
+        if not cuda:
+            model = model.to(device or "cpu")
+        self.model_id = os.path.basename(os.path.normpath(model_dir))
+        if adapter:
+            from peft import PeftModel
+
+            if not os.path.isdir(adapter):
+                raise HessGPTError(f"--adapter {adapter!r}: not a directory (a PEFT adapter folder)")
+            model = PeftModel.from_pretrained(model, adapter)
+            self.model_id += "+" + os.path.basename(os.path.normpath(adapter))
+        self.model = model.eval()
+        self.device = next(model.parameters()).device
+        cfg = model.config
+        self.context_length = int(getattr(cfg, "max_position_embeddings", 0) or self.tokenizer.model_max_length or 2048)
+        eos = model.generation_config.eos_token_id if getattr(model, "generation_config", None) else None
+        eos = eos if eos is not None else self.tokenizer.eos_token_id
+        self.eos_ids = set(eos if isinstance(eos, list) else [eos]) - {None}
+        self.run_code = run_code
+        self.max_tool_rounds = max_tool_rounds
+
+    # -- prompt ----------------------------------------------------------------------------------
+    def _template_messages(self, messages: list[dict], tools: list[dict] | None) -> list[dict]:
+        """OpenAI-style messages -> plain role/content messages any chat template accepts."""
+        extra = []
+        if self.run_code is not None:
+            extra.append(TOOL_SYSTEM_PROMPT)
+        if tools:
+            extra.append(FUNCTION_SYSTEM_PROMPT.format(tools="\n".join(json.dumps(t, ensure_ascii=False) for t in tools)))
+        out: list[dict] = []
+        for m in messages:
+            role, content = m["role"], m.get("content") or ""
+            if role == "assistant" and m.get("tool_calls"):
+                for c in to_chat_format([m])[0]["tool_calls"]:
+                    content += "\n```tool_call\n" + json.dumps(c, ensure_ascii=False) + "\n```"
+            if role == "tool":
+                role, content = "user", f"Result of {m.get('name') or 'the tool'}:\n```\n{content}\n```"
+            if out and out[-1]["role"] == role and role != "system":  # keep roles alternating
+                out[-1]["content"] += "\n\n" + content
+            else:
+                out.append({"role": role, "content": content})
+        if extra:
+            sys_text = "\n\n".join(extra)
+            if out and out[0]["role"] == "system":
+                out[0]["content"] = out[0]["content"] + "\n\n" + sys_text
+            else:
+                out.insert(0, {"role": "system", "content": sys_text})
+        return out
+
+    def _encode(self, messages: list[dict]):
+        """-> input ids (1, T). Templates without a system role get it merged into the first user message."""
+        try:
+            enc = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_dict=True,
+                                                     return_tensors="pt")
+        except Exception as e:  # jinja TemplateError, e.g. "System role not supported" / roles must alternate
+            if not messages or messages[0]["role"] != "system":
+                raise HessGPTError(f"the model's chat template rejected the conversation: {e}") from e
+            merged = [dict(m) for m in messages[1:]]
+            if merged and merged[0]["role"] == "user":
+                merged[0]["content"] = messages[0]["content"] + "\n\n" + merged[0]["content"]
+            enc = self.tokenizer.apply_chat_template(merged, add_generation_prompt=True, return_dict=True,
+                                                     return_tensors="pt")
+        return enc["input_ids"].to(self.device)
+
+    # -- generation ------------------------------------------------------------------------------
+    def _generate(self, input_ids, params: SamplingParams, max_new: int, cancel, generator) -> Iterator[str | None]:
+        """Yields text deltas; ends with None after EOS (the model finished its turn)."""
+        import torch
+
+        decoder = _IncrementalDecoder(self.tokenizer)
+        past, generated = None, []
+        ids = input_ids
+        with torch.inference_mode():
+            for _ in range(max_new):
+                if cancel is not None and cancel.is_set():
+                    return
+                out = self.model(input_ids=ids, past_key_values=past, use_cache=True)
+                past = out.past_key_values
+                logits = out.logits[0, -1].float()  # (vocab,)
+                tok = _sample(logits, params, generated, generator)
+                generated.append(tok)
+                if tok in self.eos_ids or tok in params.stop_token_ids:
+                    yield None
+                    return
+                delta = decoder.push(tok)
+                if delta:
+                    yield delta
+                ids = torch.tensor([[tok]], device=self.device)
+
+    def stream_chat(self, messages, params, tools=None, cancel=None):
+        import torch
+
+        conv = self._template_messages(messages, tools)
+        intercept = {"html"} | ({"python"} if self.run_code else set()) | ({"tool_call"} if tools else set())
+        generator = None
+        if params.seed is not None:
+            generator = torch.Generator(device=self.device).manual_seed(int(params.seed))
+        input_ids = self._encode(conv)
+        prompt_tokens = int(input_ids.shape[1])
+        if prompt_tokens >= self.context_length:
+            raise ContextLengthError(f"the prompt is {prompt_tokens} tokens, the model's context is {self.context_length}")
+        completion, rounds = 0, 0
+        while True:
+            budget = min(params.max_new_tokens - completion, self.context_length - int(input_ids.shape[1]))
+            if rounds >= self.max_tool_rounds:
+                intercept.discard("python")  # no more code runs: later blocks stay Markdown
+            splitter = FenceSplitter(intercept)
+            answer, pending, ended, produced = "", None, False, 0
+            stream = self._generate_text(input_ids, params, budget, cancel, generator)
+            while pending is None:
+                delta = next(stream, _END)
+                if delta is None or delta is _END:  # EOS (None), or budget spent / cancelled (_END)
+                    ended = delta is None
+                    items = splitter.flush()
+                else:
+                    produced += 1
+                    items = splitter.feed(delta)
+                for item in items:
+                    ev = self._on_item(item)
+                    if ev is None:
+                        continue
+                    if ev.type == "text":
+                        answer += ev.text
+                    yield ev
+                    if ev.type in ("code", "tool_call"):
+                        pending = ev  # stop this round: run the code / hand the call to the caller
+                        break
+                if delta is None or delta is _END:
+                    break
+            completion += produced
+            if cancel is not None and cancel.is_set():
+                yield done_event("cancelled", prompt_tokens, completion)
+                return
+            if pending is not None and pending.type == "tool_call":
+                yield done_event("tool_calls", prompt_tokens, completion)
+                return
+            if pending is not None:
+                rounds += 1
+                status, output = self.run_code(pending.text)
+                yield Event("result", output, data={"status": status})
+                conv = conv + [{"role": "assistant", "content": answer + "\n```python\n" + pending.text + "\n```"},
+                               {"role": "user", "content": f"Output ({status}):\n```\n{output}\n```"}]
+                input_ids = self._encode(conv)
+                if completion >= params.max_new_tokens or input_ids.shape[1] >= self.context_length:
+                    yield done_event("length", prompt_tokens, completion)
+                    return
+                continue
+            yield done_event("stop" if ended or pending is not None else "length", prompt_tokens, completion)
+            return
+
+    def _generate_text(self, input_ids, params, budget, cancel, generator) -> Iterator[str | None]:
+        """Text deltas of one generation round (a hook tests override to script the model's output)."""
+        return self._generate(input_ids, params, budget, cancel, generator)
+
+    def _on_item(self, item: tuple) -> Event | None:
+        if item[0] == "text":
+            return Event("text", item[1]) if item[1] else None
+        _, lang, src = item
+        if lang == "html":
+            return Event("artifact", src, data={"lang": "html"})
+        if lang == "python":
+            return Event("code", src, data={"lang": "python"})
+        # tool_call: {"name": ..., "arguments": {...}}
+        try:
+            call = json.loads(src)
+            name, args = call["name"], call.get("arguments", {})
+        except (json.JSONDecodeError, KeyError, TypeError):
+            return Event("text", "```tool_call\n" + src + "\n```")
+        return Event("tool_call", data={"name": str(name), "arguments": args if isinstance(args, dict) else {},
+                                        "id": f"call_{os.urandom(6).hex()}"})
