@@ -38,13 +38,10 @@ def _header(kind: str, ckpt: str | None) -> dict:
             "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "hessgpt": __version__}
 
 
-def load_backend(model1: str, model2: str | None = None):
-    """The dual-model backend (model 1 + optional code refiner model 2) for a checkpoint."""
-    if not Path(model1).exists():
-        raise HessGPTError(f"no such checkpoint {model1}")
-    from hessgpt.tools.router import DualModelBackend
+def load_backend(model1: str, model2: str | None = None, plain: bool = False):
+    from hessgpt.eval.backend import load_backend as load
 
-    return DualModelBackend(model1, model2)
+    return load(model1, model2, plain=plain)
 
 
 # ---------------------------------------------------------------------------- subcommands
@@ -89,7 +86,7 @@ def cmd_bench(args) -> int:
         if not (args.judge_url and args.judge_model):
             raise HessGPTError("--judge-url and --judge-model go together")
         judge = LLMJudge(args.judge_url, args.judge_model)
-    backend = load_backend(args.ckpt)
+    backend = load_backend(args.ckpt, plain=args.plain)
     result = run_bench(generate_fn(backend, args.max_new_tokens), items, judge=judge)
     result = {**_header("bench", args.ckpt), "langs": langs, "judge": args.judge_model, **result}
     out = save_json(result, args.out or default_out(args.ckpt, "bench"))
@@ -159,6 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--prompts", default=None, help="a JSONL prompt set instead of the shipped one")
     b.add_argument("--limit", type=int, default=None)
     b.add_argument("--max-new-tokens", type=int, default=256)
+    b.add_argument("--plain", action="store_true", help="model alone, without the tool loop (default: dual-model router)")
     b.add_argument("--judge-url", default=None, help="OpenAI-compatible endpoint of an LLM judge (optional)")
     b.add_argument("--judge-model", default=None)
     b.add_argument("--out", default=None, help="result JSON (default CKPT/eval/bench.json)")

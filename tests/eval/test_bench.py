@@ -106,7 +106,7 @@ def test_bench_cli(tmp_path, monkeypatch, capsys):
     prompts.write_text("".join(json.dumps(i, ensure_ascii=False) + "\n" for i in ITEMS), encoding="utf-8")
     ckpt = tmp_path / "ckpt"
     ckpt.mkdir()
-    monkeypatch.setattr(cli, "load_backend", lambda m1, m2=None: EchoBackend(
+    monkeypatch.setattr(cli, "load_backend", lambda m1, m2=None, plain=False: EchoBackend(
         {i["messages"][-1]["content"]: ANSWERS[i["id"]] for i in ITEMS}))
     assert cli.main(["bench", str(ckpt), "--prompts", str(prompts), "--lang", "en"]) == 0
     saved = json.loads((ckpt / "eval" / "bench.json").read_text())
@@ -124,3 +124,15 @@ def test_load_items_errors(tmp_path):
     bad.write_text('{"id": "x", "lang": "fr", "category": "poetry", "messages": []}\n')
     with pytest.raises(HessGPTError, match="bad.jsonl:1: category 'poetry'"):
         load_items(["fr"], bad)
+
+
+def test_bench_end_to_end_on_a_tiny_checkpoint_is_deterministic(tiny_ckpt, tmp_path):
+    """A real (random-weight) checkpoint through the renderer + engine: runs, and greedy = same answers twice."""
+    from hessgpt.eval import cli
+
+    outs = [tmp_path / "a.json", tmp_path / "b.json"]
+    for out in outs:
+        assert cli.main(["bench", tiny_ckpt, "--plain", "--limit", "3", "--max-new-tokens", "12", "--out", str(out)]) == 0
+    a, b = (json.loads(o.read_text()) for o in outs)
+    assert [x["answer"] for x in a["items"]] == [x["answer"] for x in b["items"]]
+    assert len(a["items"]) == 3 and 0 <= a["total"] <= 20

@@ -196,7 +196,7 @@ def test_tools_cli_saves_json(tmp_path, monkeypatch, capsys):
     ckpt.mkdir()
     seen = {}
 
-    def fake_backend(m1, m2=None):
+    def fake_backend(m1, m2=None, plain=False):
         seen["paths"] = (m1, m2)
         return ScriptedBackend(routing_script())
 
