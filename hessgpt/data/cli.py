@@ -32,7 +32,8 @@ def prepare_main(argv: list[str]) -> int:
     p.add_argument("--out", required=True, help="output directory: train.jsonl, val.jsonl, report.{json,md}, lengths.png")
     p.add_argument("--tokenizer", help="tokenizer directory: count lengths in tokens (max_tokens) instead of characters")
     p.add_argument("--local", action="append", default=[], metavar="NAME=PATH",
-                   help="read source NAME from a local file/dir/glob instead of its recipe path (repeatable)")  # fmt: skip
+                   help="read source NAME from a local file/dir/glob instead of its recipe path (repeatable); "
+                   "NAME.OPTION=PATH replaces a table option such as nexusraven.api_list")  # fmt: skip
     p.add_argument("--seed", type=int, help="override the recipe's seed")
     p.add_argument("--total", type=int, help="override the recipe's total")
     p.add_argument("--no-progress", action="store_true")

@@ -115,6 +115,8 @@ def collect(spec: SourceSpec, recipe: Recipe, deduper: Deduper, measure: Measure
             continue
         pos, row = item
         try:
+            if not isinstance(row, dict):
+                raise Skip("wrong_type", f"record is {type(row).__name__}, not an object")
             out = adapter.convert(row, **spec.options)
         except Skip as s:
             rep.skip(s, pos)

@@ -144,6 +144,12 @@ def load_recipe(path: str | os.PathLike, local: dict[str, str] | None = None) ->
     if dupes:
         raise HessGPTError(f"{path}: source names must be unique; repeated: {dupes} (set `name:`)")
     local = dict(local or {})
+    for key in [k for k in local if "." in k and k not in names]:  # NAME.OPTION=PATH: a table an adapter option reads
+        name, option = key.split(".", 1)
+        src = next((s for s in sources if s.name == name), None)
+        if src is None or not isinstance(src.options.get(option), dict):
+            raise HessGPTError(f"--local {key}: source {name!r} has no table option {option!r}")
+        src.options[option] = {"path": os.path.abspath(os.path.expanduser(local.pop(key)))}
     for s in sources:
         if s.name in local:
             s.path = os.path.abspath(os.path.expanduser(local.pop(s.name)))
@@ -151,7 +157,7 @@ def load_recipe(path: str | os.PathLike, local: dict[str, str] | None = None) ->
             s.path = _resolve(s.path, path.parent)
         for v in s.options.values():  # a table an adapter reads too (NexusRaven's api_list)
             if isinstance(v, dict) and isinstance(v.get("path"), str):
-                v["path"] = _resolve(v["path"], path.parent)
+                v["path"] = v["path"] if os.path.isabs(v["path"]) else _resolve(v["path"], path.parent)
     if local:
         raise HessGPTError(f"--local names unknown source(s) {sorted(local)}; sources: {names}")
     has_weight = [s.weight is not None for s in sources]

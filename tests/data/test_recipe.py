@@ -1,0 +1,132 @@
+"""Recipe loading, the hub code path (with a stand-in for datasets.load_dataset) and the CLI."""
+
+import sys
+import types
+from pathlib import Path
+
+import pytest
+
+from hessgpt.data.cli import main as data_main
+from hessgpt.data.conversation import Skip
+from hessgpt.data.recipe import SourceSpec, is_local, iter_rows, load_recipe
+from hessgpt.errors import HessGPTError
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _write(tmp_path, text):
+    p = tmp_path / "r.yaml"
+    p.write_text(text)
+    return p
+
+
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        ("sources: []", "non-empty `sources:`"),
+        ("sources: [{path: x.jsonl}]", "`dataset` is required"),
+        ("sources: [{dataset: alpaca, wieght: 3}]", "unknown key(s) ['wieght']"),
+        ("sources: [{dataset: alpaca, weight: 1, count: 3}]", "not both"),
+        ("sources: [{dataset: alpaca, count: -1}]", "count must be a positive integer"),
+        ("totl: 3\nsources: [{dataset: alpaca}]", "unknown key(s) ['totl']"),
+        ("sources: [{dataset: alpaca}, {dataset: tatsu-lab/alpaca}]", "repeated: ['alpaca']"),
+        ("sources: [{dataset: alpaca, weight: 1}, {dataset: dolly, count: 3}]", "needs `total:`"),
+        ("val_fraction: 1.5\nsources: [{dataset: alpaca}]", "val_fraction"),
+        ("sources: [{dataset: alpaca", "not valid YAML"),
+    ],
+)
+def test_recipe_errors_name_the_problem(tmp_path, body, message):
+    with pytest.raises(HessGPTError) as e:
+        load_recipe(_write(tmp_path, body))
+    assert message in str(e.value)
+
+
+def test_paths_resolve_relative_to_the_recipe_and_local_overrides(tmp_path):
+    (tmp_path / "d").mkdir()
+    r = load_recipe(_write(tmp_path, "sources:\n - {dataset: alpaca, path: d/a.jsonl}\n - {dataset: HuggingFaceH4/ultrachat_200k, split: train_sft}\n"))
+    assert r.sources[0].path == str(tmp_path / "d" / "a.jsonl") and r.sources[0].name == "alpaca"
+    assert r.sources[1].path == "HuggingFaceH4/ultrachat_200k" and r.sources[1].name == "ultrachat_200k"
+    assert not is_local("HuggingFaceH4/ultrachat_200k") and is_local("./x") and is_local("data/x.parquet")
+    r = load_recipe(r_path := _write(tmp_path, "sources: [{name: u, dataset: ultrachat}]"), {"u": str(tmp_path / "d")})
+    assert r.sources[0].path == str(tmp_path / "d")
+    with pytest.raises(HessGPTError, match="unknown source"):
+        load_recipe(r_path, {"nope": "x"})
+
+
+def test_bad_adapter_options_are_reported(tmp_path):
+    from hessgpt.data.prepare import prepare
+
+    (tmp_path / "a.jsonl").write_text("{}\n")
+    r = load_recipe(_write(tmp_path, "sources: [{dataset: oasst2, path: a.jsonl, options: {path: best}}]"))
+    with pytest.raises(HessGPTError, match="bad options"):
+        prepare(r, tmp_path / "out")
+    r = load_recipe(_write(tmp_path, "sources: [{dataset: no-such-set, path: a.jsonl}]"))
+    with pytest.raises(HessGPTError, match="no adapter for dataset 'no-such-set'"):
+        prepare(r, tmp_path / "out")
+
+
+class FakeStream:
+    def __init__(self, rows, fail_after=None):
+        self.rows, self.fail_after, self.shuffled = rows, fail_after, None
+
+    def shuffle(self, seed, buffer_size):
+        self.shuffled = (seed, buffer_size)
+        return self
+
+    def __iter__(self):
+        for i, r in enumerate(self.rows):
+            if self.fail_after is not None and i == self.fail_after:
+                raise ConnectionError("shard 3 unreachable")
+            yield r
+
+
+def test_hub_sources_stream_with_the_token(monkeypatch):
+    import datasets
+
+    calls, stream = [], FakeStream([{"instruction": "a", "output": "b"}] * 3, fail_after=2)
+
+    def fake_load(path, **kw):
+        calls.append((path, kw))
+        return stream
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load)
+    monkeypatch.setenv("HF_TOKEN", "hf_test")
+    spec = SourceSpec.from_dict({"dataset": "Salesforce/xlam-function-calling-60k", "config": "c", "split": "train"})
+    items = list(iter_rows(spec, seed=5, shuffle_buffer=100))
+    path, kw = calls[0]
+    assert path == "Salesforce/xlam-function-calling-60k"
+    assert kw["streaming"] is True and kw["token"] == "hf_test" and kw["name"] == "c" and kw["split"] == "train"
+    assert stream.shuffled == (5, 100)
+    assert [i[0] for i in items[:2]] == ["0", "1"]
+    assert isinstance(items[2], Skip) and items[2].reason == "load_error"  # counted, the run goes on
+
+
+def test_hub_load_failure_is_a_user_error(monkeypatch):
+    import datasets
+
+    def fake_load(path, **kw):
+        raise FileNotFoundError("Dataset 'x/y' doesn't exist on the Hub or cannot be accessed")
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load)
+    with pytest.raises(HessGPTError, match=r"source 'y'.*x/y.*HF_TOKEN"):
+        list(iter_rows(SourceSpec.from_dict({"dataset": "x/y"})))
+
+
+def test_cli_delegates_shards_and_routing(monkeypatch, capsys):
+    seen = []
+    for name in ("shards", "routing"):
+        mod = types.ModuleType(f"hessgpt.data.{name}")
+        mod.main = lambda argv, name=name: seen.append((name, argv)) or 0
+        monkeypatch.setitem(sys.modules, f"hessgpt.data.{name}", mod)
+    assert data_main(["shards", "--in", "x"]) == 0
+    assert data_main(["routing", "--n", "3"]) == 0
+    assert seen == [("shards", ["--in", "x"]), ("routing", ["--n", "3"])]
+    assert data_main([]) == 0 and "prepare" in capsys.readouterr().out
+    assert data_main(["nope"]) == 2
+
+
+def test_cli_errors(tmp_path):
+    with pytest.raises(HessGPTError, match="no such recipe"):
+        data_main(["prepare", str(tmp_path / "missing.yaml"), "--out", str(tmp_path)])
+    with pytest.raises(HessGPTError, match="NAME=PATH"):
+        data_main(["prepare", str(ROOT / "recipes" / "tiny-local.yaml"), "--out", str(tmp_path), "--local", "oops"])
