@@ -349,7 +349,9 @@ def code_language(source: str) -> str:
         return "html"
     if re.match(r"^[\w\s.#:,>*\[\]=\"'-]+\{[^}]*:[^}]*;?[^}]*\}", head) and not re.search(r"\b(function|const|let|var|=>)\b", head):
         return "css"
-    return "js"
+    if re.search(r"\b(function|const|let|var)\b|=>|document\.|console\.log|;\s*$", head, re.M):
+        return "js"
+    return "python"  # broken Python is still Python: running it returns the error the model can fix
 
 
 def _messages_and_tools(conversation) -> tuple[list[dict], list | None]:

@@ -1,0 +1,300 @@
+"""The router: HessGPT's tool loop, inside the engine's generation loop (docs/chat-format.md, section 4).
+
+Model 1 answers token by token. When it writes `<|code|>`, the router collects the block until `<|end|>`,
+feeds that `<|end|>` to the model, optionally lets model 2 rewrite the code, runs it in the sandbox and
+forces `<|result|>OUTPUT<|end|>` into model 1's context; model 1 then finishes its answer on the real
+result. Non-Python blocks (HTML/CSS/JS) are artifacts: shown, never executed. `<|tool_call|>{json}<|end|>`
+runs a registered function (or hands the call back to the API client) and `<search>q</search>` queries the
+search backend, both the same way.
+
+Every step is an `Event` (hessgpt/events.py) that the CLI, the web page and the API show.
+"""
+
+import ast
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from hessgpt.engine import Engine, Generation, SamplingParams, TextDecoder
+from hessgpt.errors import HessGPTError
+from hessgpt.events import Event
+from hessgpt.tokenizer import code_language
+
+MAX_RESULT_CHARS = 1500  # what is injected back into model 1's context (the event carries the full output)
+
+
+@dataclass
+class RouterConfig:
+    max_tool_calls: int = 4        # code blocks / function calls / searches per turn
+    turn_timeout_s: float = 60.0   # total wall time of one turn (generation + tools)
+    refine_with_model2: bool = True
+    refine_max_tokens: int = 384
+
+
+def _clip(text: str, n: int = MAX_RESULT_CHARS) -> str:
+    return text if len(text) <= n else text[: n - 20] + "\n... (truncated)"
+
+
+def sandbox_output(result) -> str:
+    """What model 1 reads back: stdout, or a short error so it can recover."""
+    if result.status == "ok":
+        return result.stdout if result.stdout.strip() else "(no output: use print() to show a result)"
+    return result.text()
+
+
+class ToolRouter:
+    """Drives one assistant turn of model 1 (a `Generation`) through code, function calls and search."""
+
+    def __init__(self, engine: Engine, sandbox=None, model2: Engine | None = None, registry=None, search=None,
+                 config: RouterConfig | None = None):
+        self.engine, self.tok = engine, engine.tokenizer
+        self.sandbox, self.model2, self.registry, self.search = sandbox, model2, registry, search
+        self.config = config or RouterConfig()
+
+    # ---- tools ------------------------------------------------------------------------------
+
+    def refine(self, code: str, request: str) -> str | None:
+        """Model 2 rewrites the code for the request; None if it produced nothing usable (not Python)."""
+        if self.model2 is None or not self.config.refine_with_model2:
+            return None
+        tok2 = self.model2.tokenizer
+        prompt = (f"{request}\n\nCode :\n{code}\n\n"
+                  "Réécris ce code Python pour qu'il soit correct et affiche le résultat avec print().")
+        ids = tok2.render_for_generation([{"role": "user", "content": prompt}]) + [tok2.code_id]
+        params = SamplingParams(max_new_tokens=self.config.refine_max_tokens, stop_token_ids=[tok2.end_id, tok2.eos_id])
+        if len(ids) + params.max_new_tokens > self.model2.max_len:
+            return None
+        refined = tok2.decode(self.model2.generate(ids, params)).strip()
+        if not refined or refined == code.strip():
+            return None
+        try:
+            ast.parse(refined)
+        except SyntaxError:
+            return None
+        return refined
+
+    def run_code(self, code: str, request: str) -> Iterator[Event | str]:
+        """Events for one Python block; the last item is the text to inject as the result."""
+        if self.sandbox is None:
+            yield Event("result", "tools are disabled: code was not executed", {"status": "disabled"})
+            yield "Error: code execution is disabled"
+            return
+        refined = self.refine(code, request)
+        if refined is not None:
+            yield Event("refined_code", refined, {"lang": "python"})
+            result = self.sandbox.run(refined)
+            if result.status != "ok":  # model 2 made it worse: fall back to model 1's code
+                original = self.sandbox.run(code)
+                if original.status == "ok":
+                    result = original
+        else:
+            result = self.sandbox.run(code)
+        yield Event("result", result.stdout if result.status == "ok" else result.text(),
+                    {"status": result.status, "duration_ms": round(result.duration_ms, 1)})
+        yield sandbox_output(result)
+
+    def call_function(self, call_text: str, client_tools: set[str]) -> Iterator[Event | str | None]:
+        """Events for one function call; last item: the response text to inject, or None to hand the call
+        to the API client (a tool it declared, not one HessGPT runs)."""
+        try:
+            call = json.loads(call_text)
+            name, args = call["name"], call.get("arguments", {})
+            if not isinstance(args, dict):
+                raise TypeError
+        except (json.JSONDecodeError, KeyError, TypeError):
+            yield Event("tool_call", call_text, {"name": None, "arguments": {}, "error": "unparsable"})
+            yield json.dumps({"error": "the tool call is not valid JSON {\"name\": ..., \"arguments\": {...}}"})
+            return
+        call_id = f"call_{abs(hash((name, call_text))) % 10**10}"
+        yield Event("tool_call", "", {"name": name, "arguments": args, "id": call_id})
+        if name in client_tools:
+            yield None
+            return
+        if self.registry is not None:
+            out = self.registry.call(name, args)  # unknown tools and bad arguments come back as {"error": ...}
+        else:
+            out = json.dumps({"error": f"unknown tool {name!r}"})
+        yield Event("tool_result", out, {"name": name, "id": call_id})
+        yield out
+
+    def run_search(self, query: str) -> Iterator[Event | str]:
+        yield Event("search", query)
+        if self.search is None:
+            text = "(search is not configured: build an index with `hessgpt.tools.search`)"
+        else:
+            from hessgpt.tools.search import format_hits
+
+            text = format_hits(self.search.search(query, k=3)) or "(no results)"
+        yield Event("result", text, {"status": "ok", "tool": "search"})
+        yield text
+
+    # ---- the loop -----------------------------------------------------------------------------
+
+    def stream_turn(self, prompt_ids: list[int], params: SamplingParams, request: str = "",
+                    client_tools: set[str] = frozenset(), cancel=None) -> Iterator[Event]:
+        tok, cfg = self.tok, self.config
+        gen: Generation = self.engine.session(prompt_ids, params)
+        started, generated, calls = time.monotonic(), 0, 0
+        decoder = TextDecoder(tok)
+        block: list[int] = []
+        mode = "text"  # text | code | call | search
+        finish = "length"
+        opener = {tok.code_id: "code", tok.tool_call_id: "call", tok.search_id: "search"}
+        structure = {tok.system_id, tok.user_id, tok.assistant_id, tok.result_id, tok.tool_response_id, tok.bos_id, tok.pad_id}
+
+        while generated < params.max_new_tokens:
+            if cancel is not None and cancel.is_set():
+                finish = "cancelled"
+                break
+            if time.monotonic() - started > cfg.turn_timeout_s:
+                finish = "length"
+                break
+            t = gen.next_token()
+            generated += 1
+            if mode == "text":
+                if t in (tok.end_id, tok.eos_id) or t in structure:  # end of turn (or the model starting a new role)
+                    finish = "stop"
+                    break
+                if t in opener:
+                    tail = decoder.flush()
+                    if tail:
+                        yield Event("text", tail)
+                    mode, block = opener[t], []
+                else:
+                    delta = decoder.push(t)
+                    if delta:
+                        yield Event("text", delta)
+            else:
+                closer = tok.search_end_id if mode == "search" else tok.end_id
+                if t != closer:
+                    block.append(t)
+                else:
+                    text = tok.decode(block)
+                    if gen.space_left < 8:
+                        break
+                    gen.feed([t])  # the closing token the model wrote goes into the cache before any result
+                    calls += 1
+                    if mode == "code":
+                        lang = code_language(text)
+                        yield Event("code", text, {"lang": lang})
+                        if lang != "python":
+                            yield Event("artifact", text, {"lang": lang})
+                            inject = None
+                        elif calls > cfg.max_tool_calls:
+                            yield Event("result", "tool call limit reached", {"status": "limit"})
+                            inject = [tok.result_id] + tok.encode("Error: tool call limit reached; answer without code.") + [tok.end_id]
+                        else:
+                            out = None
+                            for item in self.run_code(text, request):
+                                if isinstance(item, Event):
+                                    yield item
+                                else:
+                                    out = item
+                            inject = [tok.result_id] + tok.encode(_clip(out)) + [tok.end_id]
+                    elif mode == "call":
+                        out = ""
+                        for item in self.call_function(text, set(client_tools)):
+                            if isinstance(item, Event):
+                                yield item
+                            else:
+                                out = item
+                        if out is None:  # the API client runs this tool
+                            finish = "tool_calls"
+                            break
+                        inject = [tok.tool_response_id] + tok.encode(_clip(out)) + [tok.end_id]
+                    else:
+                        out = ""
+                        for item in self.run_search(text):
+                            if isinstance(item, Event):
+                                yield item
+                            else:
+                                out = item
+                        inject = [tok.result_id] + tok.encode(_clip(out)) + [tok.end_id]
+                    mode, block = "text", []
+                    if inject:
+                        if gen.space_left <= len(inject) + 1:
+                            finish = "length"
+                            break
+                        gen.feed(inject)
+                    continue  # the closing token was already fed
+            if gen.space_left <= 0:
+                finish = "length"
+                break
+            gen.feed([t])
+        tail = decoder.flush()
+        if tail and mode == "text":
+            yield Event("text", tail)
+        yield Event("done", data={"finish_reason": finish, "prompt_tokens": len(prompt_ids), "completion_tokens": generated})
+
+
+class DualModelBackend:
+    """HessGPT's chat backend for the CLI, the web page, the API and evaluation: model 1 (+ model 2) + tools.
+
+    Follows the ChatBackend contract of hessgpt/serve/backends.py.
+    """
+
+    def __init__(self, model1: str, model2: str | None = None, device=None, sandbox=None, tools: bool = True,
+                 registry=None, search=None, config: RouterConfig | None = None, int8: bool = False):
+        import hessgpt
+
+        m1, tok1 = hessgpt.load(model1, device=device)
+        if tok1 is None:
+            raise HessGPTError(f"{model1}: no tokenizer in the checkpoint")
+        self.engine = Engine(m1, tok1)
+        self.tokenizer = tok1
+        self.model2 = None
+        if model2:
+            m2, tok2 = hessgpt.load(model2, device=device)
+            if tok2 is None:
+                raise HessGPTError(f"{model2}: no tokenizer in the checkpoint")
+            self.model2 = Engine(m2, tok2)
+        if tools and sandbox is None:
+            from hessgpt.tools.sandbox import Sandbox
+
+            sandbox = Sandbox()
+        self.sandbox = sandbox
+        self.router = ToolRouter(self.engine, sandbox, self.model2, registry, search, config)
+        from pathlib import Path
+
+        self.model_id = Path(model1).name
+        self.context_length = self.engine.max_len
+
+    def stream_chat(self, messages: list[dict], params: SamplingParams, tools: list[dict] | None = None,
+                    cancel=None) -> Iterator[Event]:
+        from hessgpt.engine import ChatHistory
+
+        msgs = _to_conversation(messages)
+        system = msgs[0]["content"] if msgs and msgs[0]["role"] == "system" else None
+        history = ChatHistory.from_dict({"system": system, "tools": tools, "messages": [m for m in msgs if m["role"] != "system"]})
+        reserve = min(params.max_new_tokens, self.context_length // 2)
+        ids = history.prompt_ids(self.tokenizer, self.context_length, reserve=reserve)
+        request = next((m["content"] for m in reversed(msgs) if m["role"] == "user"), "")
+        client_tools = {t["name"] for t in tools or [] if isinstance(t, dict) and "name" in t}
+        yield from self.router.stream_turn(ids, params, request, client_tools, cancel)
+
+    def close(self) -> None:
+        if self.sandbox is not None and hasattr(self.sandbox, "close"):
+            self.sandbox.close()
+
+
+def _to_conversation(messages: list[dict]) -> list[dict]:
+    """OpenAI-style messages (tool_calls with JSON-string arguments) -> the conversation format."""
+    out = []
+    for m in messages:
+        msg = {k: v for k, v in m.items() if k in ("role", "content", "code", "code_lang", "search", "name")}
+        msg["content"] = msg.get("content") or ""
+        if m.get("tool_calls"):
+            calls = []
+            for c in m["tool_calls"]:
+                fn = c.get("function", c)
+                args = fn.get("arguments", {})
+                if isinstance(args, str):
+                    try:
+                        args = json.loads(args) if args.strip() else {}
+                    except json.JSONDecodeError:
+                        args = {}
+                calls.append({"name": fn.get("name"), "arguments": args})
+            msg["tool_calls"] = calls
+        out.append(msg)
+    return out

@@ -1,0 +1,159 @@
+"""The tool loop with a scripted model 1 (fixed token sequences), a scripted model 2 and the real sandbox."""
+
+import pytest
+import torch
+
+from hessgpt.engine import SamplingParams
+from hessgpt.tools.router import RouterConfig, ToolRouter
+
+
+class ScriptedGeneration:
+    def __init__(self, engine, prompt_ids):
+        self.engine, self.fed, self.script = engine, list(prompt_ids), list(engine.script)
+        self.space_left = 10_000
+
+    def next_token(self):
+        return self.script.pop(0) if self.script else self.engine.tokenizer.end_id
+
+    def feed(self, ids):
+        self.fed.extend(ids)
+
+
+class ScriptedEngine:
+    """Stands in for Engine: `session` replays `script`; `generate` (model 2) returns `reply`."""
+
+    def __init__(self, tokenizer, script=(), reply=()):
+        self.tokenizer, self.script, self.reply, self.max_len = tokenizer, list(script), list(reply), 4096
+        self.sessions = []
+
+    def session(self, prompt_ids, params):
+        self.sessions.append(ScriptedGeneration(self, prompt_ids))
+        return self.sessions[-1]
+
+    def generate(self, prompt_ids, params):
+        self.generate_prompt = prompt_ids
+        return list(self.reply)
+
+
+def turn(tok, text="", code=None, after=None, raw=None):
+    ids = tok.encode(text)
+    if code is not None:
+        ids += [tok.code_id] + tok.encode(code) + [tok.end_id]
+    if after is not None:
+        ids += tok.encode(after)
+    return ids + (raw or []) + [tok.end_id]
+
+
+@pytest.fixture(scope="module")
+def sandbox():
+    from hessgpt.tools.sandbox import Sandbox
+
+    with Sandbox() as sb:
+        yield sb
+
+
+def run(router, tok, prompt="Calcule 15 * 23"):
+    ids = tok.render_for_generation([{"role": "user", "content": prompt}])
+    return list(router.stream_turn(ids, SamplingParams(max_new_tokens=500), request=prompt))
+
+
+def text_of(events):
+    return "".join(e.text for e in events if e.type == "text")
+
+
+def test_no_code(tokenizer, sandbox):
+    eng = ScriptedEngine(tokenizer, turn(tokenizer, "Bonjour ! Je vais bien."))
+    events = run(ToolRouter(eng, sandbox), tokenizer, "Salut")
+    assert [e.type for e in events if e.type != "text"] == ["done"]
+    assert text_of(events) == "Bonjour ! Je vais bien." and events[-1].data["finish_reason"] == "stop"
+
+
+def test_one_code_block_result_injected(tokenizer, sandbox):
+    eng = ScriptedEngine(tokenizer, turn(tokenizer, "Je calcule.", "print(15 * 23)", " Le résultat est 345."))
+    events = run(ToolRouter(eng, sandbox), tokenizer)
+    types = [e.type for e in events if e.type != "text"]
+    assert types == ["code", "result", "done"]
+    code, result = events[[e.type for e in events].index("code")], next(e for e in events if e.type == "result")
+    assert code.text == "print(15 * 23)" and result.text == "345\n" and result.data["status"] == "ok"
+    fed = eng.sessions[0].fed
+    # the closing <|end|> of the code block is fed before the injected result, then the model continues
+    inject = [tokenizer.end_id, tokenizer.result_id] + tokenizer.encode("345\n") + [tokenizer.end_id]
+    start = next(i for i in range(len(fed)) if fed[i:i + len(inject)] == inject)
+    assert fed[start - 1] != tokenizer.end_id and tokenizer.decode(fed[start + len(inject):]).startswith(" Le résultat")
+    assert text_of(events) == "Je calcule. Le résultat est 345."
+
+
+def test_model2_refines_the_code(tokenizer, sandbox):
+    eng = ScriptedEngine(tokenizer, turn(tokenizer, "", "print(15 * 23", " C'est 345."))  # model 1's code is broken
+    model2 = ScriptedEngine(tokenizer, reply=tokenizer.encode("print(15 * 23)"))
+    events = run(ToolRouter(eng, sandbox, model2=model2), tokenizer)
+    refined = next(e for e in events if e.type == "refined_code")
+    assert refined.text == "print(15 * 23)"
+    assert next(e for e in events if e.type == "result").text == "345\n"
+    assert model2.generate_prompt[-1] == tokenizer.code_id  # model 2 is asked to write a code block
+    assert "Calcule 15 * 23" in tokenizer.decode(model2.generate_prompt)
+
+
+def test_error_then_recovery(tokenizer, sandbox):
+    script = turn(tokenizer, "", "print(1/0)", None, raw=[tokenizer.code_id] + tokenizer.encode("print(1/1)") + [tokenizer.end_id]
+                  + tokenizer.encode(" Voilà : 1.0"))
+    eng = ScriptedEngine(tokenizer, script)
+    events = run(ToolRouter(eng, sandbox), tokenizer)
+    results = [e for e in events if e.type == "result"]
+    assert [r.data["status"] for r in results] == ["error", "ok"]
+    assert "ZeroDivisionError" in results[0].text and results[1].text == "1.0\n"
+    assert "ZeroDivisionError" in tokenizer.decode(eng.sessions[0].fed)  # the model reads its error back
+    assert text_of(events).endswith("Voilà : 1.0")
+
+
+def test_html_block_is_an_artifact_never_executed(tokenizer, sandbox):
+    html = "<html><body><script>alert(1)</script><h1>Bonjour</h1></body></html>"
+    eng = ScriptedEngine(tokenizer, turn(tokenizer, "Voici la page :", html, " Fini."))
+    events = run(ToolRouter(eng, sandbox), tokenizer, "Fais une page web")
+    assert [e.type for e in events if e.type != "text"] == ["code", "artifact", "done"]
+    assert tokenizer.result_id not in eng.sessions[0].fed
+
+
+def test_call_limit(tokenizer, sandbox):
+    block = [tokenizer.code_id] + tokenizer.encode("print(2)") + [tokenizer.end_id]
+    eng = ScriptedEngine(tokenizer, block * 4 + tokenizer.encode("ok") + [tokenizer.end_id])
+    events = run(ToolRouter(eng, sandbox, config=RouterConfig(max_tool_calls=2)), tokenizer)
+    statuses = [e.data["status"] for e in events if e.type == "result"]
+    assert statuses == ["ok", "ok", "limit", "limit"]
+    assert events[-1].data["finish_reason"] == "stop"
+
+
+def test_function_call_registered_and_client_side(tokenizer, sandbox):
+    from hessgpt.tools.registry import Tool, ToolRegistry
+
+    reg = ToolRegistry()
+    reg.register(Tool("add", "Add", {"type": "object", "properties": {"a": {"type": "number"}, "b": {"type": "number"}},
+                                     "required": ["a", "b"]}, lambda a, b: a + b))
+    call = [tokenizer.tool_call_id] + tokenizer.encode('{"name": "add", "arguments": {"a": 2, "b": 3}}') + [tokenizer.end_id]
+    eng = ScriptedEngine(tokenizer, call + tokenizer.encode("5") + [tokenizer.end_id])
+    events = run(ToolRouter(eng, sandbox, registry=reg), tokenizer)
+    assert next(e for e in events if e.type == "tool_call").data == {"name": "add", "arguments": {"a": 2, "b": 3}, "id": events[0].data["id"]}
+    assert next(e for e in events if e.type == "tool_result").text == "5"
+    # a tool declared by the API client is handed back instead of run
+    eng = ScriptedEngine(tokenizer, call + tokenizer.encode("5") + [tokenizer.end_id])
+    ids = tokenizer.render_for_generation([{"role": "user", "content": "2+3"}])
+    events = list(ToolRouter(eng, sandbox, registry=reg).stream_turn(ids, SamplingParams(), client_tools={"add"}))
+    assert events[-1].data["finish_reason"] == "tool_calls"
+
+
+def test_real_engine_tool_loop_injects_into_the_kv_cache(tiny_ckpt, sandbox):
+    """With the real engine the injected result must land in the cache exactly as a prompt would."""
+    import hessgpt
+    from hessgpt.engine import Engine
+
+    model, tok = hessgpt.load(tiny_ckpt)
+    engine = Engine(model, tok)
+    prompt = tok.render_for_generation([{"role": "user", "content": "2+2"}])
+    forced = [tok.code_id] + tok.encode("print(2+2)") + [tok.end_id]
+
+    gen = engine.session(prompt, SamplingParams())
+    for t in forced:
+        gen.feed([t])
+    gen.feed([tok.result_id] + tok.encode("4\n") + [tok.end_id])
+    whole = engine.session(prompt + forced + [tok.result_id] + tok.encode("4\n") + [tok.end_id], SamplingParams())
+    assert torch.allclose(gen.logits, whole.logits, atol=1e-5)
