@@ -1,0 +1,192 @@
+"""HFBackend on a tiny random MistralForCausalLM with a tokenizer and a LoRA adapter built here (nothing downloaded)."""
+
+import json
+import threading
+
+import openai
+import pytest
+import torch
+
+from hessgpt.engine import SamplingParams
+from hessgpt.errors import HessGPTError
+from hessgpt.serve.backends import ChatBackend, ContextLengthError, FenceSplitter, HFBackend
+
+CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}"
+    "{% if m['role'] == 'system' %}<<SYS>>{{ m['content'] }}<</SYS>>"
+    "{% elif m['role'] == 'user' %}[INST]{{ m['content'] }}[/INST]"
+    "{% else %}{{ m['content'] }}{{ eos_token }}{% endif %}{% endfor %}"
+)
+CORPUS = ["Bonjour, comment allez-vous ? Hello, how are you today?", "The answer is 42. La réponse est 42.",
+          "print(6 * 7)\n```python\nimport math\n```", "Paris est la capitale de la France."] * 20
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    """-> (model_dir, adapter_dir): a 2-layer Mistral, its byte-level BPE tokenizer with a chat template, a LoRA."""
+    from peft import LoraConfig, get_peft_model
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import MistralConfig, MistralForCausalLM, PreTrainedTokenizerFast
+
+    root = tmp_path_factory.mktemp("hf")
+    model_dir, adapter_dir = root / "tiny-mistral", root / "tiny-lora"
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    specials = ["<pad>", "<s>", "</s>", "<unk>", "[INST]", "[/INST]", "<<SYS>>", "<</SYS>>"]
+    tok.train_from_iterator(CORPUS, trainers.BpeTrainer(vocab_size=400, special_tokens=specials,
+                                                        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    hf_tok = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
+                                     pad_token="<pad>", chat_template=CHAT_TEMPLATE)
+    hf_tok.save_pretrained(model_dir)
+    torch.manual_seed(0)
+    cfg = MistralConfig(vocab_size=len(hf_tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                        bos_token_id=hf_tok.bos_token_id, eos_token_id=hf_tok.eos_token_id,
+                        pad_token_id=hf_tok.pad_token_id)
+    model = MistralForCausalLM(cfg)
+    model.save_pretrained(model_dir)
+    lora = get_peft_model(model, LoraConfig(r=8, lora_alpha=64, target_modules=["q_proj", "v_proj", "o_proj"],
+                                            init_lora_weights=False))
+    lora.save_pretrained(adapter_dir)
+    return str(model_dir), str(adapter_dir)
+
+
+@pytest.fixture(scope="module")
+def base(tiny_model):
+    return HFBackend(tiny_model[0])
+
+
+@pytest.fixture(scope="module")
+def adapted(tiny_model):
+    return HFBackend(tiny_model[0], tiny_model[1])
+
+
+MSGS = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Bonjour, comment allez-vous ?"}]
+
+
+def run(backend, params=None, messages=MSGS, **kw):
+    events = list(backend.stream_chat(messages, params or SamplingParams(max_new_tokens=16), **kw))
+    text = "".join(e.text for e in events if e.type == "text")
+    return text, events
+
+
+def test_streams_text_and_ends_with_done(base):
+    assert isinstance(base, ChatBackend) and base.context_length == 256 and base.model_id == "tiny-mistral"
+    text, events = run(base)
+    assert events[-1].type == "done" and all(e.type == "text" for e in events[:-1])
+    done = events[-1].data
+    assert done["prompt_tokens"] > 5 and 1 <= done["completion_tokens"] <= 16
+    assert done["finish_reason"] in ("stop", "length")
+    assert text and len([e for e in events if e.type == "text"]) > 1  # streamed in pieces
+    assert run(base)[0] == text  # greedy is deterministic
+
+
+def test_prompt_uses_the_models_chat_template(base):
+    ids = base._encode(base._template_messages(MSGS, None))[0].tolist()
+    assert base.tokenizer.decode(ids) == "<s><<SYS>>Be brief.<</SYS>>[INST]Bonjour, comment allez-vous ?[/INST]"
+
+
+def test_adapter_changes_the_output(base, adapted):
+    assert adapted.model_id == "tiny-mistral+tiny-lora"
+    params = SamplingParams(max_new_tokens=12)
+    ids = base._encode(base._template_messages(MSGS, None))
+    with torch.inference_mode():
+        lb, la = base.model(ids).logits, adapted.model(ids).logits
+    assert not torch.allclose(lb, la, atol=1e-3)
+    assert run(base, params)[0] != run(adapted, params)[0]
+
+
+def test_seeded_sampling_is_reproducible(base):
+    p = SamplingParams(max_new_tokens=12, temperature=1.0, top_p=0.9, top_k=50, seed=3)
+    assert run(base, p)[0] == run(base, p)[0]
+    outs = {run(base, SamplingParams(max_new_tokens=12, temperature=1.5, seed=s))[0] for s in range(4)}
+    assert len(outs) > 1  # the seed matters
+
+
+def test_cancel_and_context_length(base):
+    cancel = threading.Event()
+    cancel.set()
+    _, events = run(base, cancel=cancel)
+    assert events[-1].data["finish_reason"] == "cancelled" and events[-1].data["completion_tokens"] == 0
+    with pytest.raises(ContextLengthError):
+        run(base, messages=[{"role": "user", "content": "Bonjour " * 300}])
+
+
+def test_missing_model_dir_is_a_clear_error(tmp_path):
+    with pytest.raises(HessGPTError, match="--hf-model"):
+        HFBackend(str(tmp_path / "nope"))
+
+
+class ScriptedHF(HFBackend):
+    """The real tokenizer and template, but each generation round replays scripted text deltas."""
+
+    def __init__(self, src: HFBackend, rounds, run_code=None):
+        self.__dict__.update(src.__dict__)
+        self.rounds, self.prompts, self.run_code, self.max_tool_rounds = list(rounds), [], run_code, 4
+
+    def _generate_text(self, input_ids, params, budget, cancel, generator):
+        self.prompts.append(self.tokenizer.decode(input_ids[0]))
+        yield from self.rounds.pop(0)
+        yield None  # EOS
+
+
+def test_python_blocks_go_through_the_run_code_hook(base):
+    ran = []
+
+    def run_code(src):
+        ran.append(src)
+        return "ok", "42\n"
+
+    b = ScriptedHF(base, [["Let me compute.\n``", "`py", "thon\nprint(6 *", " 7)\n```", "\nnot shown"],
+                          ["The answer is ", "42."]], run_code=run_code)
+    text, events = run(b, messages=[{"role": "user", "content": "6*7?"}])
+    assert [e.type for e in events] == ["text", "code", "result", "text", "text", "done"]
+    assert ran == ["print(6 * 7)"]
+    assert events[1].text == "print(6 * 7)" and events[2].data["status"] == "ok" and events[2].text == "42\n"
+    assert text == "Let me compute.\nThe answer is 42."
+    assert "```python" in b.prompts[0]  # the system prompt teaches the convention
+    assert "42" in b.prompts[1] and "print(6 * 7)" in b.prompts[1]  # the result went back to the model
+    assert events[-1].data["finish_reason"] == "stop"
+
+
+def test_function_tools_and_artifacts(base):
+    tools = [{"name": "get_weather", "description": "Weather", "parameters": {"type": "object"}}]
+    b = ScriptedHF(base, [["Checking.\n```tool_call\n", '{"name": "get_weather", "arguments": {"city": "Paris"}}', "\n```"]])
+    _, events = run(b, messages=[{"role": "user", "content": "Weather?"}], tools=tools)
+    call = next(e for e in events if e.type == "tool_call")
+    assert call.data["name"] == "get_weather" and call.data["arguments"] == {"city": "Paris"}
+    assert events[-1].data["finish_reason"] == "tool_calls"
+    assert "get_weather" in b.prompts[0]
+    b = ScriptedHF(base, [["Here:\n```html\n<h1>Hi</h1>\n```\nDone, and ```js\nx()\n``` stays."]])
+    text, events = run(b, messages=[{"role": "user", "content": "page"}])
+    assert [e.text for e in events if e.type == "artifact"] == ["<h1>Hi</h1>"]
+    assert text == "Here:\nDone, and ```js\nx()\n``` stays."
+
+
+def test_fence_splitter_holds_partial_fences():
+    s = FenceSplitter({"python"})
+    out = []
+    for ch in "a `b` ```python\nx = 1\n``` c ```sh\nls\n``` d":  # one character at a time
+        out += s.feed(ch)
+    out += s.flush()
+    text = "".join(i[1] for i in out if i[0] == "text")
+    assert [i for i in out if i[0] == "block"] == [("block", "python", "x = 1")]
+    assert text == "a `b`  c ```sh\nls\n``` d"
+
+
+def test_served_through_the_api(serve, tiny_model, adapted):
+    srv = serve(adapted)
+    c = openai.OpenAI(base_url=srv.url + "/v1", api_key="none", max_retries=0)
+    expected = run(adapted, SamplingParams(max_new_tokens=10))[0]
+    r = c.chat.completions.create(model="tiny-mistral+tiny-lora", messages=MSGS, max_tokens=10, temperature=0)
+    assert r.choices[0].message.content == expected
+    assert r.usage.completion_tokens <= 10 and r.usage.prompt_tokens > 5
+    streamed = "".join(ch.choices[0].delta.content or "" for ch in c.chat.completions.create(
+        model="tiny-mistral+tiny-lora", messages=MSGS, max_tokens=10, temperature=0, stream=True) if ch.choices)
+    assert streamed == expected
+    with pytest.raises(openai.BadRequestError) as e:
+        c.chat.completions.create(model="tiny-mistral+tiny-lora", messages=[{"role": "user", "content": "Bonjour " * 300}])
+    assert e.value.code == "context_length_exceeded"
+    body = json.loads(e.value.response.text)
+    assert body["error"]["param"] == "messages"
