@@ -181,8 +181,9 @@ def _vm_size_bytes() -> int:
     return 0
 
 
-def child_main(cfg: dict, req: dict, out_fd: int, err_fd: int, sc, policy_mod, abi: int) -> None:
-    """Runs in the forked child; never returns (os._exit)."""
+def child_main(cfg: dict, code_fd: int, out_fd: int, err_fd: int, sc, policy_mod, abi: int) -> None:
+    """Runs in the forked child; never returns (os._exit). The child is forked AHEAD of the request
+    (a "spare"): it locks itself down, then blocks reading the request from `code_fd` until EOF."""
     code = EXIT_ERROR
     try:
         os.setsid()  # own session and process group: the worker kills the whole group on timeout
@@ -191,8 +192,7 @@ def child_main(cfg: dict, req: dict, out_fd: int, err_fd: int, sc, policy_mod, a
                 fh.write("1000")
         except OSError:
             pass
-        null = os.open("/dev/null", os.O_RDONLY)
-        os.dup2(null, 0)
+        os.dup2(code_fd, 0)
         os.dup2(out_fd, 1)
         os.dup2(err_fd, 2)
         os.closerange(3, 65536)  # the worker's control pipes included
@@ -213,9 +213,19 @@ def child_main(cfg: dict, req: dict, out_fd: int, err_fd: int, sc, policy_mod, a
         if sc is not None:
             apply_seccomp(sc, os.getpid())
 
+        chunks = []
+        while True:  # the request: b"1\n" (policy on) or b"0\n", then the source, then EOF
+            chunk = os.read(0, 1 << 16)
+            if not chunk:
+                break
+            chunks.append(chunk)
+        policy_flag, _, source = b"".join(chunks).partition(b"\n")
+        if not policy_flag:  # the worker went away without a request
+            os._exit(EXIT_OK)
         sys.stdout = open(1, "w", encoding="utf-8", errors="backslashreplace", closefd=False)
         sys.stderr = open(2, "w", encoding="utf-8", errors="backslashreplace", closefd=False)
-        code = policy_mod.run_untrusted(req["code"], allowed=cfg["allowed_modules"], use_policy=req.get("policy", True))
+        code = policy_mod.run_untrusted(source.decode("utf-8", "replace"), allowed=cfg["allowed_modules"],
+                                        use_policy=policy_flag == b"1")
     except BaseException as e:  # a failure of the setup itself: report it, never run the code unprotected
         try:
             os.write(2, f"sandbox setup failed: {type(e).__name__}: {e}\n".encode())
@@ -231,19 +241,34 @@ def child_main(cfg: dict, req: dict, out_fd: int, err_fd: int, sc, policy_mod, a
         os._exit(code)
 
 
-def run_request(cfg: dict, req: dict, sc, policy_mod, abi: int) -> dict:
-    lim = cfg["limits"]
-    out_cap = int(lim["output_bytes"])
+def spawn_spare(cfg: dict, sc, policy_mod, abi: int) -> tuple:
+    """Fork the next child now (fork of a numpy+sympy process costs ~10 ms of page tables, the layers a
+    few more), so a request only pays for writing the code. -> (pid, code_w, out_r, err_r)"""
+    code_r, code_w = os.pipe()
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
-    t0 = time.perf_counter()
     pid = os.fork()
     if pid == 0:
-        os.close(out_r)
-        os.close(err_r)
-        child_main(cfg, req, out_w, err_w, sc, policy_mod, abi)
-    os.close(out_w)
-    os.close(err_w)
+        child_main(cfg, code_r, out_w, err_w, sc, policy_mod, abi)
+    for fd in (code_r, out_w, err_w):
+        os.close(fd)
+    return pid, code_w, out_r, err_r
+
+
+def run_request(cfg: dict, req: dict, spare: tuple) -> dict:
+    lim = cfg["limits"]
+    out_cap = int(lim["output_bytes"])
+    pid, code_w, out_r, err_r = spare
+    t0 = time.perf_counter()
+    try:  # a pipe holds 64 KB: longer code is written while the child reads
+        payload = (b"1\n" if req.get("policy", True) else b"0\n") + req["code"].encode("utf-8", "surrogatepass")
+        view = memoryview(payload)
+        while view:
+            n = os.write(code_w, view[: 1 << 16])
+            view = view[n:]
+    except OSError:  # the spare died (e.g. its setup failed): its stderr says why
+        pass
+    os.close(code_w)
     deadline = t0 + float(lim["wall_s"])
     bufs = {out_r: bytearray(), err_r: bytearray()}
     caps = {out_r: out_cap, err_r: STDERR_CAP}
@@ -389,12 +414,15 @@ def main() -> None:
         send({"ready": False, "error": f"{type(e).__name__}: {e}"})
         return
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    spare = spawn_spare(cfg, sc, policy_mod, abi)
     while True:
         line = ctl_in.readline()
         if not line:
             return
         req = json.loads(line)
-        send(run_request(cfg, req, sc, policy_mod, abi))
+        reply = run_request(cfg, req, spare)
+        send(reply)
+        spare = spawn_spare(cfg, sc, policy_mod, abi)  # never reused: a fresh child per run
 
 
 if __name__ == "__main__":
