@@ -1,0 +1,242 @@
+"""Terminal front ends: `hessgpt generate`, `hessgpt chat` (REPL) and `hessgpt ask` (one question, every step).
+
+All three sit on a chat backend (hessgpt/serve/backends.py contract): the HessGPT dual model with its tool
+loop (`tools.router.DualModelBackend`) or any local Hugging Face model with an optional LoRA adapter
+(`serve.backends.HFBackend`). `generate` is raw text continuation on the engine.
+"""
+
+import argparse
+import json
+import os
+import sys
+
+from hessgpt.engine import SamplingParams
+from hessgpt.errors import HessGPTError
+
+# ANSI styles, only when printing to a terminal
+_TTY = sys.stdout.isatty()
+
+
+def _style(code: str, text: str) -> str:
+    return f"\033[{code}m{text}\033[0m" if _TTY else text
+
+
+def add_sampling_args(p: argparse.ArgumentParser, max_new_tokens: int = 256) -> None:
+    g = p.add_argument_group("sampling")
+    g.add_argument("--max-new-tokens", type=int, default=max_new_tokens)
+    g.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
+    g.add_argument("--top-k", type=int, default=0)
+    g.add_argument("--top-p", type=float, default=1.0)
+    g.add_argument("--repetition-penalty", type=float, default=1.0)
+    g.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
+    g.add_argument("--seed", type=int, default=None)
+
+
+def sampling_from_args(args) -> SamplingParams:
+    return SamplingParams(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
+                          top_p=args.top_p, repetition_penalty=args.repetition_penalty, stop=args.stop,
+                          seed=args.seed).validate()
+
+
+def add_backend_args(p: argparse.ArgumentParser, positional: bool = True) -> None:
+    if positional:
+        p.add_argument("ckpt", nargs="?", help="HessGPT checkpoint (same as --model1)")
+    p.add_argument("--model1", help="model 1: the assistant checkpoint")
+    p.add_argument("--model2", help="model 2: the code specialist that refines code before it runs (optional)")
+    p.add_argument("--hf-model", help="a local Hugging Face causal LM directory instead of HessGPT checkpoints")
+    p.add_argument("--adapter", help="a PEFT LoRA adapter directory for --hf-model")
+    p.add_argument("--no-tools", action="store_true", help="never execute code (no sandbox)")
+    p.add_argument("--device", default=None)
+
+
+def backend_from_args(args):
+    model1 = args.model1 or getattr(args, "ckpt", None)
+    if args.hf_model:
+        if model1:
+            raise HessGPTError("give either a HessGPT checkpoint (--model1) or --hf-model, not both")
+        from hessgpt.serve.backends import HFBackend
+
+        run_code = None
+        if not args.no_tools:
+            from hessgpt.tools.sandbox import Sandbox
+
+            sb = Sandbox()
+            run_code = lambda code: (lambda r: (r.status, r.stdout if r.status == "ok" else r.text()))(sb.run(code))  # noqa: E731
+        return HFBackend(args.hf_model, adapter=args.adapter, device=args.device, run_code=run_code)
+    if not model1:
+        raise HessGPTError("no model: give a checkpoint (or --model1 CKPT, or --hf-model DIR)")
+    if args.adapter:
+        raise HessGPTError("--adapter applies to --hf-model; merge a HessGPT adapter with `hessgpt merge`")
+    from hessgpt.tools.router import DualModelBackend
+
+    return DualModelBackend(model1, args.model2, device=args.device, tools=not args.no_tools)
+
+
+def print_events(events, show_steps: bool = True, out=sys.stdout) -> dict:
+    """Print a turn's events as they arrive; returns {"text", "code", "results", "done"}."""
+    text, codes, results, done = [], [], [], {}
+    for e in events:
+        if e.type == "text":
+            text.append(e.text)
+            out.write(e.text)
+        elif e.type == "done":
+            done = e.data
+        elif show_steps:
+            if e.type in ("code", "refined_code", "artifact"):
+                label = {"code": "code", "refined_code": "code refined by model 2", "artifact": "artifact (not executed)"}[e.type]
+                lang = e.data.get("lang", "python")
+                out.write("\n" + _style("36", f"┌─ {label} [{lang}]") + "\n" + _style("36", e.text.rstrip()) + "\n" + _style("36", "└─") + "\n")
+                codes.append(e.text)
+            elif e.type in ("result", "tool_result"):
+                status = e.data.get("status", "ok")
+                out.write(_style("33", f"┌─ result ({status}, {e.data.get('duration_ms', '?')} ms)") + "\n" +
+                          _style("33", e.text.rstrip() or "(empty)") + "\n" + _style("33", "└─") + "\n")
+                results.append(e.text)
+            elif e.type == "tool_call":
+                out.write(_style("35", f"\n→ {e.data.get('name')}({json.dumps(e.data.get('arguments'), ensure_ascii=False)})") + "\n")
+            elif e.type == "search":
+                out.write(_style("35", f"\n🔎 {e.text}") + "\n")
+        out.flush()
+    return {"text": "".join(text), "code": codes, "results": results, "done": done}
+
+
+# ---- hessgpt generate ---------------------------------------------------------------------------
+
+
+def generate_main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="hessgpt generate", description="Continue a prompt (raw text, or one chat turn with --chat).")
+    p.add_argument("ckpt", help="HessGPT checkpoint or Hugging Face directory")
+    p.add_argument("--prompt", required=True)
+    p.add_argument("--chat", action="store_true", help="wrap the prompt as a user message and answer it (no tools)")
+    p.add_argument("--beams", type=int, default=0, help="beam search with N beams instead of sampling")
+    p.add_argument("--int8", action="store_true", help="int8 weights (CPU chat speed)")
+    p.add_argument("--device", default=None)
+    add_sampling_args(p, 128)
+    args = p.parse_args(argv)
+    import hessgpt
+    from hessgpt.engine import Engine
+
+    model, tok = hessgpt.load(args.ckpt, device=args.device)
+    if tok is None:
+        raise HessGPTError(f"{args.ckpt}: no tokenizer found beside the weights")
+    engine = Engine(model, tok)
+    if args.int8:
+        from hessgpt.quantize import quantize_engine
+
+        quantize_engine(engine)
+    ids = tok.render_for_generation([{"role": "user", "content": args.prompt}]) if args.chat else [tok.bos_id] + tok.encode(args.prompt)
+    if len(ids) >= engine.max_len:
+        raise HessGPTError(f"the prompt has {len(ids)} tokens; the context window is {engine.max_len}")
+    params = sampling_from_args(args)
+    if not args.chat:
+        sys.stdout.write(args.prompt)
+    if args.beams:
+        out = engine.beam_search(ids, num_beams=args.beams, max_new_tokens=args.max_new_tokens)
+        sys.stdout.write(tok.decode(out))
+    else:
+        for piece in engine.stream_text(ids, params):
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+    sys.stdout.write("\n")
+    return 0
+
+
+# ---- hessgpt ask --------------------------------------------------------------------------------
+
+
+def ask_main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="hessgpt ask", description="Ask one question; print each tool step and the answer.")
+    add_backend_args(p)
+    p.add_argument("--prompt", required=True)
+    p.add_argument("--system", default=None)
+    p.add_argument("--json", action="store_true", help="print the events as JSON lines")
+    add_sampling_args(p)
+    args = p.parse_args(argv)
+    backend = backend_from_args(args)
+    messages = ([{"role": "system", "content": args.system}] if args.system else []) + [{"role": "user", "content": args.prompt}]
+    events = backend.stream_chat(messages, sampling_from_args(args))
+    if args.json:
+        for e in events:
+            print(json.dumps(e.to_dict(), ensure_ascii=False))
+        return 0
+    print(_style("1", "question: ") + args.prompt)
+    print(_style("1", "answer: "), end="")
+    print_events(events)
+    print()
+    return 0
+
+
+# ---- hessgpt chat -------------------------------------------------------------------------------
+
+HELP = """commands: /reset (new conversation)  /system TEXT (set the system prompt)  /save FILE  /load FILE
+          /steps (toggle tool steps)  /quit"""
+
+
+def chat_main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="hessgpt chat", description="Multi-turn chat in the terminal, with tool steps shown.")
+    add_backend_args(p)
+    p.add_argument("--system", default=None, help="system prompt")
+    add_sampling_args(p)
+    args = p.parse_args(argv)
+    backend = backend_from_args(args)
+    params = sampling_from_args(args)
+    system = args.system
+    messages: list[dict] = []
+    show_steps = True
+    print(f"HessGPT chat — {backend.model_id} (context {backend.context_length} tokens). {HELP}")
+    while True:
+        try:
+            line = input(_style("1;32", "vous> ") if _TTY else "vous> ")
+        except EOFError:
+            print()
+            return 0
+        line = line.strip()
+        if not line:
+            continue
+        if line.startswith("/"):
+            cmd, _, rest = line.partition(" ")
+            if cmd in ("/quit", "/exit", "/q"):
+                return 0
+            if cmd == "/reset":
+                messages = []
+                print("(new conversation)")
+            elif cmd == "/system":
+                system = rest or None
+                print(f"(system prompt {'set' if system else 'cleared'})")
+            elif cmd == "/steps":
+                show_steps = not show_steps
+                print(f"(tool steps {'shown' if show_steps else 'hidden'})")
+            elif cmd == "/save":
+                path = rest or "conversation.json"
+                tmp = path + ".tmp"
+                with open(tmp, "w") as f:
+                    json.dump({"system": system, "messages": messages}, f, ensure_ascii=False, indent=2)
+                os.replace(tmp, path)
+                print(f"(saved {len(messages)} messages to {path})")
+            elif cmd == "/load":
+                path = rest or "conversation.json"
+                try:
+                    with open(path) as f:
+                        d = json.load(f)
+                    system, messages = d.get("system"), list(d["messages"])
+                    print(f"(loaded {len(messages)} messages from {path})")
+                except (OSError, json.JSONDecodeError, KeyError) as e:
+                    print(f"(cannot load {path}: {e})")
+            else:
+                print(HELP)
+            continue
+        messages.append({"role": "user", "content": line})
+        convo = ([{"role": "system", "content": system}] if system else []) + messages
+        print(_style("1;34", "hessgpt> ") if _TTY else "hessgpt> ", end="", flush=True)
+        try:
+            turn = print_events(backend.stream_chat(convo, params), show_steps=show_steps)
+        except KeyboardInterrupt:
+            print("\n(interrupted)")
+            messages.pop()
+            continue
+        except HessGPTError as e:
+            print(f"\n(error: {e})")
+            messages.pop()
+            continue
+        print()
+        messages.append({"role": "assistant", "content": turn["text"]})
