@@ -49,6 +49,7 @@ def main(argv: list[str]) -> int:
         print(json.dumps(asdict(r), ensure_ascii=False))
     else:
         sys.stdout.write(r.stdout)
+        sys.stdout.flush()  # before the status line on stderr
         if r.stderr:
             sys.stderr.write(r.stderr if r.stderr.endswith("\n") else r.stderr + "\n")
         print(f"[sandbox] status={r.status} duration={r.duration_ms:.1f} ms", file=sys.stderr)
