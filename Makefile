@@ -1,0 +1,39 @@
+# HessGPT: two commands do all the set-up on a fresh machine.
+#   make demo   build the whole dual-model system at small scale on this CPU, then chat with it
+#   make test   the test suite
+# Both create/update .venv in the repo and install everything they need.
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+TORCH  := torch==2.13.0
+export HF_HUB_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+
+.PHONY: install system-deps demo test test-fast clean-venv
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	@# torch first and alone: the CPU build. Installing peft/transformers first would pull a multi-GB CUDA build.
+	$(PY) -m pip install -q "$(TORCH)"
+	$(PY) -m pip install -q -c constraints.txt "$(TORCH)" -e ".[dev]"
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+system-deps:
+	@bash scripts/install-system-deps.sh
+
+demo: install
+	$(PY) -m hessgpt quickstart --out runs/quickstart
+
+test: install system-deps
+	$(PY) -m pytest -q
+
+test-fast: install
+	$(PY) -m pytest -q -m "not slow and not browser"
+
+clean-venv:
+	rm -rf $(VENV)
