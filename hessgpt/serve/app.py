@@ -90,6 +90,10 @@ def main(argv: list[str]) -> int:
     app = create_app(backend, cfg, shutdown_timeout=args.shutdown_timeout)
     shown = f"[{args.host}]" if ":" in args.host else args.host
     print(f"hessgpt serve: {backend.model_id} on http://{shown}:{args.port}/  (API: http://{shown}:{args.port}/v1)")
-    uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="info",
-                                  timeout_graceful_shutdown=args.shutdown_timeout)).run()
+    server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="info",
+                                           timeout_graceful_shutdown=args.shutdown_timeout))
+    try:
+        server.run()  # Ctrl+C / SIGTERM: stop accepting, finish or cancel in-flight requests, then return
+    except KeyboardInterrupt:  # uvicorn re-raises the signal after its graceful shutdown
+        pass
     return 0

@@ -1,6 +1,7 @@
 """The OpenAI-compatible API against a real uvicorn server, driven by the official `openai` client."""
 
 import json
+import socket
 import threading
 import time
 
@@ -366,3 +367,33 @@ def test_backend_error_is_500_json(serve):
     srv = serve(ScriptedBackend(broken, model_id="tiny"))
     err = assert_openai_error(post_raw(srv, json.dumps(BASE)), 500)
     assert "boom" in err["message"] and err["type"] == "server_error"
+
+
+def test_cli_serves_and_shuts_down_on_sigint():
+    import signal
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-c", "import sys; from hessgpt.serve.app import main; sys.exit(main(sys.argv[1:]))",
+                             "--demo", "--port", str(port), "--token-delay", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert wait_until(lambda: _health(port), timeout=30), "the server did not come up"
+        c = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="none", max_retries=0)
+        r = c.chat.completions.create(model="hessgpt-demo", messages=[{"role": "user", "content": "hi"}])
+        assert "12.0" in r.choices[0].message.content
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0, out
+    assert f"http://127.0.0.1:{port}/" in out
+
+
+def _health(port) -> bool:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
