@@ -10,11 +10,13 @@ reason; nothing depends on time or hash randomization, so two runs give byte-ide
 
 from __future__ import annotations
 
+import functools
 import inspect
 import json
 import math
 import os
 import random
+import re
 import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
@@ -60,10 +62,25 @@ class SourceReport:
         }  # fmt: skip
 
 
-def detect_language(text: str) -> str:
-    import py3langid
+# Language ID picks among widely written languages: with all 97 of py3langid's, short or code-heavy
+# French/English text is often labelled Latin, Pidgin or "no language" (zxx).
+ID_LANGUAGES = ("en fr de es it pt nl ru zh ja ko ar pl tr sv cs uk vi id hi ca ro da fi no hu el he fa th").split()
+_FENCE = re.compile(r"```.*?(```|$)", flags=re.S)
 
-    return py3langid.classify(text[:4000])[0]
+
+@functools.lru_cache(maxsize=1)
+def _identifier():
+    from py3langid.langid import MODEL_FILE, LanguageIdentifier
+
+    ident = LanguageIdentifier.from_model_file(MODEL_FILE)  # its own instance: py3langid's global stays as is
+    ident.set_languages(ID_LANGUAGES)
+    return ident
+
+
+def detect_language(text: str) -> str:
+    """ISO 639-1 code of the text's language (code blocks removed; the first 4000 characters)."""
+    prose = _FENCE.sub(" ", text).strip() or text
+    return _identifier().classify(prose[:4000])[0]
 
 
 def _check_options(spec: SourceSpec, adapter) -> None:
@@ -100,7 +117,9 @@ def collect(spec: SourceSpec, recipe: Recipe, deduper: Deduper, measure: Measure
         raise HessGPTError(f"source {spec.name!r}: {e.args[0]}") from None
     _check_options(spec, adapter)
     rep = SourceReport(spec.name, spec.dataset, spec.path)
-    langs = spec.languages or recipe.languages
+    langs = recipe.languages if spec.languages is None else spec.languages
+    if langs == "all":  # a source that skips the language filter (code, for instance)
+        langs = None
     stream = iter_rows(spec, recipe.seed, recipe.shuffle_buffer)
     if adapter.prepare is not None:
         stream = adapter.prepare(stream, **spec.options)

@@ -52,7 +52,7 @@ class SourceSpec:
     weight: float | None = None
     count: int | None = None  # conversations to take (train + val)
     val_fraction: float | None = None  # overrides the recipe's
-    languages: list[str] | None = None  # overrides the recipe's
+    languages: list[str] | str | None = None  # overrides the recipe's; "all" = no language filter
     options: dict = field(default_factory=dict)  # keyword arguments of the adapter
 
     @classmethod

@@ -180,3 +180,20 @@ def test_shipped_recipes_run_on_local_copies(tmp_path, recipe, capsys):
 def test_tiny_local_recipe_runs(tmp_path):
     rep = prepare(load_recipe(ROOT / "recipes" / "tiny-local.yaml"), tmp_path)
     assert rep["train"] > 0 and rep["val"] > 0 and set(rep["languages"]) <= {"fr", "en"}
+
+
+def test_a_source_can_skip_the_language_filter(tmp_path):
+    row = {"instruction": "Wie spät ist es in Berlin, wenn es in Paris Mittag ist?", "output": "Es ist in Berlin ebenfalls Mittag."}
+    (tmp_path / "a.jsonl").write_text(json.dumps(row) + "\n")
+    (tmp_path / "b.jsonl").write_text(json.dumps(dict(row, output="Auch Mittag, gleiche Zeitzone.")) + "\n")
+    recipe = _recipe(tmp_path, """
+languages: [fr, en]
+val_fraction: 0
+dedup: false
+sources:
+  - {name: a, dataset: alpaca, path: a.jsonl}
+  - {name: b, dataset: alpaca, path: b.jsonl, languages: all}
+""")
+    rep = prepare(load_recipe(recipe), tmp_path / "out")
+    assert rep["sources"][0]["skipped"] == {"wrong_language": 1}
+    assert rep["sources"][1]["kept"] == 1 and rep["languages"] == {"de": 1}
