@@ -208,6 +208,9 @@ def chat_main(argv: list[str]) -> int:
                 print(f"(tool steps {'shown' if show_steps else 'hidden'})")
             elif cmd == "/save":
                 path = rest or "conversation.json"
+                if os.path.exists(path) and not os.path.isfile(path):
+                    print(f"(cannot save to {path}: not a regular file)")  # never rename over /dev/null & co
+                    continue
                 tmp = path + ".tmp"
                 with open(tmp, "w") as f:
                     json.dump({"system": system, "messages": messages}, f, ensure_ascii=False, indent=2)

@@ -68,13 +68,15 @@ def test_tokenizer_train_and_encode(tmp_path):
     assert 8 not in ids  # <|code|> typed as text is not the special token
 
 
-def test_generate_and_chat_and_ask(tiny_ckpt):
+def test_generate_and_chat_and_ask(tiny_ckpt, tmp_path):
     r = hessgpt("generate", tiny_ckpt, "--prompt", "Bonjour", "--max-new-tokens", "8")
     assert r.returncode == 0 and r.stdout.startswith("Bonjour")
     r = hessgpt("chat", tiny_ckpt, "--no-tools", "--max-new-tokens", "5",
-                input="Salut\n/system Tu es HessGPT.\n/save " + os.devnull + "\nÇa va ?\n/quit\n")
+                input=f"Salut\n/system Tu es HessGPT.\n/save {tmp_path}/c.json\nÇa va ?\n/quit\n")
     assert r.returncode == 0, r.stderr
     assert r.stdout.count("hessgpt> ") == 2 and "(system prompt set)" in r.stdout
+    saved = json.load(open(tmp_path / "c.json"))
+    assert saved["system"] == "Tu es HessGPT." and saved["messages"][0] == {"role": "user", "content": "Salut"}
     r = hessgpt("ask", "--model1", tiny_ckpt, "--no-tools", "--prompt", "Calcule 15 * 23", "--max-new-tokens", "5", "--json")
     events = [json.loads(line) for line in r.stdout.splitlines()]
     assert events[-1]["type"] == "done" and events[-1]["data"]["completion_tokens"] <= 5
