@@ -197,3 +197,22 @@ sources:
     rep = prepare(load_recipe(recipe), tmp_path / "out")
     assert rep["sources"][0]["skipped"] == {"wrong_language": 1}
     assert rep["sources"][1]["kept"] == 1 and rep["languages"] == {"de": 1}
+
+
+def test_outputs_render_and_parse_back_with_the_real_tokenizer(tmp_path, tokenizer_dir):
+    """Every converted fixture renders (ids, mask) and `parse` gives back its messages: the trainer can use it."""
+    from hessgpt.tokenizer import Tokenizer
+
+    tok = Tokenizer.load(tokenizer_dir)
+    assert data_main(["prepare", str(FIXTURES / "recipe-all.yaml"), "--out", str(tmp_path), "--tokenizer", tokenizer_dir]) == 0
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["length_unit"] == "tokens"
+    records = _read(tmp_path / "train.jsonl") + _read(tmp_path / "val.jsonl")
+    with_actions = 0
+    for rec in records:
+        ids, mask = tok.render(rec)
+        assert len(ids) == len(mask) and 0 < sum(mask) < len(ids)
+        with_actions += any("code" in m or "tool_calls" in m for m in rec["messages"])
+        parsed = tok.parse(ids)
+        assert [m["role"] for m in parsed] == [m["role"] for m in rec["messages"]], rec["id"]
+    assert with_actions >= 6
