@@ -11,6 +11,7 @@ reason; nothing depends on time or hash randomization, so two runs give byte-ide
 from __future__ import annotations
 
 import functools
+import hashlib
 import inspect
 import json
 import math
@@ -108,6 +109,14 @@ class Measurer:
         return len(ids)
 
 
+def _fallback_id(pos: str, conv: Conversation) -> str:
+    """For records without an id: "file:line" for local files; a content hash for hub rows, whose
+    position depends on the stream shuffle."""
+    if ":" in pos:
+        return pos
+    return hashlib.sha1(conv.text().encode("utf-8")).hexdigest()[:12]
+
+
 def collect(spec: SourceSpec, recipe: Recipe, deduper: Deduper, measure: Measurer, target: int | None,
             ids: set[str], progress: bool = False) -> tuple[list[tuple[Conversation, int]], SourceReport]:  # fmt: skip
     """Read one source until `target` conversations pass the filters (None: read it all)."""
@@ -146,7 +155,7 @@ def collect(spec: SourceSpec, recipe: Recipe, deduper: Deduper, measure: Measure
         for conv in out if isinstance(out, list) else [out]:
             rep.converted += 1
             conv.source = spec.name
-            conv.id = f"{spec.name}:{conv.id or pos}"
+            conv.id = f"{spec.name}:{conv.id or _fallback_id(pos, conv)}"
             try:
                 validate(conv)
                 if conv.lang is None:

@@ -200,22 +200,30 @@ def _open_bytes(path: str):
 
 def _iter_jsonl(path: str) -> Iterator:
     name = os.path.basename(path)
-    with _open_bytes(path) as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line.decode("utf-8"))
-            except (UnicodeDecodeError, json.JSONDecodeError) as e:
-                yield Skip("corrupt_json", f"{name}:{lineno}: {e}")
-                continue
-            yield f"{name}:{lineno}", row
+    lineno = 0
+    try:
+        with _open_bytes(path) as f:
+            for lineno, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line.decode("utf-8"))
+                except (UnicodeDecodeError, json.JSONDecodeError) as e:
+                    yield Skip("corrupt_json", f"{name}:{lineno}: {e}")
+                    continue
+                yield f"{name}:{lineno}", row
+    except (OSError, EOFError) as e:  # a truncated or corrupt .gz: count it, keep what was read
+        yield Skip("load_error", f"{name} after line {lineno}: {type(e).__name__}: {e}")
 
 
 def _iter_json(path: str) -> Iterator:
     """A JSON array (or {"data": [...]}) file; JSON Lines content under a .json name also works."""
-    with _open_bytes(path) as f:
-        raw = f.read()
+    try:
+        with _open_bytes(path) as f:
+            raw = f.read()
+    except (OSError, EOFError) as e:
+        yield Skip("load_error", f"{os.path.basename(path)}: {type(e).__name__}: {e}")
+        return
     try:
         data = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError):
@@ -232,10 +240,14 @@ def _iter_json(path: str) -> Iterator:
 def _iter_parquet(path: str) -> Iterator:
     import datasets
 
-    ds = datasets.load_dataset("parquet", data_files=[path], split="train", streaming=True)
     name = os.path.basename(path)
-    for i, row in enumerate(ds):
-        yield f"{name}:{i}", row
+    i = 0
+    try:
+        ds = datasets.load_dataset("parquet", data_files=[path], split="train", streaming=True)
+        for i, row in enumerate(ds):
+            yield f"{name}:{i}", row
+    except Exception as e:  # a corrupt file: count it, keep what was read
+        yield Skip("load_error", f"{name} after row {i}: {type(e).__name__}: {e}")
 
 
 def _iter_hub(spec: SourceSpec, seed: int, shuffle_buffer: int) -> Iterator:

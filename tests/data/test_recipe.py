@@ -101,6 +101,21 @@ def test_hub_sources_stream_with_the_token(monkeypatch):
     assert isinstance(items[2], Skip) and items[2].reason == "load_error"  # counted, the run goes on
 
 
+def test_hub_rows_without_ids_get_content_ids(monkeypatch):
+    import datasets
+
+    from hessgpt.data.dedup import Deduper
+    from hessgpt.data.prepare import Measurer, collect
+    from hessgpt.data.recipe import Recipe
+
+    rows = [{"chosen": "\n\nHuman: Hello there\n\nAssistant: Hi! How can I help?"}]
+    monkeypatch.setattr(datasets, "load_dataset", lambda path, **kw: FakeStream(rows))
+    recipe = Recipe(name="t", sources=[])
+    kept, rep = collect(SourceSpec.from_dict({"dataset": "Anthropic/hh-rlhf"}), recipe, Deduper(), Measurer(recipe), None, set())
+    (conv, _), = kept
+    assert conv.id.startswith("hh-rlhf:") and len(conv.id) == len("hh-rlhf:") + 12 and conv.source == "hh-rlhf"
+
+
 def test_hub_load_failure_is_a_user_error(monkeypatch):
     import datasets
 

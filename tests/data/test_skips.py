@@ -100,3 +100,16 @@ def test_corrupt_gzip_and_invalid_utf8_lines(tmp_path):
     path.write_bytes(json.dumps({"instruction": "Hi there", "output": "Hello!"}).encode() + b"\n\xff\xfe{}\n")
     kept, rep = _run("alpaca", path)
     assert len(kept) == 1 and dict(rep.skipped) == {"corrupt_json": 1}
+
+
+def test_truncated_gzip_and_corrupt_parquet_are_counted(tmp_path):
+    import gzip
+
+    rows = [{"instruction": f"Question {w}", "output": f"Answer {w}"} for w in ("one", "two", "three")]
+    data = gzip.compress(("\n".join(json.dumps(r) for r in rows) + "\n").encode())
+    (tmp_path / "t.jsonl.gz").write_bytes(data[: len(data) - 12])  # the gzip trailer and a few bytes cut
+    kept, rep = _run("alpaca", tmp_path / "t.jsonl.gz")
+    assert dict(rep.skipped) == {"load_error": 1} and len(kept) >= 1
+    (tmp_path / "p.parquet").write_bytes(b"PAR1 this is not parquet PAR1")
+    kept, rep = _run("alpaca", tmp_path / "p.parquet")
+    assert kept == [] and dict(rep.skipped) == {"load_error": 1}
