@@ -1,0 +1,804 @@
+"""Pretraining shards: stream text (or code) from weighted sources, filter, tokenize in parallel, and write
+fixed-size binary token shards plus a manifest that the loader (`hessgpt.data.loader`) reads.
+
+    hessgpt data shards recipes/pretrain-text.yaml --tokenizer tok/ --out shards/           # a recipe
+    hessgpt data shards recipes/pretrain-text.yaml --tokenizer tok/ --out shards/ --chunks 10 --chunk 3
+    hessgpt data shards --text a.txt b.txt --tokenizer tok/ --out shards/                   # no recipe
+    hessgpt data shards --text /usr/lib/python3.11 --kind python --tokenizer tok/ --out code-shards/
+
+Output (docs/shards.md): `train-cCC-NNNNN.bin` / `val-cCC-NNNNN.bin` (raw little-endian uint16, or uint32
+when the vocabulary has more than 65535 ids; each document is `[bos] + ids + [eos]`, documents run across
+shard boundaries), `manifest.json`, and `progress/` (per-chunk resume state).
+
+Determinism. Each source is one ordered document stream (a hub stream, optionally shuffled in a seeded
+buffer, or local files in sorted order). The mixer always takes the next document from the source whose
+token count is furthest below its weight (ties: first listed), so the token shares follow the weights
+exactly up to one document, and the output depends only on the recipe, the tokenizer and the data, never
+on the number of workers. After every shard the writer saves each source's row position, the mixer's
+counters and the partial buffers; a run restarted on the same output continues from there and writes
+shards byte-identical to an uninterrupted run. `--chunks N --chunk k` writes the k-th of N disjoint parts
+of every source (a 1/N share of the token budget), so a long corpus can be tokenized and trained on
+chunk by chunk.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import glob
+import gzip
+import hashlib
+import io
+import json
+import os
+import sys
+import time
+from collections import Counter, deque
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from hessgpt.data.quality import CODE_KINDS, KINDS, CodeFilter, Filters, TextFilter
+from hessgpt.errors import HessGPTError
+
+FORMAT = "hessgpt-shards"
+VERSION = 1
+TEXT_SUFFIXES = (".txt", ".md", ".jsonl", ".json", ".ndjson", ".parquet")
+CODE_SUFFIXES = {"python": (".py",), "javascript": (".js", ".mjs", ".cjs"), "html": (".html", ".htm"), "css": (".css",)}
+
+# ---- recipes ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class PretrainSource:
+    """One weighted corpus. `path` is a hub id (streamed with `datasets`) or a local file/directory/glob."""
+
+    name: str
+    path: str
+    weight: float = 1.0
+    kind: str = "text"               # text | python | javascript | html | css (picks the filters)
+    column: str | None = None        # default: "text", else "content" (falcon-refinedweb, the-stack)
+    config: str | None = None        # hub config ("20231101.fr", "cosmopedia-v2", "en")
+    data_dir: str | None = None      # hub data_dir ("data/python" for bigcode/the-stack)
+    data_files: object = None
+    split: str = "train"
+    revision: str | None = None
+    languages: list[str] | None = None  # overrides the recipe's (text sources)
+    filters: dict = field(default_factory=dict)  # overrides of TextFilter / CodeFilter fields
+
+    @classmethod
+    def from_dict(cls, d: dict, where: str) -> "PretrainSource":
+        if not isinstance(d, dict):
+            raise HessGPTError(f"{where}: expected a mapping, got {d!r}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise HessGPTError(f"{where}: unknown key(s) {unknown}; known: {sorted(known)}")
+        if not d.get("path"):
+            raise HessGPTError(f"{where}: `path` (hub id or local path) is required")
+        d = dict(d)
+        d.setdefault("name", str(d["path"]).rstrip("/").split("/")[-1].lower() + (f"-{d['config']}" if d.get("config") else ""))
+        src = cls(**d)
+        src.path = str(src.path)
+        if src.kind not in KINDS:
+            raise HessGPTError(f"{where} {src.name!r}: kind must be one of {list(KINDS)}, got {src.kind!r}")
+        if not (isinstance(src.weight, (int, float)) and src.weight > 0):
+            raise HessGPTError(f"{where} {src.name!r}: weight must be a positive number, got {src.weight!r}")
+        return src
+
+
+@dataclass
+class PretrainRecipe:
+    name: str
+    sources: list[PretrainSource]
+    seed: int = 1234
+    total_tokens: int | None = None   # train tokens over all chunks; None: until the sources run out
+    shard_tokens: int = 100_000_000   # tokens per shard (the last one of a chunk may be shorter)
+    val_fraction: float = 0.01        # share of documents held out for validation ...
+    val_tokens: int = 10_000_000      # ... up to this many tokens (over all chunks)
+    languages: list[str] | None = None
+    stop: str = "all_exhausted"       # or first_exhausted: stop when any source runs out (keeps the weights)
+    shuffle_buffer: int = 10_000      # hub streams are shuffled in a seeded buffer this big (0: off)
+    filters: dict = field(default_factory=dict)  # recipe-wide filter overrides
+    filter: bool = True               # False: keep every non-empty document
+
+    def source_filters(self, src: PretrainSource) -> Filters:
+        over = {**self.filters, **src.filters}
+        if src.kind == "text":
+            langs = src.languages if src.languages is not None else self.languages
+            text = TextFilter.from_dict({"languages": langs, **over}, f"source {src.name!r} filters")
+            return Filters(kind="text", text=text, enabled=self.filter)
+        return Filters(kind=src.kind, code=CodeFilter.from_dict(over, f"source {src.name!r} filters"), enabled=self.filter)
+
+
+def is_local(path: str) -> bool:
+    return path.startswith(("/", "./", "../", "~")) or os.path.exists(path) or bool(glob.glob(path)) \
+        or path.lower().endswith(TEXT_SUFFIXES + (".gz",) + sum(CODE_SUFFIXES.values(), ()))
+
+
+def load_pretrain_recipe(path: str | os.PathLike, local: dict[str, str] | None = None) -> PretrainRecipe:
+    """Read a pretraining recipe (YAML). Local paths are relative to the recipe file; `local` maps source
+    names to local paths that replace their hub ids (`--local NAME=PATH`)."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise HessGPTError(f"no such recipe file: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise HessGPTError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(raw, dict) or not isinstance(raw.get("sources"), list) or not raw["sources"]:
+        raise HessGPTError(f"{path}: a recipe needs a non-empty `sources:` list")
+    known = {f.name for f in fields(PretrainRecipe)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise HessGPTError(f"{path}: unknown key(s) {unknown}; known: {sorted(known)}")
+    sources = [PretrainSource.from_dict(s, f"{path}: sources[{i}]") for i, s in enumerate(raw["sources"])]
+    names = [s.name for s in sources]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise HessGPTError(f"{path}: source names must be unique; repeated: {dupes} (set `name:`)")
+    local = dict(local or {})
+    for s in sources:
+        if s.name in local:
+            s.path = os.path.abspath(os.path.expanduser(local.pop(s.name)))
+        elif is_local(os.path.expanduser(s.path)) and not os.path.isabs(os.path.expanduser(s.path)):
+            s.path = str((path.parent / os.path.expanduser(s.path)).resolve())
+    if local:
+        raise HessGPTError(f"--local names unknown source(s) {sorted(local)}; sources: {names}")
+    kw = {k: v for k, v in raw.items() if k != "sources"}
+    kw.setdefault("name", path.stem)
+    recipe = PretrainRecipe(sources=sources, **kw)
+    check_recipe(recipe, str(path))
+    return recipe
+
+
+def check_recipe(recipe: PretrainRecipe, where: str = "recipe") -> None:
+    if recipe.stop not in ("all_exhausted", "first_exhausted"):
+        raise HessGPTError(f"{where}: stop must be all_exhausted or first_exhausted, got {recipe.stop!r}")
+    if not 0 <= recipe.val_fraction < 1:
+        raise HessGPTError(f"{where}: val_fraction must be in [0, 1), got {recipe.val_fraction}")
+    if not (isinstance(recipe.shard_tokens, int) and recipe.shard_tokens > 0):
+        raise HessGPTError(f"{where}: shard_tokens must be a positive integer, got {recipe.shard_tokens!r}")
+    if recipe.total_tokens is not None and not (isinstance(recipe.total_tokens, int) and recipe.total_tokens > 0):
+        raise HessGPTError(f"{where}: total_tokens must be a positive integer, got {recipe.total_tokens!r}")
+    for s in recipe.sources:
+        recipe.source_filters(s)  # unknown filter keys fail here, before any work
+
+
+def text_recipe(paths: list[str], kind: str = "text", languages: list[str] | None = None, **kw) -> PretrainRecipe:
+    """The recipe behind `--text FILE...`: every file (or directory) a source of equal weight, all taken."""
+    sources = []
+    for i, p in enumerate(paths):
+        if not os.path.exists(p) and not glob.glob(p):
+            raise HessGPTError(f"--text: no such file or directory: {p}")
+        name = Path(p.rstrip("/")).name or f"text{i}"
+        name = name if name not in [s.name for s in sources] else f"{name}-{i}"
+        sources.append(PretrainSource(name=name, path=os.path.abspath(p), kind=kind))
+    recipe = PretrainRecipe(name="text", sources=sources, languages=languages, **kw)
+    check_recipe(recipe, "--text")
+    return recipe
+
+
+# ---- reading documents -----------------------------------------------------------------------------------
+# A source yields its documents as str, or None for a row that has no usable text (counted as "no_text").
+
+
+def _column(row, column: str | None):
+    if not isinstance(row, dict):
+        return row if isinstance(row, str) else None
+    if column:
+        v = row.get(column)
+    else:
+        v = row.get("text") if isinstance(row.get("text"), str) else row.get("content")
+    return v if isinstance(v, str) else None
+
+
+def _text_blocks(f) -> Iterator[str]:
+    """A plain-text file: one document per blank-line-separated block."""
+    block: list[str] = []
+    for line in f:
+        if line.strip():
+            block.append(line)
+        elif block:
+            yield "".join(block)
+            block = []
+    if block:
+        yield "".join(block)
+
+
+def _local_files(src: PretrainSource) -> list[str]:
+    p = os.path.expanduser(src.path)
+    # a directory holds source files (code) or text/data files; a file or glob may be any of them
+    suffixes = CODE_SUFFIXES[src.kind] if src.kind in CODE_SUFFIXES else TEXT_SUFFIXES
+    if os.path.isdir(p):
+        files = sorted(str(f) for f in Path(p).rglob("*")
+                       if f.is_file() and f.name.lower().removesuffix(".gz").endswith(suffixes))
+    else:
+        files = sorted(glob.glob(p))
+    if not files:
+        raise HessGPTError(f"source {src.name!r}: no data files at {src.path!r} (expected {', '.join(suffixes)}, optionally .gz)")
+    return files
+
+
+def _file_docs(path: str, src: PretrainSource) -> Iterator[str | None]:
+    low = path.lower().removesuffix(".gz")
+    opener = gzip.open if path.lower().endswith(".gz") else open
+    if low.endswith(".parquet"):
+        import pyarrow.parquet as pq
+
+        pf = pq.ParquetFile(path)
+        col = src.column or ("text" if "text" in pf.schema_arrow.names else "content")
+        if col not in pf.schema_arrow.names:
+            raise HessGPTError(f"source {src.name!r}: {path} has no column {col!r} (columns: {pf.schema_arrow.names})")
+        for batch in pf.iter_batches(columns=[col], batch_size=1024):
+            for v in batch.column(0).to_pylist():
+                yield v if isinstance(v, str) else None
+        return
+    if low.endswith((".jsonl", ".ndjson", ".json")):
+        with opener(path, "rb") as f:
+            head = f.read(1)
+            while head in (b" ", b"\n", b"\r", b"\t"):
+                head = f.read(1)
+            f.seek(0)
+            if low.endswith(".json") and head == b"[":  # a JSON array
+                for row in json.load(f):
+                    yield _column(row, src.column)
+                return
+            for line in f:
+                if not line.strip():
+                    continue
+                try:
+                    yield _column(json.loads(line), src.column)
+                except (json.JSONDecodeError, UnicodeDecodeError):
+                    yield None  # a corrupt line: counted, not fatal
+        return
+    if src.kind != "text" and low.endswith(sum(CODE_SUFFIXES.values(), ())):
+        with opener(path, "rb") as f:
+            raw = f.read()
+        try:
+            yield raw.decode("utf-8")
+        except UnicodeDecodeError:
+            yield None
+        return
+    with opener(path, "rb") as f:
+        yield from _text_blocks(io.TextIOWrapper(f, encoding="utf-8", errors="replace"))
+
+
+def _local_docs(src: PretrainSource, chunk: int, chunks: int, skip: int) -> Iterator[str | None]:
+    """Documents of this chunk (document i of the source belongs to chunk i % chunks), after `skip`."""
+    files = _local_files(src)
+    one_doc_per_file = src.kind != "text" and all(f.lower().removesuffix(".gz").endswith(CODE_SUFFIXES[src.kind]) for f in files)
+    if one_doc_per_file:  # a directory of source files: skip without reading
+        for f in files[chunk::chunks][skip:]:
+            yield from _file_docs(f, src)
+        return
+    i = n = 0
+    for f in files:
+        for doc in _file_docs(f, src):
+            if i % chunks == chunk:
+                if n >= skip:
+                    yield doc
+                n += 1
+            i += 1
+
+
+def _hub_docs(src: PretrainSource, chunk: int, chunks: int, skip: int, seed: int, shuffle_buffer: int) -> Iterator[str | None]:
+    """A hub dataset, streamed: chunk k of N is `IterableDataset.shard(N, k)` (disjoint data files) when the
+    dataset has at least N files, else every N-th row."""
+    import datasets
+
+    token = os.environ.get("HF_TOKEN") or None
+    try:
+        ds = datasets.load_dataset(src.path, name=src.config, data_dir=src.data_dir, data_files=src.data_files,
+                                   split=src.split, revision=src.revision, streaming=True, token=token)
+    except Exception as e:  # offline, gated without a token, unknown id or config
+        hint = (" (offline: HF_HUB_OFFLINE/HF_DATASETS_OFFLINE is set; read a local copy with --local NAME=PATH)"
+                if "Offline" in f"{type(e).__name__}{e}" else
+                " (gated: accept the terms on the hub, then set HF_TOKEN or run `huggingface-cli login`)")
+        raise HessGPTError(f"source {src.name!r}: cannot stream {src.path!r}"
+                           f"{' config ' + src.config if src.config else ''}: {type(e).__name__}: {e}{hint}") from None
+    by_file = chunks > 1 and ds.num_shards >= chunks
+    if by_file:
+        ds = ds.shard(num_shards=chunks, index=chunk)
+    if shuffle_buffer > 1:
+        ds = ds.shuffle(seed=seed, buffer_size=shuffle_buffer)
+    if chunks == 1 or by_file:
+        if skip:
+            ds = ds.skip(skip)
+        for row in ds:
+            yield _column(row, src.column)
+        return
+    n = 0
+    for i, row in enumerate(ds):
+        if i % chunks == chunk:
+            if n >= skip:
+                yield _column(row, src.column)
+            n += 1
+
+
+def iter_documents(src: PretrainSource, chunk: int = 0, chunks: int = 1, skip: int = 0, seed: int = 0,
+                   shuffle_buffer: int = 0) -> Iterator[str | None]:
+    if is_local(os.path.expanduser(src.path)):
+        return _local_docs(src, chunk, chunks, skip)
+    return _hub_docs(src, chunk, chunks, skip, seed, shuffle_buffer)
+
+
+# ---- workers: filter + tokenize ----------------------------------------------------------------------------
+
+_W: dict = {}
+
+
+def _init_worker(tokenizer_dir: str, encoder: str, dtype: str, filters: list[Filters]) -> None:
+    from hessgpt.tokenizer import Tokenizer
+
+    tok = Tokenizer.load(tokenizer_dir)
+    _W.update(encode=tok.encode if encoder == "fast" else tok.encode_slow, bos=tok.bos_id, eos=tok.eos_id,
+              dtype=np.dtype(dtype), filters=filters)
+
+
+def _process(source: int, texts: list) -> tuple[list, np.ndarray]:
+    """Filter and tokenize one batch of documents of one source.
+    Returns ([(reject reason or None, n_tokens)] per document, all kept documents' ids concatenated)."""
+    filt: Filters = _W["filters"][source]
+    encode, bos, eos = _W["encode"], _W["bos"], _W["eos"]
+    outcomes, flat = [], []
+    for text in texts:
+        reason = "no_text" if text is None else filt.reject_reason(text)
+        if reason:
+            outcomes.append((reason, 0))
+            continue
+        ids = encode(text)
+        flat.append(bos)  # each document: [bos] + ids + [eos]
+        flat.extend(ids)
+        flat.append(eos)
+        outcomes.append((None, len(ids) + 2))
+    return outcomes, np.array(flat, dtype=_W["dtype"])
+
+
+class _Done:
+    """A finished task for the in-process (1 worker) path: the same interface as AsyncResult."""
+
+    def __init__(self, value):
+        self.value = value
+
+    def get(self):
+        return self.value
+
+
+@dataclass
+class _Source:
+    """The mixer's view of one source: its document stream and the tokenized batches ahead of it."""
+
+    index: int
+    docs: Iterator
+    row: int = 0                      # rows of this source consumed (taken or rejected) so far
+    batches: deque = field(default_factory=deque)  # AsyncResults, in stream order
+    cur: tuple | None = None          # (outcomes, ids, next outcome index, next token offset)
+    read_all: bool = False
+    done: bool = False
+
+
+# ---- the writer ----------------------------------------------------------------------------------------------
+
+
+def _dtype_for(vocab_size: int) -> str:
+    return "uint16" if vocab_size <= 65535 else "uint32"
+
+
+def _atomic_write_bytes(path: str, data: bytes | np.ndarray) -> None:
+    tmp = f"{path}.tmp.{os.getpid()}"
+    with open(tmp, "wb") as f:
+        if isinstance(data, np.ndarray):
+            data.tofile(f)
+        else:
+            f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _atomic_write_json(path: str, obj) -> None:
+    _atomic_write_bytes(path, (json.dumps(obj, indent=1, ensure_ascii=False) + "\n").encode())
+
+
+def _fingerprint(recipe: PretrainRecipe, tok_hash: str, chunks: int) -> str:
+    blob = json.dumps({"recipe": asdict(recipe), "tokenizer": tok_hash, "chunks": chunks, "version": VERSION},
+                      sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _budget(total: int | None, chunks: int, chunk: int) -> int | None:
+    """Chunk k's share of `total` (the shares add up to it exactly)."""
+    if total is None:
+        return None
+    return total * (chunk + 1) // chunks - total * chunk // chunks
+
+
+class _Writer:
+    """Writes one chunk; `run()` returns after the chunk is complete or `max_shards` new shards."""
+
+    def __init__(self, recipe: PretrainRecipe, tokenizer, out: str, chunks: int, chunk: int, workers: int,
+                 encoder: str, progress: bool, max_shards: int | None, batch_chars: int):
+        self.recipe, self.out, self.chunks, self.chunk = recipe, out, chunks, chunk
+        self.workers, self.encoder, self.progress, self.max_shards = workers, encoder, progress, max_shards
+        self.batch_chars = batch_chars
+        self.tok_dir = tokenizer.path
+        self.tok_hash, self.vocab_size = tokenizer.hash, tokenizer.vocab_size
+        self.bos_id, self.eos_id = tokenizer.bos_id, tokenizer.eos_id
+        self.dtype = _dtype_for(self.vocab_size)
+        self.fingerprint = _fingerprint(recipe, self.tok_hash, chunks)
+        self.train_budget = _budget(recipe.total_tokens, chunks, chunk)
+        self.val_budget = _budget(recipe.val_tokens, chunks, chunk) if recipe.val_fraction > 0 else 0
+        self.progress_path = os.path.join(out, "progress", f"c{chunk:02d}.json")
+        self.filters = [recipe.source_filters(s) for s in recipe.sources]
+
+    # -- state ------------------------------------------------------------------------------------
+
+    def _fresh_state(self) -> dict:
+        n = len(self.recipe.sources)
+        return {"fingerprint": self.fingerprint, "chunk": self.chunk, "chunks": self.chunks, "complete": False,
+                "shards": [], "rows": [0] * n, "exhausted": [False] * n, "mix_tokens": [0] * n,
+                "docs": 0, "split_tokens": {"train": 0, "val": 0},
+                "sources": [{"train_tokens": 0, "val_tokens": 0, "train_docs": 0, "val_docs": 0, "rejected": {}}
+                            for _ in range(n)],
+                "carry": {"train": None, "val": None}, "seq": 0}
+
+    def _load_state(self) -> dict:
+        if not os.path.exists(self.progress_path):
+            return self._fresh_state()
+        with open(self.progress_path) as f:
+            state = json.load(f)
+        if state.get("fingerprint") != self.fingerprint:
+            raise HessGPTError(
+                f"{self.out}: chunk {self.chunk} was started with another recipe, tokenizer or --chunks "
+                f"(fingerprint {state.get('fingerprint')} != {self.fingerprint}); use a new --out or delete {self.out}")
+        return state
+
+    def _carry_load(self, name: str | None) -> list[np.ndarray]:
+        if not name:
+            return []
+        path = os.path.join(self.out, "progress", name)
+        if not os.path.exists(path):
+            raise HessGPTError(f"{self.out}: resume state names {path}, which is missing; delete {self.out} and start again")
+        return [np.fromfile(path, dtype=self.dtype)]
+
+    def _save_state(self, state: dict, bufs: dict) -> None:
+        """Carry buffers under new names, then the state that points to them (atomic), then old carries go."""
+        state["seq"] += 1
+        old = dict(state["carry"])
+        for split in ("train", "val"):
+            arr = np.concatenate(bufs[split]) if bufs[split] else np.empty(0, self.dtype)
+            if len(arr):
+                name = f"c{self.chunk:02d}.{split}.{state['seq']}.carry"
+                _atomic_write_bytes(os.path.join(self.out, "progress", name), arr)
+                bufs[split][:] = [arr]
+                state["carry"][split] = name
+            else:
+                state["carry"][split] = None
+        _atomic_write_json(self.progress_path, state)
+        for split, name in old.items():
+            if name and name != state["carry"][split]:
+                try:
+                    os.remove(os.path.join(self.out, "progress", name))
+                except FileNotFoundError:
+                    pass
+        write_manifest(self.out)
+
+    # -- reading ------------------------------------------------------------------------------------
+
+    def _submit(self, s: _Source, pool) -> None:
+        texts, size = [], 0
+        for doc in s.docs:
+            texts.append(doc)
+            size += len(doc) if doc else 0
+            if size >= self.batch_chars or len(texts) >= 4096:
+                break
+        else:
+            s.read_all = True
+        if texts:
+            s.batches.append(pool.apply_async(_process, (s.index, texts)) if pool else _Done(_process(s.index, texts)))
+
+    def _next_doc(self, s: _Source, pool, depth: int, stats: dict) -> np.ndarray | None:
+        """The next kept document of source s (rejected rows on the way are counted), or None at its end."""
+        while True:
+            if s.cur is None:
+                while not s.read_all and len(s.batches) < depth:
+                    self._submit(s, pool)
+                if not s.batches:
+                    return None
+                outcomes, ids = s.batches.popleft().get()
+                s.cur = (outcomes, ids, 0, 0)
+                if not s.read_all:
+                    self._submit(s, pool)  # keep `depth` batches in flight
+            outcomes, ids, i, off = s.cur
+            while i < len(outcomes):
+                reason, n = outcomes[i]
+                i += 1
+                s.row += 1
+                if reason:
+                    stats["rejected"][reason] = stats["rejected"].get(reason, 0) + 1
+                    continue
+                s.cur = (outcomes, ids, i, off + n)
+                return ids[off:off + n]
+            s.cur = None
+
+    # -- main loop ------------------------------------------------------------------------------------
+
+    def run(self) -> dict:
+        recipe, out = self.recipe, self.out
+        os.makedirs(os.path.join(out, "progress"), exist_ok=True)
+        for stale in glob.glob(os.path.join(out, "*.tmp.*")) + glob.glob(os.path.join(out, "progress", "*.tmp.*")):
+            os.remove(stale)  # left by a killed run: never a finished file
+        state = self._load_state()
+        if state["complete"]:
+            return state
+        bufs = {"train": self._carry_load(state["carry"]["train"]), "val": self._carry_load(state["carry"]["val"])}
+        buf_len = {k: sum(len(a) for a in v) for k, v in bufs.items()}
+        n_written = {sp: sum(1 for sh in state["shards"] if sh["split"] == sp) for sp in ("train", "val")}
+        new_shards = 0
+        weights = [s.weight for s in recipe.sources]
+        depth = max(2, self.workers + 1)
+        srcs = []
+        for i, spec in enumerate(recipe.sources):
+            docs = iter_documents(spec, self.chunk, self.chunks, skip=state["rows"][i],
+                                  seed=recipe.seed + 1000 * i, shuffle_buffer=recipe.shuffle_buffer)
+            srcs.append(_Source(index=i, docs=docs, row=state["rows"][i], done=state["exhausted"][i]))
+
+        pool = None
+        if self.workers > 1:
+            import multiprocessing as mp
+
+            pool = mp.get_context("fork" if sys.platform == "linux" else "spawn").Pool(
+                self.workers, _init_worker, (self.tok_dir, self.encoder, self.dtype, self.filters))
+        else:
+            _init_worker(self.tok_dir, self.encoder, self.dtype, self.filters)
+
+        bar = None
+        if self.progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=self.train_budget, initial=state["split_tokens"]["train"], unit="tok", unit_scale=True,
+                       desc=f"chunk {self.chunk}/{self.chunks}" if self.chunks > 1 else "shards", dynamic_ncols=True)
+
+        def flush(split: str, final: bool = False) -> bool:
+            """Write full shards (and, if final, the rest) of `split`; False once max_shards is reached."""
+            nonlocal new_shards
+            while buf_len[split] >= recipe.shard_tokens or (final and buf_len[split] > 0):
+                arr = np.concatenate(bufs[split])
+                shard, rest = arr[:recipe.shard_tokens], arr[recipe.shard_tokens:]
+                name = f"{split}-c{self.chunk:02d}-{n_written[split]:05d}.bin"
+                _atomic_write_bytes(os.path.join(out, name), shard)
+                state["shards"].append({"file": name, "split": split, "chunk": self.chunk, "tokens": int(len(shard))})
+                n_written[split] += 1
+                bufs[split][:] = [rest] if len(rest) else []
+                buf_len[split] = len(rest)
+                new_shards += 1
+                if self.max_shards is not None and new_shards >= self.max_shards and not final:
+                    return False
+            return True
+
+        stopped = False
+        try:
+            while True:
+                if self.train_budget is not None and state["split_tokens"]["train"] >= self.train_budget:
+                    break
+                live = [s for s in srcs if not s.done]
+                if not live:
+                    break
+                # the source furthest below its weight (ties: the first listed)
+                s = min(live, key=lambda s: (state["mix_tokens"][s.index] / weights[s.index], s.index))
+                stats = state["sources"][s.index]
+                doc = self._next_doc(s, pool, depth, stats)
+                state["rows"][s.index] = s.row
+                if doc is None:
+                    s.done = state["exhausted"][s.index] = True
+                    if recipe.stop == "first_exhausted":
+                        break
+                    continue
+                n = len(doc)
+                state["mix_tokens"][s.index] += n
+                d = state["docs"]
+                state["docs"] += 1
+                # document d goes to val when the running val share crosses a multiple of val_fraction
+                to_val = (int((d + 1) * recipe.val_fraction) > int(d * recipe.val_fraction)
+                          and state["split_tokens"]["val"] < self.val_budget)
+                split = "val" if to_val else "train"
+                if split == "train" and self.train_budget is not None:
+                    doc = doc[:self.train_budget - state["split_tokens"]["train"]]  # the budget is exact
+                    n = len(doc)
+                bufs[split].append(doc)
+                buf_len[split] += n
+                state["split_tokens"][split] += n
+                stats[f"{split}_tokens"] += n
+                stats[f"{split}_docs"] += 1
+                if bar is not None and split == "train":
+                    bar.update(n)
+                if buf_len[split] >= recipe.shard_tokens:
+                    keep_going = flush(split)
+                    self._save_state(state, bufs)
+                    if not keep_going:
+                        stopped = True
+                        break
+        finally:
+            if pool is not None:
+                pool.terminate()
+                pool.join()
+            if bar is not None:
+                bar.close()
+        if stopped:
+            return state
+        if state["split_tokens"]["train"] == 0 and state["split_tokens"]["val"] > 0:
+            raise HessGPTError(f"chunk {self.chunk}: every kept document went to validation; lower val_fraction")
+        flush("train", final=True)
+        flush("val", final=True)
+        state["complete"] = True
+        self._save_state(state, bufs)
+        return state
+
+
+def write_shards(recipe: PretrainRecipe, tokenizer, out: str, chunks: int = 1, chunk: int | None = None,
+                 workers: int | None = None, encoder: str = "fast", progress: bool = False,
+                 max_shards: int | None = None, batch_chars: int = 1 << 20) -> dict:
+    """Write chunk `chunk` of `chunks` (None: all chunks, in order) of `recipe` into `out`; resumes whatever
+    `out` already holds for the same recipe and tokenizer. `tokenizer` is a Tokenizer loaded from a directory
+    (workers reload it from `tokenizer.path`) or that directory. `max_shards` stops after that many new
+    shards (a later call continues). Returns the manifest."""
+    from hessgpt.tokenizer import Tokenizer
+
+    if isinstance(tokenizer, (str, os.PathLike)):
+        tokenizer = Tokenizer.load(str(tokenizer))
+    if not tokenizer.path:
+        raise HessGPTError("write_shards needs a tokenizer loaded from a directory (Tokenizer.load) so workers can load it")
+    if encoder not in ("fast", "tokenizers"):
+        raise HessGPTError(f"encoder must be 'fast' or 'tokenizers', got {encoder!r}")
+    if chunks < 1 or (chunk is not None and not 0 <= chunk < chunks):
+        raise HessGPTError(f"--chunk must be in [0, {chunks}) with --chunks {chunks}, got {chunk}")
+    workers = workers or min(os.cpu_count() or 1, 8)
+    os.makedirs(os.path.join(out, "progress"), exist_ok=True)
+    _check_out(out, tokenizer, chunks)
+    fp = _fingerprint(recipe, tokenizer.hash, chunks)
+    for path in glob.glob(os.path.join(out, "progress", "c*.json")):
+        with open(path) as f:
+            if json.load(f).get("fingerprint") != fp:
+                raise HessGPTError(f"{out} holds shards of another recipe, tokenizer or --chunks ({path}); "
+                                   f"use a new --out or delete {out}")
+    write_manifest(out, recipe=recipe, tokenizer=tokenizer, chunks=chunks)
+    for k in ([chunk] if chunk is not None else range(chunks)):
+        _Writer(recipe, tokenizer, out, chunks, k, workers, encoder, progress, max_shards, batch_chars).run()
+    return write_manifest(out, recipe=recipe, tokenizer=tokenizer, chunks=chunks)
+
+
+def _check_out(out: str, tokenizer, chunks: int) -> None:
+    path = os.path.join(out, "manifest.json")
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        m = json.load(f)
+    if m.get("tokenizer", {}).get("hash") != tokenizer.hash:
+        raise HessGPTError(f"{out} holds shards made with tokenizer {m.get('tokenizer', {}).get('hash')}, not "
+                           f"{tokenizer.hash} ({tokenizer.path}); use a new --out")
+    if m.get("chunks", {}).get("count") != chunks:
+        raise HessGPTError(f"{out} was written with --chunks {m.get('chunks', {}).get('count')}, not {chunks}")
+
+
+def write_manifest(out: str, recipe: PretrainRecipe | None = None, tokenizer=None, chunks: int | None = None) -> dict:
+    """Merge every chunk's progress file into `out/manifest.json` (under a lock: chunks may run at once)."""
+    with open(os.path.join(out, "progress", ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        path = os.path.join(out, "manifest.json")
+        old = {}
+        if os.path.exists(path):
+            with open(path) as f:
+                old = json.load(f)
+        states = []
+        for p in sorted(glob.glob(os.path.join(out, "progress", "c*.json"))):
+            with open(p) as f:
+                states.append(json.load(f))
+        m = old
+        if tokenizer is not None:
+            m["format"], m["version"] = FORMAT, VERSION
+            m["tokenizer"] = {"hash": tokenizer.hash, "vocab_size": tokenizer.vocab_size, "bos_id": tokenizer.bos_id,
+                              "eos_id": tokenizer.eos_id, "path": os.path.abspath(tokenizer.path)}
+            m["dtype"] = _dtype_for(tokenizer.vocab_size)
+        if recipe is not None:
+            m["recipe"] = asdict(recipe)
+            m["shard_tokens"] = recipe.shard_tokens
+        if chunks is not None:
+            m["chunks"] = {"count": chunks}
+        names = [s["name"] for s in m["recipe"]["sources"]]
+        m["chunks"]["complete"] = sorted(s["chunk"] for s in states if s["complete"])
+        m["chunks"]["partial"] = sorted(s["chunk"] for s in states if not s["complete"])
+        m["shards"] = sorted((sh for s in states for sh in s["shards"]),
+                             key=lambda sh: (sh["split"], sh["chunk"], sh["file"]))
+        m["tokens"] = {sp: sum(sh["tokens"] for sh in m["shards"] if sh["split"] == sp) for sp in ("train", "val")}
+        sources = {}
+        for i, name in enumerate(names):
+            agg = {"train_tokens": 0, "val_tokens": 0, "train_docs": 0, "val_docs": 0, "rejected": Counter()}
+            for s in states:
+                st = s["sources"][i]
+                for k in ("train_tokens", "val_tokens", "train_docs", "val_docs"):
+                    agg[k] += st[k]
+                agg["rejected"].update(st["rejected"])
+            agg["rejected"] = dict(sorted(agg["rejected"].items()))
+            sources[name] = agg
+        m["sources"] = sources
+        _atomic_write_json(path, m)
+        return m
+
+
+# ---- CLI -----------------------------------------------------------------------------------------------------
+
+
+def _print_summary(m: dict, out: str) -> None:
+    rows = [("source", "train tok", "val tok", "docs", "rejected")]
+    for name, s in m["sources"].items():
+        rej = s["rejected"]
+        top = ", ".join(f"{k}={v}" for k, v in sorted(rej.items(), key=lambda kv: -kv[1])[:4])
+        rows.append((name, f"{s['train_tokens']:,}", f"{s['val_tokens']:,}", f"{s['train_docs'] + s['val_docs']:,}",
+                     f"{sum(rej.values()):,}" + (f" ({top})" if top else "")))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    for r in rows:
+        print("  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r[:4], widths))) + "  " + r[4])
+    n_train = sum(1 for s in m["shards"] if s["split"] == "train")
+    n_val = len(m["shards"]) - n_train
+    print(f"train {m['tokens']['train']:,} tokens in {n_train} shard(s), val {m['tokens']['val']:,} in {n_val}; "
+          f"{m['dtype']}, tokenizer {m['tokenizer']['hash']}; chunks done {m['chunks']['complete']} of {m['chunks']['count']}")
+    print(f"wrote {os.path.join(out, 'manifest.json')}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="hessgpt data shards",
+                                description="Tokenize pretraining corpora into binary shards + manifest.json.")
+    p.add_argument("recipe", nargs="?", help="pretraining recipe (recipes/pretrain-*.yaml)")
+    p.add_argument("--text", nargs="+", metavar="PATH", help="no recipe: these files/directories, each a source, all taken")
+    p.add_argument("--kind", default="text", choices=KINDS, help="with --text: text or a code language (filters, file types)")
+    p.add_argument("--languages", help="with --text: keep only these languages, e.g. fr,en")
+    p.add_argument("--tokenizer", required=True, help="tokenizer directory")
+    p.add_argument("--out", required=True, help="output directory (resumed if it holds a partial run)")
+    p.add_argument("--chunks", type=int, default=1, help="split every source into N disjoint chunks")
+    p.add_argument("--chunk", type=int, help="write only chunk K (0-based; default: all chunks in order)")
+    p.add_argument("--workers", type=int, help="tokenizer processes (default: CPU count, at most 8)")
+    p.add_argument("--local", action="append", default=[], metavar="NAME=PATH", help="read source NAME from a local path")
+    p.add_argument("--total-tokens", type=int, help="override the recipe's train-token budget")
+    p.add_argument("--shard-tokens", type=int, help="override the recipe's tokens per shard")
+    p.add_argument("--val-fraction", type=float, help="override the share of documents held out")
+    p.add_argument("--val-tokens", type=int, help="override the validation-token cap")
+    p.add_argument("--max-shards", type=int, help="stop after this many new shards (run again to continue)")
+    p.add_argument("--no-filter", action="store_true", help="keep every non-empty document")
+    p.add_argument("--encoder", default="fast", choices=("fast", "tokenizers"),
+                   help="fast: tiktoken when verified identical (default); tokenizers: the reference")
+    p.add_argument("--no-progress", action="store_true")
+    args = p.parse_args(argv)
+
+    from hessgpt.tokenizer import Tokenizer
+
+    if bool(args.recipe) == bool(args.text):
+        raise HessGPTError("give a RECIPE or --text FILE..., not both (nor neither)")
+    if args.text:
+        langs = [x.strip() for x in args.languages.split(",")] if args.languages else None
+        recipe = text_recipe(args.text, kind=args.kind, languages=langs)
+    else:
+        local = {}
+        for item in args.local:
+            name, sep, path = item.partition("=")
+            if not sep or not name or not path:
+                raise HessGPTError(f"--local expects NAME=PATH, got {item!r}")
+            local[name] = path
+        recipe = load_pretrain_recipe(args.recipe, local)
+    for key in ("total_tokens", "shard_tokens", "val_fraction", "val_tokens"):
+        if getattr(args, key) is not None:
+            setattr(recipe, key, getattr(args, key))
+    if args.no_filter:
+        recipe.filter = False
+    check_recipe(recipe, args.recipe or "--text")
+    tok = Tokenizer.load(args.tokenizer)
+    t0 = time.time()
+    m = write_shards(recipe, tok, args.out, chunks=args.chunks, chunk=args.chunk, workers=args.workers,
+                     encoder=args.encoder, progress=not args.no_progress and sys.stderr.isatty(), max_shards=args.max_shards)
+    _print_summary(m, args.out)
+    print(f"{time.time() - t0:.1f} s")
+    return 0
