@@ -1,0 +1,400 @@
+"""`hessgpt sft`: supervised fine-tuning on conversations, full or LoRA.
+
+    hessgpt sft --base runs/pretrain --data data/sft --out runs/sft-lora --lora --rank 32 --alpha 64
+    hessgpt sft --base runs/pretrain --data data/routing.jsonl --out runs/sft-full --epochs 2
+    torchrun --nproc_per_node 2 -m hessgpt sft ...                     # DDP (gloo on CPU)
+
+Data: a prepared folder with train.jsonl / val.jsonl (`hessgpt data prepare`), or a JSONL file whose
+validation split sits beside it as NAME.val.jsonl (`hessgpt data routing`). Records are in the conversation
+format (docs/chat-format.md) and rendered with the checkpoint's tokenizer: `render(record) -> (ids, mask)`.
+
+Loss: only where the chat format's mask is 1 (the assistant's text, code, tool calls and turn-closing
+`<|end|>`); system, user and tool-result tokens are context, never targets. Token i is predicted from
+tokens < i, so targets = ids[1:] with mask[1:].
+
+Packing: conversations are packed greedily into rows of seq_len + 1 tokens. Each row carries a
+block-diagonal causal attention mask (a token attends only to earlier tokens of its own conversation) and
+RoPE positions that restart at 0 for each conversation, so a packed conversation sees exactly what it
+would see alone (as at inference). Conversations longer than a row are truncated (counted, reported).
+
+Batches: global step s uses G = batch_size x grad_accum x world_size rows of a per-epoch shuffle of the
+packed rows; each process takes its micro-batches out of those G. The loss of a step is the sum of masked
+token losses over all G rows divided by their number of masked tokens, whatever the split, so 2 processes
+x 1 micro-batch and 1 process x 2 micro-batches compute the same update. Resume needs only the step.
+
+Output (OUT): with --lora a PEFT adapter folder (see lora.py); without, a HessGPT checkpoint. Beside it
+metrics.jsonl, loss.png, and last/ (the latest resumable state) while training.
+"""
+
+import argparse
+import json
+import math
+import os
+import random
+import shutil
+import sys
+import time
+from contextlib import nullcontext
+
+import torch
+import torch.nn.functional as F
+
+from hessgpt import checkpoint
+from hessgpt.device import autocast, autocast_dtype, peak_flops
+from hessgpt.errors import HessGPTError
+from hessgpt.train import common
+from hessgpt.train import distributed as D
+from hessgpt.train import lora as L
+
+# ---- data: read, render, pack ---------------------------------------------------------------------
+
+
+def data_files(data: str) -> tuple[str, str | None]:
+    """(train.jsonl, val.jsonl or None) of a prepared folder or a routing-style NAME.jsonl (+ NAME.val.jsonl)."""
+    if os.path.isdir(data):
+        train, val = os.path.join(data, "train.jsonl"), os.path.join(data, "val.jsonl")
+        if not os.path.exists(train):
+            raise HessGPTError(f"--data {data}: no train.jsonl in this folder (make one with `hessgpt data prepare`)")
+        return train, val if os.path.exists(val) else None
+    if os.path.isfile(data):
+        stem = data[: -len(".jsonl")] if data.endswith(".jsonl") else data
+        val = stem + ".val.jsonl"
+        return data, val if os.path.exists(val) else None
+    raise HessGPTError(f"--data {data}: no such file or folder")
+
+
+def render_file(path: str, tokenizer, row_len: int) -> tuple[list[tuple[list[int], list[int]]], dict]:
+    """Every conversation of a JSONL file -> (ids, loss_mask), truncated to row_len tokens."""
+    examples, stats = [], {"conversations": 0, "truncated": 0, "no_target": 0}
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+                ids, mask = tokenizer.render(record)
+            except json.JSONDecodeError as e:
+                raise HessGPTError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
+            except (HessGPTError, KeyError, TypeError, AttributeError) as e:
+                raise HessGPTError(f"{path}:{lineno}: cannot render this conversation ({e})") from None
+            stats["conversations"] += 1
+            if len(ids) > row_len:
+                ids, mask = ids[:row_len], mask[:row_len]
+                stats["truncated"] += 1
+            if not any(mask[1:]):
+                stats["no_target"] += 1  # nothing for the assistant to learn (e.g. truncated before its turn)
+                continue
+            examples.append((ids, mask))
+    if not examples:
+        raise HessGPTError(f"{path}: no usable conversation (empty file, or no assistant tokens within {row_len} tokens)")
+    return examples, stats
+
+
+def pack(examples: list, row_len: int, seed: int | None) -> list[list[int]]:
+    """Greedy packing in a (seeded) random order: rows of example indices, each row <= row_len tokens."""
+    order = list(range(len(examples)))
+    if seed is not None:
+        random.Random(seed).shuffle(order)
+    rows, cur, used = [], [], 0
+    for i in order:
+        n = len(examples[i][0])
+        if cur and used + n > row_len:
+            rows.append(cur)
+            cur, used = [], 0
+        cur.append(i)
+        used += n
+    if cur:
+        rows.append(cur)
+    return rows
+
+
+def make_batch(examples: list, rows: list[list[int]], seq_len: int, pad_id: int) -> dict[str, torch.Tensor]:
+    """Packed rows -> x, y, loss_mask, pos [B, T] and attn_mask [B, 1, T, T] (bool, True = may attend)."""
+    B, L = len(rows), seq_len + 1
+    tok = torch.full((B, L), pad_id, dtype=torch.long)
+    lm = torch.zeros((B, L), dtype=torch.long)
+    seg = torch.full((B, L), -1, dtype=torch.long)   # conversation index within the row; -1 = padding
+    pos = torch.zeros((B, L), dtype=torch.long)      # RoPE position, restarting per conversation
+    for b, row in enumerate(rows):
+        p = 0
+        for s, i in enumerate(row):
+            ids, mask = examples[i]
+            n = len(ids)
+            tok[b, p:p + n] = torch.tensor(ids)
+            lm[b, p:p + n] = torch.tensor(mask)
+            seg[b, p:p + n] = s
+            pos[b, p:p + n] = torch.arange(n)
+            p += n
+        pos[b, p:] = torch.arange(L - p)
+    x, y = tok[:, :-1], tok[:, 1:]
+    s_in, s_out = seg[:, :-1], seg[:, 1:]
+    loss_mask = lm[:, 1:] * (s_in == s_out) * (s_out >= 0)   # a target must belong to the input's conversation
+    causal = torch.ones(seq_len, seq_len, dtype=torch.bool).tril()
+    attn = (s_in[:, :, None] == s_in[:, None, :]) & causal   # [B, T, T] block-diagonal causal
+    return {"x": x, "y": y, "loss_mask": loss_mask, "pos": pos[:, :-1], "attn_mask": attn.unsqueeze(1)}
+
+
+def masked_loss_sum(model, batch: dict, device, amp) -> tuple[torch.Tensor, torch.Tensor]:
+    """(sum of next-token losses where loss_mask is 1, number of such tokens) for one batch."""
+    x, y, m = batch["x"].to(device), batch["y"].to(device), batch["loss_mask"].to(device)
+    with autocast(device, amp):
+        logits = model(x, input_pos=batch["pos"].to(device), mask=batch["attn_mask"].to(device))
+    loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), y.reshape(-1), reduction="none")
+    mf = m.reshape(-1).to(loss.dtype)
+    return (loss * mf).sum(), mf.sum()
+
+
+class RowSchedule:
+    """Which packed rows each (step, micro-batch, rank) trains on: a per-epoch shuffle of all rows."""
+
+    def __init__(self, n_rows: int, global_batch: int, seed: int):
+        self.n, self.g, self.seed = n_rows, global_batch, seed
+        self.steps_per_epoch = math.ceil(n_rows / global_batch)
+        self._perm_epoch, self._perm = None, None
+
+    def global_rows(self, step: int) -> list[int]:
+        epoch, k = divmod(step, self.steps_per_epoch)
+        if epoch != self._perm_epoch:
+            self._perm = list(range(self.n))
+            random.Random(self.seed * 1000 + epoch).shuffle(self._perm)
+            self._perm_epoch = epoch
+        return [self._perm[(k * self.g + i) % self.n] for i in range(self.g)]  # the last step wraps around
+
+    def micro_rows(self, rows: list[int], micro: int, rank: int, world: int, batch: int) -> list[int]:
+        start = (micro * world + rank) * batch
+        return rows[start:start + batch]
+
+
+# ---- run folder -----------------------------------------------------------------------------------
+
+
+def save_state(path: str, model, raw, tokenizer, args, lora_cfg, base_hash: str, train_state: dict | None, meta: dict,
+               info: D.DistInfo) -> None:
+    """A LoRA adapter folder or a full checkpoint (+ train_state.pt when given). Collective under FSDP."""
+    if lora_cfg is not None:
+        if not info.master:
+            return
+
+        def write(tmp):
+            L.write_adapter(tmp, raw, lora_cfg, args.base, base_hash, tokenizer, meta)
+            if train_state is not None:
+                torch.save(train_state, os.path.join(tmp, "train_state.pt"))
+
+        checkpoint.atomic_dir_write(path, write)
+        return
+    sd = D.full_model_state(model, args.fsdp)
+    if not info.master:
+        return
+    from hessgpt.model import Transformer
+
+    with torch.device("meta"):
+        plain = Transformer(raw.config)
+    checkpoint.load_state_dict_strict(plain, {k: v.float() for k, v in sd.items()}, source="training state")
+    checkpoint.save(path, plain, tokenizer, meta=meta, train_state=train_state)
+
+
+# ---- the script -----------------------------------------------------------------------------------
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(prog="hessgpt sft", description="Supervised fine-tuning (full or LoRA) on conversations.")
+    p.add_argument("--base", required=True, help="HessGPT checkpoint (or HF Mistral/Llama dir) to fine-tune")
+    p.add_argument("--data", required=True, help="prepared folder (train.jsonl, val.jsonl) or a NAME.jsonl (+ NAME.val.jsonl)")
+    p.add_argument("--out", required=True, help="output folder (adapter with --lora, else a checkpoint)")
+    p.add_argument("--epochs", type=float, default=1.0, help="passes over the data (when --steps is not given)")
+    p.add_argument("--eval-rows", type=int, default=64, help="packed validation rows per pass")
+    lo = p.add_argument_group("LoRA")
+    lo.add_argument("--lora", action="store_true", help="train a LoRA adapter instead of all weights")
+    lo.add_argument("--rank", type=int, default=16, help="LoRA rank r (design: 16-64)")
+    lo.add_argument("--alpha", type=float, default=32.0, help="LoRA alpha (scaling = alpha / r; design: 64-128)")
+    lo.add_argument("--dropout", type=float, default=0.05, help="dropout on the LoRA input (design: 0.05-0.1)")
+    lo.add_argument("--targets", default=",".join(L.ATTENTION_TARGETS),
+                    help=f"comma-separated modules to adapt (any of {','.join(L.ALL_TARGETS)})")
+    common.add_common_args(p, lr=2e-4, batch_size=8, save_every=200, eval_every=100)
+    args = p.parse_args(argv)
+    common.check_positive(args, "steps", "batch_size", "seq_len", "grad_accum", "lr", "epochs")
+    return args
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    return train(args)
+
+
+def train(args) -> int:
+    info = D.init(args.device)
+    device = info.device
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    amp = autocast_dtype(device, args.dtype)
+    out, last = args.out, os.path.join(args.out, "last")
+    lora_cfg = L.LoRAConfig(r=args.rank, alpha=args.alpha, dropout=args.dropout,
+                            targets=tuple(t.strip() for t in args.targets.split(",") if t.strip())) if args.lora else None
+    if args.resume and os.path.exists(os.path.join(out, "meta.json")) and not os.path.exists(last):
+        if info.master:
+            print(f"{out}: already finished (meta.json present); nothing to do")
+        D.cleanup(info)
+        return 0
+    resuming = args.resume and os.path.exists(os.path.join(last, "train_state.pt"))
+
+    # -- model and tokenizer --
+    model, tokenizer = checkpoint.load(args.base)
+    if tokenizer is None:
+        raise HessGPTError(f"--base {args.base}: no tokenizer.json beside the weights")
+    base_hash = L.weights_hash(args.base) if lora_cfg is not None else None
+    if resuming and lora_cfg is None:
+        model, _ = checkpoint.load(last)
+    model.train()
+    torch.manual_seed(args.seed)
+    if lora_cfg is not None:
+        L.apply_lora(model, lora_cfg)
+        if resuming:
+            _, sd, _ = L.read_adapter(last)
+            L.load_adapter_weights(model, sd, last)
+    seq_len = args.seq_len or model.config.context_length
+    model.to(device)
+    raw = model
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    common.check_memory(model.config, args.batch_size, seq_len, trainable, amp is not None, device,
+                        info.world_size if args.fsdp else 1)
+
+    # -- data --
+    train_path, val_path = data_files(args.data)
+    examples, stats = render_file(train_path, tokenizer, seq_len + 1)
+    rows = pack(examples, seq_len + 1, seed=args.seed)
+    val_examples = render_file(val_path, tokenizer, seq_len + 1)[0] if val_path else None
+    val_rows = pack(val_examples, seq_len + 1, seed=None)[: args.eval_rows] if val_examples else None
+    targets_in = [sum(m[1:]) for _, m in examples]   # masked targets per conversation
+    G = args.batch_size * args.grad_accum * info.world_size
+    tokens_per_step = G * seq_len
+    sched_rows = RowSchedule(len(rows), G, args.seed)
+    total = args.steps or max(1, math.ceil(args.epochs * sched_rows.steps_per_epoch))
+    schedule = common.make_schedule(args, total)
+
+    # -- optimizer, state --
+    model = D.wrap(model, info, args.fsdp)   # before the optimizer: FSDP replaces parameters by shards
+    optimizer = common.make_optimizer(model.parameters(), args.lr, args.weight_decay if lora_cfg is None else 0.0,
+                                      (0.9, args.beta2), device)
+    step = 0
+    if resuming:
+        state = common.load_train_state(last)
+        D.load_optimizer_state(model, optimizer, state["optimizer"], args.fsdp)
+        common.set_rng_state(state["rng"])
+        step = state["step"]
+    if args.compile:
+        model = torch.compile(model)
+
+    fpt = raw.config.flops_per_token(seq_len)
+    if lora_cfg is not None:  # frozen weights need no weight-gradient: ~2/3 of the full cost
+        fpt = fpt * 2 / 3
+    peak = args.peak_flops or peak_flops(device, amp)
+    meter = common.Throughput(fpt, peak * info.world_size if peak else None)
+    metrics = common.Metrics(out, resume_step=step if resuming else 0, enabled=info.master)
+    if info.master:
+        n_tok = sum(len(e[0]) for e in examples)
+        print(f"sft: {'LoRA r=%d alpha=%g on %s' % (lora_cfg.r, lora_cfg.alpha, ','.join(lora_cfg.targets)) if lora_cfg else 'full fine-tuning'}; "
+              f"trainable {trainable:,} of {sum(p.numel() for p in raw.parameters()):,} params; "
+              f"{stats['conversations']} conversations ({stats['truncated']} truncated, {stats['no_target']} without targets) "
+              f"-> {len(rows)} packed rows of {seq_len + 1} ({n_tok / (len(rows) * (seq_len + 1)):.0%} full); "
+              f"{G} rows/step, {total} steps{'; resuming at step %d' % step if resuming else ''}; "
+              f"device {device}, autocast {amp or 'off'}, {info.world_size} process(es)", file=sys.stderr)
+
+    def evaluate() -> float | None:
+        if not val_rows:
+            return None
+        model.eval()
+        tot, cnt = torch.zeros((), device=device), torch.zeros((), device=device)
+        with torch.no_grad():
+            mine = val_rows[info.rank::info.world_size]
+            for i in range(0, len(mine), args.batch_size):
+                batch = make_batch(val_examples, mine[i:i + args.batch_size], seq_len, tokenizer.pad_id)
+                s, c = masked_loss_sum(model, batch, device, amp)
+                tot, cnt = tot + s, cnt + c
+            if not mine and args.fsdp:  # FSDP: every rank must join the forward passes' collectives
+                raise HessGPTError("--fsdp: fewer validation rows than processes; raise --eval-rows")
+        model.train()
+        tot, cnt = D.all_reduce(tot, info), D.all_reduce(cnt, info)
+        return (tot / cnt.clamp(min=1)).item()
+
+    def snapshot(path, done_step, final=False):
+        meta = {"stage": "sft-lora" if lora_cfg else "sft", "step": done_step, "parent": os.path.abspath(args.base),
+                "data": os.path.abspath(args.data), "args": vars(args), "tokens": done_step * tokens_per_step}
+        opt = None if final else D.full_optimizer_state(model, optimizer, args.fsdp)
+        ts = None if final else {"optimizer": opt, "rng": common.rng_state(), "step": done_step,
+                                 "schedule": schedule.to_dict(), "data": os.path.abspath(args.data)}
+        if final:
+            common.install_final(out, lambda tmp: save_state(tmp, model, raw, tokenizer, args, lora_cfg, base_hash, None, meta, info))
+        else:
+            save_state(path, model, raw, tokenizer, args, lora_cfg, base_hash, ts, meta, info)
+
+    stop = common.StopSignal()
+    bar = None
+    if info.master and not args.no_progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, initial=step, desc="sft", unit="step", dynamic_ncols=True)
+    # ---------------------------------------------------------------- the loop
+    try:
+        while step < total:
+            lr = schedule(step)
+            for g in optimizer.param_groups:
+                g["lr"] = lr
+            rows_now = sched_rows.global_rows(step)
+            # normaliser: masked tokens of the whole global batch (every rank can count them)
+            n_target = sum(targets_in[i] for r in rows_now for i in rows[r])
+            loss_sum = torch.zeros((), device=device)
+            for micro in range(args.grad_accum):
+                batch = make_batch(examples, [rows[r] for r in sched_rows.micro_rows(rows_now, micro, info.rank, info.world_size, args.batch_size)],
+                                   seq_len, tokenizer.pad_id)
+                sync = micro == args.grad_accum - 1
+                ctx = model.no_sync() if (info.enabled and not sync and hasattr(model, "no_sync")) else nullcontext()
+                with ctx:
+                    try:
+                        s, _ = masked_loss_sum(model, batch, device, amp)
+                    except torch.OutOfMemoryError:
+                        raise common.oom_error(args.batch_size, seq_len, device) from None
+                    # DDP averages gradients over processes: scale by world so the sum over all rows / n_target remains
+                    (s * info.world_size / max(n_target, 1)).backward()
+                loss_sum += s.detach()
+            if args.clip > 0:
+                torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], args.clip)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+
+            loss = (D.all_reduce(loss_sum, info) / max(n_target, 1)).item()
+            tps, mfu = meter.step(tokens_per_step)
+            row = {"step": step, "loss": loss, "lr": lr, "tokens": step * tokens_per_step, "tok_per_s": round(tps, 1),
+                   "mfu": round(mfu, 4) if mfu is not None else None}
+            if (args.eval_every and step % args.eval_every == 0) or step == total:
+                row["val_loss"] = evaluate()
+                if row["val_loss"] is None:
+                    del row["val_loss"]
+            if step % args.log_every == 0 or "val_loss" in row or step == total:
+                metrics.log(row)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix_str(f"loss {loss:.3f} lr {lr:.2e} {tps:,.0f} tok/s" + (f" mfu {mfu:.1%}" if mfu else "")
+                                    + (f" val {row['val_loss']:.3f}" if "val_loss" in row else ""))
+            stopping = D.any_rank(stop.received is not None, info)
+            if step < total and (stopping or (args.save_every and step % args.save_every == 0)):
+                snapshot(last, step)
+            if stopping and step < total:
+                if info.master:
+                    print(f"\nsft: stopped by signal at step {step}; state saved in {last}; continue with --resume", file=sys.stderr)
+                return 0
+    finally:
+        stop.restore()
+        if bar is not None:
+            bar.close()
+        metrics.close()
+
+    # ---------------------------------------------------------------- the end
+    snapshot(out, step, final=True)
+    if info.master:
+        shutil.rmtree(last, ignore_errors=True)
+        common.plot_losses(metrics.path, os.path.join(out, "loss.png"), title=f"sft {os.path.basename(os.path.abspath(out))}")
+        print(f"sft: done, {step} steps -> {out} ({'LoRA adapter' if lora_cfg else 'checkpoint'}), metrics.jsonl, loss.png")
+    D.barrier(info)
+    D.cleanup(info)
+    return 0
