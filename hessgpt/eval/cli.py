@@ -51,7 +51,7 @@ def cmd_ppl(args) -> int:
     import torch
 
     import hessgpt
-    from hessgpt.eval.ppl import iter_eval_texts, perplexity
+    from hessgpt.eval.ppl import combine, iter_eval_texts, perplexity
 
     if not Path(args.ckpt).exists():
         raise HessGPTError(f"no such checkpoint {args.ckpt}")
@@ -60,14 +60,11 @@ def cmd_ppl(args) -> int:
     model.eval()
     decode = getattr(tok, "decode", None)
     per_file = {}
-    all_texts = []
-    for path in args.data:
+    for path in args.data:  # one pass per file; the overall numbers combine them
         texts = iter_eval_texts([path], decode=decode, limit=args.limit)
-        all_texts += texts
-        if len(args.data) > 1:
-            per_file[path] = perplexity(model, tok.encode, texts, args.context_len, args.stride, args.batch_size,
-                                        device, progress=False).to_dict()
-    r = perplexity(model, tok.encode, all_texts, args.context_len, args.stride, args.batch_size, device)
+        per_file[path] = perplexity(model, tok.encode, texts, args.context_len, args.stride, args.batch_size, device)
+    r = combine(list(per_file.values()))
+    per_file = {k: v.to_dict() for k, v in per_file.items()} if len(per_file) > 1 else {}
     result = {**_header("ppl", args.ckpt), "data": args.data, **r.to_dict(), "per_file": per_file}
     out = save_json(result, args.out or default_out(args.ckpt, "ppl"))
     print(f"mean NLL {r.mean_nll:.4f} nats/token | perplexity {r.ppl:.3f} | {r.bpb:.4f} bits/byte "

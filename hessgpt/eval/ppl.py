@@ -126,6 +126,15 @@ def perplexity(model, encode: Callable[[str], list[int]], texts: Iterable[str], 
                      bytes=nbytes, docs=docs, context_len=context_len, stride=stride)
 
 
+def combine(results: list[PplResult]) -> PplResult:
+    """The result over the union of the documents of several results (same window settings)."""
+    total = sum(r.mean_nll * r.tokens for r in results)
+    tokens, nbytes = sum(r.tokens for r in results), sum(r.bytes for r in results)
+    return PplResult(mean_nll=total / tokens, ppl=math.exp(total / tokens), bpb=total / (math.log(2) * nbytes),
+                     tokens=tokens, bytes=nbytes, docs=sum(r.docs for r in results),
+                     context_len=results[0].context_len, stride=results[0].stride)
+
+
 # ---------------------------------------------------------------------------- data
 
 

@@ -1,8 +1,8 @@
 """Automatic, reproducible scoring of one answer against one bench item's checks.
 
-Every check returns a score in [0, 1]; an item's score is the mean of its checks, and 0 when the answer is
-degenerate (empty, looping, leaking special tokens). No randomness, no model: the same answer always gets
-the same score.
+Every check returns a score in [0, 1]. An item's score is the mean of its content checks, halved when the
+answer is not in the expected language, and 0 when the answer is degenerate (empty, looping, garbled,
+leaking special tokens). No randomness, no model: the same answer always gets the same score.
 
 Check types (the `checks` list of a prompt item, see hessgpt/eval/prompts/*.jsonl and docs/evaluation.md):
 
@@ -31,7 +31,8 @@ import unicodedata
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-SPECIAL_TOKEN_RE = re.compile(r"<\|(?:system|user|assistant|end|code|result|tool_call|tool_response)\|>|</?s>|<pad>")
+SPECIAL_TOKEN_RE = re.compile(r"<\|(?:system|user|assistant|end|code|result|tool_call|tool_response)\|>|</?s>|<pad>|</?search>")
+GARBLED_RE = re.compile(r"[\ufffd\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")  # broken UTF-8, control characters
 # Candidate languages for language id: a small set is far more stable on short answers (a list of five English
 # nouns is "it" among 97 languages but clearly "en" between fr and en). The bench is fr/en.
 LANGS = ("fr", "en")
@@ -112,15 +113,16 @@ def detect_lang(text: str, langs: tuple[str, ...] = LANGS) -> str | None:
 class Degeneracy:
     empty: bool = False
     repetitive: bool = False
+    garbled: bool = False
     leaked_tokens: bool = False
     repeat_ratio: float = 0.0
 
     @property
     def degenerate(self) -> bool:
-        return self.empty or self.repetitive or self.leaked_tokens
+        return self.empty or self.repetitive or self.garbled or self.leaked_tokens
 
     def reasons(self) -> list[str]:
-        return [n for n in ("empty", "repetitive", "leaked_tokens") if getattr(self, n)]
+        return [n for n in ("empty", "repetitive", "garbled", "leaked_tokens") if getattr(self, n)]
 
 
 def repeat_ratio(text: str, n: int = 3) -> float:
@@ -133,8 +135,8 @@ def repeat_ratio(text: str, n: int = 3) -> float:
 
 
 def degeneracy(text: str) -> Degeneracy:
-    """Empty answers, loops (word 3-grams > 50% repeated, one line repeated >= 4 times, a char run) and
-    special tokens leaking into the visible text."""
+    """Empty answers, loops (word 3-grams > 50% repeated, one line repeated >= 4 times, a char run), garbled
+    text (U+FFFD from broken UTF-8, control characters) and special tokens leaking into the visible text."""
     d = Degeneracy()
     stripped = text.strip()
     if not stripped or not re.search(r"\w", stripped):
@@ -145,6 +147,7 @@ def degeneracy(text: str) -> Degeneracy:
     most_common_line = max((lines.count(ln) for ln in set(lines)), default=0)
     char_run = re.search(r"(.{1,8}?)\1{15,}", stripped, flags=re.S) is not None  # "hahahaha..." x16
     d.repetitive = d.repeat_ratio > 0.5 or most_common_line >= 4 or char_run
+    d.garbled = GARBLED_RE.search(text) is not None
     d.leaked_tokens = SPECIAL_TOKEN_RE.search(text) is not None
     return d
 
@@ -238,9 +241,16 @@ def item_checks(item: dict) -> list[dict]:
 
 
 def score_answer(item: dict, answer: str) -> ItemScore:
-    """Mean of the item's checks; 0 for a degenerate answer."""
+    """Mean of the item's content checks (1 if it has none) x 0.5 if the language check fails; 0 if degenerate.
+
+    The language check multiplies rather than adds, so a wrong answer in the right language gets nothing and
+    a right answer in the wrong language gets half.
+    """
     deg = degeneracy(answer)
     results = [{"type": c["type"], "score": run_check(c, answer)} for c in item_checks(item)]
-    mean = sum(r["score"] for r in results) / len(results) if results else 1.0
-    return ItemScore(score=0.0 if deg.degenerate else mean, checks=results,
+    content = [r["score"] for r in results if r["type"] != "lang"]
+    score = sum(content) / len(content) if content else 1.0
+    if any(r["type"] == "lang" and r["score"] < 1.0 for r in results):
+        score *= 0.5
+    return ItemScore(score=0.0 if deg.degenerate else score, checks=results,
                      degenerate=deg.reasons(), lang=detect_lang(answer))

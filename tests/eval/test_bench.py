@@ -25,9 +25,9 @@ ITEMS = [
 ]
 ANSWERS = {
     "f1": "La capitale de l'Australie est Canberra.",      # right: 1
-    "f2": "I do not know the answer to that question.",     # wrong, right language: 0.5
+    "f2": "I do not know the answer to that question.",     # wrong (right language): 0
     "c1": "Hello! I am fine, thank you for asking.",       # 1
-    "i1": "1. red\n2. blue",                               # wrong format, too short for language id: 0.5
+    "i1": "1. red\n2. blue",                               # wrong format: 0
     "k1": "la la la la la la la la la la la la la la la",  # degenerate: 0
     "r1": "Paris",                                         # 1
     "t1": "The cat is sleeping.",                          # right language, no other check: 1
@@ -37,21 +37,21 @@ ANSWERS = {
 def test_category_scores_from_fixed_answers():
     r = score_items(ITEMS, [ANSWERS[i["id"]] for i in ITEMS])
     c = {k: v["score"] for k, v in r["categories"].items()}
-    assert c["factual"] == 6.0                     # 8 * (1 + 0.5) / 2
+    assert c["factual"] == 4.0                     # 8 * (1 + 0) / 2
     assert c["conversation"] == 5.0
-    assert c["instruction"] == 3.0                 # 4 * (0.5 + 1) / 2
+    assert c["instruction"] == 2.0                 # 4 * (0 + 1) / 2
     assert c["creativity"] == 0.0
     # robustness: (robustness items 1.0 + share of robust answers 6/7) / 2
     assert c["robustness"] == round((1 + 6 / 7) / 2, 2)
-    assert r["total"] == pytest.approx(6 + 5 + 3 + 0 + round((1 + 6 / 7) / 2, 2))
+    assert r["total"] == pytest.approx(4 + 5 + 2 + 0 + round((1 + 6 / 7) / 2, 2))
     assert r["max"] == 20
     assert r["per_lang"]["fr"]["categories"]["factual"]["score"] == 8.0
-    assert r["per_lang"]["en"]["categories"]["factual"]["score"] == 4.0
+    assert r["per_lang"]["en"]["categories"]["factual"]["score"] == 0.0
     rows = {x["id"]: x for x in r["items"]}
     assert rows["k1"]["degenerate"] == ["repetitive"] and rows["k1"]["score"] == 0
     assert r["bleu"]["fr/instruction"]["chrf"] == 100.0 and r["bleu"]["fr/instruction"]["n"] == 1
     table = format_table(r)
-    assert "| Factual precision | 6.0 / 8 |" in table and "| Creativity | 0.0 / 2 |" in table
+    assert "| Factual precision | 4.0 / 8 |" in table and "| Creativity | 0.0 / 2 |" in table
     assert f"**{r['total']:.1f} / 20**" in table
 
 
@@ -68,7 +68,7 @@ def test_judge_is_combined_with_automatic_score():
     judge = LLMJudge("http://judge/v1", "judge-model", client=SimpleNamespace(chat=SimpleNamespace(completions=FakeCompletions())))
     r = score_items(ITEMS, [ANSWERS[i["id"]] for i in ITEMS], judge=judge)
     rows = {x["id"]: x for x in r["items"]}
-    assert rows["f2"]["judge_score"] == 0.8 and rows["f2"]["score"] == pytest.approx(0.5 * 0.5 + 0.5 * 0.8)
+    assert rows["f2"]["judge_score"] == 0.8 and rows["f2"]["score"] == pytest.approx(0.5 * 0 + 0.5 * 0.8)
     assert rows["k1"]["score"] == 0 and "judge_score" in rows["k1"] and rows["k1"]["judge_score"] is None
     assert len(prompts) == len(ITEMS) - 1  # the degenerate answer is not sent to the judge
     assert "Reference answer:\nThe cat is sleeping." in prompts[-1]

@@ -116,9 +116,27 @@ def test_ppl_cli_writes_result(tiny_ckpt, tmp_path, capsys):
 
     data = tmp_path / "held_out.txt"
     data.write_text("Bonjour tout le monde.\n\nHello world, this is a test.\n", encoding="utf-8")
+    more = tmp_path / "more.jsonl"
+    more.write_text('{"text": "Encore un document, un peu plus long que les autres."}\n', encoding="utf-8")
     out = tmp_path / "ppl.json"
-    assert main(["ppl", tiny_ckpt, "--data", str(data), "--context-len", "16", "--out", str(out)]) == 0
+    assert main(["ppl", tiny_ckpt, "--data", str(data), str(more), "--context-len", "16", "--out", str(out)]) == 0
     r = json.loads(out.read_text())
-    assert r["kind"] == "ppl" and r["docs"] == 2 and r["context_len"] == 16 and r["stride"] == 8
+    assert r["kind"] == "ppl" and r["docs"] == 3 and r["context_len"] == 16 and r["stride"] == 8
     assert r["ppl"] == pytest.approx(math.exp(r["mean_nll"]))
+    a, b = r["per_file"][str(data)], r["per_file"][str(more)]
+    assert (a["docs"], b["docs"]) == (2, 1) and r["tokens"] == a["tokens"] + b["tokens"]
+    total = a["mean_nll"] * a["tokens"] + b["mean_nll"] * b["tokens"]
+    assert r["bpb"] == pytest.approx(total / (math.log(2) * (a["bytes"] + b["bytes"])))
     assert "bits/byte" in capsys.readouterr().out
+
+
+def test_token_shards_split_at_bos_and_decode(tokenizer, tmp_path):
+    import numpy as np
+
+    from hessgpt.eval.ppl import iter_eval_texts
+
+    docs = ["Bonjour tout le monde.", "Hello world, this is a test."]
+    stream = [t for d in docs for t in [1] + tokenizer.encode(d) + [2]]
+    np.save(tmp_path / "val_000.npy", np.array(stream, dtype=np.uint16))
+    np.array(stream, dtype=np.uint16).tofile(tmp_path / "val_001.bin")
+    assert iter_eval_texts([str(tmp_path)], decode=tokenizer.decode) == docs * 2

@@ -19,10 +19,10 @@ def test_right_answer_scores_one():
     assert s.score == 1.0 and s.degenerate == [] and s.lang == "fr"
 
 
-def test_wrong_answer_scores_half_for_language_only():
+def test_wrong_answer_scores_zero_even_in_the_right_language():
     s = score_answer(CAPITAL_FR, "La capitale de l'Australie est Sydney, la plus grande ville.")
     assert [c["score"] for c in s.checks] == [0.0, 1.0]  # keyword fails, language passes
-    assert s.score == 0.5
+    assert s.score == 0.0
 
 
 def test_right_but_wrong_language_loses_the_language_check():
@@ -44,6 +44,9 @@ def test_short_answer_is_not_language_checked():
     ("Canberra\nCanberra\nCanberra\nCanberra\nCanberra", "repetitive"),
     ("Canberra ha" + "ha" * 40, "repetitive"),
     ("Canberra<|end|><|user|>merci", "leaked_tokens"),
+    ("Canberra <search>capitale</search>", "leaked_tokens"),
+    ("Canberra est la capitale \ufffd\ufffd de l'Australie", "garbled"),
+    ("Canberra\x0b est la capitale", "garbled"),
 ])
 def test_degenerate_answers_score_zero(answer, reason):
     s = score_answer(CAPITAL_FR, answer)
@@ -65,7 +68,7 @@ def test_numbered_list_format():
     bullets = "- Carrot\n- Leek\n- Potato\n- Onion\n- Spinach"
     for bad in (four, prose, bullets):
         assert run_check({"type": "numbered_list", "n": 5}, bad) == 0.0
-    assert score_answer(LIST_EN, prose).score == 0.5  # right language, wrong format
+    assert score_answer(LIST_EN, prose).score == 0.0  # right language, wrong format
     assert run_check({"type": "bullet_list", "n": 5}, bullets) == 1.0
 
 
