@@ -306,10 +306,15 @@ class Scheduler:
                 return
             req = job.req
             gen = self.backend.stream_chat(req.messages, req.params, req.tools, job.cancel)
+            grace = 16  # after cancel, events the backend may still send (its "done" carries the token counts)
             for ev in gen:
                 job.put(ev)
-                if ev.type == "done" or job.cancel.is_set() and ev.type != "text":
+                if ev.type == "done":
                     break
+                if job.cancel.is_set():
+                    grace -= 1
+                    if grace <= 0:  # a backend that ignores cancel: stop pulling from it
+                        break
         except BaseException as e:  # handed to the request's coroutine, which answers with an error
             job.put(e)
         finally:
@@ -402,6 +407,8 @@ async def _events(request: Request, job: Job, poll_disconnect: bool):
                 item = await job.queue.get()
             if item is _END:
                 finished = True
+                if not stop.hit and (held := stop.flush()):
+                    yield Event("text", held)
                 return
             if isinstance(item, BaseException):
                 finished = True
@@ -600,19 +607,24 @@ def create_app(backend: ChatBackend, cfg: ServeConfig | None = None, shutdown_ti
 
         async def sse():
             n_calls, done = 0, {}
-            yield _chunk(cid, created, model_id, {"role": "assistant", "content": ""})
+            out = [_chunk(cid, created, model_id, {"role": "assistant", "content": ""})]
             try:
                 async for ev in rest(events, first):
                     if ev.type == "tool_call":
-                        yield _chunk(cid, created, model_id, {"tool_calls": [_tool_call_obj(ev, n_calls)]})
+                        out.append(_chunk(cid, created, model_id, {"tool_calls": [_tool_call_obj(ev, n_calls)]}))
                         n_calls += 1
                     elif ev.type == "done":
                         done = ev.data
                     elif (t := _visible_text(ev)) is not None and t:
-                        yield _chunk(cid, created, model_id, {"content": t})
+                        out.append(_chunk(cid, created, model_id, {"content": t}))
+                    if out and job.queue.empty():  # one write per burst of events, not one per token
+                        yield "".join(out)
+                        out = []
+                if out:
+                    yield "".join(out)
             except Exception as e:
                 err = APIError(500, f"the backend failed: {type(e).__name__}: {e}", type_="server_error", code="backend_error")
-                yield "data: " + json.dumps(err.body()) + "\n\n"
+                yield "".join(out) + "data: " + json.dumps(err.body()) + "\n\n"
             else:
                 yield _chunk(cid, created, model_id, {}, finish=_finish(done, n_calls))
                 if job.req.include_usage:
@@ -628,11 +640,17 @@ def create_app(backend: ChatBackend, cfg: ServeConfig | None = None, shutdown_ti
         job, events, first = await start(request)
 
         async def sse():
+            out = []
             try:
                 async for ev in rest(events, first):
-                    yield "data: " + json.dumps(ev.to_dict(), ensure_ascii=False) + "\n\n"
+                    out.append("data: " + json.dumps(ev.to_dict(), ensure_ascii=False) + "\n\n")
+                    if job.queue.empty():  # one write per burst of events
+                        yield "".join(out)
+                        out = []
+                if out:
+                    yield "".join(out)
             except Exception as e:
-                yield "data: " + json.dumps({"type": "error", "text": f"{type(e).__name__}: {e}", "data": {}}) + "\n\n"
+                yield "".join(out) + "data: " + json.dumps({"type": "error", "text": f"{type(e).__name__}: {e}", "data": {}}) + "\n\n"
             yield "data: [DONE]\n\n"
 
         return StreamingResponse(sse(), media_type="text/event-stream",

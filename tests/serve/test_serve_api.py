@@ -397,3 +397,18 @@ def _health(port) -> bool:
         return httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+def test_backend_failing_mid_stream_ends_with_an_error_chunk(serve):
+    def half(messages, params, tools):
+        yield Event("text", "partial answer")
+        raise RuntimeError("device lost")
+
+    srv = serve(ScriptedBackend(half, model_id="tiny"))
+    with httpx.stream("POST", srv.url + "/v1/chat/completions", json={**BASE, "stream": True}) as r:
+        lines = [ln[6:] for ln in r.iter_lines() if ln.startswith("data: ")]
+    assert lines[-1] == "[DONE]"
+    err = json.loads(lines[-2])["error"]
+    assert "device lost" in err["message"] and err["type"] == "server_error"
+    text = "".join(json.loads(x)["choices"][0]["delta"].get("content", "") for x in lines[:-2])
+    assert text == "partial answer"
