@@ -1,0 +1,167 @@
+"""The routing dataset: balanced, deterministic, deduplicated, and every sample verified in the sandbox."""
+
+import json
+from collections import Counter
+
+import pytest
+
+from hessgpt.data import routing
+from hessgpt.data.conversation import from_dict
+from hessgpt.data.routing import expand_inline, generate, main, unsupported_numbers, validate_file
+from hessgpt.tools.sandbox import Sandbox
+
+N = 160
+
+
+@pytest.fixture(scope="module")
+def sandbox():
+    with Sandbox(workers=2) as sb:
+        yield sb
+
+
+@pytest.fixture(scope="module")
+def sample(sandbox):
+    records, stats = generate(N, seed=7, sandbox=sandbox, progress=False)
+    return records, stats
+
+
+def _category(rec):
+    return rec["id"].split(":", 1)[1].rsplit("-", 1)[0]
+
+
+def test_counts_balanced_and_unique(sample):
+    records, stats = sample
+    assert len(records) == N
+    cats = Counter(_category(r) for r in records)
+    assert cats["negative"] == N // 4
+    assert sorted(cats[c] for c in routing.CATEGORIES) == [30, 30, 30, 30]
+    langs = Counter(r["lang"] for r in records)
+    assert abs(langs["fr"] - langs["en"]) <= 4
+    users = [" ".join(r["messages"][0]["content"].lower().split()) for r in records]
+    assert len(set(users)) == len(users)
+    assert len({r["id"] for r in records}) == N
+    assert sum(stats.kept.values()) == N and stats.sandbox_runs >= 90
+
+
+def test_deterministic_by_seed(sample, sandbox):
+    records, _ = sample
+    again, _ = generate(N, seed=7, sandbox=sandbox, progress=False)
+    assert again == records
+    other, _ = generate(40, seed=8, sandbox=sandbox, progress=False)
+    assert {r["id"] for r in other} != {r["id"] for r in records[:40]}
+
+
+def test_records_follow_the_conversation_format(sample):
+    for rec in sample[0]:
+        from_dict(rec)   # raises Skip if a turn rule is broken
+        msgs = rec["messages"]
+        cat = _category(rec)
+        if cat == "negative":
+            assert [m["role"] for m in msgs] == ["user", "assistant"] and "code" not in msgs[1]
+        elif cat == "web":
+            assert msgs[1]["code_lang"] in ("html", "css", "js")
+            assert all(m["role"] != "tool" for m in msgs)   # artifacts are never executed
+        else:
+            assert [m["role"] for m in msgs] == ["user", "assistant", "tool", "assistant"]
+            assert msgs[2]["name"] == "python" and "code_lang" not in msgs[1]
+
+
+def test_every_sample_reexecutes_to_the_answer_it_states(sample, sandbox):
+    py = [r for r in sample[0] if r["messages"][-2]["role"] == "tool"]
+    runs = routing._run_with_retry(sandbox, [r["messages"][1]["code"] for r in py])   # retries lost workers only
+    for rec, run in zip(py, runs):
+        user, call, tool, final = rec["messages"]
+        assert run.status == "ok" and run.stdout == tool["content"], rec["id"]
+        for line in run.stdout.strip().splitlines():   # the answer restates the real output...
+            assert line.strip() in final["content"], (rec["id"], line, final["content"])
+        # ...and states no number that is neither printed nor given in the question or the code
+        assert unsupported_numbers(final["content"], run.stdout, user["content"] + " " + call["code"]) == [], rec["id"]
+
+
+def test_kinds_cover_the_design(sample):
+    kinds = set(sample[1].kinds)
+    for k in ("maths/derivative", "maths/integral", "maths/arithmetic", "algo/sort", "data/json", "negative/fact"):
+        assert k in kinds, k
+
+
+def test_cli_writes_train_val_and_stats(tmp_path, monkeypatch, sandbox):
+    monkeypatch.setattr("hessgpt.tools.sandbox.Sandbox", lambda workers=2: _Shared(sandbox))
+    out = tmp_path / "r.jsonl"
+    assert main(["--n", "40", "--out", str(out), "--seed", "3", "--val-fraction", "0.1", "--langs", "fr", "--no-progress"]) == 0
+    train = [json.loads(l) for l in out.read_text().splitlines()]
+    val = [json.loads(l) for l in (tmp_path / "r.val.jsonl").read_text().splitlines()]
+    stats = json.loads((tmp_path / "r.stats.json").read_text())
+    assert (len(train), len(val)) == (36, 4) and stats["train"] == 36 and stats["val"] == 4
+    assert {r["lang"] for r in train + val} == {"fr"}
+    assert not {r["id"] for r in train} & {r["id"] for r in val}
+
+
+class _Shared:
+    """The module's sandbox, handed to code that would open and close its own."""
+
+    def __init__(self, sb):
+        self.sb = sb
+
+    def run(self, code):
+        return self.sb.run(code)
+
+    def run_many(self, codes):
+        return self.sb.run_many(codes)
+
+    def close(self):
+        pass
+
+
+def test_validate_detects_wrong_samples(tmp_path, monkeypatch, sandbox):
+    monkeypatch.setattr("hessgpt.tools.sandbox.Sandbox", lambda workers=2: _Shared(sandbox))
+    good = {"messages": [{"role": "user", "content": "What is 17 * 23?"},
+                         {"role": "assistant", "content": "", "code": "print(17 * 23)"},
+                         {"role": "tool", "name": "python", "content": "391\n"},
+                         {"role": "assistant", "content": "17 * 23 = 391."}]}
+    wrong_output = json.loads(json.dumps(good))
+    wrong_output["messages"][2]["content"] = "392\n"
+    wrong_final = json.loads(json.dumps(good))
+    wrong_final["messages"][3]["content"] = "17 * 23 = 392."
+    inline_ok = {"messages": [{"role": "user", "content": "Racine de 2 ?"},
+                              {"role": "assistant", "content": "Je calcule.<|code|>import math\nprint(round(math.sqrt(2), 4))<|end|>"
+                                                               "<|result|>1.4142<|end|>La racine de 2 vaut environ 1.41."}]}
+    inline_no_result = {"messages": [{"role": "user", "content": "2**10?"},
+                                     {"role": "assistant", "content": "<|code|>print(2**10)<|end|>"},
+                                     {"role": "assistant", "content": "It is 1024."}]}
+    inline_wrong = {"messages": [{"role": "user", "content": "2**10?"},
+                                 {"role": "assistant", "content": "<|code|>print(2**10)<|end|>It is 1000."}]}
+    crashes = {"messages": [{"role": "user", "content": "x"},
+                            {"role": "assistant", "content": "", "code": "print(1/0)"},
+                            {"role": "assistant", "content": "Infinity."}]}
+    artifact = {"messages": [{"role": "user", "content": "A red button"},
+                             {"role": "assistant", "content": "", "code": "<button>7</button>", "code_lang": "html"},
+                             {"role": "assistant", "content": "Done, 12 px corners."}]}
+    lines = [json.dumps(r) for r in (good, wrong_output, wrong_final, inline_ok, inline_no_result, inline_wrong, crashes, artifact)]
+    src = tmp_path / "llm.jsonl"
+    src.write_text("\n".join(lines + ["not json"]) + "\n")
+    rep = validate_file(str(src), str(tmp_path / "ok.jsonl"))
+    dropped = dict(rep["problems"])
+    assert set(dropped) == {2, 3, 6, 7, 9}
+    assert "stated output '392' but the code prints '391'" in dropped[2]
+    assert "states 392" in dropped[3]
+    assert "states 1000" in dropped[6]
+    assert "ZeroDivisionError" in dropped[7] or "error" in dropped[7]
+    kept = [json.loads(l) for l in (tmp_path / "ok.jsonl").read_text().splitlines()]
+    assert rep["kept"] == len(kept) == 4
+    for rec in kept:
+        from_dict(rec)
+    # the inline record became conversation format; the missing result was filled with the real output
+    assert kept[1]["messages"][1]["code"].startswith("import math") and kept[1]["messages"][2]["content"] == "1.4142\n"
+    assert kept[2]["messages"][2] == {"role": "tool", "name": "python", "content": "1024\n"}
+
+
+def test_number_check_and_inline_parsing():
+    assert unsupported_numbers("La racine vaut 1,41.", "1.4142135\n", "") == []   # rounded, French comma
+    assert unsupported_numbers("It is 12.", "12.0\n", "") == []
+    assert unsupported_numbers("It is 13.", "12.0\n", "13 apples") == []   # a number from the question
+    assert unsupported_numbers("It is 13.", "12.0\n", "") == ["13"]
+    assert unsupported_numbers("About 1.5", "1.4142\n", "") == ["1.5"]
+    msgs = expand_inline([{"role": "user", "content": "q"},
+                          {"role": "assistant", "content": "A<|code|>print(1)<|end|><|result|>1\n<|end|>B"}])
+    assert msgs[1:] == [{"role": "assistant", "content": "A", "code": "print(1)"},
+                        {"role": "tool", "name": "python", "content": "1\n"}, {"role": "assistant", "content": "B"}]
