@@ -412,3 +412,15 @@ def test_backend_failing_mid_stream_ends_with_an_error_chunk(serve):
     assert "device lost" in err["message"] and err["type"] == "server_error"
     text = "".join(json.loads(x)["choices"][0]["delta"].get("content", "") for x in lines[:-2])
     assert text == "partial answer"
+
+
+def test_model_sources_fail_clearly(monkeypatch, tmp_path):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "hessgpt.tools.router", None)  # the dual-model router not installed
+    with pytest.raises(HessGPTError, match="DualModelBackend"):
+        serve_main(["--model1", str(tmp_path / "ckpt.pt")])
+    with pytest.raises(HessGPTError, match="--hf-model"):
+        serve_main(["--hf-model", str(tmp_path / "missing")])
+    with pytest.raises(HessGPTError, match="--model2 goes with --model1"):
+        serve_main(["--demo", "--model2", "x"])
