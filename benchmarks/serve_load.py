@@ -1,7 +1,7 @@
 """Load test for `hessgpt serve`: N concurrent streaming clients over loopback for a fixed time.
 
-    python benchmarks/serve_load.py                       # starts a ScriptedBackend server itself
-    python benchmarks/serve_load.py --url http://127.0.0.1:8000 --model hessgpt-sft   # an existing server
+    python -m benchmarks.serve_load                       # starts a ScriptedBackend server itself
+    python -m benchmarks.serve_load --url http://127.0.0.1:8000 --model hessgpt-sft   # an existing server
 
 Each client loops: POST /v1/chat/completions with stream=true, reads the SSE stream to `data: [DONE]`, and
 records the time to the first content token and the completion tokens (from the usage chunk). A stream
@@ -127,21 +127,19 @@ def main(argv=None) -> int:
     p.add_argument("--request-timeout", type=float, default=120.0)
     p.add_argument("--words", type=int, default=64, help="scripted server: words per answer")
     p.add_argument("--token-delay", type=float, default=0.01, help="scripted server: seconds per word")
-    p.add_argument("--serve-scripted", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    if args.serve_scripted:
-        serve_scripted(args.serve_scripted, args.words, args.token_delay, args.clients)
-        return 0
-
     proc = None
     url = args.url
     if url is None:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
-        proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--serve-scripted", str(port),
-                                 "--words", str(args.words), "--token-delay", str(args.token_delay),
-                                 "--clients", str(args.clients)])
+        # the child imports this module by name from the repo root (running a file from benchmarks/ would put
+        # that folder first on sys.path, where benchmarks/tokenize.py shadows the standard library)
+        repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        code = (f"from benchmarks.serve_load import serve_scripted; "
+                f"serve_scripted({port}, {args.words}, {args.token_delay!r}, {args.clients})")
+        proc = subprocess.Popen([sys.executable, "-c", code], cwd=repo)
         url = f"http://127.0.0.1:{port}"
     try:
         import httpx
