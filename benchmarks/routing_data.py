@@ -1,6 +1,6 @@
 """Benchmark: generate the routing dataset (default 20,000 samples, 2 sandbox workers) and time it.
 
-    python benchmarks/routing_data.py [--n 20000] [--workers 2] [--verify 500] [--out DIR]
+    python -m benchmarks.routing_data [--n 20000] [--workers 2] [--verify 500] [--out DIR]
 
 Prints the wall time, sandbox runs per second, the counts, and re-executes `--verify` random kept
 samples in a fresh sandbox to check each one's tool message equals the real stdout again.

@@ -70,7 +70,7 @@ GREET = {
 }
 PLEASE = {   # inside the sentence, before its final punctuation
     "fr": ["", "", "", "", "", " s'il te plaît", " stp", " svp", " s'il vous plaît", ", s'il te plaît"],
-    "en": ["", "", "", "", "", " please", ", please", " for me", ", if you can"],
+    "en": ["", "", "", "", "", " please", ", please", ", please", " please"],
 }
 THANKS = {   # a separate closing sentence
     "fr": ["", "", "", "", "", " Merci !", " Merci d'avance.", " Merci beaucoup.", " Merci 🙂"],

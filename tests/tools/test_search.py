@@ -84,3 +84,40 @@ def test_tool_and_errors(corpus, tmp_path):
         SearchIndex.build([tmp_path / "missing"], tmp_path / "y.db")
     with pytest.raises(HessGPTError, match="not found"):
         SearchIndex(tmp_path / "nope.db")
+
+
+def test_web_backend_through_the_safe_fetcher():
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from urllib.parse import parse_qs, urlsplit
+
+    from hessgpt.tools.http import HttpError, HttpFetcher
+    from hessgpt.tools.search import SearxngBackend
+
+    class H(BaseHTTPRequestHandler):
+        def log_message(self, *a):
+            pass
+
+        def do_GET(self):
+            q = parse_qs(urlsplit(self.path).query)
+            body = json.dumps({"results": [{"url": "https://fr.wikipedia.org/wiki/Lyon", "title": "Lyon",
+                                            "content": f"résultat pour {q['q'][0]}", "score": 2.5}] * 3}).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), H)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        port = srv.server_address[1]
+        fetcher = HttpFetcher(allowed_hosts=["searx.test"], allowed_ports=None,
+                              resolver=lambda h, p: ["127.0.0.1"], allow_private_for_tests=["127.0.0.1"])
+        hits = SearxngBackend(f"http://searx.test:{port}", fetcher).search("ville de Lyon", k=2)
+        assert [(h.title, h.snippet, h.score) for h in hits] == [("Lyon", "résultat pour ville de Lyon", 2.5)] * 2
+        # the default fetcher refuses the same loopback instance
+        with pytest.raises(HttpError, match="loopback"):
+            SearxngBackend(f"http://127.0.0.1:{port}", HttpFetcher(allowed_hosts=["127.0.0.1"], allowed_ports=None)).search("x")
+    finally:
+        srv.shutdown()
+        srv.server_close()
