@@ -134,6 +134,7 @@ def train(args) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     amp = autocast_dtype(device, args.dtype)
+    torch.manual_seed(args.seed + info.rank)  # dropout masks (restored from train_state.pt on --resume)
     out, last = args.out, os.path.join(args.out, "last")
     total = args.steps
     stop_at = total

@@ -245,12 +245,13 @@ def train(args) -> int:
     if resuming and lora_cfg is None:
         model, _ = checkpoint.load(last)
     model.train()
-    torch.manual_seed(args.seed)
+    torch.manual_seed(args.seed)  # LoRA init; then dropout masks, per process
     if lora_cfg is not None:
         L.apply_lora(model, lora_cfg)
         if resuming:
             _, sd, _ = L.read_adapter(last)
             L.load_adapter_weights(model, sd, last)
+    torch.manual_seed(args.seed + 1 + info.rank)
     seq_len = args.seq_len or model.config.context_length
     model.to(device)
     raw = model

@@ -64,3 +64,7 @@ def run_cli(*args, env=None, timeout=300):
     e = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1", **(env or {})}
     return subprocess.run([sys.executable, "-m", "hessgpt", *map(str, args)], cwd=REPO, env=e, capture_output=True,
                           text=True, timeout=timeout)
+
+
+FIXTURES_TEXT = [os.path.join(REPO, "tests", "fixtures", "text", "fr_ud_gsd.txt"),
+                 os.path.join(REPO, "tests", "fixtures", "text", "en_c4.txt")]
