@@ -176,10 +176,7 @@ class Generation:
         if self.pos + len(ids) > self.engine.max_len:
             raise HessGPTError(f"sequence of {self.pos + len(ids)} tokens exceeds the context window ({self.engine.max_len})")
         x = torch.tensor([ids], dtype=torch.long, device=self.engine.device)
-        input_pos = torch.arange(self.pos, self.pos + len(ids), device=self.engine.device)
-        with torch.inference_mode():
-            logits = self.engine.model(x, input_pos=input_pos, kv_len=self.pos + len(ids))
-        self.logits = logits[:, -1].float()
+        self.logits = self.engine._forward(x, self.pos)
         self.seen[0, x[0]] = True
         self.ids.extend(ids)
         self.pos += len(ids)
@@ -189,19 +186,74 @@ class Generation:
 
 
 class Engine:
-    def __init__(self, model, tokenizer=None, max_len: int | None = None, device=None):
+    """Generation on a model. On CPU and CUDA the engine decodes through `InferenceModel` (model.py), an
+    inference-only, pre-laid-out copy of the weights built here (fused projections, in-place RoPE, its own KV
+    cache; `fast=False` uses the Transformer's own cache instead). `int8=True` stores the linear weights as
+    int8 with per-output-channel scales (quantize.py) for CPU chat. The view is rebuilt if the model's weights
+    change (e.g. an Engine kept across training steps)."""
+
+    def __init__(self, model, tokenizer=None, max_len: int | None = None, device=None, int8: bool = False,
+                 fast: bool | None = None):
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.device = device or next(model.parameters()).device
         self.vocab_size = model.config.vocab_size
         self.max_len = max_len or model.config.context_length
         self._cache_batch = 0
+        self.int8 = int8 or bool(getattr(model, "int8_state", None))
+        if fast is None:
+            fast = torch.device(self.device).type in ("cpu", "cuda")
+        if self.int8 and not fast:
+            raise HessGPTError("int8 weights need the fast decode path (CPU or CUDA)")
+        self.fast = None
+        self._fast_key = None
+        if fast:
+            self._build_fast()
+
+    # ---- the forward every generation method goes through ---------------------------------------
+
+    def _weights_key(self):
+        return tuple((id(p), p._version) for p in self.model.parameters())
+
+    def _build_fast(self) -> None:
+        from hessgpt.model import InferenceModel
+
+        if self.int8:
+            from hessgpt.quantize import int8_inference_model
+
+            self.fast = int8_inference_model(self.model)
+        else:
+            self.fast = InferenceModel(self.model)
+        self._fast_key = self._weights_key()
 
     def _ensure_cache(self, batch: int) -> None:
+        if self.fast is not None:
+            if self._fast_key != self._weights_key():   # weights changed since the view was built
+                self._build_fast()
+            self.fast.setup_cache(batch, self.max_len)
+            return
         if self._cache_batch != batch or self.model.cache_len != self.max_len:
             p = next(self.model.parameters())
             self.model.setup_caches(batch, self.max_len, dtype=p.dtype, device=self.device)
             self._cache_batch = batch
+
+    def _forward(self, ids: torch.Tensor, pos: int, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """ids [B, T] at positions pos..pos+T-1 of the cache -> next-token logits [B, V] (fp32)."""
+        if self.fast is not None:
+            return self.fast.forward(ids, pos, mask).float()
+        T = ids.shape[1]
+        with torch.inference_mode():
+            logits = self.model(ids, input_pos=torch.arange(pos, pos + T, device=self.device), mask=mask, kv_len=pos + T)
+        return logits[:, -1].float()
+
+    def _reorder_cache(self, rows: torch.Tensor) -> None:
+        if self.fast is not None:
+            self.fast.reorder_cache(rows)
+            return
+        for layer in self.model.model.layers:
+            c = layer.self_attn.kv_cache
+            c.k.copy_(c.k.index_select(0, rows))
+            c.v.copy_(c.v.index_select(0, rows))
 
     def default_stop_ids(self) -> list[int]:
         if self.tokenizer is None:
@@ -276,7 +328,7 @@ class Engine:
         mask = (causal[None] & valid[:, None, :T])[:, None]                          # [B, 1, T, T]
         mask = mask | torch.eye(T, dtype=torch.bool, device=dev)[None, None]          # pad queries see themselves (no NaN)
         with torch.inference_mode():
-            logits = self.model(x, input_pos=torch.arange(T, device=dev), mask=mask, kv_len=T)[:, -1]
+            logits = self._forward(x, 0, mask)
             out = torch.zeros(B, 0, dtype=torch.long, device=dev)
             done = torch.zeros(B, dtype=torch.bool, device=dev)
             for pos in range(T, total):
@@ -288,8 +340,7 @@ class Engine:
                     break
                 seen.scatter_(1, tok[:, None], True)
                 valid[:, pos] = True
-                logits = self.model(tok[:, None], input_pos=torch.tensor([pos], device=dev),
-                                    mask=valid[:, None, None, : pos + 1], kv_len=pos + 1)[:, -1]
+                logits = self._forward(tok[:, None], pos, valid[:, None, None, : pos + 1])
         results = []
         for row in out.tolist():
             cut = [t for t in row]
@@ -316,7 +367,7 @@ class Engine:
         x = torch.tensor([prompt_ids] * num_beams, device=dev)
         finished: list[tuple[float, list[int]]] = []
         with torch.inference_mode():
-            logp = self.model(x, input_pos=torch.arange(T, device=dev), kv_len=T)[:, -1].float().log_softmax(-1)
+            logp = self._forward(x, 0).log_softmax(-1)
             beams: list[list[int]] = [[]]
             scores = torch.zeros(1, device=dev)
             logp = logp[:1]
@@ -343,12 +394,9 @@ class Engine:
                                      max(new_scores) / (len(new_beams[0])) ** length_penalty < best_finished):
                     break
                 idx = torch.tensor(parents + [parents[-1]] * (num_beams - len(parents)), device=dev)
-                for layer in self.model.model.layers:  # reorder the cache rows to follow the surviving beams
-                    c = layer.self_attn.kv_cache
-                    c.k.copy_(c.k.index_select(0, idx))
-                    c.v.copy_(c.v.index_select(0, idx))
+                self._reorder_cache(idx)  # cache rows follow the surviving beams
                 toks = torch.tensor([b[-1] for b in new_beams] + [new_beams[-1][-1]] * (num_beams - len(new_beams)), device=dev)
-                logp = self.model(toks[:, None], input_pos=torch.tensor([pos], device=dev), kv_len=pos + 1)[:, -1].float().log_softmax(-1)
+                logp = self._forward(toks[:, None], pos).log_softmax(-1)
                 logp = logp[: len(new_beams)]
                 beams, scores = new_beams, torch.tensor(new_scores, device=dev)
             for seq, score in zip(beams, scores.tolist()):

@@ -238,3 +238,157 @@ def cross_entropy(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tenso
         return loss.mean()
     m = mask.reshape(-1).to(loss.dtype)
     return (loss * m).sum() / m.sum().clamp(min=1)
+
+
+# ---- inference-only fused view (fast decode) ------------------------------------------------------
+#
+# Batch-1 decoding on a CPU is either bandwidth-bound (every weight is read once per token) or, for small
+# models, bound by per-op dispatch overhead (~2-10 us per PyTorch op). The training modules above cost ~45 ops
+# per layer per token; `InferenceModel` does the same math in ~16 by laying the weights out once:
+#   - q|k|v and gate|up fused into one matmul each, weights stored transposed ([in, out], the layout whose
+#     matrix-vector product is fastest through MKL here), the attention scale folded into wq;
+#   - q/k output rows permuted per head from HF's rotate-half layout to interleaved pairs, so RoPE is one
+#     in-place complex multiply (q.k is unchanged: both sides get the same permutation);
+#   - residual adds fused into the o/down matmuls (addmm); RMSNorm in 5 ops; logits for the last position only;
+#   - its own preallocated KV cache written in place; decode attention as two small matmuls (GQA by reshape).
+# The Transformer is untouched (parameter names, training path); the Engine builds this view at creation.
+
+
+def rope_interleave_perm(n_heads: int, head_dim: int) -> torch.Tensor:
+    """Row order taking rotate-half layout [x0..x_{h-1}, x_h..x_{2h-1}] to pairs [x0, x_h, x1, x_{h+1}, ...]
+    within each head (the layout llama.cpp's GGUF conversion uses too)."""
+    half = head_dim // 2
+    one = torch.stack([torch.arange(half), torch.arange(half) + half], dim=1).reshape(-1)   # [hd]
+    return (torch.arange(n_heads)[:, None] * head_dim + one[None]).reshape(-1)            # [n_heads * hd]
+
+
+class DenseLinear:
+    """y = x @ W.T with W stored transposed and contiguous ([in, out]). x [N, in] -> [N, out]."""
+
+    kind = "dense"
+
+    def __init__(self, weight: torch.Tensor):
+        self.wt = weight.detach().t().contiguous()   # [in, out]
+        self.out_features = self.wt.shape[1]
+
+    def __call__(self, x):
+        return torch.mm(x, self.wt)
+
+    def add_to(self, res, x):
+        """res + x @ W.T in one op (the residual add fused into the matmul)."""
+        return torch.addmm(res, x, self.wt)
+
+    def nbytes(self) -> int:
+        return self.wt.numel() * self.wt.element_size()
+
+
+class InferenceModel:
+    """A read-only, pre-laid-out copy of a `Transformer` for generation, with its own KV cache.
+
+        fast = InferenceModel(model)             # or InferenceModel(model, linear=Int8Linear) (quantize.py)
+        fast.setup_cache(batch=1, max_len=2048)
+        logits = fast.forward(ids, pos)          # ids [B, T] at absolute positions pos..pos+T-1 -> [B, V] (last)
+
+    `make_linear(weight [out, in]) -> object with __call__(x) and add_to(res, x)` chooses the matmul kernel
+    (dense fp32/bf16 here; int8 weight-only in quantize.py).
+    """
+
+    def __init__(self, model: "Transformer", make_linear=DenseLinear, quantize_head: bool = True):
+        cfg = model.config
+        self.config = cfg
+        self.n_heads, self.n_kv, self.hd = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
+        self.dim, self.eps = cfg.dim, cfg.norm_eps
+        p = model.lm_head.weight
+        self.device, self.dtype = p.device, p.dtype
+        perm_q = rope_interleave_perm(cfg.n_heads, cfg.head_dim).to(self.device)
+        perm_k = rope_interleave_perm(cfg.n_kv_heads, cfg.head_dim).to(self.device)
+        scale = cfg.head_dim ** -0.5
+        self.layers = []
+        with torch.no_grad():
+            for block in model.model.layers:
+                a, m = block.self_attn, block.mlp
+                wq = a.q_proj.weight[perm_q] * scale               # [H*hd, D], softmax scale folded in
+                wk = a.k_proj.weight[perm_k]                        # [Hkv*hd, D]
+                wqkv = torch.cat([wq, wk, a.v_proj.weight], 0)      # [(H + 2 Hkv) hd, D]
+                self.layers.append((
+                    block.input_layernorm.weight.detach().clone(),
+                    make_linear(wqkv),
+                    make_linear(a.o_proj.weight),
+                    block.post_attention_layernorm.weight.detach().clone(),
+                    make_linear(torch.cat([m.gate_proj.weight, m.up_proj.weight], 0)),   # [2 hidden, D]
+                    make_linear(m.down_proj.weight),
+                ))
+            self.embed = model.model.embed_tokens.weight.detach()    # [V, D] (shared, not copied)
+            self.norm = model.model.norm.weight.detach().clone()
+            self.head = make_linear(model.lm_head.weight) if quantize_head else DenseLinear(model.lm_head.weight)
+        self.hidden = cfg.hidden_dim
+        self._rope(cfg.context_length)
+        self.k_cache: list[torch.Tensor] = []
+        self.v_cache: list[torch.Tensor] = []
+        self.batch = self.max_len = 0
+
+    def _rope(self, length: int) -> None:
+        # freqs_cis [length, hd/2] complex: e^{i * pos * theta_j}, same frequencies as rope_tables
+        inv_freq = 1.0 / (self.config.rope_theta ** (torch.arange(0, self.hd, 2, dtype=torch.int64).float() / self.hd))
+        angles = torch.outer(torch.arange(length, dtype=torch.int64).float(), inv_freq)
+        self.freqs_cis = torch.polar(torch.ones_like(angles), angles).to(self.device)
+
+    def setup_cache(self, batch: int, max_len: int) -> None:
+        if batch == self.batch and max_len == self.max_len:
+            return
+        shape = (batch, self.n_kv, max_len, self.hd)
+        self.k_cache = [torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in self.layers]
+        self.v_cache = [torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in self.layers]
+        self.batch, self.max_len = batch, max_len
+        if max_len > self.freqs_cis.shape[0]:
+            self._rope(max_len)
+
+    def reorder_cache(self, rows: torch.Tensor) -> None:
+        """Cache row b becomes old row rows[b] (beam search)."""
+        for k, v in zip(self.k_cache, self.v_cache):
+            k.copy_(k.index_select(0, rows))
+            v.copy_(v.index_select(0, rows))
+
+    def _norm(self, x, w):
+        # RMSNorm in fp32 like the training module (x is fp32 here unless the model is bf16)
+        r = x.pow(2).mean(-1, keepdim=True).add_(self.eps).rsqrt_()
+        return torch.mul(x, r).mul_(w)
+
+    @torch.inference_mode()
+    def forward(self, ids: torch.Tensor, pos: int, mask: torch.Tensor | None = None, all_logits: bool = False) -> torch.Tensor:
+        """ids [B, T] written at cache positions pos..pos+T-1 -> logits [B, V] of the last position
+        ([B, T, V] with all_logits). `mask` [B, 1, T, pos+T] bool (True = attend) overrides the default
+        (causal over everything cached), e.g. to hide left padding."""
+        B, T = ids.shape
+        H, Hkv, hd, L = self.n_heads, self.n_kv, self.hd, pos + T
+        if L > self.max_len:
+            raise ValueError(f"position {L} is past the cache length {self.max_len}")
+        x = F.embedding(ids.reshape(-1), self.embed)               # [B*T, D]
+        cis = self.freqs_cis[pos:L, None]                           # [T, 1, hd/2]
+        decode = T == 1 and mask is None
+        if not decode and mask is None and pos > 0:                 # bottom-right causal over the cached prefix
+            mask = torch.arange(L, device=ids.device)[None, :] <= torch.arange(pos, L, device=ids.device)[:, None]
+        for i, (ln1, qkv_proj, o_proj, ln2, gate_up, down) in enumerate(self.layers):
+            qkv = qkv_proj(self._norm(x, ln1)).view(B, T, H + 2 * Hkv, hd)
+            torch.view_as_complex(qkv.view(B, T, H + 2 * Hkv, hd // 2, 2))[:, :, : H + Hkv].mul_(cis)  # RoPE on q, k
+            kc, vc = self.k_cache[i], self.v_cache[i]
+            kc[:, :, pos:L].copy_(qkv[:, :, H:H + Hkv].transpose(1, 2))
+            vc[:, :, pos:L].copy_(qkv[:, :, H + Hkv:].transpose(1, 2))
+            k, v = kc[:, :, :L], vc[:, :, :L]                       # [B, Hkv, L, hd] views, no copy
+            if decode:   # one query per row: q heads grouped by their kv head, two matmuls
+                q = qkv[:, 0, :H].view(B, Hkv, H // Hkv, hd)        # [B, Hkv, rep, hd]
+                y = torch.matmul(torch.matmul(q, k.transpose(2, 3)).softmax(-1), v)   # [B, Hkv, rep, hd]
+                y = y.view(B, H * hd)
+            else:
+                q = qkv[:, :, :H].transpose(1, 2)                   # [B, H, T, hd]
+                y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None,
+                                                   scale=1.0, enable_gqa=Hkv != H)
+                y = y.transpose(1, 2).reshape(B * T, H * hd)
+            x = o_proj.add_to(x, y)
+            gu = gate_up(self._norm(x, ln2))                        # [B*T, 2 hidden]
+            act = F.silu(gu[:, : self.hidden]).mul_(gu[:, self.hidden:])
+            x = down.add_to(x, act)
+        if not all_logits:
+            x = x.view(B, T, -1)[:, -1]                             # [B, D]: the head only for the last position
+        logits = self.head(self._norm(x, self.norm))
+        return logits.view(B, T, -1) if all_logits else logits
