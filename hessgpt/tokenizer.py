@@ -31,6 +31,9 @@ SPECIAL_TOKENS = [PAD, BOS, EOS, UNK, SYSTEM, USER, ASSISTANT, END, CODE, RESULT
 
 # GPT-2's pre-tokenization regex, which the `tokenizers` ByteLevel pre-tokenizer uses too.
 GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+# The same with one token per digit (as Llama/Mistral do): small models copy and compute numbers far better
+# when "345" is always 3-4-5 rather than whatever merges BPE happened to learn.
+DIGITS_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 META_FILE = "hessgpt_tokenizer.json"
 _PROBE = ("Bonjour, ça va ? L'été à Paris — 3,14 € !  Hello   world\n\tdef f(x):\n        return x**2  # 👋🇫🇷\n"
           "Ünïcödé ½ ∑ 中文 日本語 ...!!! 12345678 don't we'll")
@@ -123,8 +126,9 @@ class Tokenizer:
             import tiktoken
         except ImportError:
             return None
-        model = json.loads(self.hf.to_str())["model"]
-        if model.get("type") != "BPE" or not isinstance(self.hf.pre_tokenizer, object):
+        blob = json.loads(self.hf.to_str())
+        model, pattern = blob["model"], _split_pattern(blob.get("pre_tokenizer"))
+        if model.get("type") != "BPE" or pattern is None:
             return None
         byte_decoder = {c: b for b, c in _bytes_to_unicode().items()}
         ranks = {}
@@ -138,7 +142,7 @@ class Tokenizer:
         if len(ranks) < 256:
             return None
         try:
-            enc = tiktoken.Encoding(name=f"hessgpt-{self.hash}", pat_str=GPT2_PATTERN, mergeable_ranks=ranks,
+            enc = tiktoken.Encoding(name=f"hessgpt-{self.hash}", pat_str=pattern, mergeable_ranks=ranks,
                                     special_tokens={}, explicit_n_vocab=None)
         except Exception:
             return None
@@ -354,6 +358,20 @@ def code_language(source: str) -> str:
     return "python"  # broken Python is still Python: running it returns the error the model can fix
 
 
+def _split_pattern(pre: dict | None) -> str | None:
+    """The regex a byte-level pre-tokenizer splits with (for the tiktoken fast path), or None if unknown."""
+    if not pre:
+        return None
+    if pre.get("type") == "ByteLevel":
+        return GPT2_PATTERN if pre.get("use_regex", True) else None
+    if pre.get("type") == "Sequence":
+        steps = pre.get("pretokenizers", [])
+        if (len(steps) == 2 and steps[0].get("type") == "Split" and steps[0].get("behavior") == "Isolated"
+                and not steps[0].get("invert") and steps[1].get("type") == "ByteLevel" and not steps[1].get("use_regex", True)):
+            return steps[0]["pattern"].get("Regex")
+    return None
+
+
 def _messages_and_tools(conversation) -> tuple[list[dict], list | None]:
     if isinstance(conversation, dict):
         return conversation.get("messages") or [], conversation.get("tools")
@@ -473,15 +491,21 @@ def _weighted_texts(paths: list[str], lang_weights: dict[str, float] | None, see
 
 
 def train_tokenizer(paths: list[str], vocab_size: int, lang_weights: dict[str, float] | None = None,
-                    min_frequency: int = 2, seed: int = 0) -> Tokenizer:
+                    min_frequency: int = 2, seed: int = 0, split_digits: bool = True) -> Tokenizer:
     """Byte-level BPE whose total vocabulary (special tokens included) is `vocab_size`."""
+    from tokenizers import Regex
     from tokenizers import Tokenizer as HFTokenizer
     from tokenizers import decoders, models, pre_tokenizers, trainers
 
     if vocab_size < len(SPECIAL_TOKENS) + 256 + 1:
         raise HessGPTError(f"--vocab-size {vocab_size} is too small (at least {len(SPECIAL_TOKENS) + 257})")
     hf = HFTokenizer(models.BPE())
-    hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    if split_digits:  # the split regex is explicit, so the tiktoken fast path uses exactly the same one
+        hf.pre_tokenizer = pre_tokenizers.Sequence([
+            pre_tokenizers.Split(Regex(DIGITS_PATTERN), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    else:
+        hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
     hf.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=SPECIAL_TOKENS,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=True)
@@ -535,6 +559,7 @@ def cli_main(argv: list[str]) -> int:
     t.add_argument("--out", required=True)
     t.add_argument("--lang-weights", help="e.g. en=0.6,fr=0.4 (documents are language-identified and subsampled)")
     t.add_argument("--min-frequency", type=int, default=2)
+    t.add_argument("--no-split-digits", action="store_true", help="let BPE merge digits (default: one token per digit)")
     a = sub.add_parser("adopt", help="take an existing tokenizer.json and add HessGPT's special tokens")
     a.add_argument("path")
     a.add_argument("--out", required=True)
@@ -543,7 +568,8 @@ def cli_main(argv: list[str]) -> int:
     e.add_argument("text")
     args = p.parse_args(argv)
     if args.cmd == "train":
-        tok = train_tokenizer(args.input, args.vocab_size, _parse_lang_weights(args.lang_weights), args.min_frequency)
+        tok = train_tokenizer(args.input, args.vocab_size, _parse_lang_weights(args.lang_weights), args.min_frequency,
+                              split_digits=not args.no_split_digits)
     elif args.cmd == "adopt":
         tok = adopt_tokenizer(args.path)
     else:
