@@ -1,0 +1,162 @@
+"""GGUF export read back with the format's own reader: metadata, tokenizer, tensor layout, and a llama.cpp-style
+forward pass over the file's tensors that must reproduce HessGPT's logits (this is what catches a wrong q/k
+permutation or rope base: the file would load in llama.cpp and silently compute something else)."""
+
+import numpy as np
+import pytest
+import torch
+
+gguf = pytest.importorskip("gguf")
+
+from hessgpt import checkpoint  # noqa: E402
+from hessgpt.config import ModelConfig  # noqa: E402
+from hessgpt.convert.gguf import gguf_name, to_gguf  # noqa: E402
+from hessgpt.errors import HessGPTError  # noqa: E402
+from hessgpt.model import Transformer  # noqa: E402
+
+
+def field(reader, key):
+    return reader.fields[key].contents()
+
+
+def tensors_f32(reader) -> dict[str, np.ndarray]:
+    out = {}
+    for t in reader.tensors:
+        data = gguf.quants.dequantize(t.data, t.tensor_type) if t.tensor_type not in (0, 1) else np.asarray(t.data, np.float32)
+        out[t.name] = np.array(data, np.float32).reshape(tuple(int(d) for d in reversed(t.shape)))
+    return out
+
+
+def llama_cpp_forward(reader, ids: list[int]) -> torch.Tensor:
+    """What llama.cpp computes for arch `llama` (RoPE on interleaved pairs, "norm" mode), from the file alone."""
+    w = {k: torch.from_numpy(v) for k, v in tensors_f32(reader).items()}
+    n_layers, H = field(reader, "llama.block_count"), field(reader, "llama.attention.head_count")
+    Hkv, hd = field(reader, "llama.attention.head_count_kv"), field(reader, "llama.rope.dimension_count")
+    base, eps = field(reader, "llama.rope.freq_base"), field(reader, "llama.attention.layer_norm_rms_epsilon")
+    T = len(ids)
+    pos = torch.arange(T, dtype=torch.float64)
+    theta = base ** (-torch.arange(0, hd, 2, dtype=torch.float64) / hd)
+    ang = (pos[:, None] * theta[None]).float()                       # [T, hd/2]
+    cos, sin = ang.cos(), ang.sin()
+
+    def rope(x):  # x [T, heads, hd], pairs (2i, 2i+1)
+        a, b = x[..., 0::2], x[..., 1::2]
+        c, s = cos[:, None], sin[:, None]
+        return torch.stack([a * c - b * s, a * s + b * c], -1).flatten(-2)
+
+    def norm(x, g):
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * g
+
+    x = w["token_embd.weight"][torch.tensor(ids)]
+    causal = torch.ones(T, T, dtype=torch.bool).tril()
+    for i in range(n_layers):
+        h = norm(x, w[f"blk.{i}.attn_norm.weight"])
+        q = rope((h @ w[f"blk.{i}.attn_q.weight"].T).view(T, H, hd))
+        k = rope((h @ w[f"blk.{i}.attn_k.weight"].T).view(T, Hkv, hd))
+        v = (h @ w[f"blk.{i}.attn_v.weight"].T).view(T, Hkv, hd)
+        k, v = k.repeat_interleave(H // Hkv, 1), v.repeat_interleave(H // Hkv, 1)
+        att = torch.einsum("thd,shd->hts", q, k) / hd ** 0.5
+        att = att.masked_fill(~causal, float("-inf")).softmax(-1)
+        y = torch.einsum("hts,shd->thd", att, v).reshape(T, H * hd)
+        x = x + y @ w[f"blk.{i}.attn_output.weight"].T
+        h = norm(x, w[f"blk.{i}.ffn_norm.weight"])
+        x = x + (torch.nn.functional.silu(h @ w[f"blk.{i}.ffn_gate.weight"].T) * (h @ w[f"blk.{i}.ffn_up.weight"].T)) @ w[f"blk.{i}.ffn_down.weight"].T
+    head = w.get("output.weight", w["token_embd.weight"])
+    return norm(x, w["output_norm.weight"]) @ head.T
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_ckpt, tmp_path_factory):
+    out = tmp_path_factory.mktemp("gguf")
+    return {t: (to_gguf(tiny_ckpt, str(out / f"m-{t}.gguf"), t), gguf.GGUFReader(str(out / f"m-{t}.gguf"))) for t in ("f32", "f16", "q8_0")}
+
+
+def test_metadata_tokenizer_and_template_match_the_checkpoint(tiny_ckpt, exported):
+    model, tok = checkpoint.load(tiny_ckpt)
+    cfg = model.config
+    _, r = exported["q8_0"]
+    assert field(r, "general.architecture") == "llama"
+    assert field(r, "general.file_type") == int(gguf.LlamaFileType.MOSTLY_Q8_0)
+    assert field(r, "llama.rope.freq_base") == pytest.approx(cfg.rope_theta) and cfg.rope_theta == 50000.0
+    for key, value in [("llama.block_count", cfg.n_layers), ("llama.embedding_length", cfg.dim),
+                       ("llama.feed_forward_length", cfg.hidden_dim), ("llama.attention.head_count", cfg.n_heads),
+                       ("llama.attention.head_count_kv", cfg.n_kv_heads), ("llama.context_length", cfg.context_length),
+                       ("llama.rope.dimension_count", cfg.head_dim)]:
+        assert field(r, key) == value, key
+    assert field(r, "tokenizer.ggml.model") == "gpt2" and field(r, "tokenizer.ggml.pre") == "gpt-2"
+    tokens = field(r, "tokenizer.ggml.tokens")
+    assert len(tokens) == cfg.vocab_size
+    assert [tokens[i] for i in range(tok.vocab_size)] == [tok.token_str(i) for i in range(tok.vocab_size)]
+    types = field(r, "tokenizer.ggml.token_type")
+    assert all(types[i] == gguf.TokenType.CONTROL for i in tok.special_id_set)
+    assert types[tok.encode("le")[0]] == gguf.TokenType.NORMAL
+    assert field(r, "tokenizer.ggml.bos_token_id") == tok.bos_id
+    assert field(r, "tokenizer.ggml.eos_token_id") == tok.end_id
+    assert field(r, "tokenizer.ggml.padding_token_id") == tok.pad_id
+    merges = field(r, "tokenizer.ggml.merges")
+    assert len(merges) > 100 and all(len(m.split(" ")) == 2 for m in merges[:50])
+    assert field(r, "tokenizer.chat_template") == tok.chat_template()
+
+
+def test_tensor_names_shapes_and_types(tiny_ckpt, exported):
+    model, _ = checkpoint.load(tiny_ckpt)
+    expected = {gguf_name(k): tuple(v.shape) for k, v in model.state_dict().items()}
+    for t, (stats, r) in exported.items():
+        got = {x.name: tuple(int(d) for d in reversed(x.shape)) for x in r.tensors}
+        assert got == expected, t
+        assert stats["tensors"] == len(expected)
+        kinds = {x.name: x.tensor_type for x in r.tensors}
+        assert kinds["blk.0.attn_norm.weight"] == gguf.GGMLQuantizationType.F32
+        want = {"f32": gguf.GGMLQuantizationType.F32, "f16": gguf.GGMLQuantizationType.F16, "q8_0": gguf.GGMLQuantizationType.Q8_0}[t]
+        assert kinds["blk.0.attn_q.weight"] == want and kinds["output.weight"] == want
+    sizes = {t: stats["bytes"] for t, (stats, _) in exported.items()}
+    assert sizes["q8_0"] < sizes["f16"] < sizes["f32"]
+
+
+@pytest.mark.parametrize("kind,tol", [("f32", 1e-4), ("f16", 2e-2), ("q8_0", 6e-2)])
+def test_llama_cpp_semantics_reproduce_hessgpt_logits(tiny_ckpt, exported, kind, tol):
+    model, tok = checkpoint.load(tiny_ckpt)
+    ids = tok.render_for_generation([{"role": "user", "content": "Bonjour, quelle est la capitale de la France ?"}])
+    with torch.no_grad():
+        ref = model(torch.tensor([ids]))[0]
+    got = llama_cpp_forward(exported[kind][1], ids)
+    err = (got - ref).abs().max().item() / ref.abs().max().item()
+    assert err < tol, f"{kind}: relative max error {err}"
+    if kind == "f32":   # without the permutation the same file computes something clearly different
+        assert (got.argmax(-1) == ref.argmax(-1)).all()
+
+
+def test_q_k_permutation_is_needed(tiny_ckpt, exported):
+    """Undo the permutation in a copy of the reader's tensors: llama.cpp semantics then disagree with HessGPT."""
+    model, tok = checkpoint.load(tiny_ckpt)
+    q = model.state_dict()["model.layers.0.self_attn.q_proj.weight"]
+    stored = tensors_f32(exported["f32"][1])["blk.0.attn_q.weight"]
+    assert not np.allclose(stored, q.numpy())
+    assert np.allclose(np.sort(stored, axis=0), np.sort(q.numpy(), axis=0))  # same rows, reordered
+
+
+def test_tied_model_has_no_output_tensor(tmp_path, tokenizer):
+    cfg = ModelConfig.preset("tiny", vocab_size=tokenizer.vocab_size + 6)     # tied, embedding rows beyond the vocab
+    ck = str(tmp_path / "tied")
+    checkpoint.save(ck, Transformer(cfg).init_weights(3), tokenizer)
+    to_gguf(ck, str(tmp_path / "t.gguf"), "f32")
+    r = gguf.GGUFReader(str(tmp_path / "t.gguf"))
+    names = {t.name for t in r.tensors}
+    assert "output.weight" not in names and "token_embd.weight" in names
+    tokens = field(r, "tokenizer.ggml.tokens")
+    assert len(tokens) == cfg.vocab_size and tokens[-1] == f"[PAD{cfg.vocab_size - 1}]"
+    model, tok = checkpoint.load(ck)
+    ids = tok.encode("Le chat dort.")
+    with torch.no_grad():
+        ref = model(torch.tensor([ids]))[0]
+    assert (llama_cpp_forward(r, ids) - ref).abs().max() < 1e-4
+
+
+def test_bad_type_and_missing_tokenizer(tmp_path, tiny_ckpt):
+    with pytest.raises(HessGPTError, match="--type"):
+        to_gguf(tiny_ckpt, str(tmp_path / "x.gguf"), "q4_k")
+    ck = str(tmp_path / "notok")
+    checkpoint.save(ck, Transformer(ModelConfig.preset("tiny", vocab_size=300)).init_weights(0))
+    with pytest.raises(HessGPTError, match="tokenizer"):
+        to_gguf(ck, str(tmp_path / "y.gguf"), "f32")
+    assert not any(p.name.startswith("y.gguf") for p in tmp_path.iterdir())
