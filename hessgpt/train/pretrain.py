@@ -89,6 +89,18 @@ def build_model(args, tokenizer) -> tuple[Transformer, str | None]:
     return model, os.path.abspath(args.model)
 
 
+def init_checkpoint(preset: str, tokenizer_dir: str, out: str, overrides: dict | None = None, seed: int = 0) -> None:
+    """A randomly initialised preset (vocab_size = the tokenizer's) saved as a checkpoint: the starting point of
+    a stage that fine-tunes from scratch (the pipeline's `init` stage)."""
+    from hessgpt.tokenizer import Tokenizer
+
+    tok = Tokenizer.load(tokenizer_dir)
+    cfg = ModelConfig.preset(preset, **{**(overrides or {}), "vocab_size": tok.vocab_size})
+    model = Transformer(cfg).init_weights(seed=seed)
+    checkpoint.save(out, model, tok, meta={"stage": "init", "step": 0, "parent": None, "preset": preset,
+                                           "overrides": overrides or {}, "seed": seed})
+
+
 def token_bytes(tokenizer) -> torch.Tensor:
     """UTF-8 bytes each token id stands for (0 for special tokens): the bits-per-byte denominator."""
     from hessgpt.tokenizer import _bytes_to_unicode

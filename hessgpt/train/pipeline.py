@@ -1,0 +1,345 @@
+"""`hessgpt pipeline RECIPE.yaml`: the staged chain (tokenizer -> data -> pretrain -> SFT -> merge -> ...) as data.
+
+    hessgpt pipeline recipes/tiny-cpu.yaml                 # run every stage not finished yet
+    hessgpt pipeline recipes/tiny-cpu.yaml --dry-run       # show the plan and what is already done
+    hessgpt pipeline recipes/tiny-cpu.yaml --only model1-sft
+    hessgpt pipeline recipes/tiny-cpu.yaml --force model1-sft   # redo one stage (its folder is replaced)
+
+A recipe names stages, data paths and hyperparameters (never Python objects):
+
+    name: tiny-cpu
+    workdir: ../runs/tiny-cpu            # each stage writes <workdir>/<stage name>
+    defaults: {threads: 2}               # flags given to every pretrain/sft stage
+    stages:
+      - {name: tok, kind: tokenizer, inputs: [corpus.txt], vocab_size: 4096}
+      - {name: model1-init, kind: init, model: small, tokenizer: "@tok", set: {context_length: 256}}
+      - {name: model1-sft, kind: sft, base: "@model1-init", data: "@routing", args: {epochs: 1, lr: 2.0e-3}}
+      - {name: model1-lora, kind: sft, base: "@model1-sft", data: "@chat", lora: {rank: 16, alpha: 32}}
+      - {name: model1, kind: merge, base: "@model1-sft", lora: "@model1-lora"}
+    final: {model1: "@model1"}
+
+`@stage` is that stage's output folder. Relative paths are relative to the recipe file (as in data recipes).
+Stage kinds: tokenizer (hessgpt.tokenizer.train_tokenizer), routing (hessgpt.data.routing.generate), prepare
+(hessgpt.data.prepare), shards (hessgpt.data.shards.write_shards), init (a random-weight checkpoint of a preset),
+pretrain, sft, merge. `args` holds the stage's command-line flags (`batch-size: 16` -> `--batch-size 16`).
+
+A stage is skipped when its output says it is finished (meta.json for models, the data stages' last file);
+pretrain/sft always run with --resume, so an interrupted stage continues from its last/ checkpoint. Every
+checkpoint's meta.json names its parent, and <workdir>/pipeline.json records each stage's inputs, status,
+duration and output: the lineage of the final models, which are linked as <workdir>/<final name>.
+"""
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from hessgpt.errors import HessGPTError
+
+# stage kind -> keys it accepts (besides name, kind)
+KINDS = {
+    "tokenizer": {"inputs", "vocab_size", "lang_weights", "min_frequency"},
+    "routing": {"n", "langs", "seed", "val_fraction", "negative_fraction", "workers"},
+    "prepare": {"recipe", "local", "tokenizer", "seed", "total"},
+    "shards": {"text", "recipe", "text_kind", "languages", "tokenizer", "chunks", "workers", "local", "total_tokens",
+               "shard_tokens", "val_fraction", "val_tokens"},
+    "init": {"model", "tokenizer", "set", "seed"},
+    "pretrain": {"model", "data", "tokenizer", "args"},
+    "sft": {"base", "data", "lora", "args"},
+    "merge": {"base", "lora"},
+}
+TRAIN_KINDS = ("pretrain", "sft")
+
+
+class Stage:
+    def __init__(self, d: dict, where: str):
+        if not isinstance(d, dict) or "name" not in d or "kind" not in d:
+            raise HessGPTError(f"{where}: a stage needs `name` and `kind`")
+        self.name, self.kind = str(d["name"]), d["kind"]
+        if self.kind not in KINDS:
+            raise HessGPTError(f"{where} {self.name!r}: unknown kind {self.kind!r} (kinds: {', '.join(KINDS)})")
+        unknown = sorted(set(d) - KINDS[self.kind] - {"name", "kind"})
+        if unknown:
+            raise HessGPTError(f"{where} {self.name!r}: unknown key {unknown[0]!r} for kind {self.kind} "
+                               f"(keys: {', '.join(sorted(KINDS[self.kind]))})")
+        self.spec = {k: v for k, v in d.items() if k not in ("name", "kind")}
+
+
+class Pipeline:
+    def __init__(self, path: str, workdir: str | None = None):
+        self.path = Path(path)
+        try:
+            raw = yaml.safe_load(self.path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise HessGPTError(f"no such recipe file: {path}") from None
+        except yaml.YAMLError as e:
+            raise HessGPTError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+        if not isinstance(raw, dict) or not isinstance(raw.get("stages"), list) or not raw["stages"]:
+            raise HessGPTError(f"{path}: expected a mapping with a non-empty `stages` list")
+        unknown = sorted(set(raw) - {"name", "workdir", "defaults", "stages", "final", "description"})
+        if unknown:
+            raise HessGPTError(f"{path}: unknown top-level key {unknown[0]!r}")
+        self.name = raw.get("name", self.path.stem)
+        self.base = self.path.resolve().parent
+        self.workdir = os.path.abspath(workdir) if workdir else self._path(raw.get("workdir", f"runs/{self.name}"))
+        self.defaults = raw.get("defaults") or {}
+        self.stages = [Stage(d, f"{path}: stage {i + 1}") for i, d in enumerate(raw["stages"])]
+        names = [s.name for s in self.stages]
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise HessGPTError(f"{path}: duplicate stage name {sorted(dup)[0]!r}")
+        self.final = raw.get("final") or {}
+        # check every @reference points to an earlier stage
+        seen: set[str] = set()
+        for s in self.stages:
+            for ref in _refs(s.spec):
+                if ref not in seen:
+                    raise HessGPTError(f"{path}: stage {s.name!r} refers to @{ref}, which is not an earlier stage")
+            seen.add(s.name)
+        for ref in _refs(self.final):
+            if ref not in seen:
+                raise HessGPTError(f"{path}: final refers to @{ref}, which is not a stage")
+
+    def _path(self, p: str) -> str:
+        p = os.path.expanduser(str(p))
+        return p if os.path.isabs(p) or p.startswith("hf:") else str((self.base / p).resolve())
+
+    def out(self, name: str) -> str:
+        return os.path.join(self.workdir, name)
+
+    def resolve(self, value, path_like: bool = True):
+        """`@stage` / `@stage/sub` -> that stage's output path; other strings -> paths relative to the recipe."""
+        if isinstance(value, list):
+            return [self.resolve(v, path_like) for v in value]
+        if isinstance(value, str) and value.startswith("@"):
+            name, _, rest = value[1:].partition("/")
+            return os.path.join(self.out(name), rest) if rest else self.out(name)
+        if isinstance(value, str) and path_like:
+            return self._path(value)
+        return value
+
+    # ---- finished? ----------------------------------------------------------------------------
+
+    def done(self, s: Stage) -> bool:
+        out = self.out(s.name)
+        if s.kind == "tokenizer":
+            return os.path.exists(os.path.join(out, "tokenizer.json"))
+        if s.kind == "routing":
+            return os.path.exists(os.path.join(out, "stats.json"))
+        if s.kind == "prepare":
+            return os.path.exists(os.path.join(out, "report.json"))
+        if s.kind == "shards":
+            m = os.path.join(out, "manifest.json")
+            if not os.path.exists(m):
+                return False
+            with open(m) as f:
+                chunks = json.load(f).get("chunks", {})
+            return bool(chunks.get("complete")) and not chunks.get("partial") and len(chunks["complete"]) == chunks.get("count", 1)
+        return os.path.exists(os.path.join(out, "meta.json"))
+
+    # ---- running ------------------------------------------------------------------------------
+
+    def run_stage(self, s: Stage) -> None:
+        out, spec = self.out(s.name), s.spec
+        getattr(self, "_" + s.kind)(s, spec, out)
+
+    def _tokenizer(self, s, spec, out):
+        from hessgpt.tokenizer import train_tokenizer
+
+        inputs = self.resolve(spec.get("inputs") or [])
+        if not inputs:
+            raise HessGPTError(f"stage {s.name!r}: `inputs` lists the texts to train the tokenizer on")
+        tok = train_tokenizer(inputs, int(spec.get("vocab_size", 8192)), spec.get("lang_weights"), int(spec.get("min_frequency", 2)))
+        tmp = out + ".tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tok.save(tmp)
+        shutil.rmtree(out, ignore_errors=True)
+        os.replace(tmp, out)
+
+    def _routing(self, s, spec, out):
+        from hessgpt.data.routing import _write_jsonl, generate
+
+        langs = spec.get("langs", ["fr", "en"])
+        langs = tuple(langs.split(",") if isinstance(langs, str) else langs)
+        records, stats = generate(int(spec.get("n", 20000)), langs, int(spec.get("seed", 0)),
+                                  float(spec.get("negative_fraction", 0.25)), workers=int(spec.get("workers", 2)),
+                                  progress=sys.stderr.isatty())
+        n_val = round(len(records) * float(spec.get("val_fraction", 0.05)))
+        _write_jsonl(Path(out) / "val.jsonl", records[:n_val])
+        _write_jsonl(Path(out) / "train.jsonl", records[n_val:])
+        d = stats.to_dict()
+        d.update(train=len(records) - n_val, val=n_val)
+        _write_json(os.path.join(out, "stats.json"), d)  # last: marks the stage finished
+
+    def _prepare(self, s, spec, out):
+        from hessgpt.data.prepare import prepare
+        from hessgpt.data.recipe import load_recipe
+
+        recipe = load_recipe(self.resolve(spec["recipe"]), {k: self.resolve(v) for k, v in (spec.get("local") or {}).items()})
+        for key in ("seed", "total"):
+            if key in spec:
+                setattr(recipe, key, spec[key])
+        tok = None
+        if spec.get("tokenizer"):
+            from hessgpt.tokenizer import Tokenizer
+
+            tok = Tokenizer.load(self.resolve(spec["tokenizer"]))
+        prepare(recipe, out, tokenizer=tok, progress=sys.stderr.isatty())
+
+    def _shards(self, s, spec, out):
+        from hessgpt.data import shards as S
+
+        if "tokenizer" not in spec:
+            raise HessGPTError(f"stage {s.name!r}: `tokenizer` is required (e.g. \"@tok\")")
+        opts = {k: spec[k] for k in ("total_tokens", "shard_tokens", "val_fraction", "val_tokens") if k in spec}
+        if spec.get("recipe"):
+            recipe = S.load_pretrain_recipe(self.resolve(spec["recipe"]), {k: self.resolve(v) for k, v in (spec.get("local") or {}).items()})
+            for k, v in opts.items():
+                setattr(recipe, k, v)
+        else:
+            recipe = S.text_recipe(self.resolve(spec.get("text") or []), kind=spec.get("text_kind", "text"),
+                                   languages=spec.get("languages"), **opts)
+        S.write_shards(recipe, self.resolve(spec["tokenizer"]), out, chunks=int(spec.get("chunks", 1)),
+                       workers=spec.get("workers"), progress=sys.stderr.isatty())
+
+    def _init(self, s, spec, out):
+        from hessgpt.train.pretrain import init_checkpoint
+
+        init_checkpoint(spec["model"], self.resolve(spec["tokenizer"]), out, spec.get("set") or {}, int(spec.get("seed", 0)))
+
+    def _train_argv(self, spec) -> list[str]:
+        return _flags({**self.defaults, **(spec.get("args") or {})})
+
+    def _pretrain(self, s, spec, out):
+        from hessgpt.train import pretrain
+
+        model = spec["model"]
+        model = self.resolve(model) if model.startswith("@") or os.sep in model else model
+        argv = ["--model", model, "--data", self.resolve(spec["data"]), "--out", out, "--resume"]
+        if spec.get("tokenizer"):
+            argv += ["--tokenizer", self.resolve(spec["tokenizer"])]
+        _check_code(pretrain.main(argv + self._train_argv(spec)), s)
+
+    def _sft(self, s, spec, out):
+        from hessgpt.train import sft
+
+        argv = ["--base", self.resolve(spec["base"]), "--data", self.resolve(spec["data"]), "--out", out, "--resume"]
+        lora = spec.get("lora")
+        if lora:
+            if not isinstance(lora, dict):
+                raise HessGPTError(f"stage {s.name!r}: `lora` is a mapping (rank, alpha, dropout, targets)")
+            lora = {**lora, "targets": ",".join(lora["targets"]) if isinstance(lora.get("targets"), list) else lora.get("targets")}
+            argv += ["--lora"] + _flags({k: v for k, v in lora.items() if v is not None})
+        _check_code(sft.main(argv + self._train_argv(spec)), s)
+
+    def _merge(self, s, spec, out):
+        from hessgpt.train.merge import merge
+
+        merge(self.resolve(spec["base"]), self.resolve(spec["lora"]), out)
+
+    def run(self, only: list[str] | None = None, force: list[str] | None = None, dry_run: bool = False) -> int:
+        for name in (only or []) + (force or []):
+            if name not in [s.name for s in self.stages]:
+                raise HessGPTError(f"no stage named {name!r} in {self.path} (stages: {', '.join(s.name for s in self.stages)})")
+        os.makedirs(self.workdir, exist_ok=True)
+        record_path = os.path.join(self.workdir, "pipeline.json")
+        record = {"recipe": str(self.path.resolve()), "name": self.name, "stages": {}}
+        if os.path.exists(record_path):
+            with open(record_path) as f:
+                record["stages"] = json.load(f).get("stages", {})
+        print(f"pipeline {self.name}: {len(self.stages)} stages in {self.workdir}")
+        for i, s in enumerate(self.stages, 1):
+            selected = not only or s.name in only
+            if force and s.name in force and not dry_run:
+                shutil.rmtree(self.out(s.name), ignore_errors=True)
+            done = self.done(s)
+            status = "done" if done else ("run" if selected else "skip (not selected)")
+            print(f"[{i}/{len(self.stages)}] {s.name} ({s.kind}): {'already done, skipped' if done else status}", flush=True)
+            if done or not selected or dry_run:
+                continue
+            t0 = time.time()
+            self.run_stage(s)
+            if not self.done(s):  # a train stage stopped by a signal: state saved, rerun to continue
+                print(f"pipeline: stage {s.name} stopped before finishing; run the same command again to continue")
+                return 0
+            record["stages"][s.name] = {"kind": s.kind, "output": self.out(s.name), "seconds": round(time.time() - t0, 1),
+                                        "inputs": {k: self.resolve(v) for k, v in s.spec.items()
+                                                   if isinstance(v, str) and v.startswith("@")},
+                                        "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
+            _write_json(record_path, record)
+            print(f"[{i}/{len(self.stages)}] {s.name}: finished in {time.time() - t0:.0f} s -> {self.out(s.name)}", flush=True)
+        if dry_run:
+            return 0
+        for alias, target in self.final.items():
+            target = self.resolve(target)
+            link = os.path.join(self.workdir, alias)
+            if os.path.exists(target) and os.path.abspath(link) != os.path.abspath(target):
+                if os.path.islink(link):
+                    os.remove(link)
+                if not os.path.exists(link):
+                    os.symlink(os.path.relpath(target, self.workdir), link)
+            print(f"final {alias}: {link} -> {target}")
+        record["final"] = {k: self.resolve(v) for k, v in self.final.items()}
+        _write_json(record_path, record)
+        return 0
+
+
+def _refs(obj):
+    if isinstance(obj, str) and obj.startswith("@"):
+        yield obj[1:].split("/", 1)[0]
+    elif isinstance(obj, dict):
+        for v in obj.values():
+            yield from _refs(v)
+    elif isinstance(obj, list):
+        for v in obj:
+            yield from _refs(v)
+
+
+def _flags(d: dict) -> list[str]:
+    """{"batch-size": 16, "compile": True, "set": ["a=1"]} -> ["--batch-size", "16", "--compile", "--set", "a=1"]."""
+    argv = []
+    for k, v in d.items():
+        flag = "--" + str(k).replace("_", "-")
+        if v is True:
+            argv.append(flag)
+        elif v is False or v is None:
+            continue
+        elif isinstance(v, list):
+            for item in v:
+                argv += [flag, str(item)]
+        elif isinstance(v, dict):
+            for kk, vv in v.items():
+                argv += [flag, f"{kk}={vv}"]
+        else:
+            argv += [flag, str(v)]
+    return argv
+
+
+def _check_code(code, stage: Stage) -> None:
+    if code:
+        raise HessGPTError(f"stage {stage.name!r} ({stage.kind}) failed with exit code {code}")
+
+
+def _write_json(path: str, obj) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=2, ensure_ascii=False, default=str)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="hessgpt pipeline", description="Run a staged training recipe, skipping finished stages.")
+    p.add_argument("recipe", help="pipeline YAML (see recipes/tiny-cpu.yaml, recipes/hessgpt-dual.yaml)")
+    p.add_argument("--workdir", help="override the recipe's workdir")
+    p.add_argument("--only", action="append", default=[], metavar="STAGE", help="run only this stage (repeatable)")
+    p.add_argument("--force", action="append", default=[], metavar="STAGE", help="delete this stage's output and redo it")
+    p.add_argument("--dry-run", action="store_true", help="print the plan and each stage's status, run nothing")
+    args = p.parse_args(argv)
+    return Pipeline(args.recipe, args.workdir).run(args.only, args.force, args.dry_run)
