@@ -56,13 +56,10 @@ def backend_from_args(args):
             raise HessGPTError("give either a HessGPT checkpoint (--model1) or --hf-model, not both")
         from hessgpt.serve.backends import HFBackend
 
-        run_code = None
-        if not args.no_tools:
-            from hessgpt.tools.sandbox import Sandbox
+        from hessgpt.tools.router import sandbox_run_code
 
-            sb = Sandbox()
-            run_code = lambda code: (lambda r: (r.status, r.stdout if r.status == "ok" else r.text()))(sb.run(code))  # noqa: E731
-        return HFBackend(args.hf_model, adapter=args.adapter, device=args.device, run_code=run_code)
+        return HFBackend(args.hf_model, adapter=args.adapter, device=args.device,
+                         run_code=None if args.no_tools else sandbox_run_code())
     if not model1:
         raise HessGPTError("no model: give a checkpoint (or --model1 CKPT, or --hf-model DIR)")
     if args.adapter:

@@ -27,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--adapter", metavar="DIR", help="PEFT LoRA adapter applied on the --hf-model")
     p.add_argument("--dtype", default="auto", help="--hf-model dtype: auto (bf16 on GPU, else float32), float16, ...")
     p.add_argument("--load-in-4bit", action="store_true", help="--hf-model in 4-bit (GPU + bitsandbytes)")
+    p.add_argument("--no-tools", action="store_true", help="never execute model-written code (no sandbox)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; others need --api-key)")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--api-key", default=os.environ.get("HESSGPT_API_KEY"), help="Bearer key for /v1/* (env HESSGPT_API_KEY)")
@@ -57,12 +58,15 @@ def build_backend(args: argparse.Namespace):
     if args.hf_model:
         from hessgpt.serve.backends import HFBackend
 
-        return HFBackend(args.hf_model, args.adapter, dtype=args.dtype, load_in_4bit=args.load_in_4bit)
+        from hessgpt.tools.router import sandbox_run_code
+
+        return HFBackend(args.hf_model, args.adapter, dtype=args.dtype, load_in_4bit=args.load_in_4bit,
+                         run_code=None if args.no_tools else sandbox_run_code())
     try:
         from hessgpt.tools.router import DualModelBackend
     except ImportError as e:
         raise HessGPTError(f"--model1 needs hessgpt.tools.router.DualModelBackend, which is not available ({e})") from e
-    return DualModelBackend(args.model1, args.model2)
+    return DualModelBackend(args.model1, args.model2, tools=not args.no_tools)
 
 
 def main(argv: list[str]) -> int:

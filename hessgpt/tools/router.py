@@ -43,6 +43,22 @@ def sandbox_output(result) -> str:
     return result.text()
 
 
+def sandbox_run_code(sandbox=None):
+    """`run_code(source) -> (status, output)` over the sandbox: the tools hook of the Hugging Face backend.
+    The sandbox starts at the first call."""
+    box = [sandbox]
+
+    def run_code(source: str) -> tuple[str, str]:
+        if box[0] is None:
+            from hessgpt.tools.sandbox import Sandbox
+
+            box[0] = Sandbox()
+        result = box[0].run(source)
+        return result.status, sandbox_output(result)
+
+    return run_code
+
+
 class ToolRouter:
     """Drives one assistant turn of model 1 (a `Generation`) through code, function calls and search."""
 
