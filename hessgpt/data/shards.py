@@ -67,6 +67,8 @@ class PretrainSource:
     revision: str | None = None
     languages: list[str] | None = None  # overrides the recipe's (text sources)
     filters: dict = field(default_factory=dict)  # overrides of TextFilter / CodeFilter fields
+    # directories skipped inside a local directory source (installed packages are not the stdlib)
+    exclude: list[str] = field(default_factory=lambda: ["site-packages", "dist-packages", "__pycache__", ".git", "node_modules"])
 
     @classmethod
     def from_dict(cls, d: dict, where: str) -> "PretrainSource":
@@ -215,8 +217,10 @@ def _local_files(src: PretrainSource) -> list[str]:
     # a directory holds source files (code) or text/data files; a file or glob may be any of them
     suffixes = CODE_SUFFIXES[src.kind] if src.kind in CODE_SUFFIXES else TEXT_SUFFIXES
     if os.path.isdir(p):
+        skip = set(src.exclude or [])
         files = sorted(str(f) for f in Path(p).rglob("*")
-                       if f.is_file() and f.name.lower().removesuffix(".gz").endswith(suffixes))
+                       if f.is_file() and f.name.lower().removesuffix(".gz").endswith(suffixes)
+                       and not skip.intersection(f.relative_to(p).parts[:-1]))
     else:
         files = sorted(glob.glob(p))
     if not files:

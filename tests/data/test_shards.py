@@ -310,6 +310,8 @@ def test_cli_code_directory_counts_rejects(tmp_path, tokenizer_dir, capsys):
     (src / "leak.py").write_text(GOOD_PY + 'AWS = "AKIAIOSFODNN7EXAMPLE"\n')
     (src / "latin1.py").write_bytes(GOOD_PY.encode() + "# caf\xe9\n".encode("latin-1"))
     (src / "notes.txt").write_text("not python, not read")
+    (src / "site-packages" / "dep").mkdir(parents=True)
+    (src / "site-packages" / "dep" / "mod.py").write_text(GOOD_PY)  # installed packages: skipped
     out = tmp_path / "out"
     rc = shards.main(["--text", str(src), "--kind", "python", "--tokenizer", tokenizer_dir, "--out", str(out),
                       "--val-fraction", "0", "--workers", "2", "--no-progress"])
