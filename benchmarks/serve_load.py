@@ -134,8 +134,7 @@ def main(argv=None) -> int:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
-        # the child imports this module by name from the repo root (running a file from benchmarks/ would put
-        # that folder first on sys.path, where benchmarks/tokenize.py shadows the standard library)
+        # the child imports this module by name from the repo root
         repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         code = (f"from benchmarks.serve_load import serve_scripted; "
                 f"serve_scripted({port}, {args.words}, {args.token_delay!r}, {args.clients})")

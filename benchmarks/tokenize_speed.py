@@ -3,15 +3,9 @@ filter -> tokenize in N worker processes -> mix -> write shards), at 1 and 2 wor
 (tiktoken, verified identical to `tokenizers` at load) and with `tokenizers` for reference. Also checks
 that every configuration writes byte-identical shards.
 
-    python -m benchmarks.tokenize                       # ~16 MB built from the repo's fixture texts
-    python -m benchmarks.tokenize --input corpus.txt --tokenizer tok/ --workers 1 2 4 --filter
-
-(Run it with -m from the repository root: as `python benchmarks/tokenize.py` this file would shadow the
-standard library's `tokenize` module.)
+    python benchmarks/tokenize_speed.py                       # ~16 MB built from the repo's fixture texts
+    python benchmarks/tokenize_speed.py --input corpus.txt --tokenizer tok/ --workers 1 2 4 --filter
 """
-
-if __name__ == "tokenize":  # imported in place of the standard library's module: say how to run it
-    raise ImportError("benchmarks/tokenize.py shadows the standard library's tokenize: run `python -m benchmarks.tokenize`")
 
 import argparse
 import filecmp
