@@ -23,6 +23,7 @@ COMMANDS = {
     "merge": ("hessgpt.train.merge", "main", "merge a LoRA adapter into its base"),
     "pipeline": ("hessgpt.train.pipeline", "main", "run a staged recipe (pretrain -> SFT -> merge -> ...)"),
     "sandbox": ("hessgpt.tools.sandbox.cli", "main", "the secure Python sandbox: run, doctor"),
+    "search": ("hessgpt.tools.search", "main", "local document index for <search>: build, query"),
     "serve": ("hessgpt.serve.app", "main", "OpenAI-compatible API + web chat page"),
     "eval": ("hessgpt.eval.cli", "main", "evaluation: ppl, bench, tools, report"),
     "quantize": ("hessgpt.quantize", "cli_main", "int8 weight-only quantization"),
