@@ -274,6 +274,8 @@ class DenseLinear:
     def __call__(self, x):
         return torch.mm(x, self.wt)
 
+    raw = __call__   # output in the kernel's own dtype (the same here)
+
     def add_to(self, res, x):
         """res + x @ W.T in one op (the residual add fused into the matmul)."""
         return torch.addmm(res, x, self.wt)
@@ -351,7 +353,7 @@ class InferenceModel:
 
     def _norm(self, x, w):
         # RMSNorm in fp32 like the training module (x is fp32 here unless the model is bf16)
-        r = x.pow(2).mean(-1, keepdim=True).add_(self.eps).rsqrt_()
+        r = x.pow(2).sum(-1, keepdim=True).mul_(1.0 / x.shape[-1]).add_(self.eps).rsqrt_()   # sum: mean costs 2 more ops
         return torch.mul(x, r).mul_(w)
 
     @torch.inference_mode()
@@ -375,9 +377,10 @@ class InferenceModel:
             kc[:, :, pos:L].copy_(qkv[:, :, H:H + Hkv].transpose(1, 2))
             vc[:, :, pos:L].copy_(qkv[:, :, H + Hkv:].transpose(1, 2))
             k, v = kc[:, :, :L], vc[:, :, :L]                       # [B, Hkv, L, hd] views, no copy
-            if decode:   # one query per row: q heads grouped by their kv head, two matmuls
-                q = qkv[:, 0, :H].view(B, Hkv, H // Hkv, hd)        # [B, Hkv, rep, hd]
-                y = torch.matmul(torch.matmul(q, k.transpose(2, 3)).softmax(-1), v)   # [B, Hkv, rep, hd]
+            if decode:   # one query per row: q heads grouped by their kv head, two batched matmuls
+                q = qkv[:, 0, :H].reshape(B * Hkv, H // Hkv, hd)    # [B*Hkv, rep, hd]
+                k, v = k.view(B * Hkv, L, hd), v.view(B * Hkv, L, hd)
+                y = torch.bmm(torch.bmm(q, k.transpose(1, 2)).softmax(-1), v)   # [B*Hkv, rep, hd]
                 y = y.view(B, H * hd)
             else:
                 q = qkv[:, :, :H].transpose(1, 2)                   # [B, H, T, hd]
@@ -385,7 +388,7 @@ class InferenceModel:
                                                    scale=1.0, enable_gqa=Hkv != H)
                 y = y.transpose(1, 2).reshape(B * T, H * hd)
             x = o_proj.add_to(x, y)
-            gu = gate_up(self._norm(x, ln2))                        # [B*T, 2 hidden]
+            gu = gate_up.raw(self._norm(x, ln2))                    # [B*T, 2 hidden] (bf16 for int8 kernels)
             act = F.silu(gu[:, : self.hidden]).mul_(gu[:, self.hidden:])
             x = down.add_to(x, act)
         if not all_logits:

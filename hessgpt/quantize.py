@@ -60,6 +60,10 @@ class Int8Linear:
     def __call__(self, x):
         return torch._weight_int8pack_mm(x.to(torch.bfloat16), self.q, self.scale).to(x.dtype)
 
+    def raw(self, x):
+        """Output left in bf16 (saves two casts when the next op is another int8 matmul)."""
+        return torch._weight_int8pack_mm(x.to(torch.bfloat16), self.q, self.scale)
+
     def add_to(self, res, x):
         return res.add_(torch._weight_int8pack_mm(x.to(torch.bfloat16), self.q, self.scale))
 
