@@ -1,8 +1,10 @@
 """Sandbox latency: warm pool (fork per run, all layers) vs a cold `python -c`, in the same run.
 
-    .venv/bin/python benchmarks/sandbox.py [--n 50]
+    .venv/bin/python benchmarks/sandbox.py [--n 50] [--pool-runs 240]
 
 Prints p50/p95 in ms for `print(2+2)`, a numpy and a sympy snippet. Goal: warm p50 <= 30 ms for trivial code.
+Then a pool line: `--pool-runs` runs in run_many calls of 8 over 2 workers (throughput, worker starts, runs
+that did not come back "ok"; expected: 2 starts, 0 failures).
 """
 
 import argparse
@@ -12,6 +14,7 @@ import sys
 import time
 
 from hessgpt.tools.sandbox import Limits, Sandbox
+from hessgpt.tools.sandbox import supervisor
 
 SNIPPETS = {
     "print(2+2)": "print(2+2)",
@@ -29,6 +32,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=50, help="warm runs per snippet")
     ap.add_argument("--n-cold", type=int, default=5, help="cold runs per snippet")
+    ap.add_argument("--pool-runs", type=int, default=240, help="runs for the 2-worker pool line (0: skip)")
     args = ap.parse_args()
     rows = []
     with Sandbox(Limits()) as sb:
@@ -60,6 +64,23 @@ def main() -> None:
     print("|---|---|---|---|---|")
     for name, p50, p95, idle, cold in rows:
         print(f"| {name} | {p50:.1f} | {p95:.1f} | {idle:.1f} | {cold:.0f} |")
+    if args.pool_runs > 0:
+        pool(args.pool_runs)
+
+
+def pool(n: int) -> None:
+    """n runs in run_many calls of 8 over 2 workers: each call ends its own thread pool."""
+    ids_before = next(supervisor._Worker._ids)
+    codes = list(SNIPPETS.values())
+    bad = 0
+    with Sandbox(Limits(), workers=2) as sb:
+        sb.run_many(["pass", "pass"])
+        t0 = time.perf_counter()
+        for start in range(0, n, 8):
+            bad += sum(r.status != "ok" for r in sb.run_many([codes[(start + j) % len(codes)] for j in range(8)]))
+        dt = time.perf_counter() - t0
+    starts = next(supervisor._Worker._ids) - ids_before - 1
+    print(f"pool: {n} runs over 2 workers in {dt:.1f} s ({n / dt:.0f} runs/s), {starts} worker starts, {bad} not ok")
 
 
 if __name__ == "__main__":

@@ -13,8 +13,10 @@ Untrusted code never runs in this process.
 """
 
 import ctypes.util
+import itertools
 import json
 import os
+import queue
 import select
 import shutil
 import subprocess
@@ -99,6 +101,11 @@ class _Cgroup:
 
     def memory_usage(self) -> int:
         return int(self._read("memory", "memory.current" if self.v2 else "memory.usage_in_bytes"))
+
+    def anon_memory(self) -> int:
+        """Anonymous (heap) memory of the tree: what a forked child may copy-on-write."""
+        stat = dict(line.split() for line in self._read("memory", "memory.stat").splitlines() if line.count(" ") == 1)
+        return int(stat.get("anon" if self.v2 else "rss", 0))
 
     def oom_kills(self) -> int:
         text = self._read("memory", "memory.events" if self.v2 else "memory.oom_control")
@@ -210,10 +217,53 @@ def bwrap_argv(exe: str, ro_dirs: list[str], as_root: bool) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------------------
+# the thread that starts workers
+# ---------------------------------------------------------------------------------------------------
+class _Spawner:
+    """Starts every worker process from ONE long-lived thread.
+
+    `bwrap --die-with-parent` is PR_SET_PDEATHSIG(SIGKILL), and the kernel sends it when the *thread*
+    that forked bwrap exits, not the process. A worker started from a short-lived thread (run_many's
+    ThreadPoolExecutor, a web server's recycled worker threads) was SIGKILLed as soon as that thread
+    ended: the next run either restarted it (~1 s) or, racing the kill, wrote its request to a dying
+    worker and came back as "stopped answering". This daemon thread lives as long as the process, so
+    the workers still die with the host process and only with it."""
+
+    _lock = threading.Lock()
+    _jobs: "queue.SimpleQueue | None" = None
+    _pid = 0  # a fork()ed host process inherits _jobs but not the thread: it starts its own
+
+    @classmethod
+    def popen(cls, argv: list[str], **kwargs) -> subprocess.Popen:
+        with cls._lock:
+            if cls._jobs is None or cls._pid != os.getpid():
+                cls._jobs, cls._pid = queue.SimpleQueue(), os.getpid()
+                threading.Thread(target=cls._loop, args=(cls._jobs,), name="hessgpt-sandbox-spawner",
+                                 daemon=True).start()
+        done = threading.Event()
+        box: list = []
+        cls._jobs.put((argv, kwargs, box, done))
+        done.wait()
+        if isinstance(box[0], BaseException):
+            raise box[0]
+        return box[0]
+
+    @staticmethod
+    def _loop(jobs: "queue.SimpleQueue") -> None:
+        while True:
+            argv, kwargs, box, done = jobs.get()
+            try:
+                box.append(subprocess.Popen(argv, **kwargs))
+            except BaseException as e:  # noqa: BLE001 - handed to the caller
+                box.append(e)
+            done.set()
+
+
+# ---------------------------------------------------------------------------------------------------
 # one warm worker
 # ---------------------------------------------------------------------------------------------------
 class _Worker:
-    _counter = 0
+    _ids = itertools.count(1)  # next() is atomic: workers started at once from two threads get two cgroups
 
     def __init__(self, limits: Limits, allowed: tuple[str, ...], unsafe: bool):
         self.limits = limits
@@ -233,8 +283,7 @@ class _Worker:
         self.cgroup = None
         cg_ok, _ = cgroup_status()
         if cg_ok:
-            _Worker._counter += 1
-            self.cgroup = _Cgroup(f"{os.getpid()}-{_Worker._counter}")
+            self.cgroup = _Cgroup(f"{os.getpid()}-{next(_Worker._ids)}")
             self.cgroup.set_memory(2 * 1024**3)  # generous while it imports and warms up; tightened below
             self.cgroup.set_pids(limits.pids)
         if self.bwrap:
@@ -252,9 +301,10 @@ class _Worker:
                 os.close(fd)
 
         self.errlog = tempfile.TemporaryFile()
-        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.errlog,
-                                     preexec_fn=_enter_cgroup if procs else None, start_new_session=True,
-                                     env={"PATH": "/usr/bin:/bin"}, cwd="/")
+        # from the spawner thread: bwrap's --die-with-parent is tied to the thread that forks it
+        self.proc = _Spawner.popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.errlog,
+                                   preexec_fn=_enter_cgroup if procs else None, start_new_session=True,
+                                   env={"PATH": "/usr/bin:/bin"}, cwd="/")
         hello = self._read_line(WORKER_START_TIMEOUT_S)
         if hello is None or not hello.get("ready"):
             detail = (hello or {}).get("error") or self._stderr_tail() or "no answer"
@@ -264,9 +314,14 @@ class _Worker:
         self.vm_mb = hello.get("vm_mb", 0.0)
         if self.cgroup:
             base = self.cgroup.memory_usage()
-            # the tree may grow by memory_mb (+ a little for the fork's page tables and pipes)
-            self.cgroup.set_memory(base + (limits.memory_mb + 16) * 1024**2)
-            self.cgroup_base_mb = base / 2**20
+            # The tree = the warm worker + one run. RLIMIT_AS gives the run memory_mb of NEW memory, but the
+            # run also copies (copy-on-write) the warm pages it writes to (refcounts of every numpy/sympy
+            # object it touches): up to the worker's anonymous memory, charged to this cgroup too. Without
+            # that allowance a harmless run using ~90 of its 100 MB was OOM-killed here. +16 MB: the
+            # fork's page tables and pipes.
+            cow = self.cgroup.anon_memory()
+            self.cgroup.set_memory(base + cow + (limits.memory_mb + 16) * 1024**2)
+            self.cgroup_base_mb, self.cgroup_cow_mb = base / 2**20, cow / 2**20
             self.oom_seen = self.cgroup.oom_kills()
 
     def _stderr_tail(self) -> str:
@@ -293,13 +348,20 @@ class _Worker:
         except (BrokenPipeError, OSError, ValueError):
             reply = None
         if reply is None:  # worker hung or died: it is replaced by the next run
+            # The worker (trusted code) answers by wall_s + ~1 s however slow the machine: a silence past
+            # wall_s + REPLY_GRACE_S means it hangs; an EOF before that means it died (exit status below).
             oom = self.cgroup is not None and self.cgroup.oom_kills() > self.oom_seen
+            try:  # after an EOF the process is gone or going
+                rc = self.proc.wait(timeout=0.5)
+            except subprocess.TimeoutExpired:
+                rc = None
             self.kill()
             dt = (time.perf_counter() - t0) * 1000
             if oom:
                 return RunResult("memory", "", f"MemoryError: over the {self.limits.memory_mb} MB memory limit (killed)", dt)
-            status = "timeout" if dt / 1000 >= self.limits.wall_s else "error"
-            return RunResult(status, "", "sandbox worker stopped answering (killed and restarted)", dt)
+            why = f"died, exit status {rc}" if rc is not None else f"no answer in {self.limits.wall_s + REPLY_GRACE_S:.0f} s"
+            status = "timeout" if rc is None and dt / 1000 >= self.limits.wall_s else "error"
+            return RunResult(status, "", f"sandbox worker stopped answering ({why}; killed and restarted)", dt)
         return RunResult(reply["status"], reply["stdout"], reply["stderr"], reply["duration_ms"])
 
     def kill(self) -> None:
@@ -388,7 +450,8 @@ class Sandbox:
                                                if as_root else f"worker {uid_detail} in a user namespace, no capabilities"))
         if w.cgroup:
             layers["cgroup"] = (True, f"{'v2' if w.cgroup.v2 else 'v1'} memory limit = warm {w.cgroup_base_mb:.0f} MB + "
-                                      f"{self.limits.memory_mb} MB, pids.max {self.limits.pids}")
+                                      f"copy-on-write {w.cgroup_cow_mb:.0f} MB + {self.limits.memory_mb} MB + 16 MB, "
+                                      f"pids.max {self.limits.pids}")
         else:
             layers["cgroup"] = (False, cgroup_status()[1])
         rl_ok, rl_detail = w.layers["rlimits"]
