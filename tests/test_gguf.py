@@ -68,13 +68,14 @@ def llama_cpp_forward(reader, ids: list[int]) -> torch.Tensor:
 @pytest.fixture(scope="module")
 def exported(tiny_ckpt, tmp_path_factory):
     out = tmp_path_factory.mktemp("gguf")
-    return {t: (to_gguf(tiny_ckpt, str(out / f"m-{t}.gguf"), t), gguf.GGUFReader(str(out / f"m-{t}.gguf"))) for t in ("f32", "f16", "q8_0")}
+    return {t: (to_gguf(tiny_ckpt, str(out / f"m-{t}.gguf"), t), gguf.GGUFReader(str(out / f"m-{t}.gguf")), str(out / f"m-{t}.gguf"))
+            for t in ("f32", "f16", "q8_0")}
 
 
 def test_metadata_tokenizer_and_template_match_the_checkpoint(tiny_ckpt, exported):
     model, tok = checkpoint.load(tiny_ckpt)
     cfg = model.config
-    _, r = exported["q8_0"]
+    _, r, _ = exported["q8_0"]
     assert field(r, "general.architecture") == "llama"
     assert field(r, "general.file_type") == int(gguf.LlamaFileType.MOSTLY_Q8_0)
     assert field(r, "llama.rope.freq_base") == pytest.approx(cfg.rope_theta) and cfg.rope_theta == 50000.0
@@ -101,7 +102,7 @@ def test_metadata_tokenizer_and_template_match_the_checkpoint(tiny_ckpt, exporte
 def test_tensor_names_shapes_and_types(tiny_ckpt, exported):
     model, _ = checkpoint.load(tiny_ckpt)
     expected = {gguf_name(k): tuple(v.shape) for k, v in model.state_dict().items()}
-    for t, (stats, r) in exported.items():
+    for t, (stats, r, _) in exported.items():
         got = {x.name: tuple(int(d) for d in reversed(x.shape)) for x in r.tensors}
         assert got == expected, t
         assert stats["tensors"] == len(expected)
@@ -109,7 +110,7 @@ def test_tensor_names_shapes_and_types(tiny_ckpt, exported):
         assert kinds["blk.0.attn_norm.weight"] == gguf.GGMLQuantizationType.F32
         want = {"f32": gguf.GGMLQuantizationType.F32, "f16": gguf.GGMLQuantizationType.F16, "q8_0": gguf.GGMLQuantizationType.Q8_0}[t]
         assert kinds["blk.0.attn_q.weight"] == want and kinds["output.weight"] == want
-    sizes = {t: stats["bytes"] for t, (stats, _) in exported.items()}
+    sizes = {t: stats["bytes"] for t, (stats, _, _) in exported.items()}
     assert sizes["q8_0"] < sizes["f16"] < sizes["f32"]
 
 
@@ -160,3 +161,30 @@ def test_bad_type_and_missing_tokenizer(tmp_path, tiny_ckpt):
     with pytest.raises(HessGPTError, match="tokenizer"):
         to_gguf(ck, str(tmp_path / "y.gguf"), "f32")
     assert not any(p.name.startswith("y.gguf") for p in tmp_path.iterdir())
+
+
+def test_llama_cpp_runs_the_export_like_hessgpt(tiny_ckpt, exported):
+    """When the llama.cpp Python bindings are installed: same tokens, same logits, same greedy continuation."""
+    llama_cpp = pytest.importorskip("llama_cpp")
+    from hessgpt.engine import Engine, SamplingParams
+
+    model, tok = checkpoint.load(tiny_ckpt)
+    llm = llama_cpp.Llama(exported["f32"][2], n_ctx=256, n_threads=1, logits_all=True, verbose=False)
+    try:
+        text = "Bonjour, comment allez-vous ? The weather is nice."
+        assert llm.tokenize(text.encode(), add_bos=False, special=False) == tok.encode(text)
+        ids = tok.render_for_generation([{"role": "user", "content": "Quelle est la capitale de la France ?"}])
+        llm.eval(ids)
+        got = torch.tensor(np.array(llm.scores[: len(ids)]))
+        with torch.no_grad():
+            ref = model(torch.tensor([ids]))[0]
+        assert (got - ref).abs().max() < 1e-3
+        llm.reset()
+        greedy = []
+        for t in llm.generate(ids, temp=0.0, top_k=1, reset=True):
+            greedy.append(t)
+            if len(greedy) == 16:
+                break
+        assert greedy == Engine(model, tok).generate(ids, SamplingParams(max_new_tokens=16, stop_token_ids=[-1]))
+    finally:
+        llm.close()
