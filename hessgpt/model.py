@@ -12,6 +12,8 @@ the exported model unchanged.
 
 The model knows nothing about sampling or tools (that is `engine.py`). For fast generation it can hold a
 static KV cache (gpt-fast style): `setup_caches(batch, length)` then `forward(ids, input_pos=..., mask=...)`.
+The engine decodes through `InferenceModel` (end of this file): an inference-only copy of the weights laid out
+for speed (fused q|k|v and gate|up, interleaved RoPE, its own cache), built from a Transformer.
 """
 
 import math
