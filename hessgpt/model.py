@@ -374,7 +374,12 @@ class InferenceModel:
             mask = torch.arange(L, device=ids.device)[None, :] <= torch.arange(pos, L, device=ids.device)[:, None]
         for i, (ln1, qkv_proj, o_proj, ln2, gate_up, down) in enumerate(self.layers):
             qkv = qkv_proj(self._norm(x, ln1)).view(B, T, H + 2 * Hkv, hd)
-            torch.view_as_complex(qkv.view(B, T, H + 2 * Hkv, hd // 2, 2))[:, :, : H + Hkv].mul_(cis)  # RoPE on q, k
+            if qkv.dtype == torch.float32:   # RoPE on q, k: one in-place complex multiply
+                torch.view_as_complex(qkv.view(B, T, H + 2 * Hkv, hd // 2, 2))[:, :, : H + Hkv].mul_(cis)
+            else:                            # bf16/fp16 have no complex view: rotate in fp32, write back
+                qk = qkv[:, :, : H + Hkv].float()
+                torch.view_as_complex(qk.view(B, T, H + Hkv, hd // 2, 2)).mul_(cis)
+                qkv[:, :, : H + Hkv] = qk
             kc, vc = self.k_cache[i], self.v_cache[i]
             kc[:, :, pos:L].copy_(qkv[:, :, H:H + Hkv].transpose(1, 2))
             vc[:, :, pos:L].copy_(qkv[:, :, H + Hkv:].transpose(1, 2))

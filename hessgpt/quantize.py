@@ -73,11 +73,10 @@ class Int8Linear:
 
 def int8_inference_model(model, quantize_head: bool = True):
     """`InferenceModel` of `model` with int8 linear weights. Fused weights (q|k|v, gate|up) are quantized
-    per output row, so fusing first or after gives the same int8 weights (scales are per row)."""
+    per output row, so fusing first or after gives the same int8 weights (scales are per row). Activations,
+    norms and the KV cache stay in the model's dtype (the model is not modified)."""
     from hessgpt.model import InferenceModel
 
-    if next(model.parameters()).dtype != torch.float32:
-        model = model.float()
     return InferenceModel(model, make_linear=Int8Linear, quantize_head=quantize_head)
 
 

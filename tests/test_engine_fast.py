@@ -89,3 +89,17 @@ def test_decode_allocates_no_cache_per_step(tiny_ckpt):
     assert [k.data_ptr() for k in engine.fast.k_cache] == ptrs
     engine.session(tok.encode("Salut"), SamplingParams())
     assert [k.data_ptr() for k in engine.fast.k_cache] == ptrs       # same shape: cache reused
+
+
+def test_bf16_model_decodes_on_the_fast_path_and_int8_leaves_it_untouched():
+    model = Transformer(ModelConfig(context_length=64, **CONFIGS[0])).init_weights(4).eval().bfloat16()
+    ids = torch.randint(0, 300, (1, 12), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        full = model(ids).float()
+    fast = InferenceModel(model)
+    fast.setup_cache(1, 64)
+    got = torch.cat([fast.forward(ids[:, :6], 0, all_logits=True)] +
+                    [fast.forward(ids[:, i:i + 1], i, all_logits=True) for i in range(6, 12)], 1).float()
+    assert (got - full).abs().max() < 0.05 * full.abs().max()
+    Engine(model, None, int8=True).generate(ids[0].tolist(), SamplingParams(max_new_tokens=4, stop_token_ids=[-1]))
+    assert next(model.parameters()).dtype == torch.bfloat16
