@@ -236,6 +236,12 @@ def load(path: str, device=None, dtype=None):
             model, tokenizer = load_hf(path)
             check_vocab(model, tokenizer, path)
             return model.to(device=device or "cpu", dtype=dtype).eval(), tokenizer
+        from hessgpt import quantize
+
+        if quantize.is_quantized(path):  # int8 weights: dequantized copy + the int8 tensors for the engine
+            model, tokenizer = quantize.load_quantized(path, device)
+            check_vocab(model, tokenizer, path)
+            return model.eval(), tokenizer
         model = load_model(path)
     else:
         raise HessGPTError(f"{path!r} is not a HessGPT checkpoint folder, a .pt file or a Hugging Face directory")

@@ -82,3 +82,20 @@ def test_vocab_mismatch_is_an_error(tmp_path, tokenizer):
     checkpoint.save(str(tmp_path / "ck"), small, tokenizer)
     with pytest.raises(HessGPTError, match="vocab mismatch"):
         checkpoint.load(str(tmp_path / "ck"))
+
+
+def test_int8_checkpoint_loads_through_hessgpt_load(tiny_ckpt, tmp_path):
+    import subprocess
+    import sys
+
+    import hessgpt
+    from hessgpt.engine import Engine, SamplingParams
+
+    out = tmp_path / "int8"
+    r = subprocess.run([sys.executable, "-m", "hessgpt", "quantize", tiny_ckpt, "--int8", "--out", str(out)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    model, tok = hessgpt.load(str(out))
+    assert hasattr(model, "int8_state") and tok is not None
+    ids = tok.encode("Bonjour")
+    assert len(Engine(model, tok).generate(ids, SamplingParams(max_new_tokens=5, stop_token_ids=[-1]))) == 5
