@@ -8,7 +8,7 @@ One step = forward + backward + AdamW. HessGPT runs with bf16 autocast where the
 (hessgpt.device.autocast_dtype), transformers in fp32 (its default). Both start from identical weights and
 see identical batches (the repository's fixture text, tokenized with a BPE trained on it), so the loss after
 the last step says whether the faster run still learns the same: it should be within 2% of the fp32 reference.
-Prints tokens/s, the speed ratio, peak memory (RSS high-water mark of each run's own process) and losses.
+Prints tokens/s (from the median step time), the speed ratio, peak memory (RSS high-water mark of each run's own process) and losses.
 """
 
 import argparse
@@ -91,7 +91,8 @@ def run(kind: str, cfg_dict: dict, state_path: str, data, steps: int, compile_: 
         times.append(time.perf_counter() - t0)
     warm = 3 if not compile_ else 5  # skip the first steps (allocator warmup, compilation)
     tokens = data[0][0].numel()
-    tps = tokens * (len(times) - warm) / sum(times[warm:])
+    steady = sorted(times[warm:])
+    tps = tokens / steady[len(steady) // 2]  # median step: robust to other processes' bursts on a shared machine
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     with open(out_path, "w") as f:
         json.dump({"tok_per_s": tps, "losses": losses, "peak_rss": rss, "amp": str(amp), "first_step_s": times[0]}, f)
