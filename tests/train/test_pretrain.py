@@ -148,3 +148,23 @@ def test_torchrun_pretrain_equals_accumulation(shards, tmp_path):
     for x, y in zip(a, b):
         assert abs(x["loss"] - y["loss"]) < 1e-4, (a, b)
     assert abs(a[-1]["val_loss"] - b[-1]["val_loss"]) < 1e-4
+
+
+@pytest.mark.slow
+def test_fsdp_two_processes_with_chunked_resume_equals_accumulation(shards, tmp_path):
+    """FSDP2 on gloo: sharded training, full-state checkpoint at the chunk end, sharded optimizer reloaded."""
+    args = lambda out, *e: [str(a) for a in pretrain_args(shards, out, "--steps", "6", "--eval-every", "0", "--set", "dropout=0", *e)]
+    one = str(tmp_path / "one")
+    r = run_cli(*args(one, "--grad-accum", "2"))
+    assert r.returncode == 0, r.stderr
+    two = str(tmp_path / "fsdp")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    for chunk in ("1/2", "2/2"):
+        r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29521",
+                            "-m", "hessgpt", *args(two, "--fsdp", "--chunk", chunk)], cwd=REPO, env=env, capture_output=True,
+                           text=True, timeout=300)
+        assert r.returncode == 0, r.stderr[-3000:]
+    a, b = read_metrics(os.path.join(one, "metrics.jsonl")), read_metrics(os.path.join(two, "metrics.jsonl"))
+    assert [x["step"] for x in b] == list(range(1, 7))
+    for x, y in zip(a, b):
+        assert abs(x["loss"] - y["loss"]) < 1e-5, (a, b)
