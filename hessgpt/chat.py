@@ -46,6 +46,9 @@ def add_backend_args(p: argparse.ArgumentParser, positional: bool = True) -> Non
     p.add_argument("--hf-model", help="a local Hugging Face causal LM directory instead of HessGPT checkpoints")
     p.add_argument("--adapter", help="a PEFT LoRA adapter directory for --hf-model")
     p.add_argument("--no-tools", action="store_true", help="never execute code (no sandbox)")
+    p.add_argument("--search-index", help="a `hessgpt search build` database answering <search> queries")
+    p.add_argument("--http-allow", action="append", default=[], metavar="HOST",
+                   help="a host the http_request tool may reach (repeatable; none by default)")
     p.add_argument("--device", default=None)
 
 
@@ -66,7 +69,8 @@ def backend_from_args(args):
         raise HessGPTError("--adapter applies to --hf-model; merge a HessGPT adapter with `hessgpt merge`")
     from hessgpt.tools.router import DualModelBackend
 
-    return DualModelBackend(model1, args.model2, device=args.device, tools=not args.no_tools)
+    return DualModelBackend(model1, args.model2, device=args.device, tools=not args.no_tools,
+                            search_index=args.search_index, http_allow=args.http_allow or None)
 
 
 def print_events(events, show_steps: bool = True, out=sys.stdout) -> dict:

@@ -28,6 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", default="auto", help="--hf-model dtype: auto (bf16 on GPU, else float32), float16, ...")
     p.add_argument("--load-in-4bit", action="store_true", help="--hf-model in 4-bit (GPU + bitsandbytes)")
     p.add_argument("--no-tools", action="store_true", help="never execute model-written code (no sandbox)")
+    p.add_argument("--search-index", metavar="DB", help="a `hessgpt search build` database answering <search> queries")
+    p.add_argument("--http-allow", action="append", default=[], metavar="HOST",
+                   help="a host the http_request tool may reach (repeatable; none by default)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; others need --api-key)")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--api-key", default=os.environ.get("HESSGPT_API_KEY"), help="Bearer key for /v1/* (env HESSGPT_API_KEY)")
@@ -66,7 +69,8 @@ def build_backend(args: argparse.Namespace):
         from hessgpt.tools.router import DualModelBackend
     except ImportError as e:
         raise HessGPTError(f"--model1 needs hessgpt.tools.router.DualModelBackend, which is not available ({e})") from e
-    return DualModelBackend(args.model1, args.model2, tools=not args.no_tools)
+    return DualModelBackend(args.model1, args.model2, tools=not args.no_tools, search_index=args.search_index,
+                            http_allow=args.http_allow or None)
 
 
 def main(argv: list[str]) -> int:

@@ -251,7 +251,10 @@ class DualModelBackend:
     """
 
     def __init__(self, model1: str, model2: str | None = None, device=None, sandbox=None, tools: bool = True,
-                 registry=None, search=None, config: RouterConfig | None = None, int8: bool = False):
+                 registry=None, search=None, config: RouterConfig | None = None, search_index: str | None = None,
+                 http_allow: list[str] | None = None):
+        """`search_index`: a database built by `hessgpt search build` answers `<search>` and the `search` tool;
+        `http_allow`: hosts the `http_request` tool may reach (none by default). The calculator is always on."""
         import hessgpt
 
         m1, tok1 = hessgpt.load(model1, device=device)
@@ -270,6 +273,14 @@ class DualModelBackend:
 
             sandbox = Sandbox()
         self.sandbox = sandbox
+        if search is None and search_index:
+            from hessgpt.tools.search import SearchIndex
+
+            search = SearchIndex(search_index)
+        if registry is None and tools:
+            from hessgpt.tools.registry import default_registry
+
+            registry = default_registry(search_index, http_allow)
         self.router = ToolRouter(self.engine, sandbox, self.model2, registry, search, config)
         from pathlib import Path
 

@@ -157,3 +157,23 @@ def test_real_engine_tool_loop_injects_into_the_kv_cache(tiny_ckpt, sandbox):
     gen.feed([tok.result_id] + tok.encode("4\n") + [tok.end_id])
     whole = engine.session(prompt + forced + [tok.result_id] + tok.encode("4\n") + [tok.end_id], SamplingParams())
     assert torch.allclose(gen.logits, whole.logits, atol=1e-5)
+
+
+def test_dual_backend_wires_calculator_and_search(tiny_ckpt, tmp_path, tokenizer):
+    """The real backend: the calculator tool is registered by default; a search index answers <search>."""
+    from hessgpt.tools.router import DualModelBackend
+    from hessgpt.tools.search import SearchIndex
+
+    doc = tmp_path / "doc.md"
+    doc.write_text("# HessGPT\nHessGPT est un modèle bilingue entraîné sur un processeur.\n", encoding="utf-8")
+    SearchIndex.build([str(doc)], str(tmp_path / "idx.db"))
+    backend = DualModelBackend(tiny_ckpt, tools=True, search_index=str(tmp_path / "idx.db"))
+    try:
+        assert "calculator" in backend.router.registry and "search" in backend.router.registry
+        hits = list(backend.router.run_search("modele bilingue"))
+        assert "bilingue" in hits[-1] and hits[0].type == "search"
+        call = '{"name": "calculator", "arguments": {"expression": "15 * 23"}}'
+        out = list(backend.router.call_function(call, set()))
+        assert out[-1] == "345"
+    finally:
+        backend.close()
