@@ -1,0 +1,225 @@
+"""`hessgpt quickstart [--out DIR]`: the whole dual-model system at small scale on a CPU (what `make demo` runs).
+
+    hessgpt quickstart                        # train, evaluate, report, then serve on http://127.0.0.1:8000/
+    hessgpt quickstart --no-serve             # stop after the report
+    hessgpt quickstart --smoke --no-serve     # the same chain with a tiny budget (tests, CI)
+
+Offline, from data HessGPT ships or generates:
+1. `hessgpt pipeline recipes/tiny-cpu.yaml --workdir DIR`: verified FR/EN routing conversations (with greetings
+   and facts answered without code), the tokenizer, model 1 (the assistant that decides when to write code),
+   model 2 (the code specialist, pretrained on HessGPT's own Python sources, LoRA, merge). Finished stages are
+   skipped, an interrupted training stage resumes from its `last/` checkpoint.
+2. Evaluations, each skipped when its JSON exists: `eval tools` (routing precision/recall, execution, answer
+   exact match) on the routing validation split, which is never trained on; `eval bench` on a few items;
+   `eval ppl` of model 1 on held-out conversations and of model 2 on held-out code.
+3. `hessgpt eval report` (Markdown, JSON, loss and bench plots) in DIR/report.
+4. A stage summary (seconds per stage, key metrics), also saved as DIR/quickstart.json.
+5. `hessgpt serve --model1 DIR/model1 --model2 DIR/model2` (web chat page + OpenAI API), unless --no-serve.
+
+Ctrl-C at any point, then the same command again, continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from hessgpt.errors import HessGPTError
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Budget:
+    """How much evaluation a run does (the training budget is the recipe's)."""
+    recipe: str
+    tools_limit: int | None    # routing validation conversations scored by `eval tools` (None: all)
+    tools_max_new: int         # tokens per generation turn in `eval tools`
+    bench_limit: int           # benchmark items (FR + EN)
+    bench_max_new: int
+    ppl_limit: int             # documents for each perplexity
+
+
+FULL = Budget("recipes/tiny-cpu.yaml", tools_limit=300, tools_max_new=160, bench_limit=20, bench_max_new=96, ppl_limit=200)
+SMOKE = Budget("recipes/smoke-cpu.yaml", tools_limit=6, tools_max_new=40, bench_limit=2, bench_max_new=24, ppl_limit=8)
+
+
+def _fmt(x, pct=False) -> str:
+    if x is None:
+        return "-"
+    return f"{100 * x:.1f}%" if pct else (f"{x:.2f}" if isinstance(x, float) else str(x))
+
+
+def _load_json(path: Path) -> dict:
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def _save_json(path: Path, obj) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(obj, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _code_val_shards(shards_dir: Path) -> list[str]:
+    files = sorted(str(p) for p in shards_dir.glob("val-*.bin")) + sorted(str(p) for p in shards_dir.glob("val-*.npy"))
+    if not files:
+        raise HessGPTError(f"no validation shards (val-*.bin) in {shards_dir}")
+    return files
+
+
+def bench_subset(path: Path, n: int) -> Path:
+    """n shipped bench items, half French half English, taking the categories in turn (its --limit takes the
+    first n, all French)."""
+    from hessgpt.eval.bench import load_items
+
+    picked = []
+    for lang in ("fr", "en"):
+        by_cat: dict[str, list] = {}
+        for it in load_items([lang]):
+            by_cat.setdefault(it["category"], []).append(it)
+        queues, k = list(by_cat.values()), (n + 1) // 2 if lang == "fr" else n // 2
+        while k and any(queues):
+            for q in queues:
+                if q and k:
+                    picked.append(q.pop(0))
+                    k -= 1
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text("".join(json.dumps(it, ensure_ascii=False) + "\n" for it in picked), encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def evals(out: Path, b: Budget) -> list[tuple[str, Path, list[str]]]:
+    """(name, result JSON, `hessgpt eval` argv) for every evaluation of the quickstart."""
+    m1, m2 = out / "model1", out / "model2"
+    val = str(out / "routing" / "val.jsonl")
+    tools = ["tools", "--model1", str(m1), "--model2", str(m2), "--data", val,
+             "--max-new-tokens", str(b.tools_max_new), "--out", str(m1 / "eval" / "tools.json")]
+    if b.tools_limit:
+        tools += ["--limit", str(b.tools_limit)]
+    return [
+        ("eval tools", m1 / "eval" / "tools.json", tools),
+        ("eval bench", m1 / "eval" / "bench.json",
+         ["bench", str(m1), "--prompts", str(bench_subset(out / "eval-data" / "bench.jsonl", b.bench_limit)),
+          "--max-new-tokens", str(b.bench_max_new),
+          "--out", str(m1 / "eval" / "bench.json")]),
+        ("eval ppl model1", m1 / "eval" / "ppl.json",
+         ["ppl", str(m1), "--data", val, "--limit", str(b.ppl_limit), "--out", str(m1 / "eval" / "ppl.json")]),
+        ("eval ppl model2", m2 / "eval" / "ppl.json",
+         ["ppl", str(m2), "--data", *_code_val_shards(out / "code-shards"), "--limit", str(b.ppl_limit),
+          "--out", str(m2 / "eval" / "ppl.json")]),
+    ]
+
+
+def _metric(name: str, result: dict) -> str:
+    if name == "eval tools":
+        parts = []
+        for lang, m in sorted(result.get("per_lang", {}).items()):
+            r = m["routing"]
+            parts.append(f"{lang}: P {_fmt(r['precision'])} R {_fmt(r['recall'])} answer {_fmt(m['answer']['exact_match'], True)}")
+        return "; ".join(parts)
+    if name == "eval bench":
+        return ", ".join(f"{lang} {t['total']:.1f}/{result.get('max', 20):g}" for lang, t in result.get("per_lang", {}).items())
+    if name.startswith("eval ppl"):
+        return f"ppl {result['ppl']:.2f}, {result['bpb']:.3f} bits/byte"
+    return ""
+
+
+def run(out: Path, b: Budget) -> dict:
+    from hessgpt.eval import cli as eval_cli
+    from hessgpt.train.pipeline import Pipeline
+
+    recipe = REPO / b.recipe
+    if not recipe.exists():
+        raise HessGPTError(f"no recipe {recipe} (quickstart runs from a source checkout of HessGPT)")
+    out.mkdir(parents=True, exist_ok=True)
+    summary_path = out / "quickstart.json"
+    summary = _load_json(summary_path) if summary_path.exists() else {}
+    summary.update(recipe=str(recipe), out=str(out))
+    steps = summary.setdefault("evals", {})
+
+    # 1. training: the pipeline skips finished stages and resumes interrupted ones
+    pipe = Pipeline(str(recipe), str(out))
+    t0 = time.time()
+    pipe.run()
+    if not all(pipe.done(s) for s in pipe.stages):
+        raise KeyboardInterrupt  # a stage stopped on a signal: its state is saved
+    print(f"quickstart: pipeline finished ({time.time() - t0:.0f} s this run)", flush=True)
+
+    # 2. evaluations, skipped when their JSON exists
+    for name, path, argv in evals(out, b):
+        if path.exists():
+            print(f"quickstart: {name}: already done ({path})", flush=True)
+        else:
+            print(f"quickstart: {name}: hessgpt eval {' '.join(argv)}", flush=True)
+            t = time.time()
+            code = eval_cli.main(argv)
+            if code:
+                raise HessGPTError(f"{name} failed with exit code {code}")
+            steps[name] = {"seconds": round(time.time() - t, 1), "command": "hessgpt eval " + " ".join(argv)}
+            _save_json(summary_path, summary)
+        steps.setdefault(name, {})["metrics"] = _metric(name, _load_json(path))
+
+    # 3. the report (cheap: always rebuilt from the JSONs)
+    report = out / "report"
+    eval_cli.main(["report", str(out / "model1"), str(out / "model2"), "--labels", "model1,model2", "--out", str(report)])
+
+    # 4. the summary
+    stages = _load_json(out / "pipeline.json").get("stages", {})
+    summary["stages"] = {s.name: stages.get(s.name, {}).get("seconds") for s in pipe.stages}
+    kind = {s.name: s.kind for s in pipe.stages}
+    train_s = sum(v or 0 for k, v in summary["stages"].items() if kind[k] in ("init", "pretrain", "sft", "merge"))
+    data_s = sum(v or 0 for v in summary["stages"].values()) - train_s
+    eval_s = sum(v.get("seconds") or 0 for v in steps.values())
+    summary["totals"] = {"data_s": round(data_s, 1), "train_s": round(train_s, 1), "eval_s": round(eval_s, 1),
+                         "train_and_eval_min": round((train_s + eval_s) / 60, 1)}
+    summary["report"] = str(report / "report.md")
+    _save_json(summary_path, summary)
+    print_summary(summary)
+    return summary
+
+
+def print_summary(summary: dict) -> None:
+    print("\nstage                     seconds  metrics")
+    for name, s in summary["stages"].items():
+        print(f"{name:<25} {'-' if s is None else f'{s:.0f}':>7}")
+    for name, e in summary["evals"].items():
+        sec = e.get("seconds")
+        print(f"{name:<25} {'-' if sec is None else f'{sec:.0f}':>7}  {e.get('metrics', '')}")
+    t = summary["totals"]
+    print(f"data {t['data_s']:.0f} s, training {t['train_s']:.0f} s, evaluation {t['eval_s']:.0f} s "
+          f"(training + evaluation {t['train_and_eval_min']} min); report: {summary['report']}", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="hessgpt quickstart", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default="runs/quickstart", help="working folder (default runs/quickstart)")
+    p.add_argument("--smoke", action="store_true", help="tiny budget (recipes/smoke-cpu.yaml, few eval items): a check, not a model")
+    p.add_argument("--no-serve", action="store_true", help="do not start `hessgpt serve` at the end")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    args = p.parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    out = Path(args.out).resolve()
+    try:
+        run(out, SMOKE if args.smoke else FULL)
+    except KeyboardInterrupt:
+        print(f"\nquickstart: interrupted; run the same command again to continue (work so far is in {out})", file=sys.stderr)
+        return 130
+    m1, m2 = out / "model1", out / "model2"
+    print(f"\ntry it:\n  hessgpt ask --model1 {m1} --model2 {m2} --prompt \"Calcule 15 * 23\"\n"
+          f"  hessgpt chat --model1 {m1} --model2 {m2}", flush=True)
+    if args.no_serve:
+        return 0
+    from hessgpt.serve import app
+
+    print(f"quickstart: serving on http://{args.host}:{args.port}/ (Ctrl-C to stop)", flush=True)
+    return app.main(["--model1", str(m1), "--model2", str(m2), "--host", args.host, "--port", str(args.port)]) or 0

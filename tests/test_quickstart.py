@@ -1,0 +1,63 @@
+"""`hessgpt quickstart --smoke --no-serve` end to end (recipes/smoke-cpu.yaml): every stage's output exists and
+loads, the eval JSONs and the report are written, and a second run skips everything."""
+
+import json
+import os
+
+import pytest
+
+import hessgpt
+from hessgpt import quickstart
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    out = tmp_path_factory.mktemp("quickstart")
+    assert quickstart.main(["--smoke", "--no-serve", "--out", str(out)]) == 0
+    return out
+
+
+def test_every_stage_output_loads(run_dir):
+    record = json.loads((run_dir / "pipeline.json").read_text())
+    stages = ["routing", "tokenizer", "model1-init", "model1-routing", "code-shards", "model2-init",
+              "model2-pretrain", "model2-code-lora", "model2"]
+    assert set(stages) <= set(record["stages"])
+    assert (run_dir / "routing" / "train.jsonl").stat().st_size > 0
+    val = [json.loads(line) for line in (run_dir / "routing" / "val.jsonl").read_text().splitlines()]
+    assert val and all("messages" in r for r in val)
+    assert (run_dir / "tokenizer" / "tokenizer.json").exists()
+    assert json.loads((run_dir / "code-shards" / "manifest.json").read_text())["tokens"]["val"] > 0
+    assert (run_dir / "model2-code-lora" / "adapter_model.safetensors").exists()
+    for name in ("model1-init", "model1-routing", "model2-pretrain", "model2", "model1"):
+        model, tok = hessgpt.load(str(run_dir / name))
+        ids = tok.encode("Calcule 15 * 23")
+        assert model(__import__("torch").tensor([ids])).shape == (1, len(ids), model.config.vocab_size)
+    # model1 is the routing-trained model, not the random init
+    assert os.path.realpath(run_dir / "model1") == os.path.realpath(run_dir / "model1-routing")
+
+
+def test_evals_and_report(run_dir):
+    tools = json.loads((run_dir / "model1" / "eval" / "tools.json").read_text())
+    assert tools["overall"]["n"] == quickstart.SMOKE.tools_limit
+    assert "routing" in tools["overall"] and tools["per_lang"]
+    bench = json.loads((run_dir / "model1" / "eval" / "bench.json").read_text())
+    assert set(bench["per_lang"]) == {"fr", "en"}  # the subset takes both languages
+    for m in ("model1", "model2"):
+        ppl = json.loads((run_dir / m / "eval" / "ppl.json").read_text())
+        assert ppl["tokens"] > 0 and ppl["ppl"] > 1
+    for f in ("report.md", "report.json", "loss.png", "bench.png"):
+        assert (run_dir / "report" / f).stat().st_size > 0
+    summary = json.loads((run_dir / "quickstart.json").read_text())
+    assert set(summary["evals"]) == {"eval tools", "eval bench", "eval ppl model1", "eval ppl model2"}
+    assert all(summary["stages"][s] is not None for s in summary["stages"])
+    assert summary["totals"]["train_s"] > 0
+
+
+def test_rerun_skips_finished_work(run_dir, capsys):
+    before = {p: p.stat().st_mtime_ns for p in (run_dir / "model1" / "eval").glob("*.json")}
+    assert quickstart.main(["--smoke", "--no-serve", "--out", str(run_dir)]) == 0
+    text = capsys.readouterr().out
+    assert text.count("already done, skipped") == 9
+    assert text.count("already done (") == 4
+    assert {p: p.stat().st_mtime_ns for p in before} == before
