@@ -159,3 +159,13 @@ def test_a_forked_host_process_starts_its_own_workers():
     os.close(r)
     assert os.waitpid(pid, 0)[1] == 0
     assert out == b"2\n"
+
+
+def test_dirs_under_tmp_are_bound_over_the_private_tmpfs():
+    """A checkout or venv under /tmp (e.g. a CI clone) must stay visible: tmpfs /tmp comes before the binds."""
+    from hessgpt.tools.sandbox.supervisor import bwrap_argv
+
+    argv = bwrap_argv("/usr/bin/python3", ["/usr/lib/python3.11", "/tmp/clone/.venv/lib/python3.11/site-packages"], as_root=True)
+    tmpfs = argv.index("--tmpfs")
+    binds = [i for i, a in enumerate(argv) if a == "--ro-bind" and argv[i + 1].startswith("/tmp/")]
+    assert binds and all(i > tmpfs for i in binds)

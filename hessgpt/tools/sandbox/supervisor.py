@@ -198,6 +198,9 @@ def bwrap_argv(exe: str, ro_dirs: list[str], as_root: bool) -> list[str]:
             argv += ["--ro-bind", d, d]
     if os.path.exists("/etc/ld.so.cache"):  # ctypes.util.find_library (libseccomp) reads it
         argv += ["--ro-bind", "/etc/ld.so.cache", "/etc/ld.so.cache"]
+    # /tmp, /proc and /dev first: a Python, venv or checkout living under /tmp (a CI clone, say) is then bound
+    # on top of the private tmpfs instead of being hidden by it
+    argv += ["--proc", "/proc", "--dev", "/dev", "--perms", "0755", "--tmpfs", "/tmp"]
     made = {"/usr", "/etc", "/tmp", "/proc", "/dev"}
     for d in [*ro_dirs, HERE]:
         if d.startswith("/usr/"):
@@ -208,7 +211,7 @@ def bwrap_argv(exe: str, ro_dirs: list[str], as_root: bool) -> list[str]:
                 made.add(a)
         argv += ["--ro-bind", d, d]
         made.add(d)
-    argv += ["--proc", "/proc", "--dev", "/dev", "--perms", "0755", "--tmpfs", "/tmp", "--chdir", "/tmp"]
+    argv += ["--chdir", "/tmp"]
     argv.append("--")
     if as_root:
         argv += [shutil.which("setpriv") or "/usr/bin/setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}",
