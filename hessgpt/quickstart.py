@@ -169,7 +169,9 @@ def run(out: Path, b: Budget) -> dict:
 
     # 3. the report (cheap: always rebuilt from the JSONs)
     report = out / "report"
-    eval_cli.main(["report", str(out / "model1"), str(out / "model2"), "--labels", "model1,model2", "--out", str(report)])
+    # model2 is a merge (no training log): its two training stages come as their own columns
+    eval_cli.main(["report", *(str(out / n) for n in ("model1", "model2", "model2-pretrain", "model2-code-lora")),
+                   "--labels", "model1,model2,model2-pretrain,model2-code-lora", "--out", str(report)])
 
     # 4. the summary
     stages = _load_json(out / "pipeline.json").get("stages", {})
