@@ -42,6 +42,7 @@ from typing import Any, Protocol, runtime_checkable
 from hessgpt.engine import SamplingParams
 from hessgpt.errors import HessGPTError
 from hessgpt.events import Event
+from hessgpt.tools.calls import to_chat_format  # noqa: F401  (part of the backend contract)
 
 
 class ContextLengthError(HessGPTError):
@@ -65,33 +66,6 @@ class ChatBackend(Protocol):
 def done_event(finish_reason: str, prompt_tokens: int = 0, completion_tokens: int = 0) -> Event:
     return Event("done", data={"finish_reason": finish_reason, "prompt_tokens": int(prompt_tokens),
                                "completion_tokens": int(completion_tokens)})
-
-
-def to_chat_format(messages: list[dict]) -> list[dict]:
-    """OpenAI-style messages -> conversation-format messages (docs/chat-format.md section 1).
-
-    assistant `tool_calls` become `[{"name", "arguments": dict}]`; a tool message keeps its `name` (the API
-    resolves it from `tool_call_id`) and its content string.
-    """
-    out = []
-    for m in messages:
-        msg: dict[str, Any] = {"role": m["role"], "content": m.get("content") or ""}
-        if m["role"] == "assistant" and m.get("tool_calls"):
-            calls = []
-            for c in m["tool_calls"]:
-                fn = c.get("function", c)
-                args = fn.get("arguments", {})
-                if isinstance(args, str):
-                    try:
-                        args = json.loads(args) if args.strip() else {}
-                    except json.JSONDecodeError:
-                        args = {"_raw": args}
-                calls.append({"name": fn["name"], "arguments": args})
-            msg["tool_calls"] = calls
-        if m["role"] == "tool":
-            msg["name"] = m.get("name") or "python"
-        out.append(msg)
-    return out
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -161,3 +161,31 @@ def parse_tool_calls(text: str, id_prefix: str = "call_") -> list[ToolCall | Too
 def render_tool_calls(calls: list[ToolCall]) -> str:
     """The text the model emits for these calls: one <|tool_call|>...<|end|> per call."""
     return "".join(f"{TOOL_CALL_OPEN}{c.render()}{END}" for c in calls)
+
+
+def to_chat_format(messages: list[dict]) -> list[dict]:
+    """OpenAI-style messages -> conversation-format messages (docs/chat-format.md section 1).
+
+    assistant `tool_calls` become `[{"name", "arguments": dict}]`; a tool message keeps its `name` (the API
+    resolves it from `tool_call_id`) and its content string.
+    """
+    out = []
+    for m in messages:
+        msg: dict[str, Any] = {k: v for k, v in m.items() if k in ("role", "content", "code", "code_lang", "search", "name")}
+        msg["content"] = m.get("content") or ""
+        if m["role"] == "assistant" and m.get("tool_calls"):
+            calls = []
+            for c in m["tool_calls"]:
+                fn = c.get("function", c)
+                args = fn.get("arguments", {})
+                if isinstance(args, str):
+                    try:
+                        args = json.loads(args) if args.strip() else {}
+                    except json.JSONDecodeError:
+                        args = {"_raw": args}
+                calls.append({"name": fn["name"], "arguments": args})
+            msg["tool_calls"] = calls
+        if m["role"] == "tool":
+            msg["name"] = m.get("name") or "python"
+        out.append(msg)
+    return out

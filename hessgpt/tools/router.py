@@ -291,7 +291,9 @@ class DualModelBackend:
                     cancel=None) -> Iterator[Event]:
         from hessgpt.engine import ChatHistory
 
-        msgs = _to_conversation(messages)
+        from hessgpt.tools.calls import to_chat_format
+
+        msgs = to_chat_format(messages)
         system = msgs[0]["content"] if msgs and msgs[0]["role"] == "system" else None
         history = ChatHistory.from_dict({"system": system, "tools": tools, "messages": [m for m in msgs if m["role"] != "system"]})
         reserve = min(params.max_new_tokens, self.context_length // 2)
@@ -303,25 +305,3 @@ class DualModelBackend:
     def close(self) -> None:
         if self.sandbox is not None and hasattr(self.sandbox, "close"):
             self.sandbox.close()
-
-
-def _to_conversation(messages: list[dict]) -> list[dict]:
-    """OpenAI-style messages (tool_calls with JSON-string arguments) -> the conversation format."""
-    out = []
-    for m in messages:
-        msg = {k: v for k, v in m.items() if k in ("role", "content", "code", "code_lang", "search", "name")}
-        msg["content"] = msg.get("content") or ""
-        if m.get("tool_calls"):
-            calls = []
-            for c in m["tool_calls"]:
-                fn = c.get("function", c)
-                args = fn.get("arguments", {})
-                if isinstance(args, str):
-                    try:
-                        args = json.loads(args) if args.strip() else {}
-                    except json.JSONDecodeError:
-                        args = {}
-                calls.append({"name": fn.get("name"), "arguments": args})
-            msg["tool_calls"] = calls
-        out.append(msg)
-    return out
