@@ -96,14 +96,46 @@ def bench_subset(path: Path, n: int) -> Path:
     return path
 
 
+def tools_subset(out: Path, n: int | None, max_new: int) -> Path:
+    """The first n routing validation conversations whose prompt leaves the router room to answer.
+
+    The router needs prompt + min(max_new_tokens, context / 2) tokens in the context (256 for the demo's model 1):
+    the few generated prompts longer than that (long lists) would stop `eval tools` with an error. They are left
+    out and counted in DIR/eval-data/tools.json."""
+    from hessgpt import load
+
+    path = out / "eval-data" / "tools.jsonl"
+    if path.exists():
+        return path
+    model, tok = load(str(out / "model1"))
+    ctx = model.config.context_length
+    reserve = min(max_new, ctx // 2)
+    kept, skipped = [], 0
+    for line in (out / "routing" / "val.jsonl").read_text(encoding="utf-8").splitlines():
+        rec = json.loads(line)
+        prompt = [m for m in rec["messages"] if m["role"] == "system"] + \
+                 [next(m for m in rec["messages"] if m["role"] == "user")]
+        if len(tok.render_for_generation({"messages": prompt})) + reserve > ctx:
+            skipped += 1
+            continue
+        kept.append(line)
+        if n and len(kept) >= n:
+            break
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _save_json(out / "eval-data" / "tools.json", {"kept": len(kept), "skipped_too_long": skipped,
+                                                  "context_length": ctx, "reserve": reserve})
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
 def evals(out: Path, b: Budget) -> list[tuple[str, Path, list[str]]]:
     """(name, result JSON, `hessgpt eval` argv) for every evaluation of the quickstart."""
     m1, m2 = out / "model1", out / "model2"
     val = str(out / "routing" / "val.jsonl")
-    tools = ["tools", "--model1", str(m1), "--model2", str(m2), "--data", val,
+    tools = ["tools", "--model1", str(m1), "--model2", str(m2), "--data", str(tools_subset(out, b.tools_limit, b.tools_max_new)),
              "--max-new-tokens", str(b.tools_max_new), "--out", str(m1 / "eval" / "tools.json")]
-    if b.tools_limit:
-        tools += ["--limit", str(b.tools_limit)]
     return [
         ("eval tools", m1 / "eval" / "tools.json", tools),
         ("eval bench", m1 / "eval" / "bench.json",
@@ -116,6 +148,23 @@ def evals(out: Path, b: Budget) -> list[tuple[str, Path, list[str]]]:
          ["ppl", str(m2), "--data", *_code_val_shards(out / "code-shards"), "--limit", str(b.ppl_limit),
           "--out", str(m2 / "eval" / "ppl.json")]),
     ]
+
+
+def tools_breakdown(result: dict) -> dict:
+    """`eval tools` rows per routing category (the id's "routing:CATEGORY-..." prefix) and language.
+
+    `eval tools` counts any code block as "coded", while its reference needs code only for Python; the routing
+    data's web requests are answered with an HTML block that is shown, not run, so they count as false positives
+    there. This table keeps them apart: negatives (greetings, facts) should have coded 0, web requests an HTML block."""
+    table: dict[str, dict] = {}
+    for r in result.get("samples", []):
+        cat = r["id"].split(":", 1)[-1].split("-", 1)[0]
+        t = table.setdefault(f"{cat}/{r['lang']}", {"n": 0, "coded": 0, "ran_ok": 0, "answer_correct": 0})
+        t["n"] += 1
+        t["coded"] += bool(r["coded"])
+        t["ran_ok"] += r["results"] == ["ok"]
+        t["answer_correct"] += bool(r["answer_correct"])
+    return dict(sorted(table.items()))
 
 
 def _metric(name: str, result: dict) -> str:
@@ -165,13 +214,16 @@ def run(out: Path, b: Budget) -> dict:
                 raise HessGPTError(f"{name} failed with exit code {code}")
             steps[name] = {"seconds": round(time.time() - t, 1), "command": "hessgpt eval " + " ".join(argv)}
             _save_json(summary_path, summary)
-        steps.setdefault(name, {})["metrics"] = _metric(name, _load_json(path))
+        result = _load_json(path)
+        steps.setdefault(name, {})["metrics"] = _metric(name, result)
+        if name == "eval tools":
+            steps[name]["by_category"] = tools_breakdown(result)
 
     # 3. the report (cheap: always rebuilt from the JSONs)
     report = out / "report"
-    # model2 is a merge (no training log): its two training stages come as their own columns
-    eval_cli.main(["report", *(str(out / n) for n in ("model1", "model2", "model2-pretrain", "model2-code-lora")),
-                   "--labels", "model1,model2,model2-pretrain,model2-code-lora", "--out", str(report)])
+    # the final models are merges (no training log): the training stages come as their own columns
+    runs = ["model1", "model2"] + [s.name for s in pipe.stages if s.kind in ("pretrain", "sft")]
+    eval_cli.main(["report", *(str(out / n) for n in runs), "--labels", ",".join(runs), "--out", str(report)])
 
     # 4. the summary
     stages = _load_json(out / "pipeline.json").get("stages", {})

@@ -20,21 +20,22 @@ def run_dir(tmp_path_factory):
 
 def test_every_stage_output_loads(run_dir):
     record = json.loads((run_dir / "pipeline.json").read_text())
-    stages = ["routing", "tokenizer", "model1-init", "model1-routing", "code-shards", "model2-init",
-              "model2-pretrain", "model2-code-lora", "model2"]
+    stages = ["routing", "tokenizer", "model1-init", "model1-routing", "model1-routing-lora", "model1-merged",
+              "code-shards", "model2-init", "model2-pretrain", "model2-code-lora", "model2"]
     assert set(stages) <= set(record["stages"])
     assert (run_dir / "routing" / "train.jsonl").stat().st_size > 0
     val = [json.loads(line) for line in (run_dir / "routing" / "val.jsonl").read_text().splitlines()]
     assert val and all("messages" in r for r in val)
     assert (run_dir / "tokenizer" / "tokenizer.json").exists()
     assert json.loads((run_dir / "code-shards" / "manifest.json").read_text())["tokens"]["val"] > 0
-    assert (run_dir / "model2-code-lora" / "adapter_model.safetensors").exists()
-    for name in ("model1-init", "model1-routing", "model2-pretrain", "model2", "model1"):
+    for lora in ("model1-routing-lora", "model2-code-lora"):
+        assert (run_dir / lora / "adapter_model.safetensors").exists()
+    for name in ("model1-init", "model1-routing", "model1-merged", "model2-pretrain", "model2", "model1"):
         model, tok = hessgpt.load(str(run_dir / name))
         ids = tok.encode("Calcule 15 * 23")
         assert model(__import__("torch").tensor([ids])).shape == (1, len(ids), model.config.vocab_size)
-    # model1 is the routing-trained model, not the random init
-    assert os.path.realpath(run_dir / "model1") == os.path.realpath(run_dir / "model1-routing")
+    # model1 is the merged routing model, not the random init
+    assert os.path.realpath(run_dir / "model1") == os.path.realpath(run_dir / "model1-merged")
 
 
 def test_evals_and_report(run_dir):
@@ -58,6 +59,6 @@ def test_rerun_skips_finished_work(run_dir, capsys):
     before = {p: p.stat().st_mtime_ns for p in (run_dir / "model1" / "eval").glob("*.json")}
     assert quickstart.main(["--smoke", "--no-serve", "--out", str(run_dir)]) == 0
     text = capsys.readouterr().out
-    assert text.count("already done, skipped") == 9
+    assert text.count("already done, skipped") == 11
     assert text.count("already done (") == 4
     assert {p: p.stat().st_mtime_ns for p in before} == before
