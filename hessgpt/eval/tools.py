@@ -99,8 +99,8 @@ def sample_from_record(record: dict, n: int, answers: dict[str, list] | None = N
             if m["role"] == "user":
                 break
             turn.append(m)
-        needs_code = any(m["role"] == "assistant" and m.get("code") and m.get("code_lang", "python") == "python"
-                         for m in msgs)
+        # a code block is needed when the reference answer has one: Python to run, or an HTML/CSS/JS artifact
+        needs_code = any(m["role"] == "assistant" and m.get("code") for m in msgs)
         reference = record.get("reference")
         if reference is None:
             outputs = [m["content"] for m in turn if m["role"] == "tool" and m.get("name") == "python"]

@@ -206,3 +206,20 @@ def test_tools_cli_saves_json(tmp_path, monkeypatch, capsys):
     assert saved["kind"] == "tools" and saved["overall"]["routing"]["recall"] == 0.75
     assert seen["paths"] == (str(ckpt), None)
     assert "routing precision" in capsys.readouterr().out
+
+
+def test_an_html_artifact_counts_as_the_code_block_a_web_request_needs():
+    """Web requests are answered with an HTML/CSS/JS block (an artifact, never run): writing it is a correct
+    routing decision, and it adds no execution to the success rate."""
+    rec = {"id": "routing:web0", "source": "routing", "lang": "fr", "messages": [
+        {"role": "user", "content": "web0: fais une page"},
+        {"role": "assistant", "content": "Voici la page :", "code": "<h1>Bonjour</h1>", "code_lang": "html"},
+        {"role": "assistant", "content": "Fini."}]}
+    script = {"web0: fais une page": [Event("text", "Voici : "), Event("code", "<h1>Bonjour</h1>", {"lang": "html"}),
+                                      Event("artifact", "<h1>Bonjour</h1>", {"lang": "html"}), Event("text", "Fini.")]}
+    sample = T.sample_from_record(rec, 0)
+    assert sample.needs_code
+    result = T.evaluate(ScriptedBackend(script), [sample], progress=False)
+    r = result["overall"]["routing"]
+    assert (r["tp"], r["fp"], r["fn"], r["tn"]) == (1, 0, 0, 0)
+    assert result["overall"]["execution"]["executed"] == 0
