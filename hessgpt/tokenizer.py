@@ -428,15 +428,20 @@ def iter_texts(path: str) -> Iterator[str]:
             for row in rows if isinstance(rows, list) else [rows]:
                 yield from _row_texts(row)
         else:
-            block: list[str] = []
-            for line in f:
-                if line.strip():
-                    block.append(line)
-                elif block:
-                    yield "".join(block)
-                    block = []
-            if block:
-                yield "".join(block)
+            yield from text_blocks(f)
+
+
+def text_blocks(lines) -> Iterator[str]:
+    """A plain-text file (any iterable of lines): one document per blank-line-separated block."""
+    block: list[str] = []
+    for line in lines:
+        if line.strip():
+            block.append(line)
+        elif block:
+            yield "".join(block)
+            block = []
+    if block:
+        yield "".join(block)
 
 
 def _row_texts(row) -> Iterator[str]:

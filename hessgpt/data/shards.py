@@ -42,6 +42,7 @@ import numpy as np
 
 from hessgpt.data.quality import CODE_KINDS, KINDS, CodeFilter, Filters, TextFilter
 from hessgpt.errors import HessGPTError
+from hessgpt.tokenizer import text_blocks
 
 FORMAT = "hessgpt-shards"
 VERSION = 1
@@ -199,19 +200,6 @@ def _column(row, column: str | None):
     return v if isinstance(v, str) else None
 
 
-def _text_blocks(f) -> Iterator[str]:
-    """A plain-text file: one document per blank-line-separated block."""
-    block: list[str] = []
-    for line in f:
-        if line.strip():
-            block.append(line)
-        elif block:
-            yield "".join(block)
-            block = []
-    if block:
-        yield "".join(block)
-
-
 def _local_files(src: PretrainSource) -> list[str]:
     p = os.path.expanduser(src.path)
     # a directory holds source files (code) or text/data files; a file or glob may be any of them
@@ -269,7 +257,7 @@ def _file_docs(path: str, src: PretrainSource) -> Iterator[str | None]:
             yield None
         return
     with opener(path, "rb") as f:
-        yield from _text_blocks(io.TextIOWrapper(f, encoding="utf-8", errors="replace"))
+        yield from text_blocks(io.TextIOWrapper(f, encoding="utf-8", errors="replace"))
 
 
 def _local_docs(src: PretrainSource, chunk: int, chunks: int, skip: int) -> Iterator[str | None]:
