@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import os
 import sys
 
 from hessgpt.errors import HessGPTError
@@ -42,8 +41,6 @@ def prepare_main(argv: list[str]) -> int:
     from hessgpt.data.prepare import prepare
     from hessgpt.data.recipe import load_recipe
 
-    if not os.path.isfile(args.recipe):
-        raise HessGPTError(f"no such recipe file: {args.recipe}")
     recipe = load_recipe(args.recipe, _parse_local(args.local))
     if args.seed is not None:
         recipe.seed = args.seed

@@ -125,24 +125,34 @@ def _resolve(p: str, base: Path) -> str:
     return p
 
 
-def load_recipe(path: str | os.PathLike, local: dict[str, str] | None = None) -> Recipe:
-    """Read and check a recipe. `local` maps source names to local paths that replace their `path`."""
-    path = Path(path)
+def read_recipe_yaml(path: Path, recipe_cls, source_cls) -> tuple[dict, list]:
+    """(raw YAML dict, parsed sources) of a recipe file, checked the same way for every recipe kind: valid YAML,
+    a non-empty `sources:` list, no unknown top-level key, unique source names."""
+    if not path.is_file():
+        raise HessGPTError(f"no such recipe file: {path}")
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
         raise HessGPTError(f"{path}: not valid YAML: {e}") from None
     if not isinstance(raw, dict) or not isinstance(raw.get("sources"), list) or not raw["sources"]:
         raise HessGPTError(f"{path}: a recipe needs a non-empty `sources:` list")
-    known = {f.name for f in fields(Recipe)}
+    known = {f.name for f in fields(recipe_cls)}
     unknown = sorted(set(raw) - known)
     if unknown:
         raise HessGPTError(f"{path}: unknown key(s) {unknown}; known: {sorted(known)}")
-    sources = [SourceSpec.from_dict(s, f"{path}: sources[{i}]") for i, s in enumerate(raw["sources"])]
+    sources = [source_cls.from_dict(s, f"{path}: sources[{i}]") for i, s in enumerate(raw["sources"])]
     names = [s.name for s in sources]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise HessGPTError(f"{path}: source names must be unique; repeated: {dupes} (set `name:`)")
+    return raw, sources
+
+
+def load_recipe(path: str | os.PathLike, local: dict[str, str] | None = None) -> Recipe:
+    """Read and check a recipe. `local` maps source names to local paths that replace their `path`."""
+    path = Path(path)
+    raw, sources = read_recipe_yaml(path, Recipe, SourceSpec)
+    names = [s.name for s in sources]
     local = dict(local or {})
     for key in [k for k in local if "." in k and k not in names]:  # NAME.OPTION=PATH: a table an adapter option reads
         name, option = key.split(".", 1)

@@ -124,26 +124,11 @@ def is_local(path: str) -> bool:
 def load_pretrain_recipe(path: str | os.PathLike, local: dict[str, str] | None = None) -> PretrainRecipe:
     """Read a pretraining recipe (YAML). Local paths are relative to the recipe file; `local` maps source
     names to local paths that replace their hub ids (`--local NAME=PATH`)."""
-    import yaml
+    from hessgpt.data.recipe import read_recipe_yaml
 
     path = Path(path)
-    if not path.is_file():
-        raise HessGPTError(f"no such recipe file: {path}")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        raise HessGPTError(f"{path}: not valid YAML: {e}") from None
-    if not isinstance(raw, dict) or not isinstance(raw.get("sources"), list) or not raw["sources"]:
-        raise HessGPTError(f"{path}: a recipe needs a non-empty `sources:` list")
-    known = {f.name for f in fields(PretrainRecipe)}
-    unknown = sorted(set(raw) - known)
-    if unknown:
-        raise HessGPTError(f"{path}: unknown key(s) {unknown}; known: {sorted(known)}")
-    sources = [PretrainSource.from_dict(s, f"{path}: sources[{i}]") for i, s in enumerate(raw["sources"])]
+    raw, sources = read_recipe_yaml(path, PretrainRecipe, PretrainSource)
     names = [s.name for s in sources]
-    dupes = sorted({n for n in names if names.count(n) > 1})
-    if dupes:
-        raise HessGPTError(f"{path}: source names must be unique; repeated: {dupes} (set `name:`)")
     local = dict(local or {})
     for s in sources:
         if s.name in local:
