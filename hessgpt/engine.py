@@ -341,14 +341,11 @@ class Engine:
                 seen.scatter_(1, tok[:, None], True)
                 valid[:, pos] = True
                 logits = self._forward(tok[:, None], pos, valid[:, None, None, : pos + 1])
+        stops = set(stop_ids.tolist())
         results = []
-        for row in out.tolist():
-            cut = [t for t in row]
-            for i, t in enumerate(row):
-                if t in set(stop_ids.tolist()):
-                    cut = row[:i]
-                    break
-            results.append(cut)
+        for row in out.tolist():  # each row up to (not including) its first stop token
+            end = next((i for i, t in enumerate(row) if t in stops), len(row))
+            results.append(row[:end])
         return results
 
     # ---- beam search ------------------------------------------------------------------------
