@@ -19,6 +19,11 @@ counters and the partial buffers; a run restarted on the same output continues f
 shards byte-identical to an uninterrupted run. `--chunks N --chunk k` writes the k-th of N disjoint parts
 of every source (a 1/N share of the token budget), so a long corpus can be tokenized and trained on
 chunk by chunk.
+
+Parallelism. `--workers N` processes read, filter and tokenize; the parent only mixes and writes. Workers
+read uncompressed local text and JSON Lines files themselves, as byte ranges cut where no document spans the
+cut, and send back one token array per batch, so almost nothing crosses processes; hub streams, parquet,
+JSON arrays, .gz and code files travel to them as text batches.
 """
 
 from __future__ import annotations
@@ -29,8 +34,11 @@ import glob
 import gzip
 import hashlib
 import io
+import itertools
 import json
+import mmap
 import os
+import re
 import sys
 import time
 from collections import Counter, deque
@@ -201,6 +209,17 @@ def _local_files(src: PretrainSource) -> list[str]:
     return files
 
 
+def _json_lines(lines, column: str | None) -> Iterator[str | None]:
+    """JSON Lines (an iterable of bytes lines): one document per non-blank line."""
+    for line in lines:
+        if not line.strip():
+            continue
+        try:
+            yield _column(json.loads(line), column)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            yield None  # a corrupt line: counted, not fatal
+
+
 def _file_docs(path: str, src: PretrainSource) -> Iterator[str | None]:
     low = path.lower().removesuffix(".gz")
     opener = gzip.open if path.lower().endswith(".gz") else open
@@ -225,13 +244,7 @@ def _file_docs(path: str, src: PretrainSource) -> Iterator[str | None]:
                 for row in json.load(f):
                     yield _column(row, src.column)
                 return
-            for line in f:
-                if not line.strip():
-                    continue
-                try:
-                    yield _column(json.loads(line), src.column)
-                except (json.JSONDecodeError, UnicodeDecodeError):
-                    yield None  # a corrupt line: counted, not fatal
+            yield from _json_lines(f, src.column)
         return
     if src.kind != "text" and low.endswith(sum(CODE_SUFFIXES.values(), ())):
         with opener(path, "rb") as f:
@@ -304,6 +317,149 @@ def iter_documents(src: PretrainSource, chunk: int = 0, chunks: int = 1, skip: i
     return _hub_docs(src, chunk, chunks, skip, seed, shuffle_buffer)
 
 
+# ---- tasks: what a worker is sent -------------------------------------------------------------------------
+# A task is a batch of one source's documents, in stream order, in one of two forms:
+#   ("texts", [str | None, ...])                the documents themselves (hub streams, parquet, .gz, code files)
+#   ("range", path, start, end, fmt, column, first, chunks, chunk, skip)
+#                                               bytes [start, end) of an uncompressed local text or JSON Lines
+#                                               file, cut where no document spans the cut; the worker reads
+#                                               and splits them itself, so only these few values cross
+#                                               processes (text is the bulk of the data: pickling it to a
+#                                               worker cost more CPU than the parent could spare).
+# A range holds documents first, first+1, ... of its source (over all chunks); the worker keeps those with
+# index % chunks == chunk and drops the first `skip` of them (a resumed run).
+
+_BLANK_LINE = re.compile(rb"\n\r?\n")  # after it, a new line starts and a blank line ended the last block
+
+
+def _range_format(path: str, src: PretrainSource) -> str | None:
+    """"blocks" (blank-line-separated text) or "lines" (JSON Lines) when `_file_docs` reads `path` that way
+    and the file can be cut into byte ranges (not compressed); None: send its documents as texts."""
+    low = path.lower()
+    if low.endswith((".gz", ".parquet")) or (src.kind != "text" and low.endswith(sum(CODE_SUFFIXES.values(), ()))):
+        return None
+    if low.endswith((".jsonl", ".ndjson")):
+        return "lines"
+    if low.endswith(".json"):
+        with open(path, "rb") as f:
+            head = f.read(4096).lstrip(b" \n\r\t")
+        return None if head.startswith(b"[") or (not head and os.path.getsize(path) > 4096) else "lines"
+    return "blocks"
+
+
+def _cuts(path: str, fmt: str, target: int) -> list[tuple[int, int]]:
+    """Byte ranges of about `target` bytes covering the file, each ending right after a newline (JSON Lines)
+    or a blank line (text blocks): decoding and splitting the ranges one by one gives the same documents as
+    the whole file (UTF-8 never has b"\\n" inside a character; a range never ends inside a \\r\\n)."""
+    size = os.path.getsize(path)
+    if size == 0:
+        return []
+    cuts, a = [], 0
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+        while a < size:
+            want = a + max(target, 1)
+            if want >= size:
+                b = size
+            elif fmt == "lines":
+                j = mm.find(b"\n", want - 1)
+                b = size if j < 0 else j + 1
+            else:
+                m = _BLANK_LINE.search(mm, want - 1)
+                b = size if m is None else m.end()
+            cuts.append((a, b))
+            a = b
+    return cuts
+
+
+def _range_docs(path: str, start: int, end: int, fmt: str, column: str | None) -> Iterator[str | None]:
+    with open(path, "rb") as f:
+        f.seek(start)
+        data = io.BytesIO(f.read(end - start))
+    if fmt == "lines":
+        return _json_lines(data, column)
+    return text_blocks(io.TextIOWrapper(data, encoding="utf-8", errors="replace"))
+
+
+def _count_range(path: str, start: int, end: int, fmt: str) -> int:
+    """Documents in a byte range (rows, counting the ones without text), without parsing JSON."""
+    with open(path, "rb") as f:
+        f.seek(start)
+        data = f.read(end - start)
+    if fmt == "lines":
+        return sum(1 for line in data.split(b"\n") if line.strip())
+    return sum(1 for _ in text_blocks(io.TextIOWrapper(io.BytesIO(data), encoding="utf-8", errors="replace")))
+
+
+def _task_docs(task: tuple) -> Iterator[str | None]:
+    if task[0] == "texts":
+        return iter(task[1])
+    _, path, start, end, fmt, column, first, chunks, chunk, skip = task
+    docs = _range_docs(path, start, end, fmt, column)
+    if chunks == 1 and not skip:
+        return docs
+    mine = (d for j, d in enumerate(docs) if (first + j) % chunks == chunk)
+    return itertools.islice(mine, skip, None)
+
+
+def _text_batches(docs: Iterator[str | None], batch_chars: int) -> Iterator[tuple]:
+    texts, size = [], 0
+    for doc in docs:
+        texts.append(doc)
+        size += len(doc) if doc else 0
+        if size >= batch_chars or len(texts) >= 4096:
+            yield ("texts", texts)
+            texts, size = [], 0
+    if texts:
+        yield ("texts", texts)
+
+
+def _counts(jobs: list[tuple], pool, ahead: int) -> Iterator[int]:
+    """`_count_range(*job)` for each job, in order, at most `ahead` running ahead of the consumer."""
+    pending: deque = deque()
+    for job in jobs:
+        pending.append(pool.apply_async(_count_range, job) if pool else _Done(_count_range(*job)))
+        if len(pending) >= ahead:
+            yield pending.popleft().get()
+    while pending:
+        yield pending.popleft().get()
+
+
+def _source_tasks(src: PretrainSource, chunk: int, chunks: int, skip: int, seed: int, shuffle_buffer: int,
+                  batch_chars: int, pool, ahead: int) -> Iterator[tuple]:
+    """The tasks of one source: the same documents, in the same order, as `iter_documents`."""
+    if not is_local(os.path.expanduser(src.path)):
+        yield from _text_batches(_hub_docs(src, chunk, chunks, skip, seed, shuffle_buffer), batch_chars)
+        return
+    files = _local_files(src)
+    if src.kind != "text" and all(f.lower().removesuffix(".gz").endswith(CODE_SUFFIXES[src.kind]) for f in files):
+        yield from _text_batches(_local_docs(src, chunk, chunks, skip), batch_chars)  # a file per document
+        return
+    i = n = 0  # documents of the source so far (all chunks), and of this chunk (taken or skipped)
+    for path in files:
+        fmt = _range_format(path, src)
+        if fmt is None:
+            def docs():
+                nonlocal i, n
+                for doc in _file_docs(path, src):
+                    if i % chunks == chunk:
+                        if n >= skip:
+                            yield doc
+                        n += 1
+                    i += 1
+            yield from _text_batches(docs(), batch_chars)
+            continue
+        cuts = _cuts(path, fmt, batch_chars)
+        if chunks == 1 and n >= skip:  # every document taken: no need to know where they start
+            for a, b in cuts:
+                yield ("range", path, a, b, fmt, src.column, 0, 1, 0, 0)
+            continue
+        for (a, b), count in zip(cuts, _counts([(path, a, b, fmt) for a, b in cuts], pool, ahead)):
+            mine = len(range(i + (chunk - i) % chunks, i + count, chunks))  # indices g in [i, i+count), g % chunks == chunk
+            if n + mine > skip:
+                yield ("range", path, a, b, fmt, src.column, i, chunks, chunk, max(0, skip - n))
+            i, n = i + count, n + mine
+
+
 # ---- workers: filter + tokenize ----------------------------------------------------------------------------
 
 _W: dict = {}
@@ -317,27 +473,29 @@ def _init_worker(tokenizer_dir: str, encoder: str, dtype: str, filters: list[Fil
               dtype=np.dtype(dtype), filters=filters)
 
 
-def _process(source: int, texts: list) -> tuple[list, np.ndarray]:
-    """Filter and tokenize one batch of documents of one source.
-    Returns ([(reject reason or None, n_tokens)] per document, all kept documents' ids concatenated)."""
+def _process(source: int, task: tuple) -> tuple[list[int], dict[int, str], np.ndarray]:
+    """Read (a range task), filter and tokenize one batch of documents of one source. Returns
+    (tokens per document: len(ids) + 2, or 0 if rejected; {document index: reject reason};
+     all kept documents' [bos] + ids + [eos], concatenated: one array, the cheapest thing to send back)."""
     filt: Filters = _W["filters"][source]
     encode, bos, eos = _W["encode"], _W["bos"], _W["eos"]
-    outcomes, flat = [], []
-    for text in texts:
+    lengths, rejected, flat = [], {}, []
+    for j, text in enumerate(_task_docs(task)):
         reason = "no_text" if text is None else filt.reject_reason(text)
         if reason:
-            outcomes.append((reason, 0))
+            lengths.append(0)
+            rejected[j] = reason
             continue
         ids = encode(text)
-        flat.append(bos)  # each document: [bos] + ids + [eos]
+        flat.append(bos)
         flat.extend(ids)
         flat.append(eos)
-        outcomes.append((None, len(ids) + 2))
-    return outcomes, np.array(flat, dtype=_W["dtype"])
+        lengths.append(len(ids) + 2)
+    return lengths, rejected, np.array(flat, dtype=_W["dtype"])
 
 
 class _Done:
-    """A finished task for the in-process (1 worker) path: the same interface as AsyncResult."""
+    """A task run in this process (1 worker): the same interface as AsyncResult."""
 
     def __init__(self, value):
         self.value = value
@@ -348,13 +506,13 @@ class _Done:
 
 @dataclass
 class _Source:
-    """The mixer's view of one source: its document stream and the tokenized batches ahead of it."""
+    """The mixer's view of one source: its tasks and the tokenized batches ahead of it."""
 
     index: int
-    docs: Iterator
+    tasks: Iterator
     row: int = 0                      # rows of this source consumed (taken or rejected) so far
     batches: deque = field(default_factory=deque)  # AsyncResults, in stream order
-    cur: tuple | None = None          # (outcomes, ids, next outcome index, next token offset)
+    cur: list | None = None           # [lengths, rejected, ids, next document index, next token offset]
     read_all: bool = False
     done: bool = False
 
@@ -468,16 +626,11 @@ class _Writer:
     # -- reading ------------------------------------------------------------------------------------
 
     def _submit(self, s: _Source, pool) -> None:
-        texts, size = [], 0
-        for doc in s.docs:
-            texts.append(doc)
-            size += len(doc) if doc else 0
-            if size >= self.batch_chars or len(texts) >= 4096:
-                break
-        else:
+        task = next(s.tasks, None)
+        if task is None:
             s.read_all = True
-        if texts:
-            s.batches.append(pool.apply_async(_process, (s.index, texts)) if pool else _Done(_process(s.index, texts)))
+        else:
+            s.batches.append(pool.apply_async(_process, (s.index, task)) if pool else _Done(_process(s.index, task)))
 
     def _next_doc(self, s: _Source, pool, depth: int, stats: dict) -> np.ndarray | None:
         """The next kept document of source s (rejected rows on the way are counted), or None at its end."""
@@ -487,20 +640,23 @@ class _Writer:
                     self._submit(s, pool)
                 if not s.batches:
                     return None
-                outcomes, ids = s.batches.popleft().get()
-                s.cur = (outcomes, ids, 0, 0)
+                lengths, rejected, ids = s.batches.popleft().get()
+                s.cur = [lengths, rejected, ids, 0, 0]
                 if not s.read_all:
                     self._submit(s, pool)  # keep `depth` batches in flight
-            outcomes, ids, i, off = s.cur
-            while i < len(outcomes):
-                reason, n = outcomes[i]
-                i += 1
+            cur = s.cur
+            lengths, i = cur[0], cur[3]
+            while i < len(lengths):
+                n = lengths[i]
                 s.row += 1
-                if reason:
+                if not n:
+                    reason = cur[1][i]
                     stats["rejected"][reason] = stats["rejected"].get(reason, 0) + 1
+                    i += 1
                     continue
-                s.cur = (outcomes, ids, i, off + n)
-                return ids[off:off + n]
+                off = cur[4]
+                cur[3], cur[4] = i + 1, off + n
+                return cur[2][off:off + n]
             s.cur = None
 
     # -- main loop ------------------------------------------------------------------------------------
@@ -519,12 +675,6 @@ class _Writer:
         new_shards = 0
         weights = [s.weight for s in recipe.sources]
         depth = max(2, self.workers + 1)
-        srcs = []
-        for i, spec in enumerate(recipe.sources):
-            docs = iter_documents(spec, self.chunk, self.chunks, skip=state["rows"][i],
-                                  seed=recipe.seed + 1000 * i, shuffle_buffer=recipe.shuffle_buffer)
-            srcs.append(_Source(index=i, docs=docs, row=state["rows"][i], done=state["exhausted"][i]))
-
         pool = None
         if self.workers > 1:
             import multiprocessing as mp
@@ -533,6 +683,11 @@ class _Writer:
                 self.workers, _init_worker, (self.tok_dir, self.encoder, self.dtype, self.filters))
         else:
             _init_worker(self.tok_dir, self.encoder, self.dtype, self.filters)
+        srcs = []
+        for i, spec in enumerate(recipe.sources):
+            tasks = _source_tasks(spec, self.chunk, self.chunks, state["rows"][i], recipe.seed + 1000 * i,
+                                  recipe.shuffle_buffer, self.batch_chars, pool, ahead=2 * self.workers)
+            srcs.append(_Source(index=i, tasks=tasks, row=state["rows"][i], done=state["exhausted"][i]))
 
         bar = None
         if self.progress:
