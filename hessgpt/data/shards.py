@@ -38,7 +38,6 @@ import itertools
 import json
 import mmap
 import os
-import re
 import sys
 import time
 from collections import Counter, deque
@@ -329,9 +328,6 @@ def iter_documents(src: PretrainSource, chunk: int = 0, chunks: int = 1, skip: i
 # A range holds documents first, first+1, ... of its source (over all chunks); the worker keeps those with
 # index % chunks == chunk and drops the first `skip` of them (a resumed run).
 
-_BLANK_LINE = re.compile(rb"\n\r?\n")  # after it, a new line starts and a blank line ended the last block
-
-
 def _range_format(path: str, src: PretrainSource) -> str | None:
     """"blocks" (blank-line-separated text) or "lines" (JSON Lines) when `_file_docs` reads `path` that way
     and the file can be cut into byte ranges (not compressed); None: send its documents as texts."""
@@ -364,11 +360,24 @@ def _cuts(path: str, fmt: str, target: int) -> list[tuple[int, int]]:
                 j = mm.find(b"\n", want - 1)
                 b = size if j < 0 else j + 1
             else:
-                m = _BLANK_LINE.search(mm, want - 1)
-                b = size if m is None else m.end()
+                b = _blank_line_end(mm, want - 1, size)
             cuts.append((a, b))
             a = b
     return cuts
+
+
+def _blank_line_end(mm, lo: int, size: int) -> int:
+    """The end of the first b"\n\n" or b"\n\r\n" at or after `lo` (a line ended, then a blank one), else
+    `size`. Searched in growing windows: a file without CRLF is not scanned to its end for each cut."""
+    span = 1 << 16
+    while True:
+        hi = min(size, lo + span)
+        ends = [j + len(pat) for pat in (b"\n\n", b"\n\r\n") if (j := mm.find(pat, lo, hi)) >= 0]
+        if ends:
+            return min(ends)
+        if hi == size:
+            return size
+        lo, span = hi - 2, span * 2  # overlap: a pattern across the window's end is found in the next
 
 
 def _range_docs(path: str, start: int, end: int, fmt: str, column: str | None) -> Iterator[str | None]:
@@ -471,6 +480,7 @@ def _init_worker(tokenizer_dir: str, encoder: str, dtype: str, filters: list[Fil
     tok = Tokenizer.load(tokenizer_dir)
     _W.update(encode=tok.encode if encoder == "fast" else tok.encode_slow, bos=tok.bos_id, eos=tok.eos_id,
               dtype=np.dtype(dtype), filters=filters)
+    _W["encode"]("warm up")  # builds (and verifies) the fast encoder once, before any fork
 
 
 def _process(source: int, task: tuple) -> tuple[list[int], dict[int, str], np.ndarray]:
@@ -674,15 +684,15 @@ class _Writer:
         n_written = {sp: sum(1 for sh in state["shards"] if sh["split"] == sp) for sp in ("train", "val")}
         new_shards = 0
         weights = [s.weight for s in recipe.sources]
-        depth = max(2, self.workers + 1)
+        depth = 2 * self.workers + 2  # batches in flight per source: a worker that finishes finds the next one queued
+        init = (self.tok_dir, self.encoder, self.dtype, self.filters)
+        _init_worker(*init)  # the 1-worker path runs tasks here; forked workers inherit the loaded tokenizer
         pool = None
         if self.workers > 1:
             import multiprocessing as mp
 
-            pool = mp.get_context("fork" if sys.platform == "linux" else "spawn").Pool(
-                self.workers, _init_worker, (self.tok_dir, self.encoder, self.dtype, self.filters))
-        else:
-            _init_worker(self.tok_dir, self.encoder, self.dtype, self.filters)
+            fork = sys.platform == "linux"
+            pool = mp.get_context("fork" if fork else "spawn").Pool(self.workers, *((None, ()) if fork else (_init_worker, init)))
         srcs = []
         for i, spec in enumerate(recipe.sources):
             tasks = _source_tasks(spec, self.chunk, self.chunks, state["rows"][i], recipe.seed + 1000 * i,
@@ -722,7 +732,8 @@ class _Writer:
                 if not live:
                     break
                 # the source furthest below its weight (ties: the first listed)
-                s = min(live, key=lambda s: (state["mix_tokens"][s.index] / weights[s.index], s.index))
+                s = live[0] if len(live) == 1 else min(
+                    live, key=lambda s: (state["mix_tokens"][s.index] / weights[s.index], s.index))
                 stats = state["sources"][s.index]
                 doc = self._next_doc(s, pool, depth, stats)
                 state["rows"][s.index] = s.row

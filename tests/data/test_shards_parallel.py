@@ -145,3 +145,19 @@ def test_range_tasks_take_the_documents_of_the_reference_reader(tmp_path, tokeni
             expected = np.array([t for d in docs for t in [tokenizer.bos_id, *tokenizer.encode_slow(d), tokenizer.eos_id]],
                                 dtype=np.uint16)
             assert len(docs) > 50 // chunks and np.array_equal(stream, expected)
+
+
+def test_blank_line_search_finds_the_first_one_across_search_windows(tmp_path):
+    import mmap
+    import re
+
+    for pat in (b"\n\n", b"\n\r\n"):
+        for at in range(65536 - 4, 65536 + 14):  # around the first window's end (lo=10: it ends at 65546)
+            data = b"a\n" * (at // 2) + b"a" * (at % 2) + pat + b"tail\n\r\nmore"
+            path = tmp_path / "f.txt"
+            path.write_bytes(data)
+            expected = re.compile(rb"\n\r?\n").search(data, 10).end()
+            with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+                assert shards._blank_line_end(mm, 10, len(data)) == expected
+    (tmp_path / "g.txt").write_bytes(b"x\n" * 100_000)  # no blank line: one range
+    assert shards._cuts(str(tmp_path / "g.txt"), "blocks", 1000) == [(0, 200_000)]
