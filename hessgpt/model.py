@@ -294,16 +294,26 @@ class InferenceModel:
         logits = fast.forward(ids, pos)          # ids [B, T] at absolute positions pos..pos+T-1 -> [B, V] (last)
 
     `make_linear(weight [out, in]) -> object with __call__(x) and add_to(res, x)` chooses the matmul kernel
-    (dense fp32/bf16 here; int8 weight-only in quantize.py).
+    (dense fp32/bf16 here; int8 weight-only in quantize.py). The default (None) is the native AVX2/AVX-512
+    kernels of hessgpt/kernels for an fp32 model on CPU when they can be built there, else DenseLinear; with
+    them, a batch-1 cache decodes each token in one native call (`decode_step`, the whole step in C).
     """
 
-    def __init__(self, model: "Transformer", make_linear=DenseLinear, quantize_head: bool = True):
+    def __init__(self, model: "Transformer", make_linear=None, quantize_head: bool = True):
         cfg = model.config
         self.config = cfg
         self.n_heads, self.n_kv, self.hd = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
         self.dim, self.eps = cfg.dim, cfg.norm_eps
         p = model.lm_head.weight
         self.device, self.dtype = p.device, p.dtype
+        if make_linear is None:
+            make_linear = DenseLinear
+            if self.device.type == "cpu" and self.dtype == torch.float32:
+                from hessgpt import kernels
+
+                if kernels.available():
+                    make_linear = kernels.KernelLinear
+        self.decode_step = None   # native whole-step decoder (hessgpt/kernels), set by setup_cache when it applies
         perm_q = rope_interleave_perm(cfg.n_heads, cfg.head_dim).to(self.device)
         perm_k = rope_interleave_perm(cfg.n_kv_heads, cfg.head_dim).to(self.device)
         scale = cfg.head_dim ** -0.5
@@ -346,6 +356,11 @@ class InferenceModel:
         self.batch, self.max_len = batch, max_len
         if max_len > self.freqs_cis.shape[0]:
             self._rope(max_len)
+        self.decode_step = None
+        if self.device.type == "cpu" and self.dtype == torch.float32:
+            from hessgpt import kernels
+
+            self.decode_step = kernels.decode_step(self)   # None unless batch 1 with the native linears
 
     def reorder_cache(self, rows: torch.Tensor) -> None:
         """Cache row b becomes old row rows[b] (beam search)."""
@@ -367,6 +382,8 @@ class InferenceModel:
         H, Hkv, hd, L = self.n_heads, self.n_kv, self.hd, pos + T
         if L > self.max_len:
             raise ValueError(f"position {L} is past the cache length {self.max_len}")
+        if self.decode_step is not None and T == 1 and B == 1 and mask is None and not all_logits:
+            return self.decode_step(int(ids[0, 0]), pos)            # [1, V], the whole step in one native call
         x = F.embedding(ids.reshape(-1), self.embed)               # [B*T, D]
         cis = self.freqs_cis[pos:L, None]                           # [T, 1, hd/2]
         decode = T == 1 and mask is None

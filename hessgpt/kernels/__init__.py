@@ -1,0 +1,165 @@
+"""Native CPU kernels for batch-1 fp32 decoding, compiled on first use (see build.py and decode.c).
+
+`InferenceModel` (model.py) uses them automatically on CPU in fp32 when they are available:
+
+    KernelLinear(weight [out, in])      make_linear hook: a 1-row x goes through the AVX2/AVX-512 GEMV,
+                                        anything else (prefill, batches) through F.linear on the same weight
+    decode_step(inference_model)        the whole decode step of one token in C (batch 1), or None
+                                        when it does not apply (not fp32/CPU, batch > 1, another make_linear)
+
+Everything else (prefill, batched decode, masks, bf16, int8, CUDA) stays on the PyTorch path, and so does
+everything when the kernels cannot be built (no compiler, no AVX2/FMA, not x86-64) or are turned off with
+HESSGPT_KERNELS=0 or `with kernels.disabled(): ...` (checked when an InferenceModel is built).
+"""
+
+import contextlib
+import ctypes
+import logging
+import os
+
+import torch
+import torch.nn.functional as F
+
+from hessgpt.kernels import build
+
+log = logging.getLogger(__name__)
+
+_LIB: ctypes.CDLL | None = None
+_TRIED = False
+_DISABLED = 0   # depth of `disabled()` blocks
+
+
+def lib() -> ctypes.CDLL | None:
+    """The loaded kernel library (built on the first call), or None."""
+    global _LIB, _TRIED
+    if not _TRIED:
+        _TRIED = True
+        _LIB = build.load()
+        if _LIB is not None:
+            log.debug("hessgpt native kernels: AVX%d, %s", _LIB.hg_simd_width(), "OpenMP" if _LIB.hg_openmp() else "pthread pool")
+    return _LIB
+
+
+def available() -> bool:
+    """True if new InferenceModels will use the native kernels."""
+    if _DISABLED or os.environ.get("HESSGPT_KERNELS", "1").strip().lower() in ("0", "false", "no", "off"):
+        return False
+    return lib() is not None
+
+
+@contextlib.contextmanager
+def disabled():
+    """InferenceModels built inside this block use the PyTorch path (benchmarks, tests)."""
+    global _DISABLED
+    _DISABLED += 1
+    try:
+        yield
+    finally:
+        _DISABLED -= 1
+
+
+def _ptr(t: torch.Tensor | None):
+    return None if t is None else t.data_ptr()
+
+
+class KernelLinear:
+    """y = x @ W.T with W kept row-major [out, in] (the GEMV's layout; shares the model's storage when the
+    weight is already contiguous, e.g. o_proj, down_proj, lm_head). Same interface as model.DenseLinear."""
+
+    kind = "native"
+
+    def __init__(self, weight: torch.Tensor):
+        self.w = weight.detach().contiguous()             # [out, in] fp32
+        self.out_features, self.in_features = self.w.shape
+        self.lib = lib()
+
+    def _one_row(self, x) -> bool:
+        return x.shape[0] == 1 and x.dtype == torch.float32 and x.is_contiguous() and x.device.type == "cpu"
+
+    def __call__(self, x):
+        if not self._one_row(x):
+            return F.linear(x, self.w)                    # [N, in] -> [N, out] (a GEMM: MKL is good at it)
+        y = torch.empty(1, self.out_features)
+        self.lib.hg_gemv(self.w.data_ptr(), x.data_ptr(), y.data_ptr(), None, self.out_features, self.in_features,
+                         torch.get_num_threads())
+        return y
+
+    raw = __call__
+
+    def add_to(self, res, x):
+        """res + x @ W.T (a new tensor, like torch.addmm)."""
+        if not (self._one_row(x) and res.is_contiguous() and res.dtype == torch.float32):
+            return torch.addmm(res, x, self.w.t())
+        y = torch.empty_like(res)
+        self.lib.hg_gemv(self.w.data_ptr(), x.data_ptr(), y.data_ptr(), res.data_ptr(), self.out_features,
+                         self.in_features, torch.get_num_threads())
+        return y
+
+    def nbytes(self) -> int:
+        return self.w.numel() * self.w.element_size()
+
+
+class _Model(ctypes.Structure):
+    """hg_model in decode.c (field order and types must match)."""
+
+    _fields_ = [(n, ctypes.c_int) for n in ("dim", "hidden", "n_layers", "n_heads", "n_kv", "hd", "vocab", "max_len")] + \
+               [("eps", ctypes.c_float)] + \
+               [(n, ctypes.c_void_p) for n in ("embed", "norm", "head", "rope")] + \
+               [(n, ctypes.POINTER(ctypes.c_void_p)) for n in ("ln1", "wqkv", "wo", "ln2", "wgu", "wdown", "kc", "vc")] + \
+               [(n, ctypes.c_void_p) for n in ("x", "xb", "qkv", "y", "act")]
+
+
+class DecodeStep:
+    """One token of batch-1 decoding on an InferenceModel's weights and KV cache, in a single native call.
+
+        step = DecodeStep(fast)           # after fast.setup_cache(1, max_len)
+        logits = step(token, pos)         # [1, V] fp32; writes k, v at `pos` of fast.k_cache / fast.v_cache
+
+    Holds raw pointers to the InferenceModel's tensors: rebuild it whenever they are reallocated (setup_cache)."""
+
+    def __init__(self, fm):
+        self.lib = lib()
+        cfg = fm.config
+        H, Hkv, hd, D, F_ = fm.n_heads, fm.n_kv, fm.hd, fm.dim, fm.hidden
+        self.vocab = cfg.vocab_size
+        self.rope = torch.view_as_real(fm.freqs_cis)             # [len, hd/2, 2] (cos, sin), shares storage
+        assert self.rope.is_contiguous() and self.rope.shape[0] >= fm.max_len
+        self.scratch = [torch.zeros(n) for n in (D, D, (H + 2 * Hkv) * hd, H * hd, F_)]   # x, xb, qkv, y, act
+        # [Hkv, max_len, hd] views of batch row 0
+        self.caches = [c[0] for c in fm.k_cache], [c[0] for c in fm.v_cache]
+        self.keep = [fm.embed, fm.norm, fm.head.w]               # keep every tensor we point to alive
+        per_layer = list(zip(*fm.layers))                         # (ln1s, qkvs, os, ln2s, gate_ups, downs)
+        arrays = []
+        for i, items in enumerate(per_layer):
+            ts = [t if isinstance(t, torch.Tensor) else t.w for t in items]
+            self.keep += ts
+            assert all(t.dtype == torch.float32 and t.is_contiguous() for t in ts)
+            arrays.append((ctypes.c_void_p * len(ts))(*[t.data_ptr() for t in ts]))
+        for caches in self.caches:
+            arrays.append((ctypes.c_void_p * len(caches))(*[c.data_ptr() for c in caches]))
+        self.arrays = arrays
+        self.m = _Model(D, F_, len(fm.layers), H, Hkv, hd, self.vocab, fm.max_len, fm.eps,
+                        fm.embed.data_ptr(), fm.norm.data_ptr(), fm.head.w.data_ptr(), self.rope.data_ptr(),
+                        *[ctypes.cast(a, ctypes.POINTER(ctypes.c_void_p)) for a in arrays],
+                        *[t.data_ptr() for t in self.scratch])
+        self.mref = ctypes.byref(self.m)
+
+    def __call__(self, token: int, pos: int) -> torch.Tensor:
+        if not 0 <= token < self.vocab:   # the C code does not bounds-check (F.embedding would raise)
+            raise IndexError(f"token id {token} is out of range for a vocabulary of {self.vocab}")
+        logits = torch.empty(1, self.vocab)
+        self.lib.hg_decode(self.mref, token, pos, logits.data_ptr(), torch.get_num_threads())
+        return logits
+
+
+def decode_step(fm) -> DecodeStep | None:
+    """A DecodeStep for InferenceModel `fm` if it qualifies (CPU, fp32, batch-1 cache, KernelLinear weights,
+    contiguous embedding), else None."""
+    if not available() or fm.batch != 1 or fm.device.type != "cpu" or fm.dtype != torch.float32:
+        return None
+    linears = [lin for layer in fm.layers for lin in (layer[1], layer[2], layer[4], layer[5])] + [fm.head]
+    if not all(isinstance(lin, KernelLinear) for lin in linears):
+        return None
+    if not fm.embed.is_contiguous() or fm.embed.dtype != torch.float32 or fm.n_heads % fm.n_kv or fm.hd % 2:
+        return None
+    return DecodeStep(fm)

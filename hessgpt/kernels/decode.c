@@ -1,0 +1,498 @@
+/* HessGPT native CPU kernels for batch-1 fp32 decoding (llama2.c / llama.cpp style).
+ *
+ *   hg_gemv    y = W x (+ res)              W row-major [out, in], rows split across threads
+ *   hg_decode  one whole decode step        token at position pos -> logits [vocab], KV cache written in place
+ *
+ * Built by build.py with the system C compiler (-O3 -march=native) on first use and loaded with ctypes: no
+ * Python or torch headers. Tensors are passed as raw float pointers; the caller (hessgpt/kernels/__init__.py)
+ * guarantees contiguous fp32 CPU storage and the shapes documented on hg_model below.
+ *
+ * Batch-1 decode reads every weight once per token, so it is bound by memory bandwidth (large models) or by
+ * per-op overhead (small ones). The GEMV streams each weight row once, 4 rows at a time with 2 accumulators
+ * per row (8 independent FMA chains), and hg_decode runs the whole step inside one parallel region with spin
+ * barriers between its phases, so a token costs one dispatch instead of ~16 PyTorch ops per layer.
+ *
+ * Threads: a persistent pool (pthreads; workers spin briefly, then sleep on a condition variable) whose size
+ * follows the nthreads argument, the calling thread being thread 0. Compiled with -DHG_OPENMP, OpenMP parallel
+ * regions replace the pool (the same barrier is used inside them).
+ */
+#include <immintrin.h>
+#include <math.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#ifdef HG_OPENMP
+#include <omp.h>
+#endif
+
+#if !defined(__AVX2__) || !defined(__FMA__)
+#error "hessgpt kernels need AVX2 and FMA"
+#endif
+
+#define MAXT 64
+
+/* ---- SIMD helpers --------------------------------------------------------------------------------------- */
+
+#ifdef __AVX512F__
+/* out[r] = dot(w_r, x) for 4 rows of length n. */
+static inline void dot4(const float *w0, const float *w1, const float *w2, const float *w3, const float *x, long n,
+                        float *out) {
+    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+    long k = 0;
+    for (; k + 32 <= n; k += 32) {
+        __m512 x0 = _mm512_loadu_ps(x + k), x1 = _mm512_loadu_ps(x + k + 16);
+        a0 = _mm512_fmadd_ps(_mm512_loadu_ps(w0 + k), x0, a0);
+        a1 = _mm512_fmadd_ps(_mm512_loadu_ps(w1 + k), x0, a1);
+        a2 = _mm512_fmadd_ps(_mm512_loadu_ps(w2 + k), x0, a2);
+        a3 = _mm512_fmadd_ps(_mm512_loadu_ps(w3 + k), x0, a3);
+        b0 = _mm512_fmadd_ps(_mm512_loadu_ps(w0 + k + 16), x1, b0);
+        b1 = _mm512_fmadd_ps(_mm512_loadu_ps(w1 + k + 16), x1, b1);
+        b2 = _mm512_fmadd_ps(_mm512_loadu_ps(w2 + k + 16), x1, b2);
+        b3 = _mm512_fmadd_ps(_mm512_loadu_ps(w3 + k + 16), x1, b3);
+    }
+    for (; k < n; k += 16) {   /* tail: masked loads read nothing past the end */
+        __mmask16 m = n - k >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - k)) - 1);
+        __m512 x0 = _mm512_maskz_loadu_ps(m, x + k);
+        a0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, w0 + k), x0, a0);
+        a1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, w1 + k), x0, a1);
+        a2 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, w2 + k), x0, a2);
+        a3 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, w3 + k), x0, a3);
+    }
+    out[0] = _mm512_reduce_add_ps(_mm512_add_ps(a0, b0));
+    out[1] = _mm512_reduce_add_ps(_mm512_add_ps(a1, b1));
+    out[2] = _mm512_reduce_add_ps(_mm512_add_ps(a2, b2));
+    out[3] = _mm512_reduce_add_ps(_mm512_add_ps(a3, b3));
+}
+
+static inline float dot1(const float *w, const float *x, long n) {
+    __m512 a = _mm512_setzero_ps(), b = a;
+    long k = 0;
+    for (; k + 32 <= n; k += 32) {
+        a = _mm512_fmadd_ps(_mm512_loadu_ps(w + k), _mm512_loadu_ps(x + k), a);
+        b = _mm512_fmadd_ps(_mm512_loadu_ps(w + k + 16), _mm512_loadu_ps(x + k + 16), b);
+    }
+    for (; k < n; k += 16) {
+        __mmask16 m = n - k >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - k)) - 1);
+        a = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, w + k), _mm512_maskz_loadu_ps(m, x + k), a);
+    }
+    return _mm512_reduce_add_ps(_mm512_add_ps(a, b));
+}
+
+/* y[0:n] += p * v[0:n] */
+static inline void axpy(float p, const float *v, float *y, long n) {
+    __m512 pp = _mm512_set1_ps(p);
+    long k = 0;
+    for (; k < n; k += 16) {
+        __mmask16 m = n - k >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - k)) - 1);
+        _mm512_mask_storeu_ps(y + k, m, _mm512_fmadd_ps(pp, _mm512_maskz_loadu_ps(m, v + k), _mm512_maskz_loadu_ps(m, y + k)));
+    }
+}
+
+static inline float sumsq(const float *x, long n) { return dot1(x, x, n); }
+
+#else /* AVX2 */
+static inline float hsum8(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+    return _mm_cvtss_f32(s);
+}
+
+static inline void dot4(const float *w0, const float *w1, const float *w2, const float *w3, const float *x, long n,
+                        float *out) {
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+    long k = 0;
+    for (; k + 16 <= n; k += 16) {
+        __m256 x0 = _mm256_loadu_ps(x + k), x1 = _mm256_loadu_ps(x + k + 8);
+        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(w0 + k), x0, a0);
+        a1 = _mm256_fmadd_ps(_mm256_loadu_ps(w1 + k), x0, a1);
+        a2 = _mm256_fmadd_ps(_mm256_loadu_ps(w2 + k), x0, a2);
+        a3 = _mm256_fmadd_ps(_mm256_loadu_ps(w3 + k), x0, a3);
+        b0 = _mm256_fmadd_ps(_mm256_loadu_ps(w0 + k + 8), x1, b0);
+        b1 = _mm256_fmadd_ps(_mm256_loadu_ps(w1 + k + 8), x1, b1);
+        b2 = _mm256_fmadd_ps(_mm256_loadu_ps(w2 + k + 8), x1, b2);
+        b3 = _mm256_fmadd_ps(_mm256_loadu_ps(w3 + k + 8), x1, b3);
+    }
+    float s0 = hsum8(_mm256_add_ps(a0, b0)), s1 = hsum8(_mm256_add_ps(a1, b1));
+    float s2 = hsum8(_mm256_add_ps(a2, b2)), s3 = hsum8(_mm256_add_ps(a3, b3));
+    for (; k < n; k++) {
+        s0 += w0[k] * x[k]; s1 += w1[k] * x[k]; s2 += w2[k] * x[k]; s3 += w3[k] * x[k];
+    }
+    out[0] = s0; out[1] = s1; out[2] = s2; out[3] = s3;
+}
+
+static inline float dot1(const float *w, const float *x, long n) {
+    __m256 a = _mm256_setzero_ps(), b = a;
+    long k = 0;
+    for (; k + 16 <= n; k += 16) {
+        a = _mm256_fmadd_ps(_mm256_loadu_ps(w + k), _mm256_loadu_ps(x + k), a);
+        b = _mm256_fmadd_ps(_mm256_loadu_ps(w + k + 8), _mm256_loadu_ps(x + k + 8), b);
+    }
+    float s = hsum8(_mm256_add_ps(a, b));
+    for (; k < n; k++) s += w[k] * x[k];
+    return s;
+}
+
+static inline void axpy(float p, const float *v, float *y, long n) {
+    __m256 pp = _mm256_set1_ps(p);
+    long k = 0;
+    for (; k + 8 <= n; k += 8) _mm256_storeu_ps(y + k, _mm256_fmadd_ps(pp, _mm256_loadu_ps(v + k), _mm256_loadu_ps(y + k)));
+    for (; k < n; k++) y[k] += p * v[k];
+}
+
+static inline float sumsq(const float *x, long n) { return dot1(x, x, n); }
+#endif
+
+/* y[r] = W[r] . x (+ res[r]) for rows r in [r0, r1). res may alias y (in-place residual add). */
+static void gemv_rows(const float *W, const float *x, float *y, const float *res, long in, long r0, long r1) {
+    long r = r0;
+    float o[4];
+    for (; r + 4 <= r1; r += 4) {
+        const float *w = W + r * in;
+        dot4(w, w + in, w + 2 * in, w + 3 * in, x, in, o);
+        for (int i = 0; i < 4; i++) y[r + i] = res ? res[r + i] + o[i] : o[i];
+    }
+    for (; r < r1; r++) {
+        float s = dot1(W + r * in, x, in);
+        y[r] = res ? res[r] + s : s;
+    }
+}
+
+/* This thread's share [*r0, *r1) of n items, chunks rounded up to a multiple of `align`. */
+static inline void split(long n, int tid, int nth, long align, long *r0, long *r1) {
+    long chunk = (n + nth - 1) / nth;
+    chunk = (chunk + align - 1) / align * align;
+    long a = tid * chunk, b = a + chunk;
+    *r0 = a < n ? a : n;
+    *r1 = b < n ? b : n;
+}
+
+/* ---- thread pool and barrier ---------------------------------------------------------------------------- */
+
+typedef void (*task_fn)(void *arg, int tid, int nth);
+
+typedef struct {
+    _Alignas(64) atomic_int count;
+    _Alignas(64) atomic_int phase;
+} barrier_t;
+
+static barrier_t BAR;
+
+/* One wait iteration: pause, and after a while also yield the core (a thread we wait for may be runnable on
+ * it: on a busy machine pure spinning would hold it off for a whole time slice). */
+static inline void relax(long *spins) {
+    _mm_pause();
+    if (++*spins > 4096) sched_yield();
+}
+
+/* Sense-counting spin barrier: every thread reads the phase before arriving; the last arrival resets the
+ * count and bumps the phase, releasing the others. */
+static void barrier(int nth) {
+    if (nth == 1) return;
+    int phase = atomic_load_explicit(&BAR.phase, memory_order_acquire);
+    if (atomic_fetch_add_explicit(&BAR.count, 1, memory_order_acq_rel) == nth - 1) {
+        atomic_store_explicit(&BAR.count, 0, memory_order_relaxed);
+        atomic_fetch_add_explicit(&BAR.phase, 1, memory_order_release);
+    } else {
+        long spins = 0;
+        while (atomic_load_explicit(&BAR.phase, memory_order_acquire) == phase) relax(&spins);
+    }
+}
+
+static long SPIN_NS = 2000000;   /* how long an idle worker spins before sleeping (hg_set_spin_us) */
+
+#ifndef HG_OPENMP
+static struct {
+    int nth;             /* threads in the pool, the caller included; 1 = no workers */
+    pid_t pid;           /* the process that created the workers (threads do not survive fork) */
+    pthread_t th[MAXT];
+    unsigned start_gen;  /* gen when the workers were created */
+    _Alignas(64) atomic_uint gen;   /* bumped once per dispatched task */
+    _Alignas(64) atomic_int done;   /* workers finished with the current task */
+    _Alignas(64) atomic_int sleepers;
+    atomic_int stop;
+    task_fn fn;
+    void *arg;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+} P = {.nth = 1, .mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+
+static long now_ns(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec * 1000000000L + t.tv_nsec;
+}
+
+static void *worker(void *p) {
+    int tid = (int)(intptr_t)p;
+    unsigned seen = P.start_gen;   /* not P.gen: a task may have been dispatched before this thread started */
+    for (;;) {
+        unsigned g;
+        long spins = 0, t0 = 0;
+        while ((g = atomic_load_explicit(&P.gen, memory_order_acquire)) == seen) {
+            relax(&spins);
+            if ((spins & 255) == 0) {
+                long t = now_ns();
+                if (!t0) t0 = t;
+                else if (t - t0 > SPIN_NS) {   /* idle: sleep until the next dispatch */
+                    pthread_mutex_lock(&P.mu);
+                    atomic_fetch_add(&P.sleepers, 1);
+                    while ((g = atomic_load(&P.gen)) == seen) pthread_cond_wait(&P.cv, &P.mu);
+                    atomic_fetch_sub(&P.sleepers, 1);
+                    pthread_mutex_unlock(&P.mu);
+                    break;
+                }
+            }
+        }
+        seen = g;
+        if (atomic_load(&P.stop)) return NULL;
+        P.fn(P.arg, tid, P.nth);
+        atomic_fetch_add_explicit(&P.done, 1, memory_order_release);
+    }
+}
+
+static void wake_all(void) {
+    /* seq_cst: either a sleeping worker registered before we read `sleepers` (we wake it), or it sees the new gen */
+    if (atomic_load(&P.sleepers) > 0) {
+        pthread_mutex_lock(&P.mu);
+        pthread_cond_broadcast(&P.cv);
+        pthread_mutex_unlock(&P.mu);
+    }
+}
+
+static void pool_resize(int nth) {
+    if (nth < 1) nth = 1;
+    if (nth > MAXT) nth = MAXT;
+    if (P.nth > 1 && P.pid == getpid()) {   /* stop the old workers (after a fork they no longer exist) */
+        atomic_store(&P.stop, 1);
+        atomic_fetch_add(&P.gen, 1);
+        pthread_mutex_lock(&P.mu);
+        pthread_cond_broadcast(&P.cv);
+        pthread_mutex_unlock(&P.mu);
+        for (int i = 1; i < P.nth; i++) pthread_join(P.th[i], NULL);
+    }
+    atomic_store(&P.stop, 0);
+    atomic_store(&P.sleepers, 0);
+    P.nth = 1;
+    P.pid = getpid();
+    P.start_gen = atomic_load(&P.gen);
+    for (int i = 1; i < nth; i++) {
+        if (pthread_create(&P.th[i], NULL, worker, (void *)(intptr_t)i) != 0) break;
+        P.nth = i + 1;
+    }
+}
+
+static pthread_mutex_t RUN_MU = PTHREAD_MUTEX_INITIALIZER;   /* one task at a time (ctypes drops the GIL) */
+
+static void run_locked(task_fn fn, void *arg, int nth) {
+    if (nth != P.nth || (P.nth > 1 && P.pid != getpid())) pool_resize(nth);
+    if (P.nth == 1) {
+        fn(arg, 0, 1);
+        return;
+    }
+    P.fn = fn;
+    P.arg = arg;
+    atomic_store(&P.done, 0);
+    atomic_fetch_add(&P.gen, 1);
+    wake_all();
+    fn(arg, 0, P.nth);
+    long spins = 0;
+    while (atomic_load_explicit(&P.done, memory_order_acquire) != P.nth - 1) relax(&spins);
+}
+
+static void run(task_fn fn, void *arg, int nth) {
+    pthread_mutex_lock(&RUN_MU);
+    run_locked(fn, arg, nth);
+    pthread_mutex_unlock(&RUN_MU);
+}
+#else
+static void run(task_fn fn, void *arg, int nth) {
+    if (nth <= 1) {
+        fn(arg, 0, 1);
+        return;
+    }
+    static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+    pthread_mutex_lock(&mu);
+#pragma omp parallel num_threads(nth)
+    fn(arg, omp_get_thread_num(), omp_get_num_threads());
+    pthread_mutex_unlock(&mu);
+}
+#endif
+
+/* ---- per-thread scratch (attention scores) -------------------------------------------------------------- */
+
+static float *SCRATCH[MAXT];
+static long SCRATCH_N[MAXT];
+
+static float *scratch(int tid, long n) {
+    if (SCRATCH_N[tid] < n) {
+        free(SCRATCH[tid]);
+        SCRATCH[tid] = aligned_alloc(64, ((n * sizeof(float) + 63) / 64) * 64);
+        SCRATCH_N[tid] = SCRATCH[tid] ? n : 0;
+    }
+    return SCRATCH[tid];
+}
+
+/* ---- GEMV ------------------------------------------------------------------------------------------------ */
+
+typedef struct {
+    const float *W, *x, *res;
+    float *y;
+    long out, in;
+} gemv_arg;
+
+static void gemv_task(void *p, int tid, int nth) {
+    gemv_arg *a = p;
+    long r0, r1;
+    split(a->out, tid, nth, 16, &r0, &r1);
+    gemv_rows(a->W, a->x, a->y, a->res, a->in, r0, r1);
+}
+
+/* y[out] = W[out, in] x[in] (+ res[out] when res is not NULL), on nthreads threads. */
+void hg_gemv(const float *W, const float *x, float *y, const float *res, long out, long in, int nthreads) {
+    gemv_arg a = {W, x, res, y, out, in};
+    /* small matrices: one thread (waking a worker costs more than it saves) */
+    run(gemv_task, &a, out * in < 32768 ? 1 : nthreads);
+}
+
+/* ---- one whole decode step ------------------------------------------------------------------------------- */
+
+/* Shapes (B = 1): D = dim, F = hidden, H/Hkv heads of size hd, V = vocab.
+ *   embed [V, D], norm [D], head [V, D], rope [>= pos+1, hd/2, 2] (cos, sin of InferenceModel.freqs_cis);
+ *   per layer: ln1 [D], wqkv [(H + 2 Hkv) hd, D] (q rows scaled and RoPE-interleaved as in InferenceModel),
+ *   wo [D, H hd], ln2 [D], wgu [2F, D] (gate rows then up rows), wdown [D, F],
+ *   kc, vc [Hkv, max_len, hd] (the KV cache tensors of batch row 0);
+ *   scratch: x [D], xb [D], qkv [(H + 2 Hkv) hd], y [H hd], act [F]. */
+typedef struct {
+    int dim, hidden, n_layers, n_heads, n_kv, hd, vocab, max_len;
+    float eps;
+    const float *embed, *norm, *head, *rope;
+    const float *const *ln1, *const *wqkv, *const *wo, *const *ln2, *const *wgu, *const *wdown;
+    float *const *kc, *const *vc;
+    float *x, *xb, *qkv, *y, *act;
+} hg_model;
+
+typedef struct {
+    const hg_model *m;
+    long token, pos;
+    float *logits;
+} step_arg;
+
+/* xb = rmsnorm(x) * w; every thread computes the (cheap) sum of squares and writes its own slice. */
+static void rmsnorm_part(const float *x, const float *w, float *xb, long n, float eps, int tid, int nth) {
+    float r = 1.0f / sqrtf(sumsq(x, n) / n + eps);
+    long i0, i1;
+    split(n, tid, nth, 16, &i0, &i1);
+    for (long i = i0; i < i1; i++) xb[i] = x[i] * r * w[i];
+}
+
+static void step_task(void *p, int tid, int nth) {
+    const step_arg *a = p;
+    const hg_model *m = a->m;
+    const long D = m->dim, F = m->hidden, H = m->n_heads, Hkv = m->n_kv, hd = m->hd, pos = a->pos, L = pos + 1;
+    const long nq = H * hd, nkv = Hkv * hd, rep = H / Hkv;
+    const float *cs = m->rope + pos * hd;   /* [hd/2, 2] for this position */
+    long r0, r1;
+    if (tid == 0) memcpy(m->x, m->embed + a->token * D, D * sizeof(float));
+    barrier(nth);
+    for (int l = 0; l < m->n_layers; l++) {
+        float *kc = m->kc[l], *vc = m->vc[l];
+        rmsnorm_part(m->x, m->ln1[l], m->xb, D, m->eps, tid, nth);
+        barrier(nth);
+        /* q|k|v rows (chunks of 4 keep RoPE pairs together), then RoPE q, k and store k, v in the cache */
+        split(nq + 2 * nkv, tid, nth, 4, &r0, &r1);
+        gemv_rows(m->wqkv[l], m->xb, m->qkv, NULL, D, r0, r1);
+        for (long r = r0; r < r1; r += 2) {
+            float *v = m->qkv + r;
+            long c = r % hd;
+            if (r < nq + nkv) {   /* (v0 + i v1) * (cos + i sin) */
+                float co = cs[c], si = cs[c + 1], v0 = v[0], v1 = v[1];
+                v[0] = v0 * co - v1 * si;
+                v[1] = v0 * si + v1 * co;
+            }
+            if (r >= nq + nkv) {
+                long h = (r - nq - nkv) / hd;
+                vc[(h * m->max_len + pos) * hd + c] = v[0];
+                vc[(h * m->max_len + pos) * hd + c + 1] = v[1];
+            } else if (r >= nq) {
+                long h = (r - nq) / hd;
+                kc[(h * m->max_len + pos) * hd + c] = v[0];
+                kc[(h * m->max_len + pos) * hd + c + 1] = v[1];
+            }
+        }
+        barrier(nth);
+        /* attention, heads split across threads; the softmax scale is folded into wq */
+        split(H, tid, nth, 1, &r0, &r1);
+        float *att = scratch(tid, L);
+        for (long h = r0; h < r1; h++) {
+            const float *q = m->qkv + h * hd, *K = kc + (h / rep) * m->max_len * hd, *V = vc + (h / rep) * m->max_len * hd;
+            float mx = -INFINITY, sum = 0.0f;
+            for (long t = 0; t < L; t++) {
+                att[t] = dot1(q, K + t * hd, hd);
+                mx = att[t] > mx ? att[t] : mx;
+            }
+            for (long t = 0; t < L; t++) {
+                att[t] = expf(att[t] - mx);
+                sum += att[t];
+            }
+            float *y = m->y + h * hd, inv = 1.0f / sum;
+            memset(y, 0, hd * sizeof(float));
+            for (long t = 0; t < L; t++) axpy(att[t] * inv, V + t * hd, y, hd);
+        }
+        barrier(nth);
+        /* x += Wo y */
+        split(D, tid, nth, 4, &r0, &r1);
+        gemv_rows(m->wo[l], m->y, m->x, m->x, nq, r0, r1);
+        barrier(nth);
+        rmsnorm_part(m->x, m->ln2[l], m->xb, D, m->eps, tid, nth);
+        barrier(nth);
+        /* act[j] = silu(gate_j . xb) * (up_j . xb), gate row j and up row F + j on the same thread */
+        split(F, tid, nth, 4, &r0, &r1);
+        {
+            const float *W = m->wgu[l];
+            float *g = scratch(tid, L > 2 * F ? L : 2 * F);   /* att is no longer needed */
+            gemv_rows(W, m->xb, g, NULL, D, r0, r1);
+            gemv_rows(W + F * D, m->xb, g + F, NULL, D, r0, r1);
+            for (long j = r0; j < r1; j++) m->act[j] = g[j] / (1.0f + expf(-g[j])) * g[F + j];
+        }
+        barrier(nth);
+        /* x += Wdown act */
+        split(D, tid, nth, 4, &r0, &r1);
+        gemv_rows(m->wdown[l], m->act, m->x, m->x, F, r0, r1);
+        barrier(nth);
+    }
+    rmsnorm_part(m->x, m->norm, m->xb, D, m->eps, tid, nth);
+    barrier(nth);
+    split(m->vocab, tid, nth, 16, &r0, &r1);
+    gemv_rows(m->head, m->xb, a->logits, NULL, D, r0, r1);
+}
+
+/* logits[vocab] for `token` at position `pos` (pos < max_len; the rope table must cover pos). */
+void hg_decode(const hg_model *m, long token, long pos, float *logits, int nthreads) {
+    step_arg a = {m, token, pos, logits};
+    run(step_task, &a, nthreads);
+}
+
+void hg_set_spin_us(long us) { SPIN_NS = us * 1000; }
+
+/* 512 when built with AVX-512, 256 for AVX2 (for logs and tests). */
+int hg_simd_width(void) {
+#ifdef __AVX512F__
+    return 512;
+#else
+    return 256;
+#endif
+}
+
+int hg_openmp(void) {
+#ifdef HG_OPENMP
+    return 1;
+#else
+    return 0;
+#endif
+}

@@ -1,0 +1,163 @@
+"""The native decode kernels (hessgpt/kernels) against PyTorch: GEMV, one decode step, the engine end to end,
+and the fallback when they are turned off."""
+
+import pytest
+import torch
+
+from hessgpt import checkpoint, kernels
+from hessgpt.config import ModelConfig
+from hessgpt.engine import Engine, SamplingParams, naive_generate
+from hessgpt.kernels import build
+from hessgpt.model import DenseLinear, InferenceModel, Transformer
+
+REASON = build.unavailable_reason()
+if REASON is None and kernels.lib() is None:
+    REASON = "the kernel library failed to build (see the debug log of hessgpt.kernels.build)"
+pytestmark = pytest.mark.skipif(REASON is not None, reason=f"native kernels unavailable: {REASON}")
+
+CONFIGS = [
+    dict(vocab_size=300, dim=96, n_layers=2, n_heads=4, n_kv_heads=2, hidden_dim=160, rope_theta=50000.0, tie_embeddings=False),  # GQA
+    dict(vocab_size=300, dim=120, n_layers=2, n_heads=3, n_kv_heads=3, hidden_dim=200, tie_embeddings=True),   # MHA, hd 40, tied
+    dict(vocab_size=301, dim=80, n_layers=3, n_heads=8, n_kv_heads=1, hidden_dim=100, tie_embeddings=False),  # MQA, hd 10, odd sizes
+]
+
+
+@pytest.fixture(params=[1, 2], ids=["1thread", "2threads"])
+def threads(request):
+    old = torch.get_num_threads()
+    torch.set_num_threads(request.param)
+    yield request.param
+    torch.set_num_threads(old)
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (7, 5), (16, 32), (33, 67), (300, 96), (1030, 768), (2048, 2048)])
+def test_gemv_matches_torch(shape, threads):
+    out, inp = shape
+    g = torch.Generator().manual_seed(out)
+    w, x, res = torch.randn(out, inp, generator=g), torch.randn(1, inp, generator=g), torch.randn(1, out, generator=g)
+    lin = kernels.KernelLinear(w)
+    ref = (x.double() @ w.double().t())
+    scale = (x.double().abs() @ w.double().abs().t())    # error bound scales with sum |w x|
+    assert ((lin(x).double() - ref).abs() / scale).max() < 1e-5
+    assert ((lin.add_to(res, x).double() - (ref + res.double())).abs() / (scale + res.double().abs())).max() < 1e-5
+    xs = torch.randn(3, inp, generator=g)                 # several rows: the PyTorch path on the same weight
+    assert torch.allclose(lin(xs), xs @ w.t(), atol=1e-4)
+
+
+def test_linear_shares_contiguous_weights():
+    w = torch.randn(8, 4)
+    assert kernels.KernelLinear(w).w.data_ptr() == w.data_ptr()
+
+
+@pytest.mark.parametrize("cfg", CONFIGS)
+def test_decode_step_matches_pytorch_path_and_full_forward(cfg, threads):
+    model = Transformer(ModelConfig(context_length=64, **cfg)).init_weights(3).eval()
+    native, ref = InferenceModel(model), InferenceModel(model, make_linear=DenseLinear)
+    native.setup_cache(1, 64)
+    ref.setup_cache(1, 64)
+    assert native.decode_step is not None and ref.decode_step is None
+    ids = torch.randint(0, cfg["vocab_size"], (1, 40), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        full = model(ids)[0]                                                # [40, V]
+    a, b = [native.forward(ids[:, :5], 0)], [ref.forward(ids[:, :5], 0)]    # prefill (PyTorch in both)
+    calls = 0
+    step = native.decode_step
+
+    def counting(tok, pos):
+        nonlocal calls
+        calls += 1
+        return step(tok, pos)
+
+    native.decode_step = counting
+    for i in range(5, 40):
+        a.append(native.forward(ids[:, i:i + 1], i))
+        b.append(ref.forward(ids[:, i:i + 1], i))
+    assert calls == 35
+    a, b = torch.cat(a), torch.cat(b)
+    assert (a - b).abs().max() < 1e-4
+    assert (a - full[4:]).abs().max() < 1e-4
+    for k_native, k_ref in zip(native.k_cache + native.v_cache, ref.k_cache + ref.v_cache):   # same KV cache
+        assert (k_native - k_ref).abs().max() < 1e-5
+
+
+def test_decode_step_rejects_out_of_range_tokens():
+    model = Transformer(ModelConfig(context_length=16, **CONFIGS[0])).init_weights(0).eval()
+    fast = InferenceModel(model)
+    fast.setup_cache(1, 16)
+    with pytest.raises(IndexError):
+        fast.forward(torch.tensor([[300]]), 0)
+
+
+def test_engine_greedy_equals_naive_reference_through_the_kernel(tiny_ckpt, threads):
+    model, tok = checkpoint.load(tiny_ckpt)
+    engine = Engine(model, tok)
+    engine._ensure_cache(1)
+    step, calls = engine.fast.decode_step, []
+    assert step is not None, "the engine's batch-1 decode does not use the native step"
+    engine.fast.decode_step = lambda t, p: calls.append(p) or step(t, p)
+    prompt = tok.encode("Il était une fois, dans une ville lointaine,")
+    p = SamplingParams(max_new_tokens=60, stop_token_ids=[-1])
+    out = engine.generate(prompt, p)
+    assert out == naive_generate(model, prompt, p)
+    assert len(calls) == len(out) == 60                 # every generated token was fed through the native step
+
+
+def test_existing_engine_tests_run_on_the_kernel(tiny_ckpt):
+    """tests/test_engine*.py build Engine(model) on CPU fp32: they must get the native path by default."""
+    model, tok = checkpoint.load(tiny_ckpt)
+    engine = Engine(model, tok)
+    engine.session(tok.encode("Bonjour"), SamplingParams())
+    assert engine.fast.decode_step is not None
+    assert isinstance(engine.fast.head, kernels.KernelLinear)
+
+
+def test_disabled_kernels_fall_back_to_pytorch(tiny_ckpt, monkeypatch):
+    model, tok = checkpoint.load(tiny_ckpt)
+    prompt = tok.encode("The weather today is")
+    p = SamplingParams(max_new_tokens=20, stop_token_ids=[-1])
+    expected = naive_generate(model, prompt, p)
+    with kernels.disabled():
+        engine = Engine(model, tok)
+    assert engine.generate(prompt, p) == expected
+    assert engine.fast.decode_step is None and isinstance(engine.fast.head, DenseLinear)
+    monkeypatch.setenv("HESSGPT_KERNELS", "0")
+    assert not kernels.available() and build.load() is None
+    engine = Engine(model, tok)
+    assert engine.generate(prompt, p) == expected
+    assert engine.fast.decode_step is None
+
+
+def test_build_failure_falls_back_silently(tmp_path, monkeypatch):
+    monkeypatch.setenv("HESSGPT_KERNEL_CACHE", str(tmp_path))
+    monkeypatch.setenv("CC", "false")            # a "compiler" that always fails
+    assert build.load() is None
+    assert list(tmp_path.iterdir()) == []        # no half-written library left behind
+    monkeypatch.setenv("CC", "no-such-compiler-hessgpt")
+    assert build.unavailable_reason().startswith("no C compiler")
+
+
+def test_build_is_cached_per_source_and_flags(tmp_path, monkeypatch):
+    monkeypatch.setenv("HESSGPT_KERNEL_CACHE", str(tmp_path))
+    lib = build.load()
+    assert lib is not None and lib.hg_simd_width() in (256, 512)
+    files = list(tmp_path.glob("*.so"))
+    assert len(files) == 1
+    mtime = files[0].stat().st_mtime_ns
+    assert build.load() is not None and files[0].stat().st_mtime_ns == mtime   # reused, not rebuilt
+    assert build.library_path(openmp=True) != build.library_path(openmp=False)
+
+
+def test_openmp_build_decodes_the_same(tmp_path, monkeypatch, threads):
+    monkeypatch.setenv("HESSGPT_KERNEL_CACHE", str(tmp_path))
+    lib = build.load(openmp=True)
+    assert lib is not None and lib.hg_openmp() == 1
+    model = Transformer(ModelConfig(context_length=32, **CONFIGS[0])).init_weights(5).eval()
+    fast = InferenceModel(model)
+    fast.setup_cache(1, 32)
+    ref = InferenceModel(model, make_linear=DenseLinear)
+    ref.setup_cache(1, 32)
+    fast.decode_step.lib = lib
+    fast.forward(torch.tensor([[1, 2, 3]]), 0), ref.forward(torch.tensor([[1, 2, 3]]), 0)
+    for i, t in enumerate([4, 5, 6, 7]):
+        a, b = fast.forward(torch.tensor([[t]]), 3 + i), ref.forward(torch.tensor([[t]]), 3 + i)
+        assert (a - b).abs().max() < 1e-4
