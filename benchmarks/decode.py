@@ -2,6 +2,10 @@
 and llama.cpp on the exported GGUF when it is available (a `llama-bench` binary on PATH, or the `llama_cpp`
 Python bindings).
 
+"hessgpt fp32" is the engine as users get it: batch-1 decode through the native kernels (hessgpt/kernels,
+compiled on first use) when they can be built here; "hessgpt fp32 (PyTorch path)" is the same engine with
+them turned off (InferenceModel on PyTorch ops only), for reference.
+
     python benchmarks/decode.py                          # S, M and model1-0.5b, ~5 minutes on 2 cores
     python benchmarks/decode.py --models S --rounds 3 --tokens 64 --json out.json
 
@@ -225,7 +229,7 @@ def batch_run(name: str, system: str, batch: int, tokens: int, threads: int) -> 
 
 
 def bench_model(name: str, rounds: int, tokens: int, threads: int, batch: int, bw: float, peak: float, tmp: str) -> dict:
-    from hessgpt import checkpoint
+    from hessgpt import checkpoint, kernels
     from hessgpt.convert.gguf import to_gguf
     from hessgpt.engine import Engine
 
@@ -234,8 +238,11 @@ def bench_model(name: str, rounds: int, tokens: int, threads: int, batch: int, b
     g = torch.Generator().manual_seed(0)
     prompt = torch.randint(0, cfg.vocab_size, (16,), generator=g).tolist()
     long_prompt = torch.randint(0, cfg.vocab_size, (128,), generator=g).tolist()
+    with kernels.disabled():
+        pytorch_fp32 = Engine(model, None, max_len=512)
     systems = {
         "hessgpt fp32": Engine(model, None, max_len=512),
+        "hessgpt fp32 (PyTorch path)": pytorch_fp32,
         "hessgpt int8": Engine(model, None, max_len=512, int8=True),
         "plain static-cache fp32": Engine(model, None, max_len=512, fast=False),
         "transformers fp32": hf_model(model),
@@ -339,6 +346,11 @@ def main(argv=None) -> int:
         child(args)
         return 0
     bw, peak = read_bandwidth(), matmul_peak()
+    from hessgpt import kernels
+
+    lib = kernels.lib() if kernels.available() else None
+    print("native kernels: " + (f"on (AVX{lib.hg_simd_width()}, {'OpenMP' if lib.hg_openmp() else 'pthread pool'})" if lib
+                                else f"off ({kernels.build.unavailable_reason() or 'build failed'}): 'hessgpt fp32' is the PyTorch path"))
     if not (shutil.which("llama-bench") or _has_llama_cpp()):
         print("note: llama.cpp not found (no llama-bench on PATH, no llama_cpp module): llama.cpp rows skipped")
     results = {}
