@@ -204,7 +204,7 @@ static void barrier(int nth) {
     }
 }
 
-static long SPIN_NS = 2000000;   /* how long an idle worker spins before sleeping (hg_set_spin_us) */
+static long SPIN_NS = 1000000;   /* how long an idle worker spins before sleeping (hg_set_spin_us): 1 ms */
 
 #ifndef HG_OPENMP
 static struct {
