@@ -27,7 +27,7 @@ import tempfile
 log = logging.getLogger(__name__)
 
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "decode.c")
-FLAGS = ["-O3", "-march=native", "-shared", "-fPIC", "-std=gnu11"]
+FLAGS = ["-O3", "-shared", "-fPIC", "-std=gnu11"]
 
 
 def cache_dir() -> str:
@@ -64,8 +64,8 @@ def unavailable_reason() -> str | None:
     return None
 
 
-def _command(openmp: bool) -> list[str]:
-    return [os.environ.get("CC", "cc"), *FLAGS, *(["-fopenmp", "-DHG_OPENMP"] if openmp else [])]
+def _command(openmp: bool, march: str = "native") -> list[str]:
+    return [os.environ.get("CC", "cc"), *FLAGS, f"-march={march}", *(["-fopenmp", "-DHG_OPENMP"] if openmp else [])]
 
 
 def _compiler_version(cc: str) -> str:
@@ -75,8 +75,8 @@ def _compiler_version(cc: str) -> str:
         return ""
 
 
-def library_path(openmp: bool = False) -> str:
-    cmd = _command(openmp)
+def library_path(openmp: bool = False, march: str = "native") -> str:
+    cmd = _command(openmp, march)
     h = hashlib.sha256()
     with open(SOURCE, "rb") as f:
         h.update(f.read())
@@ -86,13 +86,13 @@ def library_path(openmp: bool = False) -> str:
     return os.path.join(cache_dir(), f"decode-{h.hexdigest()[:16]}.so")
 
 
-def compile_library(path: str, openmp: bool = False) -> None:
+def compile_library(path: str, openmp: bool = False, march: str = "native") -> None:
     """Compile decode.c to `path` (atomically). Raises RuntimeError with the compiler's output on failure."""
     os.makedirs(os.path.dirname(path), exist_ok=True)
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=os.path.dirname(path))
     os.close(fd)
     try:
-        out = subprocess.run([*_command(openmp), "-o", tmp, SOURCE, "-lm", "-lpthread"],
+        out = subprocess.run([*_command(openmp, march), "-o", tmp, SOURCE, "-lm", "-lpthread"],
                              capture_output=True, text=True, timeout=300)
         if out.returncode:
             raise RuntimeError(f"compiling {SOURCE} failed:\n{out.stderr[-4000:]}")
@@ -102,8 +102,9 @@ def compile_library(path: str, openmp: bool = False) -> None:
             os.unlink(tmp)
 
 
-def load(openmp: bool | None = None) -> ctypes.CDLL | None:
-    """Build (if needed) and load the kernel library; None, logged once at debug level, if it cannot be used."""
+def load(openmp: bool | None = None, march: str = "native") -> ctypes.CDLL | None:
+    """Build (if needed) and load the kernel library; None, logged once at debug level, if it cannot be used.
+    `march` is the compiler's -march (tests build "haswell" to check the AVX2 code on an AVX-512 machine)."""
     reason = unavailable_reason()
     if reason is not None:
         log.debug("hessgpt native kernels off: %s", reason)
@@ -111,9 +112,9 @@ def load(openmp: bool | None = None) -> ctypes.CDLL | None:
     if openmp is None:
         openmp = os.environ.get("HESSGPT_KERNEL_OPENMP", "0") == "1"
     try:
-        path = library_path(openmp)
+        path = library_path(openmp, march)
         if not os.path.exists(path):
-            compile_library(path, openmp)
+            compile_library(path, openmp, march)
         lib = ctypes.CDLL(path)
     except (OSError, RuntimeError, subprocess.SubprocessError) as e:
         log.debug("hessgpt native kernels off: %s", e)

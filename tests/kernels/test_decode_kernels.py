@@ -147,10 +147,17 @@ def test_build_is_cached_per_source_and_flags(tmp_path, monkeypatch):
     assert build.library_path(openmp=True) != build.library_path(openmp=False)
 
 
-def test_openmp_build_decodes_the_same(tmp_path, monkeypatch, threads):
+@pytest.mark.parametrize("variant", ["openmp", "avx2"])
+def test_other_builds_decode_the_same(variant, tmp_path, monkeypatch, threads):
+    """The OpenMP build, and the AVX2 code (what a CPU without AVX-512 runs) built for haswell."""
     monkeypatch.setenv("HESSGPT_KERNEL_CACHE", str(tmp_path))
-    lib = build.load(openmp=True)
-    assert lib is not None and lib.hg_openmp() == 1
+    lib = build.load(openmp=True) if variant == "openmp" else build.load(march="haswell")
+    assert lib is not None
+    assert lib.hg_openmp() == 1 if variant == "openmp" else lib.hg_simd_width() == 256
+    w, x = torch.randn(37, 70), torch.randn(70)
+    y = torch.empty(37)
+    lib.hg_gemv(w.data_ptr(), x.data_ptr(), y.data_ptr(), None, 37, 70, torch.get_num_threads())
+    assert torch.allclose(y, w @ x, atol=1e-5)
     model = Transformer(ModelConfig(context_length=32, **CONFIGS[0])).init_weights(5).eval()
     fast = InferenceModel(model)
     fast.setup_cache(1, 32)
