@@ -290,7 +290,12 @@ static void pool_resize(int nth) {
 static pthread_mutex_t RUN_MU = PTHREAD_MUTEX_INITIALIZER;   /* one task at a time (ctypes drops the GIL) */
 
 static void run_locked(task_fn fn, void *arg, int nth) {
-    if (nth != P.nth || (P.nth > 1 && P.pid != getpid())) pool_resize(nth);
+    if (nth <= 1) {   /* one thread: run here, keep the pool (sleeping) for the next parallel call */
+        fn(arg, 0, 1);
+        return;
+    }
+    if (nth > MAXT) nth = MAXT;
+    if (nth != P.nth || P.pid != getpid()) pool_resize(nth);
     if (P.nth == 1) {
         fn(arg, 0, 1);
         return;
