@@ -12,6 +12,7 @@ from hessgpt.errors import HessGPTError
 DELEGATED = {
     "shards": ("hessgpt.data.shards", "tokenize text/conversations into training shards"),
     "routing": ("hessgpt.data.routing", "build the routing (code/tool) dataset"),
+    "chat-shards": ("hessgpt.data.chat_shards", "render conversations (+ text) into mid-training shards"),
 }
 
 
@@ -71,8 +72,8 @@ def print_summary(report: dict, out: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    usage = "usage: hessgpt data {prepare,shards,routing} ...\n\n  prepare  build a conversation mix from a recipe\n"
-    usage += "".join(f"  {name:<8} {help_}\n" for name, (_, help_) in DELEGATED.items())
+    usage = "usage: hessgpt data {prepare,shards,routing,chat-shards} ...\n\n  prepare  build a conversation mix from a recipe\n"
+    usage += "".join(f"  {name:<11} {help_}\n" for name, (_, help_) in DELEGATED.items())
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(usage)
         return 0

@@ -155,11 +155,15 @@ Gen = Callable[[random.Random, str], tuple[dict, str, list[str], list[str]]]
 
 def g_arith(rng, lang):
     ops = ["+", "-", "*", "/", "//", "%", "**"]
-    n = rng.randint(1, 3)
-    expr = str(rng.randint(1, 999))
+    n = rng.choice([1, 1, 1, 2, 2, 3])   # "15 * 23" is the most common question: one operator half the time
+
+    def operand() -> int:                 # small operands as often as 3-digit ones
+        return rng.randint(1, 99) if rng.random() < 0.5 else rng.randint(1, 999)
+
+    expr = str(operand())
     for _ in range(n):
         op = rng.choice(ops[:4] if rng.random() < 0.8 or "**" in expr else ops)
-        y = rng.randint(2, 12) if op == "**" else rng.randint(1, 999)
+        y = rng.randint(2, 12) if op == "**" else operand()
         if op == "**" and rng.random() < 0.7:
             expr = f"{rng.randint(2, 20)}"
         expr = f"{expr} {op} {y}" if rng.random() < 0.7 or op == "**" else f"({expr}) {op} {y}"
@@ -172,7 +176,9 @@ def g_arith(rng, lang):
                 "How much is {e}?", "I need the value of {e}.", "Evaluate {e}."]}
     a = {"fr": ["{e} = {out}.", "Le résultat est {out}.", "Ça fait {out}.", "Résultat : {out}."],
          "en": ["{e} = {out}.", "The result is {out}.", "It's {out}.", "Result: {out}."]}
-    return p, f"print({expr})", q[lang], a[lang]
+    # a true division prints a float: round it as a person would read it (and as the answer restates it)
+    code = f"print(round({expr}, 4))" if re.search(r"(?<!/)/(?!/)", expr) else f"print({expr})"
+    return p, code, q[lang], a[lang]
 
 
 def g_percent(rng, lang):
@@ -212,8 +218,9 @@ def g_sqrt_pow(rng, lang):
              "en": ["What is the square root of {n}?", "Compute the square root of {n}.", "sqrt of {n}?", "Give me √{n}."]}
         a = {"fr": ["La racine carrée de {n} est {out}.", "√{n} = {out}."],
              "en": ["The square root of {n} is {out}.", "√{n} = {out}."]}
-        return p, f"import math\nprint(math.sqrt({n}))", q[lang], a[lang]
-    b, e = rng.randint(2, 30), rng.randint(2, 20)
+        return p, f"import math\nprint(round(math.sqrt({n}), 4))", q[lang], a[lang]
+    b = rng.randint(2, 30)
+    e = rng.randint(2, max(2, int(15 / math.log10(b))))   # at most ~15 digits: a number a reader can use
     p = {"b": b, "e": e}
     q = {"fr": ["Combien vaut {b} puissance {e} ?", "Calcule {b}^{e}.", "{b} à la puissance {e}, ça fait combien ?",
                 "Quelle est la valeur de {b} exposant {e} ?"],
@@ -311,7 +318,7 @@ def g_stats(rng, lang):
                     "Compute mean, median and stdev for: {d}."]}
         a = {"fr": ["Moyenne : {l[0]}, médiane : {l[1]}, écart-type : {l[2]}."],
              "en": ["Mean: {l[0]}, median: {l[1]}, standard deviation: {l[2]}."]}
-        code = (f"import statistics\ndata = [{p['d']}]\nprint(statistics.mean(data))\nprint(statistics.median(data))\n"
+        code = (f"import statistics\ndata = [{p['d']}]\nprint(round(statistics.mean(data), 2))\nprint(statistics.median(data))\n"
                 f"print(round(statistics.stdev(data), 3))")
         return p, code, q[lang], a[lang]
     p["s"] = names[lang][stat]
@@ -321,7 +328,8 @@ def g_stats(rng, lang):
                 "Give me {s} of the list [{d}]."]}
     a = {"fr": ["{S} est {out}.", "On obtient {out}."], "en": ["{S} is {out}.", "We get {out}."]}
     p["S"] = p["s"][0].upper() + p["s"][1:]
-    expr = f"round(statistics.stdev(data), 3)" if stat == "stdev" else f"statistics.{stat}(data)"
+    expr = {"stdev": "round(statistics.stdev(data), 3)", "mean": "round(statistics.mean(data), 2)"}.get(
+        stat, f"statistics.{stat}(data)")
     return p, f"import statistics\ndata = [{p['d']}]\nprint({expr})", q[lang], a[lang]
 
 
@@ -1044,11 +1052,17 @@ class Stats:
                 "sandbox_runs": self.sandbox_runs, "retried": self.retried, "seconds": round(self.seconds, 1)}
 
 
+# Share of each category among the samples that need a code block: computation (maths) is what model 1
+# most often hands to the sandbox, and the hardest to get right (it copies operands into code and the
+# printed result into the answer), so it gets the largest share.
+CATEGORY_SHARES = {"maths": 0.4, "algo": 0.2, "web": 0.2, "data": 0.2}
+
+
 def _quotas(n: int, negative_fraction: float) -> dict[str, int]:
     n_neg = round(n * negative_fraction)
     n_pos = n - n_neg
-    q = {c: n_pos // 4 for c in CATEGORIES}
-    for c in CATEGORIES[: n_pos % 4]:
+    q = {c: int(n_pos * CATEGORY_SHARES[c]) for c in CATEGORIES}
+    for c in CATEGORIES[: n_pos - sum(q.values())]:
         q[c] += 1
     q["negative"] = n_neg
     return q

@@ -48,6 +48,7 @@ KINDS = {
     "prepare": {"recipe", "local", "tokenizer", "seed", "total"},
     "shards": {"text", "recipe", "text_kind", "languages", "tokenizer", "chunks", "workers", "local", "total_tokens",
                "shard_tokens", "val_fraction", "val_tokens"},
+    "chat-shards": {"chat", "text", "tokenizer", "val_fraction", "seed"},
     "init": {"model", "tokenizer", "set", "seed"},
     "pretrain": {"model", "data", "tokenizer", "args"},
     "sft": {"base", "data", "lora", "args"},
@@ -133,6 +134,8 @@ class Pipeline:
             return os.path.exists(os.path.join(out, "stats.json"))
         if s.kind == "prepare":
             return os.path.exists(os.path.join(out, "report.json"))
+        if s.kind == "chat-shards":
+            return os.path.exists(os.path.join(out, "manifest.json"))
         if s.kind == "shards":
             m = os.path.join(out, "manifest.json")
             if not os.path.exists(m):
@@ -146,7 +149,7 @@ class Pipeline:
 
     def run_stage(self, s: Stage) -> None:
         out, spec = self.out(s.name), s.spec
-        getattr(self, "_" + s.kind)(s, spec, out)
+        getattr(self, "_" + s.kind.replace("-", "_"))(s, spec, out)
 
     def _tokenizer(self, s, spec, out):
         from hessgpt.tokenizer import train_tokenizer
@@ -206,6 +209,15 @@ class Pipeline:
                                    languages=spec.get("languages"), **opts)
         S.write_shards(recipe, self.resolve(spec["tokenizer"]), out, chunks=int(spec.get("chunks", 1)),
                        workers=spec.get("workers"), progress=sys.stderr.isatty())
+
+    def _chat_shards(self, s, spec, out):
+        from hessgpt.data.chat_shards import write_chat_shards
+
+        if "tokenizer" not in spec:
+            raise HessGPTError(f"stage {s.name!r}: `tokenizer` is required (e.g. \"@tok\")")
+        write_chat_shards(self.resolve(spec.get("chat") or []), self.resolve(spec.get("text") or []),
+                          self.resolve(spec["tokenizer"]), out, float(spec.get("val_fraction", 0.02)),
+                          int(spec.get("seed", 0)))
 
     def _init(self, s, spec, out):
         from hessgpt.train.pretrain import init_checkpoint
