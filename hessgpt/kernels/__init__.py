@@ -15,6 +15,7 @@ HESSGPT_KERNELS=0 or `with kernels.disabled(): ...` (checked when an InferenceMo
 import contextlib
 import ctypes
 import logging
+import mmap
 import os
 
 import torch
@@ -58,8 +59,17 @@ def disabled():
         _DISABLED -= 1
 
 
-def _ptr(t: torch.Tensor | None):
-    return None if t is None else t.data_ptr()
+HUGE_PAGES = True   # copy large weights into transparent-huge-page memory (fewer TLB misses while streaming)
+
+
+def _huge_page_copy(w: torch.Tensor) -> torch.Tensor:
+    """A contiguous fp32 copy of `w` in private anonymous memory advised MADV_HUGEPAGE before it is touched
+    (Linux THP in "madvise" mode, the common default, only backs such regions with 2 MiB pages)."""
+    mm = mmap.mmap(-1, w.numel() * 4, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    mm.madvise(mmap.MADV_HUGEPAGE)
+    t = torch.frombuffer(mm, dtype=torch.float32).view(w.shape)   # keeps `mm` alive as long as the tensor
+    t.copy_(w)
+    return t
 
 
 class KernelLinear:
@@ -69,7 +79,11 @@ class KernelLinear:
     kind = "native"
 
     def __init__(self, weight: torch.Tensor):
-        self.w = weight.detach().contiguous()             # [out, in] fp32
+        w = weight.detach()
+        if HUGE_PAGES and hasattr(mmap, "MADV_HUGEPAGE") and w.numel() * 4 >= 2 << 20 and w.dtype == torch.float32:
+            self.w = _huge_page_copy(w)                   # [out, in] fp32
+        else:
+            self.w = w.contiguous()                       # [out, in] fp32, the model's own storage if contiguous
         self.out_features, self.in_features = self.w.shape
         self.lib = lib()
 
