@@ -12,7 +12,7 @@ Loss: only where the chat format's mask is 1 (the assistant's text, code, tool c
 `<|end|>`); system, user and tool-result tokens are context, never targets. Token i is predicted from
 tokens < i, so targets = ids[1:] with mask[1:].
 
-Packing: conversations are packed greedily into rows of seq_len + 1 tokens. Each row carries a
+Packing: conversations are packed first-fit into rows of seq_len + 1 tokens. Each row carries a
 block-diagonal causal attention mask (a token attends only to earlier tokens of its own conversation) and
 RoPE positions that restart at 0 for each conversation, so a packed conversation sees exactly what it
 would see alone (as at inference). Conversations longer than a row are truncated (counted, reported).
@@ -90,21 +90,28 @@ def render_file(path: str, tokenizer, row_len: int) -> tuple[list[tuple[list[int
     return examples, stats
 
 
-def pack(examples: list, row_len: int, seed: int | None) -> list[list[int]]:
-    """Greedy packing in a (seeded) random order: rows of example indices, each row <= row_len tokens."""
+def pack(examples: list, row_len: int, seed: int | None, window: int = 64) -> list[list[int]]:
+    """First-fit packing in a (seeded) random order: rows of example indices, each row <= row_len tokens.
+
+    Each example goes into the first of the last `window` open rows with room for it, else opens a new row.
+    Closing a row as soon as the next example does not fit (plain greedy) leaves ~23% of the routing data's
+    rows as padding; first-fit leaves a few %, so a step trains on ~1.3x more conversations for the same
+    compute. Deterministic for a seed; rows keep their examples in arrival order."""
     order = list(range(len(examples)))
     if seed is not None:
         random.Random(seed).shuffle(order)
-    rows, cur, used = [], [], 0
+    rows: list[list[int]] = []
+    room: list[int] = []          # free tokens of each row
     for i in order:
         n = len(examples[i][0])
-        if cur and used + n > row_len:
-            rows.append(cur)
-            cur, used = [], 0
-        cur.append(i)
-        used += n
-    if cur:
-        rows.append(cur)
+        for r in range(max(0, len(rows) - window), len(rows)):
+            if room[r] >= n:
+                rows[r].append(i)
+                room[r] -= n
+                break
+        else:
+            rows.append([i])
+            room.append(row_len - n)
     return rows
 
 
