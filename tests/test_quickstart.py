@@ -20,7 +20,10 @@ def run_dir(tmp_path_factory):
 
 def test_every_stage_output_loads(run_dir):
     record = json.loads((run_dir / "pipeline.json").read_text())
-    stages = ["routing", "tokenizer", "model1-init", "model1-routing", "model1-routing-lora", "model1-merged",
+    # the chain: model 1 pretrain -> SFT LoRA -> merge -> routing SFT (+ LoRA) -> merge; model 2
+    # pretrain on code -> SFT -> merge
+    stages = ["routing", "chat-data", "tokenizer", "model1-init", "model1-mid-shards", "model1-pretrain",
+              "model1-chat-lora", "model1-chat", "model1-routing", "model1-routing-lora", "model1-merged",
               "code-shards", "model2-init", "model2-pretrain", "model2-code-lora", "model2"]
     assert set(stages) <= set(record["stages"])
     assert (run_dir / "routing" / "train.jsonl").stat().st_size > 0
@@ -28,9 +31,11 @@ def test_every_stage_output_loads(run_dir):
     assert val and all("messages" in r for r in val)
     assert (run_dir / "tokenizer" / "tokenizer.json").exists()
     assert json.loads((run_dir / "code-shards" / "manifest.json").read_text())["tokens"]["val"] > 0
-    for lora in ("model1-routing-lora", "model2-code-lora"):
+    assert json.loads((run_dir / "model1-mid-shards" / "manifest.json").read_text())["tokens"]["train"] > 0
+    assert json.loads((run_dir / "model1-pretrain" / "meta.json").read_text())["stage"] == "pretrain"
+    for lora in ("model1-chat-lora", "model1-routing-lora", "model2-code-lora"):
         assert (run_dir / lora / "adapter_model.safetensors").exists()
-    for name in ("model1-init", "model1-routing", "model1-merged", "model2-pretrain", "model2", "model1"):
+    for name in ("model1-init", "model1-pretrain", "model1-chat", "model1-routing", "model1-merged", "model2-pretrain", "model2", "model1"):
         model, tok = hessgpt.load(str(run_dir / name))
         ids = tok.encode("Calcule 15 * 23")
         assert model(__import__("torch").tensor([ids])).shape == (1, len(ids), model.config.vocab_size)
@@ -59,6 +64,6 @@ def test_rerun_skips_finished_work(run_dir, capsys):
     before = {p: p.stat().st_mtime_ns for p in (run_dir / "model1" / "eval").glob("*.json")}
     assert quickstart.main(["--smoke", "--no-serve", "--out", str(run_dir)]) == 0
     text = capsys.readouterr().out
-    assert text.count("already done, skipped") == 11
+    assert text.count("already done, skipped") == 16   # every pipeline stage
     assert text.count("already done (") == 4
     assert {p: p.stat().st_mtime_ns for p in before} == before
