@@ -31,9 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
+from hessgpt.data.shards import FORMAT, VERSION, _dtype_for
 from hessgpt.errors import HessGPTError
-
-FORMAT, VERSION = "hessgpt-shards", 1
 
 
 def _conversation_docs(path: str, tokenizer) -> tuple[list[list[int]], int]:
@@ -91,7 +90,7 @@ def write_chat_shards(chat: list[str], text: list[str], tokenizer, out: str, val
     n_val = max(1, round(len(docs) * val_fraction)) if val_fraction > 0 and len(docs) > 1 else 0
     split = {"val": docs[:n_val], "train": docs[n_val:]}
 
-    dtype = "uint16" if tokenizer.vocab_size <= 65535 else "uint32"
+    dtype = _dtype_for(tokenizer.vocab_size)
     tmp = out.rstrip("/") + ".tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(tmp)
