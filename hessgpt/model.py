@@ -306,13 +306,13 @@ class InferenceModel:
         self.dim, self.eps = cfg.dim, cfg.norm_eps
         p = model.lm_head.weight
         self.device, self.dtype = p.device, p.dtype
-        if make_linear is None:
-            make_linear = DenseLinear
-            if self.device.type == "cpu" and self.dtype == torch.float32:
-                from hessgpt import kernels
+        dense = DenseLinear   # fp32/bf16 weights: the native GEMV layout when those kernels apply
+        if self.device.type == "cpu" and self.dtype == torch.float32:
+            from hessgpt import kernels
 
-                if kernels.available():
-                    make_linear = kernels.KernelLinear
+            if kernels.available():
+                dense = kernels.KernelLinear
+        make_linear = make_linear or dense
         self.decode_step = None   # native whole-step decoder (hessgpt/kernels), set by setup_cache when it applies
         perm_q = rope_interleave_perm(cfg.n_heads, cfg.head_dim).to(self.device)
         perm_k = rope_interleave_perm(cfg.n_kv_heads, cfg.head_dim).to(self.device)
@@ -334,7 +334,7 @@ class InferenceModel:
                 ))
             self.embed = model.model.embed_tokens.weight.detach()    # [V, D] (shared, not copied)
             self.norm = model.model.norm.weight.detach().clone()
-            self.head = make_linear(model.lm_head.weight) if quantize_head else DenseLinear(model.lm_head.weight)
+            self.head = make_linear(model.lm_head.weight) if quantize_head else dense(model.lm_head.weight)
         self.hidden = cfg.hidden_dim
         self._rope(cfg.context_length)
         self.k_cache: list[torch.Tensor] = []

@@ -46,15 +46,19 @@ def dequantize_weight(q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
 
 class Int8Linear:
     """y = x @ dequant(W).T through `torch._weight_int8pack_mm` (int8 weights read once, bf16 activations,
-    fp32 accumulation). Same interface as model.DenseLinear."""
+    fp32 accumulation). Same interface as model.DenseLinear. On CPU with the native kernels (hessgpt/kernels),
+    batch-1 decoding bypasses this class: the whole step runs in C on the same int8 weights, fp32 activations."""
 
     kind = "int8"
 
     def __init__(self, weight: torch.Tensor, q: torch.Tensor | None = None, scale: torch.Tensor | None = None):
         if q is None:
             q, scale = quantize_weight(weight)
-        self.q = q.contiguous()                                      # [out, in] int8
+        from hessgpt.kernels import huge_page_copy
+
+        self.q = huge_page_copy(q)                                   # [out, in] int8 (2 MiB pages on CPU)
         self.scale = scale.to(torch.bfloat16).to(q.device)           # [out], exact (bf16-rounded at quantization)
+        self.scale_f32 = self.scale.float()                          # [out], the same values for the native kernels
         self.out_features = q.shape[0]
 
     def __call__(self, x):

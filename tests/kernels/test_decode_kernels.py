@@ -9,6 +9,7 @@ from hessgpt.config import ModelConfig
 from hessgpt.engine import Engine, SamplingParams, naive_generate
 from hessgpt.kernels import build
 from hessgpt.model import DenseLinear, InferenceModel, Transformer
+from hessgpt.quantize import Int8Linear
 
 REASON = build.unavailable_reason()
 if REASON is None and kernels.lib() is None:
@@ -78,6 +79,42 @@ def test_decode_step_matches_pytorch_path_and_full_forward(cfg, threads):
     assert (a - full[4:]).abs().max() < 1e-4
     for k_native, k_ref in zip(native.k_cache + native.v_cache, ref.k_cache + ref.v_cache):   # same KV cache
         assert (k_native - k_ref).abs().max() < 1e-5
+
+
+def _dequantized_reference(q8: InferenceModel, model) -> InferenceModel:
+    """A PyTorch-path InferenceModel whose linears are the fp32 dequantization of q8's int8 weights."""
+    ref = InferenceModel(model, make_linear=DenseLinear)
+
+    def deq(lin):
+        return DenseLinear(lin.q.float() * lin.scale_f32[:, None]) if isinstance(lin, Int8Linear) else DenseLinear(lin.w)
+
+    ref.layers = [(ln1, deq(qkv), deq(o), ln2, deq(gu), deq(down)) for ln1, qkv, o, ln2, gu, down in q8.layers]
+    ref.head = deq(q8.head)
+    return ref
+
+
+def _step_through(fast, ids):
+    """Logits [T, V] of feeding ids [1, T] one token at a time (every step a decode step)."""
+    return torch.cat([fast.forward(ids[:, i:i + 1], i) for i in range(ids.shape[1])])
+
+
+@pytest.mark.parametrize("cfg", CONFIGS)
+@pytest.mark.parametrize("quantize_head", [True, False], ids=["int8-head", "fp32-head"])
+def test_int8_decode_step_matches_the_dequantized_model(cfg, quantize_head, threads):
+    """int8 weights in the native step: logits = x . (q * scale) in fp32, i.e. the dequantized fp32 model."""
+    model = Transformer(ModelConfig(context_length=48, **cfg)).init_weights(4).eval()
+    q8 = InferenceModel(model, make_linear=Int8Linear, quantize_head=quantize_head)
+    ref = _dequantized_reference(q8, model)
+    q8.setup_cache(1, 48)
+    ref.setup_cache(1, 48)
+    assert isinstance(q8.decode_step, kernels.DecodeStep) and ref.decode_step is None
+    assert q8.decode_step.m.s_head is None if not quantize_head else q8.decode_step.m.s_head is not None
+    ids = torch.randint(0, cfg["vocab_size"], (1, 30), generator=torch.Generator().manual_seed(1))
+    a, b = _step_through(q8, ids), _step_through(ref, ids)
+    assert (a - b).abs().max() < 1e-4 * max(1.0, b.abs().max().item())
+    with torch.no_grad():
+        fp32 = model(ids)[0]
+    assert (a - fp32).abs().max() > 1e-6           # it really decoded the int8 weights, not the fp32 ones
 
 
 def test_decode_step_rejects_out_of_range_tokens():
@@ -168,3 +205,10 @@ def test_other_builds_decode_the_same(variant, tmp_path, monkeypatch, threads):
     for i, t in enumerate([4, 5, 6, 7]):
         a, b = fast.forward(torch.tensor([[t]]), 3 + i), ref.forward(torch.tensor([[t]]), 3 + i)
         assert (a - b).abs().max() < 1e-4
+    q8 = InferenceModel(model, make_linear=Int8Linear)     # int8 weights through the same build
+    q8.setup_cache(1, 32)
+    q8.decode_step.lib = lib
+    ref8 = _dequantized_reference(q8, model)
+    ref8.setup_cache(1, 32)
+    ids = torch.tensor([[1, 2, 3, 4, 5, 6, 7]])
+    assert (_step_through(q8, ids) - _step_through(ref8, ids)).abs().max() < 1e-4
