@@ -57,6 +57,48 @@ static inline float dot1(const float *w, const float *x, long n) {
     return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a, b), _mm512_add_ps(c, d)));
 }
 
+/* (w0 . x, w1 . x): two rows read side by side, x loaded once. */
+static inline void dot2(const float *w0, const float *w1, const float *x, long n, float *out) {
+    __m512 a0 = _mm512_setzero_ps(), a1 = a0, b0 = a0, b1 = a0;
+    long k = 0;
+    for (; k + 32 <= n; k += 32) {
+        __m512 x0 = _mm512_loadu_ps(x + k), x1 = _mm512_loadu_ps(x + k + 16);
+        a0 = _mm512_fmadd_ps(_mm512_loadu_ps(w0 + k), x0, a0);
+        a1 = _mm512_fmadd_ps(_mm512_loadu_ps(w1 + k), x0, a1);
+        b0 = _mm512_fmadd_ps(_mm512_loadu_ps(w0 + k + 16), x1, b0);
+        b1 = _mm512_fmadd_ps(_mm512_loadu_ps(w1 + k + 16), x1, b1);
+    }
+    for (; k < n; k += 16) {
+        __mmask16 m = n - k >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - k)) - 1);
+        __m512 x0 = _mm512_maskz_loadu_ps(m, x + k);
+        a0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, w0 + k), x0, a0);
+        a1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, w1 + k), x0, a1);
+    }
+    out[0] = _mm512_reduce_add_ps(_mm512_add_ps(a0, b0));
+    out[1] = _mm512_reduce_add_ps(_mm512_add_ps(a1, b1));
+}
+
+static inline void dot2_q8(const int8_t *w0, const int8_t *w1, const float *x, long n, float *out) {
+    __m512 a0 = _mm512_setzero_ps(), a1 = a0, b0 = a0, b1 = a0;
+    long k = 0;
+#define Q16(w, off) _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)((w) + k + (off)))))
+    for (; k + 32 <= n; k += 32) {
+        __m512 x0 = _mm512_loadu_ps(x + k), x1 = _mm512_loadu_ps(x + k + 16);
+        a0 = _mm512_fmadd_ps(Q16(w0, 0), x0, a0);
+        a1 = _mm512_fmadd_ps(Q16(w1, 0), x0, a1);
+        b0 = _mm512_fmadd_ps(Q16(w0, 16), x1, b0);
+        b1 = _mm512_fmadd_ps(Q16(w1, 16), x1, b1);
+    }
+#undef Q16
+    float s0 = _mm512_reduce_add_ps(_mm512_add_ps(a0, b0)), s1 = _mm512_reduce_add_ps(_mm512_add_ps(a1, b1));
+    for (; k < n; k++) {
+        s0 += w0[k] * x[k];
+        s1 += w1[k] * x[k];
+    }
+    out[0] = s0;
+    out[1] = s1;
+}
+
 /* dot(q, x) for int8 q: each 16 weights sign-extended to int32, converted to fp32, FMA'd (the caller scales). */
 static inline float dot_q8(const int8_t *w, const float *x, long n) {
     __m512 a = _mm512_setzero_ps(), b = a, c = a, d = a;
@@ -109,6 +151,46 @@ static inline float dot1(const float *w, const float *x, long n) {
     return s;
 }
 
+static inline void dot2(const float *w0, const float *w1, const float *x, long n, float *out) {
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, b0 = a0, b1 = a0;
+    long k = 0;
+    for (; k + 16 <= n; k += 16) {
+        __m256 x0 = _mm256_loadu_ps(x + k), x1 = _mm256_loadu_ps(x + k + 8);
+        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(w0 + k), x0, a0);
+        a1 = _mm256_fmadd_ps(_mm256_loadu_ps(w1 + k), x0, a1);
+        b0 = _mm256_fmadd_ps(_mm256_loadu_ps(w0 + k + 8), x1, b0);
+        b1 = _mm256_fmadd_ps(_mm256_loadu_ps(w1 + k + 8), x1, b1);
+    }
+    float s0 = hsum8(_mm256_add_ps(a0, b0)), s1 = hsum8(_mm256_add_ps(a1, b1));
+    for (; k < n; k++) {
+        s0 += w0[k] * x[k];
+        s1 += w1[k] * x[k];
+    }
+    out[0] = s0;
+    out[1] = s1;
+}
+
+static inline void dot2_q8(const int8_t *w0, const int8_t *w1, const float *x, long n, float *out) {
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, b0 = a0, b1 = a0;
+    long k = 0;
+#define Q8(w, off) _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)((w) + k + (off)))))
+    for (; k + 16 <= n; k += 16) {
+        __m256 x0 = _mm256_loadu_ps(x + k), x1 = _mm256_loadu_ps(x + k + 8);
+        a0 = _mm256_fmadd_ps(Q8(w0, 0), x0, a0);
+        a1 = _mm256_fmadd_ps(Q8(w1, 0), x0, a1);
+        b0 = _mm256_fmadd_ps(Q8(w0, 8), x1, b0);
+        b1 = _mm256_fmadd_ps(Q8(w1, 8), x1, b1);
+    }
+#undef Q8
+    float s0 = hsum8(_mm256_add_ps(a0, b0)), s1 = hsum8(_mm256_add_ps(a1, b1));
+    for (; k < n; k++) {
+        s0 += w0[k] * x[k];
+        s1 += w1[k] * x[k];
+    }
+    out[0] = s0;
+    out[1] = s1;
+}
+
 static inline float dot_q8(const int8_t *w, const float *x, long n) {
     __m256 a = _mm256_setzero_ps(), b = a, c = a, d = a;
     long k = 0;
@@ -136,12 +218,20 @@ static inline float sumsq(const float *x, long n) { return dot1(x, x, n); }
 #endif
 
 /* y[r] = W[r] . x (+ res[r]) for rows r in [r0, r1). res may alias y (in-place residual add).
- * One row after the other, so each thread reads its block of W as a single sequential stream: measured here
- * (2 threads, a 440 MB matrix) that beats interleaving 4 rows (4 streams that each restart every row) by ~8%. */
+ * The block is cut in two halves read side by side (rows r and r + h together): two long sequential streams
+ * per thread. Measured here on a 440 MB matrix, 2 threads: +15% over one row after the other, which itself
+ * beats interleaving 4 adjacent rows (4 short streams that restart every row) by 8-60% depending on load. */
 static void gemv_rows(const float *W, const float *x, float *y, const float *res, long in, long r0, long r1) {
-    for (long r = r0; r < r1; r++) {
-        float s = dot1(W + r * in, x, in);
-        y[r] = res ? res[r] + s : s;
+    long h = (r1 - r0) / 2;
+    float o[2];
+    for (long r = r0; r < r0 + h; r++) {
+        dot2(W + r * in, W + (r + h) * in, x, in, o);
+        y[r] = res ? res[r] + o[0] : o[0];
+        y[r + h] = res ? res[r + h] + o[1] : o[1];
+    }
+    if ((r1 - r0) & 1) {
+        float s = dot1(W + (r1 - 1) * in, x, in);
+        y[r1 - 1] = res ? res[r1 - 1] + s : s;
     }
 }
 
@@ -149,9 +239,17 @@ static void gemv_rows(const float *W, const float *x, float *y, const float *res
  * (quantize.py: one scale per output row), activations and accumulation in fp32. */
 static void gemv_rows_q8(const int8_t *Q, const float *scale, const float *x, float *y, const float *res, long in,
                          long r0, long r1) {
-    for (long r = r0; r < r1; r++) {
-        float s = dot_q8(Q + r * in, x, in) * scale[r];
-        y[r] = res ? res[r] + s : s;
+    long h = (r1 - r0) / 2;
+    float o[2];
+    for (long r = r0; r < r0 + h; r++) {
+        dot2_q8(Q + r * in, Q + (r + h) * in, x, in, o);
+        float s0 = o[0] * scale[r], s1 = o[1] * scale[r + h];
+        y[r] = res ? res[r] + s0 : s0;
+        y[r + h] = res ? res[r + h] + s1 : s1;
+    }
+    if ((r1 - r0) & 1) {
+        float s = dot_q8(Q + (r1 - 1) * in, x, in) * scale[r1 - 1];
+        y[r1 - 1] = res ? res[r1 - 1] + s : s;
     }
 }
 
@@ -164,13 +262,6 @@ typedef struct {
 static inline void gemv_w(weight_t W, const float *x, float *y, const float *res, long in, long r0, long r1) {
     if (W.scale) gemv_rows_q8(W.w, W.scale, x, y, res, in, r0, r1);
     else gemv_rows(W.w, x, y, res, in, r0, r1);
-}
-
-/* Rows [row, ...) of W (the up half of the fused gate|up weight). */
-static inline weight_t rows_from(weight_t W, long row, long in) {
-    weight_t v = {W.scale ? (const void *)((const int8_t *)W.w + row * in) : (const void *)((const float *)W.w + row * in),
-                  W.scale ? W.scale + row : NULL};
-    return v;
 }
 
 /* This thread's share [*r0, *r1) of n items, chunks rounded up to a multiple of `align`. */
@@ -478,14 +569,23 @@ static void step_task(void *p, int tid, int nth) {
         barrier(nth);
         rmsnorm_part(m->x, m->ln2[l], m->xb, D, m->eps, tid, nth);
         barrier(nth);
-        /* act[j] = silu(gate_j . xb) * (up_j . xb), gate row j and up row F + j on the same thread */
+        /* act[j] = silu(gate_j . xb) * (up_j . xb): gate row j and up row F + j read side by side */
         split(F, tid, nth, 4, &r0, &r1);
         {
             weight_t W = LW(m, gu, l);
-            float *g = scratch(tid, L > 2 * F ? L : 2 * F);   /* att is no longer needed */
-            gemv_w(W, m->xb, g, NULL, D, r0, r1);
-            gemv_w(rows_from(W, F, D), m->xb, g + F, NULL, D, r0, r1);
-            for (long j = r0; j < r1; j++) m->act[j] = g[j] / (1.0f + expf(-g[j])) * g[F + j];
+            float o[2];
+            for (long j = r0; j < r1; j++) {
+                if (W.scale) {
+                    const int8_t *Q = W.w;
+                    dot2_q8(Q + j * D, Q + (F + j) * D, m->xb, D, o);
+                    o[0] *= W.scale[j];
+                    o[1] *= W.scale[F + j];
+                } else {
+                    const float *Wf = W.w;
+                    dot2(Wf + j * D, Wf + (F + j) * D, m->xb, D, o);
+                }
+                m->act[j] = o[0] / (1.0f + expf(-o[0])) * o[1];
+            }
         }
         barrier(nth);
         /* x += Wdown act */
