@@ -189,7 +189,9 @@ def save_state(path: str, model, raw, tokenizer, args, lora_cfg, base_hash: str,
 
         checkpoint.atomic_dir_write(path, write)
         return
-    sd = D.full_model_state(model, args.fsdp)
+    # FSDP: the sharded module gathers the full state (collective); otherwise the unwrapped model (`model` may
+    # be DDP- or torch.compile-wrapped, whose state-dict keys carry "module." / "_orig_mod." prefixes)
+    sd = D.full_model_state(model if args.fsdp else raw, args.fsdp)
     if not info.master:
         return
     from hessgpt.model import Transformer

@@ -98,6 +98,19 @@ def test_sft_lora_run_writes_adapter_metrics_and_plot(small_base, sft_dir, tmp_p
     assert r2.returncode == 0 and "already finished" in r2.stdout
 
 
+@pytest.mark.slow
+def test_full_sft_compiled_saves_a_plain_checkpoint(small_base, sft_dir, tmp_path):
+    """--compile wraps the model (state-dict keys "_orig_mod.*"): the saved checkpoint must still be the plain
+    Transformer's, and equal to the trained weights (a regression: the final save used to fail)."""
+    out = str(tmp_path / "compiled")
+    r = run_cli(*_sft_args(small_base, sft_dir, out, "--steps", "2", "--lr", "5e-3", "--compile", "--eval-every", "0"))
+    assert r.returncode == 0, r.stderr[-3000:]
+    model, _ = checkpoint.load(out)
+    base, _ = checkpoint.load(small_base)
+    changed = [k for k, v in model.state_dict().items() if not torch.equal(v, base.state_dict()[k])]
+    assert changed, "the compiled run saved the untrained weights"
+
+
 def test_sft_full_resume_after_sigterm_matches_uninterrupted(small_base, sft_dir, tmp_path):
     common = ("--steps", "30", "--lr", "2e-3", "--save-every", "0", "--dropout", "0")
     ref = str(tmp_path / "ref")
