@@ -71,6 +71,17 @@ class KVCache(nn.Module):
         return self.k, self.v
 
 
+def masked_attention(q, k, v, mask):
+    """softmax(q k^T / sqrt(hd), masked) v as two matmuls: q [B, H, T, hd], k, v [B, H, S, hd], mask [B, 1, T, S]
+    bool (True = attend; every query must see at least one key) -> [B, H, T, hd]. Same maths as SDPA with a
+    boolean mask; used for CPU training on packed rows, where PyTorch's fused CPU kernel with an explicit mask
+    is slower at small head dims (its backward above all): measured 7-9% of a whole SFT step at hd 32 with
+    bf16 autocast on the 2-core reference CPU (docs/training.md)."""
+    s = torch.matmul(q, k.transpose(-2, -1)) * q.shape[-1] ** -0.5     # [B, H, T, S]
+    s = s.masked_fill(~mask, float("-inf"))
+    return torch.matmul(torch.softmax(s, dim=-1), v)
+
+
 class Attention(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -99,7 +110,10 @@ class Attention(nn.Module):
         dropout = self.dropout if self.training else 0.0
         # mask None + causal: training/full forward (flash kernels on GPU); mask None + not causal: one decoded
         # token attending to the whole filled cache; otherwise an explicit boolean mask, True = attend.
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal and mask is None, dropout_p=dropout)
+        if mask is not None and x.device.type == "cpu" and torch.is_grad_enabled() and dropout == 0.0:
+            y = masked_attention(q, k, v, mask)                 # packed-row SFT on CPU: faster than SDPA here
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal and mask is None, dropout_p=dropout)
         y = y.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim)
         return self.o_proj(y)
 
@@ -180,8 +194,9 @@ class Transformer(nn.Module):
         return self.rope_cos[positions], self.rope_sin[positions]
 
     def forward(self, idx: torch.Tensor, input_pos: torch.Tensor | None = None, mask: torch.Tensor | None = None,
-                kv_len: int | None = None, return_hidden: bool = False) -> torch.Tensor:
-        """idx [B, T] -> logits [B, T, V].
+                kv_len: int | None = None, return_hidden: bool = False, logits_at: torch.Tensor | None = None) -> torch.Tensor:
+        """idx [B, T] -> logits [B, T, V]; with `logits_at` [B, T] bool, logits [N, V] of those N positions only
+        (SFT needs them where its loss mask is 1: the head and its softmax then skip the prompt tokens).
 
         Training/full forward: idx alone (causal attention), or `mask` [B, 1, T, T] bool for packed rows.
         With caches (`setup_caches`): `input_pos` [T] are the absolute positions written to the cache and
@@ -212,6 +227,8 @@ class Transformer(nn.Module):
         x = self.model.norm(x)
         if return_hidden:
             return x
+        if logits_at is not None:
+            x = x[logits_at]                                     # [N, D]
         return self.lm_head(x)
 
     # ---- KV cache ---------------------------------------------------------------------------

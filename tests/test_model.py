@@ -76,3 +76,24 @@ def test_masked_loss_ignores_unmasked_targets():
     mask = torch.tensor([[1, 0, 1, 0, 1, 0]])
     assert torch.equal(cross_entropy(logits, t1, mask), cross_entropy(logits, t2, mask))
     assert not torch.equal(cross_entropy(logits, t1), cross_entropy(logits, t2))
+
+
+def test_masked_attention_equals_sdpa_values_and_gradients():
+    """The CPU training path for packed rows (model.masked_attention) against F.scaled_dot_product_attention."""
+    import torch.nn.functional as F
+
+    from hessgpt.model import masked_attention
+
+    g = torch.Generator().manual_seed(0)
+    B, H, T, hd = 3, 4, 20, 16
+    q, k, v = (torch.randn(B, H, T, hd, generator=g, dtype=torch.float64, requires_grad=True) for _ in range(3))
+    seg = torch.sort(torch.randint(0, 3, (B, T), generator=g), dim=1).values            # packed conversations
+    mask = ((seg[:, :, None] == seg[:, None, :]) & torch.ones(T, T, dtype=torch.bool).tril()).unsqueeze(1)
+    a = masked_attention(q, k, v, mask)
+    b = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    assert torch.allclose(a, b, atol=1e-10)
+    w = torch.randn(a.shape, generator=g, dtype=torch.float64)
+    ga = torch.autograd.grad((a * w).sum(), (q, k, v))
+    gb = torch.autograd.grad((b * w).sum(), (q, k, v))
+    for x, y in zip(ga, gb):
+        assert torch.allclose(x, y, atol=1e-10)

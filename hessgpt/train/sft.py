@@ -144,11 +144,11 @@ def make_batch(examples: list, rows: list[list[int]], seq_len: int, pad_id: int)
 def masked_loss_sum(model, batch: dict, device, amp) -> tuple[torch.Tensor, torch.Tensor]:
     """(sum of next-token losses where loss_mask is 1, number of such tokens) for one batch."""
     x, y, m = batch["x"].to(device), batch["y"].to(device), batch["loss_mask"].to(device)
-    with autocast(device, amp):
-        logits = model(x, input_pos=batch["pos"].to(device), mask=batch["attn_mask"].to(device))
-    loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), y.reshape(-1), reduction="none")
-    mf = m.reshape(-1).to(loss.dtype)
-    return (loss * mf).sum(), mf.sum()
+    sel = m.bool()                                                    # [B, T] targets that count
+    with autocast(device, amp):   # logits only where the loss is taken: the head skips the prompt tokens
+        logits = model(x, input_pos=batch["pos"].to(device), mask=batch["attn_mask"].to(device), logits_at=sel)   # [N, V]
+    loss = F.cross_entropy(logits.float(), y[sel], reduction="sum")
+    return loss, sel.sum().to(loss.dtype)
 
 
 class RowSchedule:
