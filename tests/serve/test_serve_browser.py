@@ -5,6 +5,7 @@ import shutil
 import time
 
 import pytest
+from playwright.sync_api import expect
 
 from hessgpt.events import Event
 from hessgpt.serve.backends import ScriptedBackend
@@ -60,7 +61,7 @@ def test_chat_page_streams_shows_tool_steps_and_runs_no_model_html(serve, page):
     backend = ScriptedBackend(xss_script, model_id="tiny", token_delay=0.01)
     srv = serve(backend)
     page.goto(srv.url + "/")
-    page.wait_for_function("document.getElementById('model-name').textContent === 'tiny'")
+    expect(page.locator("#model-name")).to_have_text("tiny", timeout=15000)
     send(page, "What is 6 * 7?")
     # streamed answer: the stop button shows while generating, then the final text lands
     page.wait_for_selector("#stop:not([hidden])", timeout=5000)
@@ -121,7 +122,12 @@ def test_conversation_persists_regenerate_new_chat_and_language(serve, page):
     assert page.locator(".conv").count() == 1
     # regenerate replaces the last answer
     page.click(".regenerate")
-    page.wait_for_function("document.querySelectorAll('.msg').length === 4 && !document.getElementById('send').hidden")
+    deadline = time.monotonic() + 15
+    while len(backend.calls) < 3 and time.monotonic() < deadline:
+        page.wait_for_timeout(50)
+    # (expect polls from the driver: the page's CSP forbids the eval that wait_for_function needs)
+    expect(page.locator("#send:not([hidden])")).to_have_count(1, timeout=15000)
+    expect(page.locator(".msg")).to_have_count(4, timeout=15000)
     assert len(backend.calls) == 3 and len(backend.calls[2]["messages"]) == 3
     # system prompt and sampling settings reach the API
     page.click("#open-settings")
@@ -154,7 +160,7 @@ def test_stop_button_cancels_generation(serve, page):
     page.wait_for_selector(".msg.assistant .md")
     page.click("#stop")
     page.wait_for_selector("#send:not([hidden])")
-    page.wait_for_function("document.querySelector('.msg.assistant .msg-foot').textContent.includes('stopped')")
+    expect(page.locator(".msg.assistant .msg-foot")).to_contain_text("stopped", timeout=15000)
     deadline = time.monotonic() + 5
     while backend.cancelled == 0 and time.monotonic() < deadline:
         page.wait_for_timeout(50)
