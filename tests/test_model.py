@@ -97,3 +97,25 @@ def test_masked_attention_equals_sdpa_values_and_gradients():
     gb = torch.autograd.grad((b * w).sum(), (q, k, v))
     for x, y in zip(ga, gb):
         assert torch.allclose(x, y, atol=1e-10)
+
+
+def test_masked_attention_under_bf16_autocast_matches_fp64():
+    """The training dtype path: bf16 scores with the mask added as a bf16 bias, against the fp64 result."""
+    from hessgpt.model import masked_attention
+
+    g = torch.Generator().manual_seed(1)
+    B, H, T, hd = 2, 4, 32, 32
+    q, k, v = (torch.randn(B, H, T, hd, generator=g) for _ in range(3))
+    seg = torch.sort(torch.randint(0, 4, (B, T), generator=g), dim=1).values
+    mask = ((seg[:, :, None] == seg[:, None, :]) & torch.ones(T, T, dtype=torch.bool).tril()).unsqueeze(1)
+    ref = masked_attention(q.double(), k.double(), v.double(), mask)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = masked_attention(q, k, v, mask)
+    assert out.dtype == torch.bfloat16 and torch.isfinite(out).all()
+    assert (out.double() - ref).abs().max() < 0.05
+    # a masked key changes nothing: perturb keys/values a query may not see, its output stays the same
+    k2, v2 = k.clone(), v.clone()
+    k2[0, :, -1], v2[0, :, -1] = 100.0, 100.0       # the last token of row 0: only it may see itself
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out2 = masked_attention(q, k2, v2, mask)
+    assert torch.equal(out2[0, :, :-1], out[0, :, :-1])
