@@ -52,6 +52,13 @@ def page():
         browser.close()
 
 
+def poll(page, cond, seconds: float) -> None:
+    """Wait (letting the page run) until cond() holds on the Python side, at most `seconds`."""
+    deadline = time.monotonic() + seconds
+    while not cond() and time.monotonic() < deadline:
+        page.wait_for_timeout(50)
+
+
 def send(page, text):
     page.fill("#input", text)
     page.keyboard.press("Enter")
@@ -122,9 +129,7 @@ def test_conversation_persists_regenerate_new_chat_and_language(serve, page):
     assert page.locator(".conv").count() == 1
     # regenerate replaces the last answer
     page.click(".regenerate")
-    deadline = time.monotonic() + 15
-    while len(backend.calls) < 3 and time.monotonic() < deadline:
-        page.wait_for_timeout(50)
+    poll(page, lambda: len(backend.calls) >= 3, 15)
     # (expect polls from the driver: the page's CSP forbids the eval that wait_for_function needs)
     expect(page.locator("#send:not([hidden])")).to_have_count(1, timeout=15000)
     expect(page.locator(".msg")).to_have_count(4, timeout=15000)
@@ -161,7 +166,5 @@ def test_stop_button_cancels_generation(serve, page):
     page.click("#stop")
     page.wait_for_selector("#send:not([hidden])")
     expect(page.locator(".msg.assistant .msg-foot")).to_contain_text("stopped", timeout=15000)
-    deadline = time.monotonic() + 5
-    while backend.cancelled == 0 and time.monotonic() < deadline:
-        page.wait_for_timeout(50)
+    poll(page, lambda: backend.cancelled > 0, 5)
     assert backend.cancelled == 1  # the server cancelled the generation when the page let go
