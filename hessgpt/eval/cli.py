@@ -97,30 +97,61 @@ def cmd_bench(args) -> int:
 
 
 def cmd_tools(args) -> int:
-    from hessgpt.eval.tools import evaluate, format_metrics, load_samples
-
-    per_data, samples = {}, []
-    for path in args.data:
-        s = load_samples(path, args.answers if len(args.data) == 1 else None, args.limit)
-        per_data[path] = s
-        samples += s
-    backend = load_backend(args.model1, args.model2)
+    """Each --data file scored and printed separately (keyed by file stem under "per_data"), plus the combined
+    single-turn tables at the top level; multi-turn files go to "conversations" (keyed by stem)."""
     from hessgpt.engine import SamplingParams
+    from hessgpt.eval.tools import (evaluate, evaluate_conversations, format_conversations, format_metrics,
+                                    is_multiturn_file, load_conversations, load_samples, metrics)
 
+    singles, multis = {}, {}
+    for path in args.data:
+        if not Path(path).exists():
+            raise HessGPTError(f"no such data file {path}")
+        stem = Path(path).stem
+        if is_multiturn_file(path):
+            multis[stem] = load_conversations(path, args.limit)
+        else:
+            singles[stem] = load_samples(path, args.answers if len(args.data) == 1 else None, args.limit)
+    backend = load_backend(args.model1, args.model2)
     params = SamplingParams(max_new_tokens=args.max_new_tokens, temperature=0.0, seed=0)
-    result = evaluate(backend, samples, params)
-    if len(args.data) > 1:  # per file metrics from the same rows (no second run)
-        from hessgpt.eval.tools import metrics
-
-        start, result["per_data"] = 0, {}
-        for path, s in per_data.items():
-            result["per_data"][path] = metrics(result["samples"][start:start + len(s)])
-            start += len(s)
-    result = {**_header("tools", args.model1), "model2": args.model2, "data": args.data, **result}
-    out = save_json(result, args.out or default_out(args.model1, "tools"))
-    print(format_metrics(result))
+    samples = [s for ss in singles.values() for s in ss]
+    result = evaluate(backend, samples, params, baselines=not args.no_baselines) if samples else \
+        {"overall": metrics([]), "per_lang": {}, "skipped": [], "samples": []}
+    model = {k: result[k] for k in ("overall", "per_lang", "skipped", "samples")}
+    per_data, start = {}, 0
+    for stem, ss in singles.items():  # per-file tables from the same rows (no second run)
+        rows = slice(start, start + len(ss))
+        per_data[stem] = _split(result, rows)
+        start += len(ss)
+    out_obj = {**_header("tools", args.model1), "model2": args.model2, "data": args.data,
+               "model": model, "baselines": result.get("baselines", {}), "per_data": per_data,
+               # kept for readers of the earlier layout (eval report, quickstart)
+               "overall": model["overall"], "per_lang": model["per_lang"]}
+    if multis:
+        out_obj["conversations"] = {stem: evaluate_conversations(backend, convs, params) for stem, convs in multis.items()}
+    out = save_json(out_obj, args.out or default_out(args.model1, "tools"))
+    for stem, table in per_data.items():
+        print(f"## {stem}\n{format_metrics(table)}\n")
+    if len(per_data) > 1:
+        print(f"## combined\n{format_metrics(result)}\n")
+    for stem, conv in out_obj.get("conversations", {}).items():
+        print(f"## {stem}\n{format_conversations(conv)}\n")
     print(f"saved {out}")
     return 0
+
+
+def _split(result: dict, rows: slice) -> dict:
+    """The tables of one file: model and baselines recomputed over that file's rows."""
+    from hessgpt.eval.tools import metrics
+
+    def tables(res):
+        rs = res["samples"][rows]
+        return {"overall": metrics(rs), "skipped": [{"id": r["id"], "reason": r["skipped"]} for r in rs if r["skipped"]],
+                "per_lang": {lang: metrics([r for r in rs if r["lang"] == lang]) for lang in sorted({r["lang"] for r in rs})}}
+
+    out = tables(result)
+    out["baselines"] = {k: tables(v) for k, v in result.get("baselines", {}).items()}
+    return out
 
 
 def cmd_report(args) -> int:
@@ -162,7 +193,9 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("tools", help="routing, execution, answers and function calls of the dual model")
     t.add_argument("--model1", required=True)
     t.add_argument("--model2", default=None)
-    t.add_argument("--data", nargs="+", required=True, help="JSONL: conversation format, GSM8K, BFCL or xLAM")
+    t.add_argument("--data", nargs="+", required=True,
+                   help="JSONL files (each scored separately): conversation format, OOD single/multi-turn, GSM8K, BFCL or xLAM")
+    t.add_argument("--no-baselines", action="store_true", help="skip the constant and regex-router baselines")
     t.add_argument("--answers", default=None, help="BFCL possible-answer file (default: DATA_possible_answer.jsonl)")
     t.add_argument("--limit", type=int, default=None, help="at most this many samples per file")
     t.add_argument("--max-new-tokens", type=int, default=512)

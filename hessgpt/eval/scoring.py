@@ -31,6 +31,8 @@ import unicodedata
 from dataclasses import dataclass, field
 from functools import lru_cache
 
+from hessgpt.errors import HessGPTError
+
 SPECIAL_TOKEN_RE = re.compile(r"<\|(?:system|user|assistant|end|code|result|tool_call|tool_response)\|>|</?s>|<pad>|</?search>")
 GARBLED_RE = re.compile(r"[\ufffd\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")  # broken UTF-8, control characters
 # Candidate languages for language id: a small set is far more stable on short answers (a list of five English
@@ -254,3 +256,213 @@ def score_answer(item: dict, answer: str) -> ItemScore:
         score *= 0.5
     return ItemScore(score=0.0 if deg.degenerate else score, checks=results,
                      degenerate=deg.reasons(), lang=detect_lang(answer))
+
+
+# ---------------------------------------------------------------------------- tool-use results
+
+
+# One number token: digits, optional thousands groups of exactly 3 digits separated by a (narrow) space, then
+# any "." / "," groups ("1,000.5", "48,875", "1,5", "12 500", "70 000"); "3, 4" is two numbers.
+_TOKEN_RE = re.compile(r"(?<![\w.,])-?\d+(?:[ \u00a0\u202f]\d{3}(?!\d))*(?:[.,]\d+)*")
+_SYMBOLIC_SEPS = ("=", ":", " est ", " is ", " vaut ", "equals")
+_SYMBOLIC_NAMES = {"sqrt", "sin", "cos", "tan", "exp", "log", "ln", "pi", "e", "E"}
+_SYMBOLIC_CHARS = re.compile(r"[0-9A-Za-z_+\-*/().\s]*")
+YES_WORDS = {"yes", "oui", "vrai", "true"}
+NO_WORDS = {"no", "non", "faux", "false"}
+
+
+def number_readings(token: str) -> set[float]:
+    """The values one number token can mean: "48,875" -> {48875, 48.875}; "1,5" -> {1.5}; "12 500" -> {12500}."""
+    neg = token.startswith("-")
+    body = re.sub(r"[ \u00a0\u202f]", "", token.lstrip("-"))
+    out: set[float] = set()
+    commas, dots = body.split(","), body.split(".")
+    # en: "," groups thousands (3 digits each), at most one "."
+    if all(len(g) == 3 for g in commas[1:]) and body.count(".") <= 1:
+        out.add(float(body.replace(",", "")))
+    # fr: "." groups thousands, at most one "," (the decimal comma)
+    if all(len(g) == 3 for g in dots[1:]) and body.count(",") <= 1:
+        out.add(float(body.replace(".", "").replace(",", ".")))
+    if body.count(".") == 1 and "," not in body:
+        out.add(float(body))
+    return {-v if neg else v for v in out}
+
+
+def ordered_numbers(text: str) -> list[set[float]]:
+    """The numbers of `text` in order, each as the set of its readings."""
+    return [r for r in (number_readings(m.group(0)) for m in _TOKEN_RE.finditer(text)) if r]
+
+
+def _close(a: float, b: float, tol: float | None = None) -> bool:
+    return abs(a - b) <= (1e-6 * max(1.0, abs(b)) if tol is None else tol)
+
+
+def _same_number(a: set[float], b: set[float]) -> bool:
+    return any(_close(x, y) for x in a for y in b)
+
+
+def numbers_beyond_question(final_text: str, question: str) -> list[set[float]]:
+    """The answer's numbers minus, as a multiset, the question's: each question number removes the earliest
+    answer number it can equal ("5 * 1 = 5" for "what is 5*1?" keeps the last 5)."""
+    nums = ordered_numbers(final_text)
+    for q in ordered_numbers(question):
+        hit = next((i for i, a in enumerate(nums) if _same_number(a, q)), None)
+        if hit is not None:
+            nums.pop(hit)
+    return nums
+
+
+def confident_lang(text: str, threshold: float = 0.9) -> str | None:
+    """The text's language (fr/en) when it has >= 3 words once numbers and code are removed and py3langid is
+    at least `threshold` sure; else None."""
+    clean = re.sub(r"```.*?```|`[^`]*`|https?://\S+|[\d.,]+", " ", text, flags=re.S)
+    if len(words(clean)) < 3:
+        return None
+    lang, prob = _identifier(LANGS).classify(clean)
+    return lang if prob >= threshold else None
+
+
+def symbolic_answer(final_text: str) -> str | None:
+    """The expression after the last "=", ":", " est ", " is ", " vaut ", "equals", normalised for sympy's
+    parser ("^" -> "**", ², ³, ×, −, "+ C" dropped), up to the end of its sentence; None when there is none."""
+    text = final_text.replace("\u2212", "-").replace("\u00d7", "*").replace("\u00b7", "*").replace("\u00f7", "/")
+    text = text.replace("\u00b2", "^2").replace("\u00b3", "^3").replace("`", " ").replace("$", " ")
+    pos = [(text.rfind(s), s) for s in _SYMBOLIC_SEPS]
+    at, sep = max(pos)
+    if at < 0:
+        return None
+    expr = text[at + len(sep):]
+    expr = re.split(r"\n|[!?;]|\.(?!\d)", expr, maxsplit=1)[0]
+    expr = re.sub(r"\+\s*(?:C|K|cste|constante|constant)\s*$", "", expr.strip()).strip()
+    return expr.replace("^", "**") or None
+
+
+def parse_symbolic(expr: str):
+    """sympy expression of a short maths string, or None when it is not one (length, characters, names)."""
+    import sympy
+    from sympy.parsing.sympy_parser import (convert_xor, implicit_multiplication_application, parse_expr,
+                                            standard_transformations)
+
+    if not expr or len(expr) > 300 or not _SYMBOLIC_CHARS.fullmatch(expr) or "__" in expr:
+        return None
+    for name in re.findall(r"[A-Za-z_]\w*", expr):  # single-letter symbols or a few known functions only
+        if name not in _SYMBOLIC_NAMES and not re.fullmatch(r"[A-Za-z]{1,3}", name):
+            return None  # a word of text, not a product of symbols
+    local = {"e": sympy.E, "E": sympy.E, "ln": sympy.log, "x": sympy.Symbol("x")}
+    try:
+        return parse_expr(expr, local_dict=local, transformations=(*standard_transformations,
+                          implicit_multiplication_application, convert_xor))
+    except Exception:  # the parser raises many kinds (SyntaxError, TokenError, TypeError...) on non-maths text
+        return None
+
+
+def _list_answer(final_text: str) -> list | None:
+    import ast
+
+    lists = re.findall(r"\[[^\[\]]*\]", final_text)
+    if lists:
+        try:
+            v = ast.literal_eval(lists[-1])
+        except (ValueError, SyntaxError):
+            v = None
+        if isinstance(v, (list, tuple)):
+            return list(v)
+    _, sep, tail = final_text.rpartition(":")
+    if not sep:
+        return None
+    tail = re.split(r"\n", tail.strip(), maxsplit=1)[0].strip().rstrip(".!")
+    items = [x.strip().strip("'\"«»`").strip() for x in re.split(r",\s+|,(?=\D)|\s+(?:et|and)\s+", tail)]
+    out: list = []
+    for it in items:
+        if not it:
+            continue
+        r = number_readings(it) if _TOKEN_RE.fullmatch(it) else set()
+        out.append(min(r) if len(r) == 1 else (next(iter(r)) if r else it))
+    return out or None
+
+
+def _item_eq(a, b) -> bool:
+    if isinstance(b, bool) or isinstance(a, bool):
+        return a == b
+    if isinstance(b, (int, float)) and isinstance(a, (int, float)):
+        return _close(float(a), float(b))
+    return str(a) == str(b)
+
+
+def score_result(reference: dict | float, final_text: str, question: str = "",
+                 lang: str | None = None) -> tuple[bool, str]:
+    """Is the result stated in `final_text` (the assistant text after the last tool result) the reference?
+
+    reference: the type-tagged object of docs/evaluation.md ({"type": "number"|"symbolic"|"list"|"string"|
+    "bool"|"set_of_numbers", "value": ...}) or a plain number (= number). Returns (right, reason) with reason
+    one of "ok", "wrong_value", "restated_question" (only the question's own numbers are stated), "no_result"
+    (nothing of the expected type found), "wrong_language" (confidently the other language of `lang`).
+    """
+    if not isinstance(reference, dict):
+        reference = {"type": "number", "value": float(reference)}
+    kind, value = reference.get("type"), reference.get("value")
+    if lang in LANGS:
+        got = confident_lang(final_text)
+        if got is not None and got != lang:
+            return False, "wrong_language"
+    if kind == "number":
+        nums = numbers_beyond_question(final_text, question)
+        stated = ordered_numbers(final_text)
+        if not nums and len(stated) == 1:  # "It's 12." for "144 divided by 12": the result is a question number
+            ok = any(_close(v, float(value), reference.get("tol")) for v in stated[0])
+            return ok, "ok" if ok else "restated_question"
+        if not nums:
+            return False, "restated_question" if stated else "no_result"
+        ok = any(_close(v, float(value), reference.get("tol")) for v in nums[-1])
+        return ok, "ok" if ok else "wrong_value"
+    if kind == "set_of_numbers":
+        nums = numbers_beyond_question(final_text, question)
+        if not nums:
+            return False, "restated_question" if ordered_numbers(final_text) else "no_result"
+        ref = [float(v) for v in value]
+        ok = all(any(_close(r, v) for n in nums for r in n) for v in ref) and \
+            all(any(_close(r, v) for r in n for v in ref) for n in nums)
+        return ok, "ok" if ok else "wrong_value"
+    if kind == "symbolic":
+        import sympy
+
+        got = parse_symbolic(symbolic_answer(final_text) or "")
+        want = parse_symbolic(str(value).replace("^", "**"))
+        if want is None:
+            raise HessGPTError(f"symbolic reference {value!r} does not parse")
+        if got is None:
+            return False, "no_result"
+        try:
+            ok = sympy.simplify(got - want) == 0
+        except Exception:  # e.g. an equation or a relational where an expression is expected
+            return False, "no_result"
+        return bool(ok), "ok" if ok else "wrong_value"
+    if kind == "list":
+        got = _list_answer(final_text)
+        if got is None:
+            return False, "no_result"
+        want = list(value)
+        if reference.get("ordered", True):
+            ok = len(got) == len(want) and all(_item_eq(a, b) for a, b in zip(got, want))
+        else:
+            rest = list(got)
+            ok = len(got) == len(want)
+            for b in want:
+                hit = next((i for i, a in enumerate(rest) if _item_eq(a, b)), None)
+                if hit is None:
+                    ok = False
+                    break
+                rest.pop(hit)
+        return ok, "ok" if ok else "wrong_value"
+    if kind == "string":
+        flags = re.I if reference.get("ignore_case") else 0
+        ok = re.search(rf"(?<!\w){re.escape(str(value))}(?!\w)", final_text, flags) is not None
+        return ok, "ok" if ok else "wrong_value"
+    if kind == "bool":
+        w = set(words(normalize(final_text)))
+        yes, no = bool(w & YES_WORDS), bool(w & NO_WORDS)
+        if not (yes or no):
+            return False, "no_result"
+        ok = (yes and not no) if value else (no and not yes)
+        return ok, "ok" if ok else "wrong_value"
+    raise HessGPTError(f"unknown reference type {kind!r} (expected number, symbolic, list, string, bool or set_of_numbers)")

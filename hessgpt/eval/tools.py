@@ -4,16 +4,22 @@ is the final answer right, are function calls right?
 Works on any backend with `stream_chat(messages, params, tools=None) -> Iterator[Event]` (hessgpt/events.py),
 so tests drive it with a scripted model. Input records (JSONL, one format per line, detected per record):
 
-- conversation format (docs/chat-format.md), e.g. the routing validation split: the sample *needs code* iff an
-  assistant message has `code`; the reference result is the last number printed by its python tool message
-  (or a top-level "reference"); expected function calls are the first turn's assistant `tool_calls`.
+- conversation format (docs/chat-format.md), e.g. the routing dev/test splits: the sample *needs code* iff an
+  assistant message has `code`; the reference result is its type-tagged top-level "reference" when present,
+  else the last number printed by its python tool message; expected function calls are the first turn's
+  assistant `tool_calls`. The category is "category", or the id prefix "routing:CATEGORY-...".
+- OOD single-turn {id, lang, category, kind, messages, needs_code, reference: {...} | null}.
+- OOD multi-turn {id, lang, turns: [{user, needs_code, reference}]}: see `load_conversations` and
+  `evaluate_conversations`.
 - GSM8K-style word problems {question, answer: "... #### N"} (en or fr): needs code, reference N.
 - BFCL {id, question: [[messages]], function: [...]} with its possible-answer file ({id, ground_truth}).
 - xLAM {query, tools: JSON text, answers: JSON text}.
 
-Metrics, per language and overall: routing precision/recall/F1 (code emitted when needed, not otherwise),
-execution success rate (share of executed code blocks whose result status is "ok"), answer exact match (the
-numbers of the final answer include the reference value) and function-call exact match (BFCL's AST rule:
+Metrics, per language and overall, one denominator per table (every item, skipped ones included): routing
+precision/recall/F1 (code emitted when needed, not otherwise; a web artifact counts as code), execution success
+rate (share of executed code blocks whose result status is "ok"), answer exact match (`score_result` of the
+text after the last tool result against the reference: hessgpt/eval/scoring.py), maths and algo+data exact,
+negatives answered without code (and those whose question contains a digit), and function-call exact match (BFCL's AST rule:
 same function names, every required argument present, no unknown argument, each value in the allowed list).
 """
 
@@ -26,7 +32,8 @@ from pathlib import Path
 from typing import Any
 
 from hessgpt.errors import HessGPTError
-from hessgpt.eval.scoring import detect_lang, number_in
+from hessgpt.events import Event
+from hessgpt.eval.scoring import detect_lang, score_result
 
 
 @dataclass
@@ -35,7 +42,8 @@ class Sample:
     lang: str
     messages: list[dict]                      # the prompt: system? + first user message
     needs_code: bool | None = None            # None: routing not scored (function-call data)
-    reference: float | None = None            # expected numeric result
+    reference: dict | float | None = None     # expected result: type-tagged object or a number
+    category: str | None = None                # maths, algo, data, web, negative, ...
     tools: list[dict] | None = None
     expected_calls: list[dict] | None = None  # [{name: {arg: [allowed values]}}] (BFCL possible-answer form)
     source: str = ""
@@ -80,6 +88,18 @@ def _bfcl_tool(fn: dict) -> dict:
     return {"name": fn["name"], "description": fn.get("description", ""), "parameters": fix(fn.get("parameters", {}))}
 
 
+_ROUTING_ID = re.compile(r"^routing:([a-z]+)[-_:]")
+
+
+def _category(record: dict, rid: str, needs_code: bool | None) -> str | None:
+    if record.get("category"):
+        return str(record["category"])
+    m = _ROUTING_ID.match(rid)
+    if m:
+        return m.group(1)
+    return "negative" if needs_code is False else None
+
+
 def _lang_of(record: dict, text: str) -> str:
     return record.get("lang") or detect_lang(text) or "en"
 
@@ -101,21 +121,24 @@ def sample_from_record(record: dict, n: int, answers: dict[str, list] | None = N
             turn.append(m)
         # a code block is needed when the reference answer has one: Python to run, or an HTML/CSS/JS artifact
         needs_code = any(m["role"] == "assistant" and m.get("code") for m in msgs)
+        if isinstance(record.get("needs_code"), bool):               # OOD single-turn: the label is given
+            needs_code = record["needs_code"]
         reference = record.get("reference")
-        if reference is None:
+        if reference is None and "reference" not in record:
             outputs = [m["content"] for m in turn if m["role"] == "tool" and m.get("name") == "python"]
             reference = _last_number(outputs[-1]) if outputs else None
         calls = [c for m in turn if m["role"] == "assistant" for c in (m.get("tool_calls") or [])]
         return Sample(rid, _lang_of(record, prompt[-1]["content"]), prompt, needs_code=needs_code,
-                      reference=None if reference is None else float(reference), tools=record.get("tools"),
-                      expected_calls=_exact_calls(calls) if calls else None, source=record.get("source", "conversation"))
+                      reference=reference if reference is None or isinstance(reference, dict) else float(reference),
+                      tools=record.get("tools"), expected_calls=_exact_calls(calls) if calls else None,
+                      source=record.get("source", "conversation"), category=_category(record, rid, needs_code))
     if isinstance(record.get("question"), str) and "answer" in record:  # GSM8K
         try:
             ref = gsm8k_reference(record["answer"])
         except ValueError:
             raise HessGPTError(f"record {n}: GSM8K answer has no final '#### N'") from None
         return Sample(rid, _lang_of(record, record["question"]), [{"role": "user", "content": record["question"]}],
-                      needs_code=True, reference=ref, source="gsm8k")
+                      needs_code=True, reference=ref, source="gsm8k", category="maths")
     if isinstance(record.get("question"), list) and "function" in record:  # BFCL
         turn = record["question"][0]
         expected = (answers or {}).get(rid)
@@ -128,6 +151,8 @@ def sample_from_record(record: dict, n: int, answers: dict[str, list] | None = N
         calls = json.loads(record["answers"]) if isinstance(record["answers"], str) else record["answers"]
         return Sample(rid, _lang_of(record, record["query"]), [{"role": "user", "content": record["query"]}],
                       tools=tools, expected_calls=_exact_calls(calls), source="xlam")
+    if "turns" in record:
+        raise HessGPTError(f"record {n} ({rid}): a multi-turn conversation; load it with load_conversations")
     raise HessGPTError(f"record {n}: unknown format (keys {sorted(record)}); expected conversation, GSM8K, BFCL or xLAM")
 
 
@@ -153,6 +178,25 @@ def load_samples(path: str | Path, answers: str | Path | None = None, limit: int
     ans = {str(r["id"]): r["ground_truth"] for r in _read_jsonl(Path(answers))} if answers else None
     records = _read_jsonl(path)[:limit]
     return [sample_from_record(r, i, ans) for i, r in enumerate(records, 1)]
+
+
+def load_conversations(path: str | Path, limit: int | None = None) -> list[dict]:
+    """Multi-turn records {id, lang, turns: [{user, needs_code, reference}]} of a JSONL file."""
+    path = Path(path)
+    if not path.exists():
+        raise HessGPTError(f"no such data file {path}")
+    convs = _read_jsonl(path)[:limit]
+    for i, c in enumerate(convs, 1):
+        if not isinstance(c.get("turns"), list) or not c["turns"] or \
+                any(not isinstance(t, dict) or "user" not in t for t in c["turns"]):
+            raise HessGPTError(f"{path} record {i}: not a multi-turn conversation (needs 'turns': [{{user, ...}}])")
+    return convs
+
+
+def is_multiturn_file(path: str | Path) -> bool:
+    """True when the file's first record has "turns" (the OOD multi-turn format)."""
+    recs = _read_jsonl(Path(path))
+    return bool(recs) and "turns" in recs[0]
 
 
 # ---------------------------------------------------------------------------- BFCL-style AST matching
@@ -226,26 +270,64 @@ class Outcome:
     code_blocks: int = 0
     results: list[str] = field(default_factory=list)    # statuses of the executed code blocks
     text: str = ""
+    final_text: str = ""                                 # the text after the last tool result (the stated answer)
     tool_calls: list[dict] = field(default_factory=list)
 
 
 def run_sample(backend, sample: Sample, params) -> Outcome:
+    return run_messages(backend, sample.messages, params, sample.tools)
+
+
+def run_messages(backend, messages: list[dict], params, tools=None) -> Outcome:
     out = Outcome()
     after_code = False
-    for ev in backend.stream_chat(sample.messages, params, tools=sample.tools):
+    for ev in backend.stream_chat(messages, params, tools=tools):
         if ev.type == "code":
             out.code_blocks += 1
             after_code = True
         elif ev.type == "result" and after_code:   # search hits are "result" events too: only count code runs
             out.results.append(str(ev.data.get("status", "")))
             after_code = False
+            out.final_text = ""
+        elif ev.type == "result":
+            out.final_text = ""
         elif ev.type == "search":
             after_code = False
         elif ev.type == "text":
             out.text += ev.text
+            out.final_text += ev.text
         elif ev.type == "tool_call":
             out.tool_calls.append({"name": ev.data.get("name"), "arguments": ev.data.get("arguments")})
     return out
+
+
+def _prompt_tokens(backend, messages: list[dict], tools) -> int | None:
+    tok = getattr(backend, "tokenizer", None)
+    if tok is None or not hasattr(tok, "render_for_generation"):
+        return None
+    msgs = [{"role": m["role"], "content": m.get("content") or ""} for m in messages]
+    return len(tok.render_for_generation({"messages": msgs, **({"tools": tools} if tools else {})}))
+
+
+def too_long(backend, messages: list[dict], params, tools=None) -> bool:
+    """The prompt + the answer's reserve (min(max_new_tokens, context/2)) does not fit the backend's context."""
+    ctx = getattr(backend, "context_length", None)
+    if not ctx:
+        return False
+    n = _prompt_tokens(backend, messages, tools)
+    return n is not None and n + min(params.max_new_tokens, ctx // 2) > ctx
+
+
+def safe_run(backend, messages, params, tools=None) -> tuple[Outcome, str | None]:
+    """(outcome, None), or (empty outcome, "too_long" | "error: ...") for an item that cannot run: never raises."""
+    if too_long(backend, messages, params, tools):
+        return Outcome(), "too_long"
+    try:
+        return run_messages(backend, messages, params, tools), None
+    except HessGPTError as e:
+        return Outcome(), "too_long" if "context" in str(e) else f"error: {e}"
+    except Exception as e:  # one item's backend failure is a counted skip, not an aborted run
+        return Outcome(), f"error: {type(e).__name__}: {e}"
 
 
 def _ratio(num: int, den: int) -> float | None:
@@ -253,7 +335,9 @@ def _ratio(num: int, den: int) -> float | None:
 
 
 def metrics(rows: list[dict]) -> dict:
-    """Routing / execution / answer / function-call metrics over per-sample rows (see `evaluate`)."""
+    """Routing / execution / answer / function-call metrics over per-sample rows (see `evaluate`).
+
+    One denominator per table: every row of the table, skipped ones included (they count as not right)."""
     routed = [r for r in rows if r["needs_code"] is not None]
     tp = sum(r["needs_code"] and r["coded"] for r in routed)
     fp = sum((not r["needs_code"]) and r["coded"] for r in routed)
@@ -264,64 +348,204 @@ def metrics(rows: list[dict]) -> dict:
     statuses = [s for r in rows for s in r["results"]]
     answered = [r for r in rows if r["reference"] is not None]
     called = [r for r in rows if r["expected_calls"] is not None]
+
+    def exact(sub):
+        return {"n": len(sub), "right": sum(r["answer_correct"] for r in sub),
+                "exact_match": _ratio(sum(r["answer_correct"] for r in sub), len(sub))}
+
+    maths = [r for r in answered if r.get("category") in ("maths", "gsm8k")]
+    algo = [r for r in answered if r.get("category") in ("algo", "data")]
+    neg = [r for r in routed if not r["needs_code"]]
+    neg_digits = [r for r in neg if r.get("question_has_digit")]
+
+    def no_code(sub):
+        ok = sum(not r["coded"] and not r.get("skipped") for r in sub)
+        return {"n": len(sub), "right": ok, "rate": _ratio(ok, len(sub))}
+
     return {
         "n": len(rows),
+        "skipped": sum(bool(r.get("skipped")) for r in rows),
         "routing": {"tp": tp, "fp": fp, "fn": fn, "tn": tn, "precision": precision, "recall": recall, "f1": f1,
                     "accuracy": _ratio(tp + tn, len(routed))},
         "execution": {"executed": len(statuses), "ok": statuses.count("ok"),
                       "success_rate": _ratio(statuses.count("ok"), len(statuses))},
         "answer": {"n": len(answered), "exact_match": _ratio(sum(r["answer_correct"] for r in answered), len(answered))},
+        "maths": exact(maths), "algo_data": exact(algo),
+        "negatives_no_code": no_code(neg), "negatives_with_digits_no_code": no_code(neg_digits),
         "function_call": {"n": len(called), "exact_match": _ratio(sum(r["calls_correct"] for r in called), len(called))},
     }
 
 
-def evaluate(backend, samples: list[Sample], params=None, progress: bool = True) -> dict:
-    """Run every sample through the backend; metrics overall and per language, plus per-sample rows."""
-    from tqdm import tqdm
+def _default_params():
+    from hessgpt.engine import SamplingParams
 
-    if params is None:
-        from hessgpt.engine import SamplingParams
+    return SamplingParams(max_new_tokens=512, temperature=0.0, seed=0)
 
-        params = SamplingParams(max_new_tokens=512, temperature=0.0, seed=0)
-    rows = []
-    for s in tqdm(samples, desc="tools", disable=not progress):
-        o = run_sample(backend, s, params)
-        rows.append({
-            "id": s.id, "lang": s.lang, "source": s.source, "needs_code": s.needs_code, "coded": o.code_blocks > 0,
-            "results": o.results, "reference": s.reference,
-            "answer_correct": s.reference is not None and number_in(o.text, s.reference),
-            "expected_calls": s.expected_calls, "tool_calls": o.tool_calls,
-            "calls_correct": s.expected_calls is not None and calls_match(o.tool_calls, s.expected_calls),
-            "answer": o.text,
-        })
+
+def _last_user(messages: list[dict]) -> str:
+    return next((m.get("content") or "" for m in reversed(messages) if m["role"] == "user"), "")
+
+
+def sample_row(backend, s: Sample, params) -> dict:
+    o, skip = safe_run(backend, s.messages, params, s.tools)
+    question = _last_user(s.messages)
+    right, reason = (False, skip) if skip else (False, "no_reference")
+    if not skip and s.reference is not None:
+        right, reason = score_result(s.reference, o.final_text, question, s.lang)
+    return {
+        "id": s.id, "lang": s.lang, "source": s.source, "category": s.category, "needs_code": s.needs_code,
+        "coded": o.code_blocks > 0, "results": o.results, "reference": s.reference,
+        "answer_correct": right, "reason": reason, "skipped": skip,
+        "question_has_digit": re.search(r"\d", question) is not None,
+        "expected_calls": s.expected_calls, "tool_calls": o.tool_calls,
+        "calls_correct": not skip and s.expected_calls is not None and calls_match(o.tool_calls, s.expected_calls),
+        "answer": o.text, "final_text": o.final_text,
+    }
+
+
+def _tables(rows: list[dict]) -> dict:
     return {"overall": metrics(rows),
             "per_lang": {lang: metrics([r for r in rows if r["lang"] == lang]) for lang in sorted({r["lang"] for r in rows})},
+            "skipped": [{"id": r["id"], "reason": r["skipped"]} for r in rows if r["skipped"]],
             "samples": rows}
 
 
+class ConstantBackend:
+    """Baseline: one fixed sentence without code, in the prompt's language ("Je ne sais pas." / "I don't know.")."""
+
+    context_length = None
+    SENTENCES = {"fr": "Je ne sais pas.", "en": "I don't know."}
+
+    def answer(self, messages) -> str:
+        return self.SENTENCES.get(detect_lang(_last_user(messages)) or "en", self.SENTENCES["en"])
+
+    def stream_chat(self, messages, params, tools=None, cancel=None):
+        yield Event("text", self.answer(messages))
+        yield Event("done", data={"finish_reason": "stop"})
+
+
+# Written before looking at any result, as a sceptic would, and not tuned: a digit, a bracket, or a maths/code word.
+REGEX_ROUTE = re.compile(
+    r"\d|[\[\]{}()]|\b(?:combien|calcul\w*|somme|produit|moyenne|racine|d[ée]riv\w*|int[ée]gr\w*|[ée]quation|"
+    r"pourcentage|trie[rz]?|liste|fonction|code|python|html|page|inverse\w*|how much|how many|calculate|compute|"
+    r"sum|product|average|mean|square|root|derivative|integral|solve|percent\w*|sort|list|function|reverse|"
+    r"script|program)\b", re.I)
+
+
+class RegexRouterBackend(ConstantBackend):
+    """Baseline: a code block iff REGEX_ROUTE matches the user's last message, then the constant sentence (it
+    cannot compute)."""
+
+    def stream_chat(self, messages, params, tools=None, cancel=None):
+        if REGEX_ROUTE.search(_last_user(messages)):
+            yield Event("code", "print()", {"lang": "python"})
+            yield Event("result", "\n", {"status": "ok"})
+        yield Event("text", self.answer(messages))
+        yield Event("done", data={"finish_reason": "stop"})
+
+
+BASELINES = {"constant": ConstantBackend, "regex": RegexRouterBackend}
+
+
+def evaluate(backend, samples: list[Sample], params=None, progress: bool = True, baselines: bool = False) -> dict:
+    """Run every sample through the backend; metrics overall and per language, per-sample rows, the skipped
+    items, and (baselines=True) the same tables for the constant and regex-router baselines under "baselines"."""
+    from tqdm import tqdm
+
+    params = params or _default_params()
+    rows = [sample_row(backend, s, params) for s in tqdm(samples, desc="tools", disable=not progress)]
+    result = _tables(rows)
+    if baselines:
+        result["baselines"] = {name: _tables([sample_row(cls(), s, params) for s in samples])
+                               for name, cls in BASELINES.items()}
+    return result
+
+
+def evaluate_conversations(backend, convs: list[dict], params=None, progress: bool = False) -> dict:
+    """Replay multi-turn conversations turn by turn as an API client: history = the previous user turns + the
+    model's own previous answers as plain assistant text (no code, no result). A turn is right iff its routing
+    is right, its result (if a reference) is right and, for a no-code turn, it has no code and a non-empty
+    answer. Returns {overall, per_lang: {turns, turns_right, turn_rate, conversations, conversations_right,
+    conversation_rate}, conversations: [{id, lang, turns: [row]}]}."""
+    from tqdm import tqdm
+
+    params = params or _default_params()
+    out = []
+    for c in tqdm(convs, desc="conversations", disable=not progress):
+        lang = c.get("lang") or detect_lang(c["turns"][0]["user"]) or "en"
+        history, turns = [], []
+        for t in c["turns"]:
+            history.append({"role": "user", "content": t["user"]})
+            o, skip = safe_run(backend, history, params)
+            ref = t.get("reference")
+            routed = (o.code_blocks > 0) == bool(t.get("needs_code"))
+            res_ok, reason = True, "ok"
+            if skip:
+                res_ok, reason = False, skip
+            elif ref is not None:
+                res_ok, reason = score_result(ref, o.final_text, t["user"], lang)
+            elif not t.get("needs_code") and not o.text.strip():
+                res_ok, reason = False, "empty"
+            if not routed and reason == "ok":
+                reason = "wrong_route"
+            turns.append({"user": t["user"], "needs_code": t.get("needs_code"), "coded": o.code_blocks > 0,
+                          "reference": ref, "right": routed and res_ok, "reason": reason, "answer": o.text})
+            history.append({"role": "assistant", "content": o.text})
+        out.append({"id": c.get("id"), "lang": lang, "turns": turns, "right": all(t["right"] for t in turns)})
+
+    def summary(cs):
+        ts = [t for c in cs for t in c["turns"]]
+        return {"turns": len(ts), "turns_right": sum(t["right"] for t in ts),
+                "turn_rate": _ratio(sum(t["right"] for t in ts), len(ts)),
+                "conversations": len(cs), "conversations_right": sum(c["right"] for c in cs),
+                "conversation_rate": _ratio(sum(c["right"] for c in cs), len(cs))}
+
+    return {"overall": summary(out),
+            "per_lang": {lang: summary([c for c in out if c["lang"] == lang]) for lang in sorted({c["lang"] for c in out})},
+            "conversations": out}
+
+
+def _fmt(x):
+    return "n/a" if x is None else (f"{x:.3f}" if isinstance(x, float) else str(x))
+
+
+ROWS = [("samples", ("n",)), ("skipped", ("skipped",)), ("routing precision", ("routing", "precision")),
+        ("routing recall", ("routing", "recall")), ("routing F1", ("routing", "f1")),
+        ("execution success", ("execution", "success_rate")), ("answer exact match", ("answer", "exact_match")),
+        ("maths exact", ("maths", "exact_match")), ("algo+data exact", ("algo_data", "exact_match")),
+        ("negatives without code", ("negatives_no_code", "rate")),
+        ("negatives with digits without code", ("negatives_with_digits_no_code", "rate")),
+        ("function-call exact match", ("function_call", "exact_match"))]
+
+
 def format_metrics(result: dict) -> str:
-    """A Markdown table: one column per language, then overall."""
+    """A Markdown table: one column per language, then overall; with baselines, model | regex | constant per column."""
     cols = list(result["per_lang"]) + ["overall"]
-    get = {**result["per_lang"], "overall": result["overall"]}
-
-    def fmt(x):
-        return "n/a" if x is None else (f"{x:.3f}" if isinstance(x, float) else str(x))
-
-    lines = ["| metric | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
-    for label, path in [("samples", ("n",)), ("routing precision", ("routing", "precision")),
-                        ("routing recall", ("routing", "recall")), ("routing F1", ("routing", "f1")),
-                        ("execution success", ("execution", "success_rate")),
-                        ("answer exact match", ("answer", "exact_match")),
-                        ("function-call exact match", ("function_call", "exact_match"))]:
+    systems = [("", result)] + [(f" {n}", result["baselines"][n]) for n in ("regex", "constant")
+                                if n in result.get("baselines", {})]
+    heads = [c + name if name else c for c in cols for name, _ in systems]
+    lines = ["| metric | " + " | ".join(heads) + " |", "|---" * (len(heads) + 1) + "|"]
+    for label, path in ROWS:
         vals = []
         for c in cols:
-            v = get[c]
-            for k in path:
-                v = v[k]
-            vals.append(fmt(v))
+            for _, res in systems:
+                v = res["overall"] if c == "overall" else res["per_lang"].get(c)
+                for k in path:
+                    v = None if v is None else v.get(k)
+                vals.append(_fmt(v))
         lines.append(f"| {label} | " + " | ".join(vals) + " |")
     return "\n".join(lines)
 
 
-__all__ = ["Sample", "load_samples", "sample_from_record", "evaluate", "metrics", "calls_match", "call_matches",
-           "value_matches", "format_metrics", "gsm8k_reference"]
+def format_conversations(result: dict) -> str:
+    cols = list(result["per_lang"]) + ["overall"]
+    get = {**result["per_lang"], "overall": result["overall"]}
+    return "\n".join(["| multi-turn | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|",
+                      "| turns right | " + " | ".join(f"{get[c]['turns_right']}/{get[c]['turns']}" for c in cols) + " |",
+                      "| conversations right | " + " | ".join(
+                          f"{get[c]['conversations_right']}/{get[c]['conversations']}" for c in cols) + " |"])
+
+
+__all__ = ["Sample", "load_samples", "load_conversations", "sample_from_record", "evaluate", "evaluate_conversations",
+           "metrics", "calls_match", "call_matches", "value_matches", "format_metrics", "format_conversations",
+           "gsm8k_reference", "ConstantBackend", "RegexRouterBackend", "is_multiturn_file"]
