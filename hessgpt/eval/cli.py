@@ -100,7 +100,7 @@ def cmd_tools(args) -> int:
     """Each --data file scored and printed separately (keyed by file stem under "per_data"), plus the combined
     single-turn tables at the top level; multi-turn files go to "conversations" (keyed by stem)."""
     from hessgpt.engine import SamplingParams
-    from hessgpt.eval.tools import (evaluate, evaluate_conversations, format_conversations, format_metrics,
+    from hessgpt.eval.tools import (BASELINES, evaluate, evaluate_conversations, format_conversations, format_metrics,
                                     is_multiturn_file, load_conversations, load_samples, metrics)
 
     singles, multis = {}, {}
@@ -128,7 +128,13 @@ def cmd_tools(args) -> int:
                # kept for readers of the earlier layout (eval report, quickstart)
                "overall": model["overall"], "per_lang": model["per_lang"]}
     if multis:
-        out_obj["conversations"] = {stem: evaluate_conversations(backend, convs, params) for stem, convs in multis.items()}
+        out_obj["conversations"] = {}
+        for stem, convs in multis.items():
+            conv = evaluate_conversations(backend, convs, params)
+            if not args.no_baselines:  # the same replay with the constant and regex-router baselines
+                conv["baselines"] = {name: {k: v for k, v in evaluate_conversations(cls(), convs, params).items()
+                                            if k != "conversations"} for name, cls in BASELINES.items()}
+            out_obj["conversations"][stem] = conv
     out = save_json(out_obj, args.out or default_out(args.model1, "tools"))
     for stem, table in per_data.items():
         print(f"## {stem}\n{format_metrics(table)}\n")

@@ -538,14 +538,21 @@ def format_metrics(result: dict) -> str:
 
 
 def format_conversations(result: dict) -> str:
+    """A Markdown table of the multi-turn replay: turns and whole conversations right per language, then the
+    baselines' (when present) under the model's."""
     cols = list(result["per_lang"]) + ["overall"]
-    get = {**result["per_lang"], "overall": result["overall"]}
-    return "\n".join(["| multi-turn | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|",
-                      "| turns right | " + " | ".join(f"{get[c]['turns_right']}/{get[c]['turns']}" for c in cols) + " |",
-                      "| conversations right | " + " | ".join(
-                          f"{get[c]['conversations_right']}/{get[c]['conversations']}" for c in cols) + " |"])
+    lines = ["| multi-turn | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    systems = [("", result)] + [(f" ({n})", result["baselines"][n]) for n in ("regex", "constant")
+                                if n in result.get("baselines", {})]
+    for what, n_key, k_key in (("turns right", "turns", "turns_right"),
+                               ("conversations right", "conversations", "conversations_right")):
+        for name, res in systems:
+            get = {**res["per_lang"], "overall": res["overall"]}
+            lines.append(f"| {what}{name} | " + " | ".join(
+                f"{get[c][k_key]}/{get[c][n_key]}" if c in get else "n/a" for c in cols) + " |")
+    return "\n".join(lines)
 
 
 __all__ = ["Sample", "load_samples", "load_conversations", "sample_from_record", "evaluate", "evaluate_conversations",
            "metrics", "calls_match", "call_matches", "value_matches", "format_metrics", "format_conversations",
-           "gsm8k_reference", "ConstantBackend", "RegexRouterBackend", "is_multiturn_file"]
+           "gsm8k_reference", "ConstantBackend", "RegexRouterBackend", "BASELINES", "is_multiturn_file"]

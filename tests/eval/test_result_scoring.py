@@ -168,8 +168,12 @@ def test_ood_records_and_cli_with_several_files(tmp_path, monkeypatch, capsys):
     assert saved["baselines"]["constant"]["overall"]["maths"]["exact_match"] == 0.0
     assert set(saved["per_data"]) == {"tools_ood_fr"}
     assert saved["conversations"]["tools_ood_multiturn"]["overall"]["turns_right"] == 1
+    # the multi-turn replay has its baselines too: the regex router writes code for the sum but cannot state 391
+    base = saved["conversations"]["tools_ood_multiturn"]["baselines"]
+    assert base["regex"]["overall"]["turns_right"] == 0 and base["constant"]["overall"]["turns_right"] == 0
     out = capsys.readouterr().out
     assert "## tools_ood_fr" in out and "## tools_ood_multiturn" in out
+    assert "| turns right (regex) | 0/1 | 0/1 |" in out
 
 
 def test_routing_id_prefix_gives_the_category():
