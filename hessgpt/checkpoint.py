@@ -5,6 +5,8 @@
       model.safetensors      the weights, HF-Mistral names (tied lm_head stored once, as the embedding)
       tokenizer.json         + hessgpt_tokenizer.json (special-token ids, vocab hash)
       meta.json              {"format": "hessgpt-checkpoint", "version": 1, "stage", "step", "parent", "args", ...}
+      generation_config.json recommended sampling ({"temperature", "top_k", "top_p", "repetition_penalty",
+                             "max_new_tokens"}), used by serve/chat/ask when a request or flag sets none
       train_state.pt         optional: optimizer, RNG, data position, schedule (never needed to load the model)
 
 Writes are atomic: everything goes to a sibling temp folder, then is swapped in with renames, so a crash
@@ -63,8 +65,126 @@ def atomic_dir_write(path: str, write_fn) -> None:
         os.rename(tmp, path)
 
 
-def save(path: str, model, tokenizer=None, meta: dict | None = None, train_state: dict | None = None) -> None:
+# ---- generation_config.json: the checkpoint's recommended sampling -------------------------------
+
+GENERATION_CONFIG = "generation_config.json"
+# HessGPT's small models answer best greedily; these are also SamplingParams' defaults.
+DEFAULT_GENERATION_CONFIG = {"temperature": 0.0, "top_k": None, "top_p": 1.0, "repetition_penalty": 1.0,
+                             "max_new_tokens": 256}
+
+
+def _check_generation_value(key: str, v, source: str):
+    def bad(why: str):
+        raise HessGPTError(f"{source}: {key} = {json.dumps(v)}: {why}")
+
+    is_num = isinstance(v, (int, float)) and not isinstance(v, bool)
+    is_int = isinstance(v, int) and not isinstance(v, bool)
+    if key == "temperature":
+        if not is_num or v < 0:
+            bad("must be a number >= 0 (0 = greedy)")
+        return float(v)
+    if key == "top_k":
+        if v is None:
+            return None
+        if not is_int or v < 0:
+            bad("must be an integer >= 0 or null (off)")
+        return int(v) or None
+    if key == "top_p":
+        if not is_num or not 0 < v <= 1:
+            bad("must be a number in (0, 1]")
+        return float(v)
+    if key == "repetition_penalty":
+        if not is_num or v <= 0:
+            bad("must be a number > 0 (1 = off)")
+        return float(v)
+    if key == "max_new_tokens":
+        if not is_int or v < 1:
+            bad("must be an integer >= 1")
+        return int(v)
+    raise AssertionError(key)
+
+
+def parse_generation_config(d, source: str, hf: bool = False) -> dict:
+    """The sampling keys of a generation_config dict, checked: {"temperature", "top_k", ...} (only the keys it
+    sets). `hf=True` reads Hugging Face's meaning: without `"do_sample": true` decoding is greedy (and HF's
+    top_k default is 50 when it samples). Other keys (eos_token_id, ...) are ignored."""
+    if not isinstance(d, dict):
+        raise HessGPTError(f"{source}: must be a JSON object, got {type(d).__name__}")
+    if "do_sample" in d and not isinstance(d["do_sample"], bool):
+        raise HessGPTError(f"{source}: do_sample = {json.dumps(d['do_sample'])}: must be true or false")
+    out = {k: _check_generation_value(k, d[k], source) for k in DEFAULT_GENERATION_CONFIG if k in d}
+    if hf or "do_sample" in d:
+        if not d.get("do_sample", False):
+            out["temperature"] = 0.0
+        else:
+            out.setdefault("temperature", 1.0)
+            if "top_k" not in d:
+                out["top_k"] = 50
+    return out
+
+
+def read_generation_config(path: str) -> dict:
+    """The sampling a model folder recommends (only the keys its generation_config.json sets; {} without one).
+
+    Works for HessGPT checkpoints and Hugging Face folders (their own generation_config.json, read with HF's
+    meaning: greedy unless do_sample). A bad value is a one-line HessGPTError naming the key and the value."""
+    d = path if os.path.isdir(path) else os.path.dirname(path)
+    f = os.path.join(d, GENERATION_CONFIG)
+    if not os.path.isfile(f):
+        return {}
+    try:
+        with open(f) as fh:
+            raw = json.load(fh)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise HessGPTError(f"{f}: not valid JSON ({e})") from None
+    hf = False
+    cfg = os.path.join(d, "config.json")
+    if os.path.isfile(cfg):
+        try:
+            with open(cfg) as fh:
+                hf = "model_type" in json.load(fh)
+        except (json.JSONDecodeError, UnicodeDecodeError, OSError):
+            hf = False
+    return parse_generation_config(raw, f, hf=hf)
+
+
+def full_generation_config(partial: dict | None) -> dict:
+    """`partial` over DEFAULT_GENERATION_CONFIG: every key present."""
+    return {**DEFAULT_GENERATION_CONFIG, **(partial or {})}
+
+
+def sampling_params(gen: dict | None = None, **overrides):
+    """SamplingParams from a generation config; `overrides` whose value is None keep the config's value."""
+    from hessgpt.engine import SamplingParams
+
+    g = full_generation_config(gen)
+    kw = {"temperature": g["temperature"], "top_k": g["top_k"] or 0, "top_p": g["top_p"],
+          "repetition_penalty": g["repetition_penalty"], "max_new_tokens": g["max_new_tokens"]}
+    kw.update({k: v for k, v in overrides.items() if v is not None})
+    return SamplingParams(**kw).validate()
+
+
+def _generation_config_for_save(model, meta: dict | None, explicit: dict | None) -> dict:
+    """explicit argument > the model's own (loaded from its checkpoint) > the parent's file (sft, merge, import
+    copy their base's) > greedy defaults."""
+    if explicit is not None:
+        return full_generation_config(parse_generation_config(explicit, "generation_config"))
+    own = getattr(model, "generation_config", None)
+    if isinstance(own, dict):
+        return full_generation_config(own)
+    parent = (meta or {}).get("parent")
+    if isinstance(parent, str) and os.path.isdir(parent):
+        return full_generation_config(read_generation_config(parent))
+    return dict(DEFAULT_GENERATION_CONFIG)
+
+
+def save(path: str, model, tokenizer=None, meta: dict | None = None, train_state: dict | None = None,
+         generation_config: dict | None = None) -> None:
+    """Write a checkpoint folder atomically. `generation_config` (the recommended sampling) defaults to the
+    model's own, else the parent checkpoint's (meta["parent"]), else greedy (DEFAULT_GENERATION_CONFIG)."""
     from safetensors.torch import save_file
+
+    gen = _generation_config_for_save(model, meta, generation_config)
 
     def write(tmp: str) -> None:
         model.config.to_json(os.path.join(tmp, "config.json"))
@@ -76,6 +196,8 @@ def save(path: str, model, tokenizer=None, meta: dict | None = None, train_state
              "tokenizer_hash": getattr(tokenizer, "hash", None), **(meta or {})}
         with open(os.path.join(tmp, "meta.json"), "w") as f:
             json.dump(m, f, indent=2, default=str)
+        with open(os.path.join(tmp, GENERATION_CONFIG), "w") as f:
+            json.dump(gen, f, indent=2)
         if train_state is not None:
             torch.save(train_state, os.path.join(tmp, "train_state.pt"))
 
@@ -125,6 +247,7 @@ def load_model(path: str, device=None, dtype=None):
     from hessgpt.model import rope_tables
 
     model.rope_cos, model.rope_sin = rope_tables(cfg.head_dim, cfg.context_length, cfg.rope_theta)
+    model.generation_config = read_generation_config(path)
     return model.to(device=device or "cpu", dtype=dtype) if (device or dtype) else model
 
 
@@ -218,7 +341,16 @@ def check_vocab(model, tokenizer, source: str) -> None:
 
 
 def load(path: str, device=None, dtype=None):
-    """(model, tokenizer) from a HessGPT checkpoint, a legacy .pt file or a Hugging Face directory."""
+    """(model, tokenizer) from a HessGPT checkpoint, a legacy .pt file or a Hugging Face directory.
+
+    `model.generation_config` is the folder's recommended sampling (read_generation_config; {} when none)."""
+    model, tokenizer = _load(path, device, dtype)
+    path = str(path)
+    model.generation_config = read_generation_config(path) if os.path.isdir(path) else {}
+    return model, tokenizer
+
+
+def _load(path: str, device=None, dtype=None):
     path = str(path)
     if not os.path.exists(path):
         path = _recover(path)

@@ -99,3 +99,92 @@ def test_int8_checkpoint_loads_through_hessgpt_load(tiny_ckpt, tmp_path):
     assert hasattr(model, "int8_state") and tok is not None
     ids = tok.encode("Bonjour")
     assert len(Engine(model, tok).generate(ids, SamplingParams(max_new_tokens=5, stop_token_ids=[-1]))) == 5
+
+
+# ---- generation_config.json ------------------------------------------------------------------------
+
+
+def _tiny(tokenizer, seed=1):
+    return Transformer(ModelConfig.preset("tiny", vocab_size=tokenizer.vocab_size)).init_weights(seed)
+
+
+def _write_gen(path, d):
+    import json
+
+    with open(os.path.join(path, "generation_config.json"), "w") as f:
+        json.dump(d, f)
+
+
+def test_generation_config_written_greedy_and_loaded(tiny_ckpt):
+    import json
+
+    with open(os.path.join(tiny_ckpt, "generation_config.json")) as f:
+        saved = json.load(f)
+    assert saved == checkpoint.DEFAULT_GENERATION_CONFIG and saved["temperature"] == 0.0
+    model, _ = checkpoint.load(tiny_ckpt)
+    assert model.generation_config == saved
+    p = checkpoint.sampling_params(model.generation_config)
+    assert (p.temperature, p.top_k, p.top_p, p.max_new_tokens) == (0.0, 0, 1.0, 256)
+
+
+def test_generation_config_explicit_missing_and_overrides(tmp_path, tokenizer):
+    path = str(tmp_path / "ck")
+    checkpoint.save(path, _tiny(tokenizer), tokenizer, generation_config={"temperature": 0.7, "top_k": 40})
+    model, _ = checkpoint.load(path)
+    assert model.generation_config["temperature"] == 0.7 and model.generation_config["top_k"] == 40
+    assert model.generation_config["top_p"] == 1.0  # unset keys get the defaults on save
+    p = checkpoint.sampling_params(model.generation_config, temperature=None, max_new_tokens=9)
+    assert (p.temperature, p.top_k, p.max_new_tokens) == (0.7, 40, 9)  # None = keep the checkpoint's
+    os.remove(os.path.join(path, "generation_config.json"))  # an older checkpoint: today's defaults
+    model, _ = checkpoint.load(path)
+    assert model.generation_config == {} and checkpoint.sampling_params({}).temperature == 0.0
+
+
+@pytest.mark.parametrize("key, value", [("temperature", -1), ("temperature", "hot"), ("top_p", 0), ("top_k", 2.5),
+                                        ("max_new_tokens", 0), ("repetition_penalty", 0), ("do_sample", "yes")])
+def test_generation_config_bad_value_names_key_and_value(tmp_path, tokenizer, key, value):
+    import json
+
+    path = str(tmp_path / "ck")
+    checkpoint.save(path, _tiny(tokenizer), tokenizer)
+    _write_gen(path, {**checkpoint.DEFAULT_GENERATION_CONFIG, key: value})
+    with pytest.raises(HessGPTError) as e:
+        checkpoint.load(path)
+    msg = str(e.value)
+    assert "\n" not in msg and "generation_config.json" in msg and f"{key} = {json.dumps(value)}" in msg
+
+
+def test_generation_config_unreadable_json(tmp_path, tokenizer):
+    path = str(tmp_path / "ck")
+    checkpoint.save(path, _tiny(tokenizer), tokenizer)
+    with open(os.path.join(path, "generation_config.json"), "w") as f:
+        f.write("{temperature: 0")
+    with pytest.raises(HessGPTError, match="generation_config.json: not valid JSON"):
+        checkpoint.load(path)
+
+
+def test_child_checkpoint_copies_its_parents_generation_config(tmp_path, tokenizer):
+    """sft and merge save with meta.parent = the base: the base's recommended sampling is carried over."""
+    base = str(tmp_path / "base")
+    checkpoint.save(base, _tiny(tokenizer), tokenizer, generation_config={"temperature": 0.3, "max_new_tokens": 99})
+    child = str(tmp_path / "child")
+    checkpoint.save(child, _tiny(tokenizer, 2), tokenizer, meta={"stage": "sft", "parent": base})
+    assert checkpoint.read_generation_config(child)["temperature"] == 0.3
+    model, _ = checkpoint.load(child)  # a loaded model carries its config into the next save (merge)
+    again = str(tmp_path / "again")
+    checkpoint.save(again, model, tokenizer, meta={"stage": "merge"})
+    assert checkpoint.read_generation_config(again) == checkpoint.read_generation_config(child)
+    assert checkpoint.read_generation_config(again)["max_new_tokens"] == 99
+
+
+def test_hf_folder_generation_config_has_hf_meaning(tmp_path):
+    import json
+
+    d = tmp_path / "hf"
+    d.mkdir()
+    (d / "config.json").write_text(json.dumps({"model_type": "mistral"}))
+    _write_gen(str(d), {"bos_token_id": 1, "eos_token_id": 2, "temperature": 0.6, "top_p": 0.9})
+    assert checkpoint.read_generation_config(str(d)) == {"temperature": 0.0, "top_p": 0.9}  # no do_sample: greedy
+    _write_gen(str(d), {"do_sample": True, "temperature": 0.6, "top_p": 0.9, "max_length": 4096})
+    assert checkpoint.read_generation_config(str(d)) == {"temperature": 0.6, "top_p": 0.9, "top_k": 50}
+    assert checkpoint.read_generation_config(str(tmp_path)) == {}
