@@ -74,25 +74,47 @@ def cmd_ppl(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from hessgpt.eval.bench import LLMJudge, format_table, generate_fn, load_items, run_bench
+    """The model's /20 beside the constant-answer baseline; with --train-data, the items that overlap the
+    training data's user messages. Without a checkpoint (only --train-data), just the overlap and the baseline."""
+    from hessgpt.eval.bench import (LLMJudge, constant_baseline, format_overlap, format_table, generate_fn,
+                                    load_items, overlap_report, run_bench)
 
     langs = [x.strip() for x in args.lang.split(",") if x.strip()]
     items = load_items(langs, args.prompts)[: args.limit]
+    if args.ckpt is None and not args.train_data:
+        raise HessGPTError("eval bench needs a checkpoint (or --train-data alone, for the overlap check)")
     judge = None
     if args.judge_url or args.judge_model:
         if not (args.judge_url and args.judge_model):
             raise HessGPTError("--judge-url and --judge-model go together")
         judge = LLMJudge(args.judge_url, args.judge_model)
-    backend = load_backend(args.ckpt, plain=args.plain)
-    result = run_bench(generate_fn(backend, args.max_new_tokens), items, judge=judge)
-    result = {**_header("bench", args.ckpt), "langs": langs, "judge": args.judge_model, **result}
-    out = save_json(result, args.out or default_out(args.ckpt, "bench"))
-    print(format_table(result))
-    for lang, t in result["per_lang"].items():
-        print(f"{lang}: {t['total']:.1f} / {result['max']:g} ({t['n_items']} items)")
-    for key, b in result["bleu"].items():
-        print(f"{key}: BLEU {b['bleu']:.1f} chrF {b['chrf']:.1f} ({b['n']} items)")
-    print(f"saved {out}")
+    overlap = overlap_report(items, args.train_data) if args.train_data else None
+    if args.ckpt is not None:
+        backend = load_backend(args.ckpt, plain=args.plain)
+        result = run_bench(generate_fn(backend, args.max_new_tokens), items, judge=judge)
+        result = {**_header("bench", args.ckpt), "langs": langs, "judge": args.judge_model, **result}
+    else:
+        base = constant_baseline(items)
+        result = {**_header("bench", None), "langs": langs, "max": base["max"], "n_items": base["n_items"],
+                  "baselines": {"constant": base}}
+    if overlap is not None:
+        result["overlap"] = overlap
+    out = args.out or (default_out(args.ckpt, "bench") if args.ckpt is not None else None)
+    out = save_json(result, out) if out else None
+    base = result["baselines"]["constant"]
+    if args.ckpt is not None:
+        print(format_table(result))
+        for lang, t in result["per_lang"].items():
+            print(f"{lang}: {t['total']:.1f} / {result['max']:g} ({t['n_items']} items) | constant answer "
+                  f"{base['per_lang'][lang]['total']:.1f}")
+        for key, b in result["bleu"].items():
+            print(f"{key}: BLEU {b['bleu']:.1f} chrF {b['chrf']:.1f} ({b['n']} items)")
+    else:
+        print(f"constant answer: {base['total']:.1f} / {base['max']:g} ({base['n_items']} items)")
+    if overlap is not None:
+        print(format_overlap(overlap))
+    if out:
+        print(f"saved {out}")
     return 0
 
 
@@ -185,7 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.set_defaults(func=cmd_ppl)
 
     b = sub.add_parser("bench", help="the /20 benchmark (factual, conversation, instruction, creativity, robustness)")
-    b.add_argument("ckpt")
+    b.add_argument("ckpt", nargs="?", default=None, help="checkpoint (omit with --train-data for the overlap check alone)")
     b.add_argument("--lang", default="fr,en", help="comma-separated: fr,en")
     b.add_argument("--prompts", default=None, help="a JSONL prompt set instead of the shipped one")
     b.add_argument("--limit", type=int, default=None)
@@ -193,6 +215,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--plain", action="store_true", help="model alone, without the tool loop (default: dual-model router)")
     b.add_argument("--judge-url", default=None, help="OpenAI-compatible endpoint of an LLM judge (optional)")
     b.add_argument("--judge-model", default=None)
+    b.add_argument("--train-data", nargs="+", default=None, metavar="FILE",
+                   help="JSONL conversation files (e.g. the routing train split, chat data): report the bench items "
+                        "whose prompts or references overlap their user messages")
     b.add_argument("--out", default=None, help="result JSON (default CKPT/eval/bench.json)")
     b.set_defaults(func=cmd_bench)
 

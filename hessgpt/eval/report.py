@@ -166,6 +166,13 @@ def summarize(e: Entry) -> dict:
                       "categories": {k: v["score"] for k, v in b["categories"].items()},
                       "per_lang": {k: v["total"] for k, v in b.get("per_lang", {}).items()},
                       "bleu": b.get("bleu", {})}
+        base = b.get("baselines", {}).get("constant")
+        if base:
+            s["bench"]["constant"] = {"total": base["total"],
+                                      "per_lang": {k: v["total"] for k, v in base.get("per_lang", {}).items()}}
+        if "overlap" in b:
+            s["bench"]["overlap"] = {"n_overlapping": b["overlap"]["n_overlapping"], "ids": b["overlap"]["ids"],
+                                     "train_data": b["overlap"]["train_data"]}
     if "ppl" in e.evals:
         p = e.evals["ppl"]
         s["ppl"] = {k: p.get(k) for k in ("data", "mean_nll", "ppl", "bpb", "tokens")}
@@ -203,12 +210,24 @@ def build_report(paths: list[str], out_dir: str, labels: list[str] | None = None
         rows.append(["**Total**", *(f"**{s['bench']['total']:.1f} / {s['bench']['max']:g}**" for s in bs)])
         for lang in sorted({lang for s in bs for lang in s["bench"]["per_lang"]}):
             rows.append([f"total ({lang})", *(_fmt(s["bench"]["per_lang"].get(lang), 1) for s in bs)])
+        if any("constant" in s["bench"] for s in bs):
+            rows.append(["constant-answer baseline", *(
+                f"{s['bench']['constant']['total']:.1f} / {s['bench']['max']:g}" if "constant" in s["bench"] else "–"
+                for s in bs)])
+        if any("overlap" in s["bench"] for s in bs):
+            rows.append(["items overlapping training data", *(
+                str(s["bench"]["overlap"]["n_overlapping"]) if "overlap" in s["bench"] else "–" for s in bs)])
         for key in sorted({k for s in bs for k in s["bench"]["bleu"]}):
             rows.append([f"BLEU / chrF {key}", *(
                 "–" if key not in s["bench"]["bleu"] else
                 f"{_fmt(s['bench']['bleu'][key]['bleu'], 1)} / {_fmt(s['bench']['bleu'][key]['chrf'], 1)}" for s in bs)])
         md += _table(["category", *(s["label"] for s in bs)], rows)
         md += ["", "![benchmark](bench.png)", ""] if bench_png else [""]
+        for s in bs:
+            ov = s["bench"].get("overlap")
+            if ov and ov["ids"]:
+                md += [f"{s['label']}: bench items overlapping {', '.join(map(str, ov['train_data']))}: "
+                       f"{', '.join(ov['ids'])}", ""]
     if any("ppl" in s for s in summaries):
         md += ["## Perplexity", ""]
         md += _table(["checkpoint", "data", "NLL (nats/token)", "perplexity", "bits/byte", "tokens"],

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from hessgpt.eval.bench import score_items
+from hessgpt.eval.bench import score_items, with_baselines
 
 ITEMS = [
     {"id": f"x{i}", "lang": lang, "category": cat, "messages": [{"role": "user", "content": "q"}],
@@ -14,7 +14,7 @@ ITEMS = [
 ]
 
 
-def make_run(root, name, losses, answers):
+def make_run(root, name, losses, answers, baseline=False):
     run = root / name
     (run / "final" / "eval").mkdir(parents=True)
     with open(run / "metrics.jsonl", "w") as f:
@@ -25,6 +25,9 @@ def make_run(root, name, losses, answers):
             f.write(json.dumps(row) + "\n")
         f.write('{"step": 99, "loss"')  # a run killed while writing its last line
     bench = {"kind": "bench", "checkpoint": str(run / "final"), **score_items(ITEMS, answers)}
+    if baseline:  # a result of today's `eval bench --train-data`; run_b is one written before the baseline existed
+        bench = with_baselines(bench, ITEMS)
+        bench["overlap"] = {"n_overlapping": 2, "ids": ["x0", "x3"], "train_data": ["routing/train.jsonl"]}
     (run / "final" / "eval" / "bench.json").write_text(json.dumps(bench))
     (run / "final" / "eval" / "ppl.json").write_text(json.dumps(
         {"kind": "ppl", "data": ["val.txt"], "mean_nll": losses[-1], "ppl": 2.718 ** losses[-1], "bpb": 1.1, "tokens": 500}))
@@ -34,7 +37,7 @@ def make_run(root, name, losses, answers):
 def test_report_two_runs(tmp_path, capsys):
     from hessgpt.eval.cli import main
 
-    a, bench_a = make_run(tmp_path, "run_a", [4.0, 3.0, 2.5, 2.2], ["oui"] * 6)
+    a, bench_a = make_run(tmp_path, "run_a", [4.0, 3.0, 2.5, 2.2], ["oui"] * 6, baseline=True)
     b, bench_b = make_run(tmp_path, "run_b", [4.2, 3.5, 3.1, 2.9], ["oui", "no", "non", "yes", "non", "no"])
     out = tmp_path / "report"
     assert main(["report", str(a), str(b / "final"), "--out", str(out)]) == 0
@@ -58,6 +61,11 @@ def test_report_two_runs(tmp_path, capsys):
     assert "| **Total** | **20.0 / 20** | " + f"**{bench_b['total']:.1f} / 20** |" in md
     assert f"| Factual precision | 8.0 / 8 | {bench_b['categories']['factual']['score']:.1f} / 8 |" in md
     assert "| run_b/final | val.txt |" in md
+    const = bench_a["baselines"]["constant"]["total"]
+    assert summary[0]["bench"]["constant"]["total"] == const and "constant" not in summary[1]["bench"]
+    assert f"| constant-answer baseline | {const:.1f} / 20 | – |" in md
+    assert "| items overlapping training data | 2 | – |" in md
+    assert "run_a: bench items overlapping routing/train.jsonl: x0, x3" in md
 
 
 def test_report_errors(tmp_path):
