@@ -22,20 +22,27 @@ def _style(code: str, text: str) -> str:
 
 
 def add_sampling_args(p: argparse.ArgumentParser, max_new_tokens: int = 256) -> None:
-    g = p.add_argument_group("sampling")
-    g.add_argument("--max-new-tokens", type=int, default=max_new_tokens)
-    g.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
-    g.add_argument("--top-k", type=int, default=0)
-    g.add_argument("--top-p", type=float, default=1.0)
-    g.add_argument("--repetition-penalty", type=float, default=1.0)
+    """Sampling flags; each defaults to None = the checkpoint's generation_config.json (greedy when none)."""
+    g = p.add_argument_group("sampling (unset = the checkpoint's generation_config.json; greedy without one)")
+    g.add_argument("--max-new-tokens", type=int, default=None, help=f"default: the checkpoint's, else {max_new_tokens}")
+    g.add_argument("--temperature", type=float, default=None, help="0 = greedy")
+    g.add_argument("--top-k", type=int, default=None, help="0 = off")
+    g.add_argument("--top-p", type=float, default=None, help="1 = off")
+    g.add_argument("--repetition-penalty", type=float, default=None, help="1 = off")
     g.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
     g.add_argument("--seed", type=int, default=None)
+    p.set_defaults(_default_max_new_tokens=max_new_tokens)
 
 
-def sampling_from_args(args) -> SamplingParams:
-    return SamplingParams(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
-                          top_p=args.top_p, repetition_penalty=args.repetition_penalty, stop=args.stop,
-                          seed=args.seed).validate()
+def sampling_from_args(args, generation_config: dict | None = None) -> SamplingParams:
+    """Flags over the model's generation_config (a flag left unset keeps the checkpoint's value)."""
+    from hessgpt.checkpoint import sampling_params
+
+    gen = dict(generation_config or {})
+    gen.setdefault("max_new_tokens", getattr(args, "_default_max_new_tokens", 256))
+    return sampling_params(gen, max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
+                           top_p=args.top_p, repetition_penalty=args.repetition_penalty, stop=args.stop,
+                           seed=args.seed)
 
 
 def add_backend_args(p: argparse.ArgumentParser, positional: bool = True) -> None:
@@ -128,11 +135,11 @@ def generate_main(argv: list[str]) -> int:
     ids = tok.render_for_generation([{"role": "user", "content": args.prompt}]) if args.chat else [tok.bos_id] + tok.encode(args.prompt)
     if len(ids) >= engine.max_len:
         raise HessGPTError(f"the prompt has {len(ids)} tokens; the context window is {engine.max_len}")
-    params = sampling_from_args(args)
+    params = sampling_from_args(args, getattr(model, "generation_config", None))
     if not args.chat:
         sys.stdout.write(args.prompt)
     if args.beams:
-        out = engine.beam_search(ids, num_beams=args.beams, max_new_tokens=args.max_new_tokens)
+        out = engine.beam_search(ids, num_beams=args.beams, max_new_tokens=params.max_new_tokens)
         sys.stdout.write(tok.decode(out))
     else:
         for piece in engine.stream_text(ids, params):
@@ -155,7 +162,7 @@ def ask_main(argv: list[str]) -> int:
     args = p.parse_args(argv)
     backend = backend_from_args(args)
     messages = ([{"role": "system", "content": args.system}] if args.system else []) + [{"role": "user", "content": args.prompt}]
-    events = backend.stream_chat(messages, sampling_from_args(args))
+    events = backend.stream_chat(messages, sampling_from_args(args, getattr(backend, "generation_config", None)))
     if args.json:
         for e in events:
             print(json.dumps(e.to_dict(), ensure_ascii=False))
@@ -180,7 +187,7 @@ def chat_main(argv: list[str]) -> int:
     add_sampling_args(p)
     args = p.parse_args(argv)
     backend = backend_from_args(args)
-    params = sampling_from_args(args)
+    params = sampling_from_args(args, getattr(backend, "generation_config", None))
     system = args.system
     messages: list[dict] = []
     show_steps = True

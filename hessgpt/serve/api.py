@@ -50,8 +50,8 @@ class ServeConfig:
     queue_size: int = 16            # requests allowed to wait for a slot (beyond: 429)
     max_messages: int = 256         # per request
     max_chars: int = 200_000        # total characters of message contents (+ tool definitions)
-    max_tokens_limit: int = 4096    # largest max_tokens a request may ask for (and the default)
-    default_max_tokens: int = 1024
+    max_tokens_limit: int = 4096    # largest max_tokens a request may ask for
+    default_max_tokens: int = 1024  # max_tokens when neither the request nor the model's generation_config sets it
 
 
 class APIError(Exception):
@@ -101,7 +101,11 @@ def _content_text(content, where: str) -> str:
     raise APIError(400, f"{where}.content must be a string or a list of text parts", f"{where}.content")
 
 
-def parse_chat_request(body: Any, cfg: ServeConfig, model_id: str) -> ChatRequest:
+def parse_chat_request(body: Any, cfg: ServeConfig, model_id: str, defaults: dict | None = None) -> ChatRequest:
+    """`defaults`: the backend's generation_config (the checkpoint's recommended sampling): what a field the
+    request does not send takes. Without one, decoding is greedy (never OpenAI's temperature 1.0, which
+    turns a small model's answers into noise)."""
+    gen = defaults or {}
     if not isinstance(body, dict):
         raise APIError(400, "the request body must be a JSON object")
     model = body.get("model")
@@ -165,19 +169,19 @@ def parse_chat_request(body: Any, cfg: ServeConfig, model_id: str) -> ChatReques
             raise APIError(400, f"{name}: {v} is outside [{lo}, {hi}]", name)
         return v
 
-    temperature = num("temperature", 0, 2, 1.0)
-    top_p = num("top_p", 0, 1, 1.0)
+    temperature = num("temperature", 0, 2, gen.get("temperature", 0.0))
+    top_p = num("top_p", 0, 1, gen.get("top_p", 1.0))
     if top_p == 0:
-        temperature = 0.0  # top_p 0 keeps only the best token: greedy
-    top_k = num("top_k", 0, 1_000_000, 0, integer=True)
-    rep = num("repetition_penalty", 0.01, 10, 1.0)
+        temperature, top_p = 0.0, 1.0  # top_p 0 keeps only the best token: greedy
+    top_k = num("top_k", 0, 1_000_000, gen.get("top_k") or 0, integer=True)
+    rep = num("repetition_penalty", 0.01, 10, gen.get("repetition_penalty", 1.0))
     for ignored in ("frequency_penalty", "presence_penalty"):
         num(ignored, -2, 2, 0.0)  # accepted for compatibility, not used
     limit = cfg.max_tokens_limit
     max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
     mt_name = "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"
     if max_tokens is None:
-        max_tokens = min(cfg.default_max_tokens, limit)
+        max_tokens = min(gen.get("max_new_tokens", cfg.default_max_tokens), limit)
     elif not isinstance(max_tokens, int) or isinstance(max_tokens, bool):
         raise APIError(400, f"{mt_name}: must be an integer", mt_name)
     elif max_tokens < 1 or max_tokens > limit:
@@ -519,6 +523,12 @@ def create_app(backend: ChatBackend, cfg: ServeConfig | None = None, shutdown_ti
     app = FastAPI(title="HessGPT", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.scheduler = sched
     app.state.backend = backend
+    generation_config = dict(getattr(backend, "generation_config", None) or {})
+    # what a request that sets nothing gets (shown by /v1/models; the page shows it in its settings)
+    _d = parse_chat_request({"model": backend.model_id, "messages": [{"role": "user", "content": ""}]}, cfg,
+                            backend.model_id, generation_config).params
+    request_defaults = {"temperature": _d.temperature, "top_k": _d.top_k or None, "top_p": _d.top_p,
+                        "repetition_penalty": _d.repetition_penalty, "max_tokens": _d.max_new_tokens}
 
     app.add_middleware(Guard, api_key=cfg.api_key)
 
@@ -540,7 +550,8 @@ def create_app(backend: ChatBackend, cfg: ServeConfig | None = None, shutdown_ti
 
     def model_card() -> dict:
         return {"id": backend.model_id, "object": "model", "created": 0, "owned_by": "hessgpt",
-                "context_length": backend.context_length, "max_tokens_limit": cfg.max_tokens_limit}
+                "context_length": backend.context_length, "max_tokens_limit": cfg.max_tokens_limit,
+                "generation_config": request_defaults}
 
     @app.get("/v1/models")
     async def models():
@@ -559,7 +570,7 @@ def create_app(backend: ChatBackend, cfg: ServeConfig | None = None, shutdown_ti
             body = json.loads(raw)
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise APIError(400, f"could not parse the JSON body: {e}", code="invalid_json")
-        req = parse_chat_request(body, cfg, backend.model_id)
+        req = parse_chat_request(body, cfg, backend.model_id, generation_config)
         job = sched.submit(req)
         events = _events(request, job, poll_disconnect=True)
         try:

@@ -8,6 +8,9 @@ tests and demos) are interchangeable.
 The contract (`ChatBackend`):
 
 - `model_id: str`, `context_length: int` (tokens) — shown by `GET /v1/models`.
+- optional `generation_config: dict` — the model's recommended sampling (keys of a checkpoint's
+  generation_config.json: temperature, top_k, top_p, repetition_penalty, max_new_tokens); the API, `chat` and
+  `ask` use it for every field a request or flag does not set. Absent or {} = greedy.
 - `stream_chat(messages, params, tools=None, cancel=None) -> Iterator[Event]`
     - `messages`: OpenAI-style dicts, already validated and normalised by the API:
       `{"role": "system"|"user"|"assistant"|"tool", "content": str}`; an assistant message may carry
@@ -90,8 +93,9 @@ class ScriptedBackend:
     """
 
     def __init__(self, script: Script | None = None, *, token_delay: float = 0.0, model_id: str = "hessgpt-scripted",
-                 context_length: int = 4096):
+                 context_length: int = 4096, generation_config: dict | None = None):
         self.script = script if script is not None else demo_script
+        self.generation_config = dict(generation_config or {})
         self.token_delay = token_delay
         self.model_id = model_id
         self.context_length = context_length
@@ -358,6 +362,9 @@ class HFBackend:
         self.eos_ids = set(eos if isinstance(eos, list) else [eos]) - {None}
         self.run_code = run_code
         self.max_tool_rounds = max_tool_rounds
+        from hessgpt.checkpoint import read_generation_config
+
+        self.generation_config = read_generation_config(model_dir)  # its own generation_config.json, HF meaning
 
     # -- prompt ----------------------------------------------------------------------------------
     def _template_messages(self, messages: list[dict], tools: list[dict] | None) -> list[dict]:

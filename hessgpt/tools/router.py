@@ -262,6 +262,7 @@ class DualModelBackend:
             raise HessGPTError(f"{model1}: no tokenizer in the checkpoint")
         self.engine = Engine(m1, tok1)
         self.tokenizer = tok1
+        self.generation_config = dict(getattr(m1, "generation_config", None) or {})  # model 1's recommended sampling
         self.model2 = None
         if model2:
             m2, tok2 = hessgpt.load(model2, device=device)

@@ -190,3 +190,15 @@ def test_served_through_the_api(serve, tiny_model, adapted):
     assert e.value.code == "context_length_exceeded"
     body = json.loads(e.value.response.text)
     assert body["error"]["param"] == "messages"
+
+
+def test_hf_folder_generation_config_is_the_default_sampling(tiny_model, tmp_path):
+    """A Hugging Face folder's own generation_config.json, with HF's meaning (greedy unless do_sample)."""
+    import shutil
+
+    assert HFBackend(tiny_model[0]).generation_config == {"temperature": 0.0}  # save_pretrained: no do_sample
+    d = tmp_path / "sampling"
+    shutil.copytree(tiny_model[0], d)
+    gen = json.loads((d / "generation_config.json").read_text())
+    (d / "generation_config.json").write_text(json.dumps({**gen, "do_sample": True, "temperature": 0.6, "top_p": 0.9}))
+    assert HFBackend(str(d)).generation_config == {"temperature": 0.6, "top_p": 0.9, "top_k": 50}
