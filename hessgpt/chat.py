@@ -80,32 +80,61 @@ def backend_from_args(args):
                             search_index=args.search_index, http_allow=args.http_allow or None)
 
 
-def print_events(events, show_steps: bool = True, out=sys.stdout) -> dict:
-    """Print a turn's events as they arrive; returns {"text", "code", "results", "done"}."""
-    text, codes, results, done = [], [], [], {}
-    for e in events:
+def history_text(segments: list[str]) -> str:
+    """A turn's text as history: the text before the tool steps + "\n\n" + the text after them (no code, no
+    result), the one plain assistant message the eval and training use for an earlier turn."""
+    return "\n\n".join(t for t in (s.strip() for s in segments) if t)
+
+
+class TurnRecorder:
+    """Collects one turn's events into {"text", "code", "results", "done"} ("text" = history_text)."""
+
+    def __init__(self):
+        self.segments, self.codes, self.results, self.done = [""], [], [], {}
+
+    def add(self, e) -> None:
         if e.type == "text":
-            text.append(e.text)
+            self.segments[-1] += e.text
+        elif e.type == "done":
+            self.done = e.data
+        else:
+            if self.segments[-1]:
+                self.segments.append("")
+            if e.type in ("code", "refined_code", "artifact"):
+                self.codes.append(e.text)
+            elif e.type in ("result", "tool_result"):
+                self.results.append(e.text)
+
+    def turn(self) -> dict:
+        return {"text": history_text(self.segments), "code": self.codes, "results": self.results, "done": self.done}
+
+
+def print_events(events, show_steps: bool = True, out=None) -> dict:
+    """Print a turn's events as they arrive; returns {"text", "code", "results", "done"}, where "text" is the
+    turn's text as history (history_text: the parts around the tool steps joined with a blank line)."""
+    out = out or sys.stdout  # looked up per call (not bound when the module was imported)
+    rec = TurnRecorder()
+    for e in events:
+        rec.add(e)
+        if e.type == "text":
             out.write(e.text)
         elif e.type == "done":
-            done = e.data
+            pass
         elif show_steps:
             if e.type in ("code", "refined_code", "artifact"):
                 label = {"code": "code", "refined_code": "code refined by model 2", "artifact": "artifact (not executed)"}[e.type]
                 lang = e.data.get("lang", "python")
                 out.write("\n" + _style("36", f"┌─ {label} [{lang}]") + "\n" + _style("36", e.text.rstrip()) + "\n" + _style("36", "└─") + "\n")
-                codes.append(e.text)
             elif e.type in ("result", "tool_result"):
                 status = e.data.get("status", "ok")
                 out.write(_style("33", f"┌─ result ({status}, {e.data.get('duration_ms', '?')} ms)") + "\n" +
                           _style("33", e.text.rstrip() or "(empty)") + "\n" + _style("33", "└─") + "\n")
-                results.append(e.text)
             elif e.type == "tool_call":
                 out.write(_style("35", f"\n→ {e.data.get('name')}({json.dumps(e.data.get('arguments'), ensure_ascii=False)})") + "\n")
             elif e.type == "search":
                 out.write(_style("35", f"\n🔎 {e.text}") + "\n")
         out.flush()
-    return {"text": "".join(text), "code": codes, "results": results, "done": done}
+    return rec.turn()
 
 
 # ---- hessgpt generate ---------------------------------------------------------------------------
@@ -153,24 +182,36 @@ def generate_main(argv: list[str]) -> int:
 
 
 def ask_main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="hessgpt ask", description="Ask one question; print each tool step and the answer.")
+    p = argparse.ArgumentParser(prog="hessgpt ask", description="Ask a question (or a conversation: --prompt several "
+                                "times); print each tool step and the answer.")
     add_backend_args(p)
-    p.add_argument("--prompt", required=True)
+    p.add_argument("--prompt", action="append", required=True,
+                   help="a user turn; repeat it for a conversation (each answered in order, history carried)")
     p.add_argument("--system", default=None)
-    p.add_argument("--json", action="store_true", help="print the events as JSON lines")
+    p.add_argument("--json", action="store_true", help="print the events as JSON lines (each turn ends with its done event)")
     add_sampling_args(p)
     args = p.parse_args(argv)
     backend = backend_from_args(args)
-    messages = ([{"role": "system", "content": args.system}] if args.system else []) + [{"role": "user", "content": args.prompt}]
-    events = backend.stream_chat(messages, sampling_from_args(args, getattr(backend, "generation_config", None)))
-    if args.json:
-        for e in events:
-            print(json.dumps(e.to_dict(), ensure_ascii=False))
-        return 0
-    print(_style("1", "question: ") + args.prompt)
-    print(_style("1", "answer: "), end="")
-    print_events(events)
-    print()
+    params = sampling_from_args(args, getattr(backend, "generation_config", None))
+    messages = [{"role": "system", "content": args.system}] if args.system else []
+    for i, prompt in enumerate(args.prompt):
+        messages.append({"role": "user", "content": prompt})
+        events = backend.stream_chat(list(messages), params)
+        if args.json:
+            rec = TurnRecorder()
+            for e in events:
+                rec.add(e)
+                print(json.dumps(e.to_dict(), ensure_ascii=False), flush=True)
+            turn = rec.turn()
+        else:
+            if i:
+                print()
+            print(_style("1", "question: ") + prompt)
+            print(_style("1", "answer: "), end="")
+            turn = print_events(events)
+            print()
+        # the next turn sees this answer as the eval does: one plain assistant message, no code or result
+        messages.append({"role": "assistant", "content": turn["text"]})
     return 0
 
 

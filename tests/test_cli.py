@@ -88,3 +88,60 @@ def test_convert_cli_round_trip(tiny_ckpt, tmp_path):
     r = hessgpt("convert", "from-hf", str(tmp_path / "hf"), str(tmp_path / "back"))
     assert r.returncode == 0, r.stderr
     assert os.path.exists(tmp_path / "back" / "model.safetensors")
+
+
+def _tool_script(messages, params, tools):
+    """A backend that answers "calcule" with a code step, anything else plainly."""
+    from hessgpt.events import Event
+
+    last = messages[-1]["content"].lower()
+    if "calcule" in last:
+        return [Event("text", "Je lance un petit script."), Event("code", "print(10 * 10)", {"lang": "python"}),
+                Event("result", "100\n", {"status": "ok"}), Event("text", "\n\nRésultat : 100.")]
+    return [Event("text", f"Réponse {len(messages)}.")]
+
+
+def test_ask_several_prompts_is_one_conversation(monkeypatch, capsys):
+    from hessgpt import chat
+    from hessgpt.serve.backends import ScriptedBackend
+
+    backend = ScriptedBackend(_tool_script, model_id="s")
+    monkeypatch.setattr(chat, "backend_from_args", lambda args: backend)
+    assert chat.ask_main(["--prompt", "Calcule 10 * 10", "--prompt", "Et divisé par 4 ?", "--prompt", "Merci !"]) == 0
+    out = capsys.readouterr().out
+    # each turn answered and printed in order
+    assert out.index("Calcule 10 * 10") < out.index("Résultat : 100.") < out.index("Et divisé par 4 ?") \
+        < out.index("Réponse 3.") < out.index("Merci !") < out.index("Réponse 5.")
+    # the history carried: an earlier tool turn is one plain assistant message (text before + "\n\n" + after)
+    assert [m["role"] for m in backend.calls[2]["messages"]] == ["user", "assistant", "user", "assistant", "user"]
+    assert backend.calls[1]["messages"][1] == {"role": "assistant", "content": "Je lance un petit script.\n\nRésultat : 100."}
+    assert backend.calls[2]["messages"][3] == {"role": "assistant", "content": "Réponse 3."}
+    # --json: the events of every turn, each turn ending with its done event
+    backend.calls.clear()
+    assert chat.ask_main(["--prompt", "Calcule 10 * 10", "--prompt", "ok", "--json"]) == 0
+    events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [e["type"] for e in events].count("done") == 2 and events[-1]["type"] == "done"
+    assert backend.calls[1]["messages"][1]["content"] == "Je lance un petit script.\n\nRésultat : 100."
+
+
+def test_chat_stores_an_earlier_tool_turn_as_one_plain_message(monkeypatch, capsys, tmp_path):
+    from hessgpt import chat
+    from hessgpt.serve.backends import ScriptedBackend
+
+    backend = ScriptedBackend(_tool_script, model_id="s")
+    monkeypatch.setattr(chat, "backend_from_args", lambda args: backend)
+    lines = iter(["Calcule 10 * 10", "Et la capitale de l'Italie ?", f"/save {tmp_path}/c.json", "/quit"])
+    monkeypatch.setattr("builtins.input", lambda prompt="": next(lines))
+    assert chat.chat_main([]) == 0
+    out = capsys.readouterr().out
+    assert "Je lance un petit script." in out and "print(10 * 10)" in out and "Résultat : 100." in out
+    sent = backend.calls[1]["messages"]
+    assert sent[1] == {"role": "assistant", "content": "Je lance un petit script.\n\nRésultat : 100."}
+    saved = json.load(open(tmp_path / "c.json"))["messages"]
+    assert saved[1]["content"] == "Je lance un petit script.\n\nRésultat : 100." and len(saved) == 4
+
+
+def test_ask_two_prompts_on_a_checkpoint(tiny_ckpt):
+    r = hessgpt("ask", tiny_ckpt, "--no-tools", "--prompt", "Bonjour", "--prompt", "Et toi ?", "--max-new-tokens", "4")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count("question: ") == 2 and r.stdout.index("Bonjour") < r.stdout.index("Et toi ?")

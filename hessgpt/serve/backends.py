@@ -447,6 +447,9 @@ class HFBackend:
         if prompt_tokens >= self.context_length:
             raise ContextLengthError(f"the prompt is {prompt_tokens} tokens, the model's context is {self.context_length}")
         completion, rounds = 0, 0
+        from hessgpt.tools.router import TurnText
+
+        spacing = TurnText()  # text before and after a code step joined with "\n\n", as the HessGPT router does
         while True:
             budget = min(params.max_new_tokens - completion, self.context_length - int(input_ids.shape[1]))
             if rounds >= self.max_tool_rounds:
@@ -468,6 +471,11 @@ class HFBackend:
                         continue
                     if ev.type == "text":
                         answer += ev.text
+                        shown = spacing.push(ev.text)
+                        if shown:
+                            yield Event("text", shown)
+                        continue
+                    spacing.step()
                     yield ev
                     if ev.type in ("code", "tool_call"):
                         pending = ev  # stop this round: run the code / hand the call to the caller

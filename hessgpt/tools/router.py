@@ -32,6 +32,45 @@ class RouterConfig:
     refine_max_tokens: int = 384
 
 
+class TurnText:
+    """Spacing of one assistant turn's text events: the text before a tool step and the text after its result
+    are joined with exactly "\n\n" ("Je lance un petit script.\n\nRésultat : 100."), never glued.
+
+    `push(delta)` returns what to emit now: whitespace at the end of the text so far is held back (it is
+    replaced by the separator if a tool step follows, emitted as is if more text follows); `step()` marks a
+    tool step; the first non-space text after it gets "\n\n" in front (when there was text before) and loses
+    its leading whitespace. Whitespace still held at the end of the turn is dropped.
+    """
+
+    SEP = "\n\n"
+
+    def __init__(self):
+        self.held = ""          # trailing whitespace not emitted yet
+        self.any = False        # some non-space text was emitted in this turn
+        self.after_step = False
+
+    def push(self, delta: str) -> str:
+        if not delta:
+            return ""
+        if self.after_step:
+            delta = delta.lstrip()
+            if not delta:
+                return ""
+            self.after_step = False
+            self.held = self.SEP if self.any else ""
+        text = self.held + delta
+        body = text.rstrip()
+        if not body.strip():  # only whitespace so far: hold it
+            self.held = text
+            return ""
+        self.held = text[len(body):]
+        self.any = True
+        return body
+
+    def step(self) -> None:
+        self.held, self.after_step = "", True
+
+
 def _clip(text: str, n: int = MAX_RESULT_CHARS) -> str:
     return text if len(text) <= n else text[: n - 20] + "\n... (truncated)"
 
@@ -153,6 +192,7 @@ class ToolRouter:
         gen: Generation = self.engine.session(prompt_ids, params)
         started, generated, calls = time.monotonic(), 0, 0
         decoder = TextDecoder(tok)
+        spacing = TurnText()
         block: list[int] = []
         mode = "text"  # text | code | call | search
         finish = "length"
@@ -173,12 +213,13 @@ class ToolRouter:
                     finish = "stop"
                     break
                 if t in opener:
-                    tail = decoder.flush()
+                    tail = spacing.push(decoder.flush())
                     if tail:
                         yield Event("text", tail)
+                    spacing.step()
                     mode, block = opener[t], []
                 else:
-                    delta = decoder.push(t)
+                    delta = spacing.push(decoder.push(t))
                     if delta:
                         yield Event("text", delta)
             else:
@@ -238,10 +279,44 @@ class ToolRouter:
                 finish = "length"
                 break
             gen.feed([t])
-        tail = decoder.flush()
+        tail = spacing.push(decoder.flush())
         if tail and mode == "text":
             yield Event("text", tail)
         yield Event("done", data={"finish_reason": finish, "prompt_tokens": len(prompt_ids), "completion_tokens": generated})
+
+
+def flatten_earlier_turns(messages: list[dict]) -> list[dict]:
+    """History as the eval and training render it: every assistant turn before the last user message that used a
+    tool (code, a function call, a search, tool results, several assistant messages) becomes ONE plain assistant
+    message = its text before the tool + "\n\n" + its text after the result (no code, no result). The current
+    turn (after the last user message) keeps its structure: a client-side function call continues it.
+
+    (Local to the serving layer: hessgpt.data's history flattening, when it lands, renders the same thing.)
+    """
+    last_user = max((i for i, m in enumerate(messages) if m.get("role") == "user"), default=-1)
+    out: list[dict] = []
+    group: list[dict] = []
+
+    def close() -> None:
+        if not group:
+            return
+        structured = len(group) > 1 or any(m.get("role") == "tool" or m.get("code") is not None or m.get("tool_calls")
+                                           or m.get("search") is not None for m in group)
+        if structured:
+            text = "\n\n".join(t for t in ((m.get("content") or "").strip() for m in group if m.get("role") == "assistant") if t)
+            out.append({"role": "assistant", "content": text})
+        else:
+            out.extend(group)
+        group.clear()
+
+    for i, m in enumerate(messages):
+        if i < last_user and m.get("role") in ("assistant", "tool"):
+            group.append(m)
+            continue
+        close()
+        out.append(m)
+    close()
+    return out
 
 
 class DualModelBackend:
@@ -294,7 +369,7 @@ class DualModelBackend:
 
         from hessgpt.tools.calls import to_chat_format
 
-        msgs = to_chat_format(messages)
+        msgs = flatten_earlier_turns(to_chat_format(messages))
         system = msgs[0]["content"] if msgs and msgs[0]["role"] == "system" else None
         history = ChatHistory.from_dict({"system": system, "tools": tools, "messages": [m for m in msgs if m["role"] != "system"]})
         reserve = min(params.max_new_tokens, self.context_length // 2)

@@ -168,3 +168,27 @@ def test_stop_button_cancels_generation(serve, page):
     expect(page.locator(".msg.assistant .msg-foot")).to_contain_text("stopped", timeout=15000)
     poll(page, lambda: backend.cancelled > 0, 5)
     assert backend.cancelled == 1  # the server cancelled the generation when the page let go
+
+
+def test_page_history_and_sampling_defaults(serve, page):
+    """No sampling sent unless set (the checkpoint's generation_config applies); an earlier tool turn goes back
+    as one plain assistant message (text before + blank line + text after), as the eval replays it."""
+
+    def script(messages, params, tools):
+        if len(messages) == 1:
+            return [Event("text", "Je lance un petit script."), Event("code", "print(10 * 10)", data={"lang": "python"}),
+                    Event("result", "100\n", data={"status": "ok"}), Event("text", "\n\nRésultat : 100.")]
+        return [Event("text", "Rome.")]
+
+    backend = ScriptedBackend(script, model_id="tiny", generation_config={"temperature": 0.0, "max_new_tokens": 33})
+    srv = serve(backend)
+    page.goto(srv.url + "/")
+    send(page, "Calcule 10 * 10")
+    page.wait_for_selector(".msg.assistant .md:has-text('Résultat : 100.')")
+    page.wait_for_selector("#send:not([hidden])")
+    p = backend.calls[0]["params"]
+    assert (p.temperature, p.top_p, p.max_new_tokens) == (0.0, 1.0, 33)
+    send(page, "Et la capitale de l'Italie ?")
+    page.wait_for_selector(".msg.assistant .md:has-text('Rome.')")
+    assert backend.calls[1]["messages"][1] == {"role": "assistant", "content": "Je lance un petit script.\n\nRésultat : 100."}
+    assert page.page_errors == []

@@ -144,7 +144,7 @@ def test_python_blocks_go_through_the_run_code_hook(base):
     assert [e.type for e in events] == ["text", "code", "result", "text", "text", "done"]
     assert ran == ["print(6 * 7)"]
     assert events[1].text == "print(6 * 7)" and events[2].data["status"] == "ok" and events[2].text == "42\n"
-    assert text == "Let me compute.\nThe answer is 42."
+    assert text == "Let me compute.\n\nThe answer is 42."  # text before / after the step: one blank line
     assert "```python" in b.prompts[0]  # the system prompt teaches the convention
     assert "42" in b.prompts[1] and "print(6 * 7)" in b.prompts[1]  # the result went back to the model
     assert events[-1].data["finish_reason"] == "stop"
@@ -161,7 +161,7 @@ def test_function_tools_and_artifacts(base):
     b = ScriptedHF(base, [["Here:\n```html\n<h1>Hi</h1>\n```\nDone, and ```js\nx()\n``` stays."]])
     text, events = run(b, messages=[{"role": "user", "content": "page"}])
     assert [e.text for e in events if e.type == "artifact"] == ["<h1>Hi</h1>"]
-    assert text == "Here:\nDone, and ```js\nx()\n``` stays."
+    assert text == "Here:\n\nDone, and ```js\nx()\n``` stays."
 
 
 def test_fence_splitter_holds_partial_fences():

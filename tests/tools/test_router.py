@@ -80,7 +80,7 @@ def test_one_code_block_result_injected(tokenizer, sandbox):
     inject = [tokenizer.end_id, tokenizer.result_id] + tokenizer.encode("345\n") + [tokenizer.end_id]
     start = next(i for i in range(len(fed)) if fed[i:i + len(inject)] == inject)
     assert fed[start - 1] != tokenizer.end_id and tokenizer.decode(fed[start + len(inject):]).startswith(" Le résultat")
-    assert text_of(events) == "Je calcule. Le résultat est 345."
+    assert text_of(events) == "Je calcule.\n\nLe résultat est 345."  # one blank line between the two parts
 
 
 def test_model2_refines_the_code(tokenizer, sandbox):
@@ -177,3 +177,36 @@ def test_dual_backend_wires_calculator_and_search(tiny_ckpt, tmp_path, tokenizer
         assert out[-1] == "345"
     finally:
         backend.close()
+
+
+def test_text_before_and_after_the_tool_are_joined_by_a_blank_line(tokenizer, sandbox):
+    """Not glued ("Je lance un petit script.Résultat : 100."): exactly one "\\n\\n" between the two parts."""
+    for lead, after in [("Je lance un petit script.", "Résultat : 100."), ("Je lance un petit script. ", " Résultat : 100."),
+                        ("Je lance un petit script.\n", "\n\nRésultat : 100.")]:
+        eng = ScriptedEngine(tokenizer, turn(tokenizer, lead, "print(10 * 10)", after))
+        events = run(ToolRouter(eng, sandbox), tokenizer, "Calcule 10 * 10")
+        assert text_of(events) == "Je lance un petit script.\n\nRésultat : 100.", (lead, after)
+        kinds = [e.type for e in events]
+        assert kinds.index("code") < kinds.index("result") < max(i for i, k in enumerate(kinds) if k == "text")
+        # what the model itself reads is unchanged: the spacing is only in the text events
+        assert tokenizer.decode(eng.sessions[0].fed).count("Je lance un petit script.") == 1
+
+
+def test_spacing_without_lead_text_and_with_two_tools(tokenizer, sandbox):
+    code = [tokenizer.code_id] + tokenizer.encode("print(2)") + [tokenizer.end_id]
+    eng = ScriptedEngine(tokenizer, code + tokenizer.encode(" Deux.") + [tokenizer.end_id])
+    assert text_of(run(ToolRouter(eng, sandbox), tokenizer)) == "Deux."  # no separator before the first text
+    script = tokenizer.encode("A.") + code + tokenizer.encode(" B.") + code + code + tokenizer.encode("C.") + [tokenizer.end_id]
+    eng = ScriptedEngine(tokenizer, script)
+    assert text_of(run(ToolRouter(eng, sandbox), tokenizer)) == "A.\n\nB.\n\nC."
+
+
+def test_turn_text_streaming_deltas():
+    from hessgpt.tools.router import TurnText
+
+    s = TurnText()
+    out = [s.push(d) for d in ["Bonjour", " ", "le", " monde. ", "\n"]]
+    assert "".join(out) == "Bonjour le monde."  # trailing whitespace held
+    s.step()
+    out += [s.push(d) for d in [" ", "\n", "Ok", "\n\n", "fin"]]
+    assert "".join(out) == "Bonjour le monde.\n\nOk\n\nfin"

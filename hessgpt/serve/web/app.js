@@ -15,6 +15,7 @@ const I18N = {
     result: "Result", artifact: "HTML preview", source: "Source", toolCall: "Function call", search: "Search",
     toolResult: "Function result", stopped: "stopped", thinking: "Generating…", errorPrefix: "Error",
     del: "Delete", confirmClear: "Delete all conversations?", length: "cut: max tokens reached",
+    modelDefaults: "Use the model's defaults", modelDefault: "model's default",
   },
   fr: {
     newChat: "Nouvelle discussion", settings: "Réglages", send: "Envoyer", stop: "Arrêter", regenerate: "Régénérer",
@@ -27,24 +28,43 @@ const I18N = {
     search: "Recherche", toolResult: "Résultat de fonction", stopped: "arrêté", thinking: "Génération…",
     errorPrefix: "Erreur", del: "Supprimer", confirmClear: "Supprimer toutes les discussions ?",
     length: "coupé : limite de jetons atteinte",
+    modelDefaults: "Réglages du modèle par défaut", modelDefault: "défaut du modèle",
   },
 };
 
 const KEY = { convs: "hessgpt.conversations", current: "hessgpt.current", settings: "hessgpt.settings", lang: "hessgpt.lang" };
-const DEFAULTS = { system: "", temperature: 0.7, top_p: 0.95, max_tokens: 1024, api_key: "" };
+// Sampling left null = not sent: the server uses the checkpoint's generation_config.json (greedy for HessGPT).
+const DEFAULTS = { v: 2, system: "", temperature: null, top_p: null, max_tokens: null, api_key: "" };
+const SAMPLING = ["temperature", "top_p", "max_tokens"];
 
 const $ = (id) => document.getElementById(id);
 const state = {
   lang: localStorage.getItem(KEY.lang) || ((navigator.language || "en").startsWith("fr") ? "fr" : "en"),
   convs: loadJSON(KEY.convs, []),
   currentId: localStorage.getItem(KEY.current),
-  settings: Object.assign({}, DEFAULTS, loadJSON(KEY.settings, {})),
+  settings: loadSettings(),
   model: null,
+  modelDefaults: {},  // the server's defaults for a request that sets nothing (GET /v1/models generation_config)
   abort: null,
 };
 
 function loadJSON(key, fallback) {
   try { const v = JSON.parse(localStorage.getItem(key)); return v ?? fallback; } catch { return fallback; }
+}
+function loadSettings() {
+  const stored = loadJSON(KEY.settings, {}) || {};
+  // settings saved before v2 hold the old fixed defaults (temperature 0.7, top_p 0.95): drop them
+  if (stored.v !== 2) for (const k of SAMPLING) delete stored[k];
+  return Object.assign({}, DEFAULTS, stored, { v: 2 });
+}
+function samplingFields(settings) {
+  // only what the user set: the rest is the checkpoint's recommendation
+  const out = {};
+  for (const k of SAMPLING) {
+    const v = settings[k];
+    if (v !== null && v !== undefined && v !== "" && Number.isFinite(Number(v))) out[k] = Number(v);
+  }
+  return out;
 }
 function save() {
   localStorage.setItem(KEY.convs, JSON.stringify(state.convs));
@@ -90,7 +110,18 @@ function copyButton(getText) {
 
 // ---------------------------------------------------------------- rendering a message
 // An assistant message keeps its parts in order: {kind: "text"|"code"|"refined_code"|"result"|"artifact"|"tool_call"|"tool_result"|"search", text, data}
-function assistantText(msg) { return msg.parts.filter((p) => p.kind === "text").map((p) => p.text).join(""); }
+// Its text as history (and for Copy): the text before the tool steps + "\n\n" + the text after them, without
+// code or results — the way the eval and training render an earlier turn (one plain assistant message).
+function assistantText(msg) {
+  const segments = [];
+  let cur = "";
+  for (const p of msg.parts) {
+    if (p.kind === "text") { cur += p.text; continue; }
+    segments.push(cur); cur = "";
+  }
+  segments.push(cur);
+  return segments.map((s) => s.trim()).filter((s) => s).join("\n\n");
+}
 
 function renderParts(body, msg) {
   body.textContent = "";
@@ -214,6 +245,8 @@ async function loadModel() {
     const j = await r.json();
     if (!r.ok) throw new Error((j.error && j.error.message) || r.status);
     state.model = j.data[0].id;
+    state.modelDefaults = j.data[0].generation_config || {};
+    showSampling();
     $("model-name").textContent = state.model;
   } catch (e) {
     $("model-name").textContent = "HessGPT";
@@ -238,11 +271,8 @@ async function generate(conv) {
   conv.messages.push(msg);
   const idx = conv.messages.length - 1;
   const box = $("messages");
-  const body = {
-    model: state.model, messages: apiMessages({ messages: conv.messages.slice(0, -1) }),
-    temperature: Number(state.settings.temperature), top_p: Number(state.settings.top_p),
-    max_tokens: Number(state.settings.max_tokens), stream: true,
-  };
+  const body = Object.assign({ model: state.model, messages: apiMessages({ messages: conv.messages.slice(0, -1) }), stream: true },
+    samplingFields(state.settings));
   state.abort = new AbortController();
   setBusy(true);
   let row = renderMessage(msg, idx, false);
@@ -346,15 +376,28 @@ async function regenerate() {
 }
 
 // ---------------------------------------------------------------- wiring
+// The sampling inputs show the user's value, or the model's default (marked as such) while it is unset.
+function showSampling() {
+  const s = state.settings, d = state.modelDefaults || {};
+  const shown = (k, fallback) => (s[k] !== null && s[k] !== undefined && s[k] !== "" ? Number(s[k]) : (d[k] ?? fallback));
+  const mark = (k) => (s[k] === null || s[k] === undefined || s[k] === "" ? " (" + t("modelDefault") + ")" : "");
+  $("set-temp").value = shown("temperature", 0);
+  $("set-topp").value = shown("top_p", 1);
+  $("set-maxtok").value = s.max_tokens ?? "";
+  $("set-maxtok").placeholder = d.max_tokens != null ? String(d.max_tokens) : "";
+  $("out-temp").textContent = Number(shown("temperature", 0)).toFixed(2) + mark("temperature");
+  $("out-topp").textContent = Number(shown("top_p", 1)).toFixed(2) + mark("top_p");
+}
+
 function initSettings() {
   const s = state.settings, dlg = $("settings");
   const fields = [["set-system", "system"], ["set-temp", "temperature"], ["set-topp", "top_p"], ["set-maxtok", "max_tokens"], ["set-key", "api_key"]];
-  const show = () => { $("out-temp").textContent = Number(s.temperature).toFixed(2); $("out-topp").textContent = Number(s.top_p).toFixed(2); };
   for (const [id, k] of fields) {
-    $(id).value = s[k];
-    $(id).addEventListener("input", () => { s[k] = $(id).value; show(); save(); });
+    if (!SAMPLING.includes(k)) $(id).value = s[k];
+    $(id).addEventListener("input", () => { s[k] = SAMPLING.includes(k) && $(id).value === "" ? null : $(id).value; showSampling(); save(); });
   }
-  show();
+  $("reset-sampling").addEventListener("click", () => { for (const k of SAMPLING) s[k] = null; showSampling(); save(); });
+  showSampling();
   $("open-settings").addEventListener("click", () => dlg.showModal());
   dlg.addEventListener("close", () => loadModel());
   $("clear-all").addEventListener("click", () => {
