@@ -147,6 +147,8 @@ def save_quantized(ckpt: str, out: str) -> dict:
              "format": checkpoint.FORMAT, "version": checkpoint.VERSION, "stage": "quantize", "parent": os.path.abspath(ckpt),
              "quantization": {"method": METHOD, "scale": "per-output-channel absmax/127, bf16-exact, stored fp32 as NAME.scale",
                               "tensors": names}}
+        with open(os.path.join(tmp, checkpoint.GENERATION_CONFIG), "w") as f:  # the fp32 model's sampling
+            json.dump(checkpoint.full_generation_config(checkpoint.read_generation_config(ckpt)), f, indent=2)
         with open(os.path.join(tmp, "meta.json"), "w") as f:
             json.dump(m, f, indent=2, default=str)
 

@@ -90,9 +90,11 @@ def test_int8_engine_logits_close_to_fp32(trained, tokenizer):
 def test_quantize_cli_checkpoint_format_and_load(trained, tokenizer, tmp_path, capsys):
     model, _ = trained
     src, out = str(tmp_path / "fp32"), str(tmp_path / "int8")
-    checkpoint.save(src, model, tokenizer)
+    checkpoint.save(src, model, tokenizer, generation_config={"temperature": 0.3, "top_p": 0.9})
     assert cli_main([src, "--int8", "--out", out]) == 0
     assert "int8 tensors" in capsys.readouterr().out
+    # the int8 checkpoint recommends the fp32 one's sampling
+    assert checkpoint.read_generation_config(out) == checkpoint.full_generation_config({"temperature": 0.3, "top_p": 0.9})
     assert is_quantized(out) and not is_quantized(src)
     from safetensors.torch import load_file
 
