@@ -177,7 +177,10 @@ class Tokenizer:
     # ---- chat rendering (docs/chat-format.md) -----------------------------------------------
 
     def render(self, conversation, for_generation: bool = False) -> tuple[list[int], list[int]]:
-        """A conversation (dict with "messages", or the list itself) -> (ids, loss_mask)."""
+        """A conversation (dict with "messages", or the list itself) -> (ids, loss_mask).
+
+        An assistant message with `"weight": 0` (default 1) is context only: its tokens get mask 0, and so does
+        the turn's closing `<|end|>` when it is the turn's last assistant message."""
         messages, tools = _messages_and_tools(conversation)
         ids: list[int] = [self.bos_id]
         mask: list[int] = [0]
@@ -187,13 +190,14 @@ class Tokenizer:
             mask.extend([m] * len(tokens))
 
         in_turn = False  # inside an assistant turn (after <|assistant|>, before its closing <|end|>)
+        turn_weight = 1  # `weight` of the turn's last assistant message: 0 masks it (docs/chat-format.md)
         for i, msg in enumerate(messages):
             role = msg.get("role")
             content = msg.get("content") or ""
             if not isinstance(content, str):
                 raise HessGPTError(f"message {i}: content must be a string, got {type(content).__name__}")
             if role in ("system", "user") and in_turn:
-                add([self.end_id], 1)
+                add([self.end_id], turn_weight)
                 in_turn = False
             if role == "system":
                 if i != 0:
@@ -205,17 +209,21 @@ class Tokenizer:
             elif role == "user":
                 add([self.user_id] + self.encode(content) + [self.end_id], 0)
             elif role == "assistant":
+                w = msg.get("weight", 1)
+                if type(w) is not int or w not in (0, 1):
+                    raise HessGPTError(f"message {i}: weight must be 0 or 1, got {w!r}")
                 if not in_turn:
                     add([self.assistant_id], 0)
                     in_turn = True
-                add(self.encode(content), 1)
+                turn_weight = w   # the turn's closing <|end|> goes with its last assistant message
+                add(self.encode(content), w)
                 if msg.get("code") is not None:
-                    add([self.code_id] + self.encode(msg["code"]) + [self.end_id], 1)
+                    add([self.code_id] + self.encode(msg["code"]) + [self.end_id], w)
                 for call in msg.get("tool_calls") or []:
                     call_json = json.dumps({"name": call["name"], "arguments": call.get("arguments", {})}, ensure_ascii=False)
-                    add([self.tool_call_id] + self.encode(call_json) + [self.end_id], 1)
+                    add([self.tool_call_id] + self.encode(call_json) + [self.end_id], w)
                 if msg.get("search") is not None:
-                    add([self.search_id] + self.encode(msg["search"]) + [self.search_end_id], 1)
+                    add([self.search_id] + self.encode(msg["search"]) + [self.search_end_id], w)
             elif role == "tool":
                 if not in_turn:
                     raise HessGPTError(f"message {i}: a tool message must follow an assistant message")
@@ -226,7 +234,7 @@ class Tokenizer:
         if in_turn:
             last = messages[-1]
             if last.get("role") == "assistant" and not for_generation:
-                add([self.end_id], 1)
+                add([self.end_id], turn_weight)
         if for_generation:
             if in_turn:
                 raise HessGPTError("render_for_generation: the conversation already ends inside an assistant turn")

@@ -43,6 +43,7 @@ class Message:
     code_lang: str | None = None  # assistant with code: python (default), html, css, js
     tool_calls: list[ToolCall] | None = None  # assistant: several = parallel calls
     search: str | None = None  # assistant: a search query
+    weight: int = 1  # assistant: 1 = trained on (loss mask 1), 0 = context only (e.g. a flattened earlier turn)
 
     def to_dict(self) -> dict:
         d: dict[str, Any] = {"role": self.role, "content": self.content}
@@ -56,6 +57,8 @@ class Message:
             d["tool_calls"] = [c.to_dict() for c in self.tool_calls]
         if self.search is not None:
             d["search"] = self.search
+        if self.weight != 1:
+            d["weight"] = self.weight
         return d
 
     @property
@@ -100,6 +103,10 @@ class Conversation:
         return n
 
 
+def _valid_weight(w) -> bool:
+    return type(w) is int and w in (0, 1)   # not bool: `true` in JSON is a mistake, not a weight
+
+
 def validate(conv: Conversation) -> Conversation:
     """Check the turn rules of docs/chat-format.md; raise Skip(reason) on the first violation."""
     msgs = conv.messages
@@ -112,6 +119,10 @@ def validate(conv: Conversation) -> Conversation:
             raise Skip("bad_role", f"message {i} has role {m.role!r}")
         if not isinstance(m.content, str):
             raise Skip("wrong_type", f"message {i} content is {type(m.content).__name__}")
+        if not _valid_weight(m.weight):
+            raise Skip("bad_weight", f"message {i} has weight {m.weight!r} (must be 0 or 1)")
+        if m.weight != 1 and m.role != "assistant":
+            raise Skip("bad_weight", f"message {i} ({m.role}) has weight {m.weight!r}: only assistant messages carry a weight")
         if m.role == "system":
             if i != 0:
                 raise Skip("roles_out_of_order", f"system message at position {i}")
@@ -168,6 +179,7 @@ def message_from_dict(d: dict) -> Message:
         code_lang=d.get("code_lang"),
         tool_calls=calls,
         search=d.get("search"),
+        weight=d.get("weight", 1),
     )
 
 
@@ -221,3 +233,55 @@ def write_jsonl(path: str | os.PathLike, convs: Iterable[Conversation]) -> int:
             os.unlink(tmp)
         raise
     return n
+
+
+# --- history flattening (training data and inference alike) -------------------------------------
+
+
+def flatten_history(messages: list[dict], earlier_weight: int | None = None) -> list[dict]:
+    """The history of a conversation as the model sees it at inference (docs/chat-format.md, "History").
+
+    Every assistant turn before the last user message that used a tool (code, an artifact, a function call,
+    a search, tool results, or several assistant messages) becomes ONE plain assistant message: its text
+    before the tool + "\\n\\n" + its text after the result (empty parts left out; no code, no result). A
+    plain earlier turn is kept as it is. The current turn (after the last user message) keeps its structure.
+
+    `earlier_weight`: None keeps the messages' weights (inference); 0 marks every earlier assistant message
+    `"weight": 0` (training data: only the last turn is trained). Returns new dicts; the input is not changed.
+    """
+    if earlier_weight not in (None, 0, 1):
+        raise ValueError(f"earlier_weight must be None, 0 or 1, got {earlier_weight!r}")
+    last_user = max((i for i, m in enumerate(messages) if m.get("role") == "user"), default=-1)
+    out: list[dict] = []
+    group: list[dict] = []
+
+    def close() -> None:
+        if not group:
+            return
+        structured = len(group) > 1 or any(
+            m.get("role") == "tool" or m.get("code") is not None or m.get("tool_calls") or m.get("search") is not None
+            for m in group)
+        if structured:
+            text = "\n\n".join(t for t in ((m.get("content") or "").strip() for m in group if m.get("role") == "assistant") if t)
+            flat = {"role": "assistant", "content": text}
+            if all(m.get("weight", 1) == 0 for m in group if m.get("role") == "assistant"):
+                flat["weight"] = 0
+            kept = [flat]
+        else:
+            kept = [dict(m) for m in group]
+        for m in kept:
+            if earlier_weight == 0:
+                m["weight"] = 0
+            elif earlier_weight == 1:
+                m.pop("weight", None)
+        out.extend(kept)
+        group.clear()
+
+    for i, m in enumerate(messages):
+        if i < last_user and m.get("role") in ("assistant", "tool"):
+            group.append(m)
+            continue
+        close()
+        out.append(dict(m))
+    close()
+    return out
