@@ -31,6 +31,7 @@ import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 from typing import Callable
 
@@ -54,6 +55,9 @@ class Candidate:
     code_lang: str = "python"
     answer: str = ""
     params: dict = field(default_factory=dict)
+    reference: dict | None = None   # type-tagged, computed here in plain Python (None: no exact result)
+    ref_lines: bool = False         # a list reference stated one item per printed line
+    split: str = "train"
 
     def key(self) -> str:
         return " ".join(self.user.lower().split())
@@ -148,6 +152,247 @@ def _func(rng: random.Random) -> str:
 
 
 # ---------------------------------------------------------------------------------------------------
+# independent references: computed here, in plain Python (never by running the sample's code), and
+# compared with the sandbox's stdout; a sample is kept only when both agree
+# ---------------------------------------------------------------------------------------------------
+def _rnum(v, tol=None) -> dict:
+    r = {"type": "number", "value": v}
+    if tol is not None:
+        r["tol"] = tol
+    return r
+
+
+def _plain(v):
+    """Tuples -> lists, recursively (JSON-like values)."""
+    if isinstance(v, (list, tuple)):
+        return [_plain(x) for x in v]
+    return v
+
+
+def _rlist(v, ordered: bool = True) -> dict:
+    return {"type": "list", "value": _plain(v), "ordered": ordered}
+
+
+def _rstr(v: str) -> dict:
+    return {"type": "string", "value": v}
+
+
+_BINOPS = {"Add": lambda a, b: a + b, "Sub": lambda a, b: a - b, "Mult": lambda a, b: a * b, "Div": lambda a, b: a / b,
+           "FloorDiv": lambda a, b: a // b, "Mod": lambda a, b: a % b, "Pow": lambda a, b: a ** b}
+
+
+def _eval_shown(text: str) -> Fraction:
+    """The expression as the user sees it ("17 × 23", "2^5") evaluated exactly with Fractions."""
+    import ast
+
+    def ev(node):
+        if isinstance(node, ast.Expression):
+            return ev(node.body)
+        if isinstance(node, ast.Constant) and isinstance(node.value, int):
+            return Fraction(node.value)
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+            return -ev(node.operand)
+        if isinstance(node, ast.BinOp):
+            a, b = ev(node.left), ev(node.right)
+            if isinstance(node.op, ast.Pow):
+                return Fraction(a.numerator ** int(b))
+            return Fraction(_BINOPS[type(node.op).__name__](a, b))
+        raise ValueError(f"unexpected expression {text!r}")
+
+    return ev(ast.parse(text.replace("×", "*").replace("^", "**"), mode="eval"))
+
+
+def _mean(d):
+    return sum(d) / len(d)
+
+
+def _median(d):
+    s, n = sorted(d), len(d)
+    return s[n // 2] if n % 2 else (s[n // 2 - 1] + s[n // 2]) / 2
+
+
+def _stdev(d):
+    m = _mean(d)
+    return (sum((x - m) ** 2 for x in d) / (len(d) - 1)) ** 0.5
+
+
+def _gcd(a, b):
+    while b:
+        a, b = b, a % b
+    return a
+
+
+def _fib(n):
+    a, b = 0, 1
+    for _ in range(n):
+        a, b = b, a + b
+    return a
+
+
+def _factorial(n):
+    r = 1
+    for i in range(2, n + 1):
+        r *= i
+    return r
+
+
+def _is_prime(n: int) -> bool:
+    return n >= 2 and all(n % d for d in range(2, math.isqrt(n) + 1))
+
+
+def _insertion_sort(data, desc=False):
+    out = []
+    for x in data:
+        i = len(out)
+        while i > 0 and ((out[i - 1] < x) if desc else (out[i - 1] > x)):
+            i -= 1
+        out.insert(i, x)
+    return out
+
+
+def _binary(n: int) -> str:
+    s = ""
+    while n:
+        s, n = str(n % 2) + s, n // 2
+    return s or "0"
+
+
+def _digit_sum(n: int) -> int:
+    t = 0
+    while n:
+        t, n = t + n % 10, n // 10
+    return t
+
+
+def _argmax(d: dict):
+    best = None
+    for k, v in d.items():
+        if best is None or v > d[best]:
+            best = k
+    return best
+
+
+def _invert(d: dict) -> list:
+    """{v: k} as a dict comprehension builds it (a later key wins, first position kept), as pairs."""
+    order, val = [], {}
+    for k, v in d.items():
+        if v not in val:
+            order.append(v)
+        val[v] = k
+    return [[v, val[v]] for v in order]
+
+
+def _top_letters(text: str, k: int) -> list:
+    counts: dict = {}
+    for c in text:
+        if c.isalpha():
+            counts[c] = counts.get(c, 0) + 1
+    ranked = sorted(counts.items(), key=lambda kv: -kv[1])   # stable: ties keep first appearance
+    return [[c, n] for c, n in ranked[:k]]
+
+
+def _sym_ref(op: str, f: str) -> str:
+    import sympy as sp
+
+    x = sp.symbols("x")
+    e = sp.sympify(f, locals={"x": x})
+    return str(sp.diff(e, x) if op == "diff" else sp.integrate(e, x))
+
+
+def _poly_integral(f: str, lo: int, hi: int) -> Fraction:
+    """Definite integral of a polynomial string ('3*x**2 - 5*x + 2'), term by term with Fractions."""
+    total = Fraction(0)
+    for t in (t for t in f.replace(" ", "").replace("-", "+-").split("+") if t):
+        neg, t = t.startswith("-"), t.lstrip("-")
+        if "x" not in t:
+            c, d = int(t), 0
+        else:
+            head, _, tail = t.rpartition("x")
+            c = int(head.rstrip("*")) if head else 1
+            d = int(tail[2:]) if tail else 1
+        total += (-c if neg else c) * (Fraction(hi) ** (d + 1) - Fraction(lo) ** (d + 1)) / (d + 1)
+    return total
+
+
+def _parse_number(text: str) -> float:
+    t = text.strip()
+    if "/" in t:
+        return float(Fraction(t))
+    return float(t)
+
+
+def _num_eq(a, b, tol) -> bool:
+    if isinstance(a, bool) or isinstance(b, bool):
+        return a is b
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return abs(a - b) <= (tol if tol is not None else 1e-9 * max(1.0, abs(b)))
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_num_eq(x, y, tol) for x, y in zip(a, b))
+    return a == b
+
+
+def _literal(text: str):
+    import ast
+
+    v = ast.literal_eval(text.strip())
+    if isinstance(v, dict):
+        v = [[k, x] for k, x in v.items()]
+    return _plain(v)
+
+
+def _value_agrees(ref: dict, text: str) -> bool:
+    kind, value = ref["type"], ref["value"]
+    tol = ref.get("tol")
+    if kind == "number":
+        return _num_eq(_parse_number(text), value, tol)
+    if kind == "string":
+        return text.strip() == value
+    if kind == "bool":
+        return text.strip() == str(bool(value))
+    if kind == "list":
+        got = _literal(text)
+        if not ref.get("ordered", True):
+            return sorted(map(repr, got)) == sorted(map(repr, value))
+        return _num_eq(got, value, 1e-6)
+    if kind == "symbolic":
+        import sympy as sp
+
+        x = sp.symbols("x")
+        got, want = sp.sympify(text.strip(), locals={"x": x}), sp.sympify(value, locals={"x": x})
+        return str(got) == str(want) or sp.simplify(got - want) == 0
+    if kind == "set_of_numbers":
+        import sympy as sp
+
+        got = sorted(float(sp.N(v)) for v in sp.sympify(text.strip()))
+        return len(got) == len(value) and all(abs(a - b) <= 1e-6 for a, b in zip(got, sorted(value)))
+    raise ValueError(f"unknown reference type {kind!r}")
+
+
+def agrees(ref: dict, stdout: str, lines: bool = False) -> bool:
+    """Does the sandbox's stdout state the reference? `lines`: a list reference, one item per printed line."""
+    try:
+        if lines:
+            got = [line for line in stdout.strip().splitlines()]
+            if len(got) != len(ref["value"]):
+                return False
+            return all(_value_agrees(_line_ref(v, ref.get("tol")), t) for v, t in zip(ref["value"], got))
+        return _value_agrees(ref, stdout)
+    except Exception:   # unparsable output: no agreement
+        return False
+
+
+def _line_ref(v, tol=None) -> dict:
+    if isinstance(v, bool):
+        return {"type": "bool", "value": v}
+    if isinstance(v, (int, float)):
+        return _rnum(v, tol if tol is not None else (6e-3 if isinstance(v, float) else None))
+    if isinstance(v, str):
+        return _rstr(v)
+    return _rlist(v)
+
+
+
+# ---------------------------------------------------------------------------------------------------
 # generators: each returns (params, code, questions[lang], answers[lang]) for one sub-kind
 # ---------------------------------------------------------------------------------------------------
 Gen = Callable[[random.Random, str], tuple[dict, str, list[str], list[str]]]
@@ -170,6 +415,8 @@ def g_arith(rng, lang):
     shown = expr.replace("**", "^") if rng.random() < 0.3 else expr
     shown_fr = shown.replace("*", "×") if rng.random() < 0.3 and "**" not in shown else shown
     p = {"e": shown_fr if lang == "fr" else shown}
+    v = _eval_shown(p["e"])
+    p["_ref"] = _rnum(round(float(v), 4), 1e-4) if isinstance(v, Fraction) and v.denominator != 1 else _rnum(int(v))
     q = {"fr": ["Combien font {e} ?", "Calcule {e}.", "Peux-tu calculer {e} ?", "Quel est le résultat de {e} ?",
                 "{e} = ?", "Ça fait combien {e} ?", "J'ai besoin du résultat de {e}.", "Donne-moi la valeur de {e}."],
          "en": ["What is {e}?", "Calculate {e}.", "Can you compute {e}?", "What's the result of {e}?", "{e} = ?",
@@ -191,6 +438,7 @@ def g_percent(rng, lang):
                 "Find {p}% of {x}.", "{p}% of {x} is how much?"]}
     a = {"fr": ["{p} % de {x} font {out}.", "Le résultat est {out}.", "Ça donne {out}."],
          "en": ["{p}% of {x} is {out}.", "The result is {out}.", "That gives {out}."]}
+    p["_ref"] = _rnum(float(Fraction(str(x)) * Fraction(str(pct)) / 100), 0.006)
     return p, f"print(round({x} * {pct} / 100, 2))", q[lang], a[lang]
 
 
@@ -206,6 +454,7 @@ def g_discount(rng, lang):
                 "What do I pay for a {price} item with a {p}% discount?"]}
     a = {"fr": ["Le nouveau prix est de {out} €.", "Vous payez {out} €.", "Après la remise : {out} €."],
          "en": ["The new price is {out}.", "You pay {out}.", "After the discount: {out}."]}
+    p["_ref"] = _rnum(float(Fraction(str(price)) * (1 - Fraction(pct, 100))), 0.006)
     return p, f"price = {price}\ndiscount = {pct}\nprint(round(price * (1 - discount / 100), 2))", q[lang], a[lang]
 
 
@@ -218,6 +467,8 @@ def g_sqrt_pow(rng, lang):
              "en": ["What is the square root of {n}?", "Compute the square root of {n}.", "sqrt of {n}?", "Give me √{n}."]}
         a = {"fr": ["La racine carrée de {n} est {out}.", "√{n} = {out}."],
              "en": ["The square root of {n} is {out}.", "√{n} = {out}."]}
+        r = math.isqrt(n)
+        p["_ref"] = _rnum(r) if r * r == n else _rnum(n ** 0.5, 1e-4)
         return p, f"import math\nprint(round(math.sqrt({n}), 4))", q[lang], a[lang]
     b = rng.randint(2, 30)
     e = rng.randint(2, max(2, int(15 / math.log10(b))))   # at most ~15 digits: a number a reader can use
@@ -227,6 +478,7 @@ def g_sqrt_pow(rng, lang):
          "en": ["What is {b} to the power of {e}?", "Calculate {b}^{e}.", "How much is {b} raised to {e}?",
                 "Compute {b} ** {e}."]}
     a = {"fr": ["{b}^{e} = {out}.", "{b} puissance {e} vaut {out}."], "en": ["{b}^{e} = {out}.", "{b} to the power {e} is {out}."]}
+    p["_ref"] = _rnum(pow(b, e))
     return p, f"print({b} ** {e})", q[lang], a[lang]
 
 
@@ -240,6 +492,7 @@ def g_linear(rng, lang):
                 "Help me solve {eq}."]}
     a = {"fr": ["La solution est x = {out}.", "x = {out}.", "On trouve x = {out}."],
          "en": ["The solution is x = {out}.", "x = {out}.", "We get x = {out}."]}
+    p["_ref"] = _rnum(float(Fraction(c_ - b_, a_)), 1e-9)
     code = f"import sympy as sp\nx = sp.symbols('x')\nprint(sp.solve(sp.Eq({a_}*x + {b_}, {c_}), x)[0])"
     return p, code, q[lang], a[lang]
 
@@ -248,8 +501,10 @@ def g_quadratic(rng, lang):
     r1, r2 = rng.randint(-9, 9), rng.randint(-9, 9)
     k = rng.choice([1, 1, 1, 2, -1, 3])
     b_, c_ = -k * (r1 + r2), k * r1 * r2
-    if rng.random() < 0.3:
-        c_ += rng.randint(1, 5)   # not always integer roots
+    if rng.random() < 0.3 and b_ * b_ - 4 * k * (c_ + 5) >= 0:
+        c_ += rng.randint(1, 5)   # not always integer roots (but real ones)
+    disc = b_ * b_ - 4 * k * c_
+    roots = sorted({(-b_ - disc ** 0.5) / (2 * k), (-b_ + disc ** 0.5) / (2 * k)})
     lead = "" if k == 1 else "-" if k == -1 else str(k)
     poly = f"{lead}x² {'+' if b_ >= 0 else '-'} {abs(b_)}x {'+' if c_ >= 0 else '-'} {abs(c_)}"
     p = {"eq": f"{poly} = 0"}
@@ -257,6 +512,7 @@ def g_quadratic(rng, lang):
                 "Résoudre l'équation du second degré {eq}"],
          "en": ["Solve {eq}.", "What are the solutions of {eq}?", "Find the roots of {eq}.", "Solve the quadratic {eq}"]}
     a = {"fr": ["Les solutions sont : {out}.", "Solutions : {out}."], "en": ["The solutions are: {out}.", "Solutions: {out}."]}
+    p["_ref"] = {"type": "set_of_numbers", "value": [round(r, 9) for r in roots]}
     code = f"import sympy as sp\nx = sp.symbols('x')\nprint(sp.solve({k}*x**2 + {b_}*x + {c_}, x))"
     return p, code, q[lang], a[lang]
 
@@ -269,6 +525,7 @@ def g_derivative(rng, lang):
          "en": ["What is the derivative of {f}?", "Differentiate {f}.", "Compute the derivative of f(x) = {f}.",
                 "Give me f'(x) for f(x) = {f}.", "Find d/dx of {f}"]}
     a = {"fr": ["La dérivée de {f} est {out}.", "f'(x) = {out}."], "en": ["The derivative of {f} is {out}.", "f'(x) = {out}."]}
+    p["_ref"] = {"type": "symbolic", "value": _sym_ref("diff", f)}
     code = f"import sympy as sp\nx = sp.symbols('x')\nprint(sp.diff({_sympy(f)}, x))"
     return p, code, q[lang], a[lang]
 
@@ -287,6 +544,7 @@ def g_integral(rng, lang):
                     "Compute the indefinite integral of f(x) = {f}."]}
         a = {"fr": ["Une primitive de {f} est {out}.", "∫ {f} dx = {out} + C."],
              "en": ["An antiderivative of {f} is {out}.", "∫ {f} dx = {out} + C."]}
+        p["_ref"] = {"type": "symbolic", "value": _sym_ref("integrate", f)}
         code = f"import sympy as sp\nx = sp.symbols('x')\nprint(sp.integrate({_sympy(f)}, x))"
         return p, code, q[lang], a[lang]
     f = _poly(rng, 3)
@@ -297,6 +555,7 @@ def g_integral(rng, lang):
          "en": ["Compute the integral of {f} from {a} to {b}.", "Integrate {f} between {a} and {b}.",
                 "What is the definite integral of {f} from {a} to {b}?"]}
     a = {"fr": ["L'intégrale vaut {out}.", "Résultat : {out}."], "en": ["The integral equals {out}.", "Result: {out}."]}
+    p["_ref"] = _rnum(float(_poly_integral(f, lo, hi)), 1e-9)
     code = f"import sympy as sp\nx = sp.symbols('x')\nprint(sp.integrate({f}, (x, {lo}, {hi})))"
     return p, code, q[lang], a[lang]
 
@@ -318,6 +577,7 @@ def g_stats(rng, lang):
                     "Compute mean, median and stdev for: {d}."]}
         a = {"fr": ["Moyenne : {l[0]}, médiane : {l[1]}, écart-type : {l[2]}."],
              "en": ["Mean: {l[0]}, median: {l[1]}, standard deviation: {l[2]}."]}
+        p["_ref"], p["_lines"] = _rlist([round(_mean(data), 2), _median(data), round(_stdev(data), 3)]), True
         code = (f"import statistics\ndata = [{p['d']}]\nprint(round(statistics.mean(data), 2))\nprint(statistics.median(data))\n"
                 f"print(round(statistics.stdev(data), 3))")
         return p, code, q[lang], a[lang]
@@ -330,6 +590,8 @@ def g_stats(rng, lang):
     p["S"] = p["s"][0].upper() + p["s"][1:]
     expr = {"stdev": "round(statistics.stdev(data), 3)", "mean": "round(statistics.mean(data), 2)"}.get(
         stat, f"statistics.{stat}(data)")
+    p["_ref"] = _rnum({"mean": _mean(data), "median": _median(data), "stdev": _stdev(data)}[stat],
+                      {"mean": 0.006, "median": 1e-9, "stdev": 6e-4}[stat])
     return p, f"import statistics\ndata = [{p['d']}]\nprint({expr})", q[lang], a[lang]
 
 
@@ -348,6 +610,7 @@ def g_word_problem(rng, lang):
              "en": ["{name} buys {n1} notebooks at ${p1} and {n2} books at ${p2}. How much in total?",
                     "I bought {n1} pens at {p1} each and {n2} binders at {p2} each. What's the total?"]}
         a = {"fr": ["Le total est de {out} €.", "Cela fait {out} euros en tout."], "en": ["The total is {out}.", "That's {out} in total."]}
+        p["_ref"] = _rnum(n1 * p1 + n2 * p2, 0.006)
         return p, f"total = {n1} * {p1} + {n2} * {p2}\nprint(round(total, 2))", q[lang], a[lang]
     if kind == 1:
         d, t = rng.randint(20, 900), rng.choice([0.5, 1, 1.5, 2, 2.5, 3, 4, 5, 6])
@@ -357,6 +620,7 @@ def g_word_problem(rng, lang):
              "en": ["{name} drives {d} km in {t} hours. What is the average speed?",
                     "A train covers {d} km in {t} h. Average speed in km/h?"]}
         a = {"fr": ["La vitesse moyenne est de {out} km/h.", "Environ {out} km/h."], "en": ["The average speed is {out} km/h.", "About {out} km/h."]}
+        p["_ref"] = _rnum(d / t, 0.006)
         return p, f"distance = {d}\ntime = {t}\nprint(round(distance / time, 2))", q[lang], a[lang]
     if kind == 2:
         L, W = rng.randint(2, 80), rng.randint(2, 60)
@@ -366,6 +630,7 @@ def g_word_problem(rng, lang):
              "en": ["What is the area of a {L} m by {W} m rectangle?", "A garden is {L} m by {W} m. What is its area?",
                     "Compute the area of a {L} x {W} meter room."]}
         a = {"fr": ["L'aire est de {out} m².", "La surface vaut {out} m²."], "en": ["The area is {out} m².", "It covers {out} m²."]}
+        p["_ref"] = _rnum(L * W)
         return p, f"length = {L}\nwidth = {W}\nprint(length * width)", q[lang], a[lang]
     if kind == 3:
         r = rng.randint(1, 50)
@@ -373,6 +638,7 @@ def g_word_problem(rng, lang):
         q = {"fr": ["Quelle est l'aire d'un cercle de rayon {r} cm ?", "Surface d'un disque de rayon {r} ?"],
              "en": ["What is the area of a circle with radius {r} cm?", "Area of a disk of radius {r}?"]}
         a = {"fr": ["L'aire est d'environ {out} cm².", "Elle vaut environ {out}."], "en": ["The area is about {out} cm².", "It is about {out}."]}
+        p["_ref"] = _rnum(3.141592653589793 * r * r, 0.006)
         return p, f"import math\nr = {r}\nprint(round(math.pi * r ** 2, 2))", q[lang], a[lang]
     c, rate, years = rng.choice([500, 1000, 1500, 2000, 5000, 10000]), rng.choice([1, 1.5, 2, 2.5, 3, 4, 5]), rng.randint(2, 20)
     p = {"c": c, "r": _num(lang, rate), "y": years}
@@ -381,6 +647,7 @@ def g_word_problem(rng, lang):
          "en": ["I invest ${c} at {r}% per year for {y} years, compounded. How much will I have?",
                 "Capital {c}, rate {r}%, {y} years of compound interest. Final value?"]}
     a = {"fr": ["Vous aurez {out} €.", "La valeur finale est {out} €."], "en": ["You will have {out}.", "The final value is {out}."]}
+    p["_ref"] = _rnum(c * (1 + rate / 100) ** years, 0.006)
     return p, f"capital = {c}\nrate = {rate}\nyears = {years}\nprint(round(capital * (1 + rate / 100) ** years, 2))", q[lang], a[lang]
 
 
@@ -394,6 +661,8 @@ def g_gcd(rng, lang):
                  "en": ["What is the LCM of {a} and {b}?", "Compute the least common multiple of {a} and {b}."]}}[op]
     a = {"fr": [f"Le {'PGCD' if op == 'gcd' else 'PPCM'} de {{a}} et {{b}} est {{out}}."],
          "en": [f"The {'GCD' if op == 'gcd' else 'LCM'} of {{a}} and {{b}} is {{out}}."]}
+    g = _gcd(a_, b_)
+    p["_ref"] = _rnum(g if op == "gcd" else a_ * b_ // g)
     return p, f"import math\nprint(math.{op}({a_}, {b_}))", q[lang], a[lang]
 
 
@@ -411,6 +680,7 @@ def g_sort(rng, lang):
          "en": ["Sort the list {L} in {o} order.", "Can you sort {d} in {o} order?", "Order these numbers ({o}): {d}.",
                 "Write a bubble sort and sort {L} in {o} order." if manual else "Sort {L}, {o}."]}
     a = {"fr": ["Liste triée : {out}.", "Voici la liste triée : {out}."], "en": ["Sorted list: {out}.", "Here is the sorted list: {out}."]}
+    p["_ref"] = _rlist(_insertion_sort(data, desc))
     if manual:
         cmp = "<" if desc else ">"
         code = (f"def bubble_sort(items):\n    items = list(items)\n    for i in range(len(items)):\n"
@@ -435,6 +705,7 @@ def g_search(rng, lang):
             "        mid = (lo + hi) // 2\n        if items[mid] == target:\n            return mid\n"
             "        if items[mid] < target:\n            lo = mid + 1\n        else:\n            hi = mid - 1\n    return -1\n\n"
             f"print(binary_search({data}, {target}))")
+    p["_ref"] = _rnum(data.index(target) if target in data else -1)
     return p, code, q[lang], a[lang]
 
 
@@ -445,6 +716,7 @@ def g_fibonacci(rng, lang):
         q = {"fr": ["Quel est le {n}e nombre de Fibonacci ?", "Calcule F({n}) (suite de Fibonacci).", "Donne le terme {n} de la suite de Fibonacci."],
              "en": ["What is the {n}th Fibonacci number?", "Compute F({n}) in the Fibonacci sequence.", "Give me Fibonacci number {n}."]}
         a = {"fr": ["F({n}) = {out}.", "Le {n}e nombre de Fibonacci est {out}."], "en": ["F({n}) = {out}.", "Fibonacci number {n} is {out}."]}
+        p["_ref"] = _rnum(_fib(n))
         code = f"def fib(n):\n    a, b = 0, 1\n    for _ in range(n):\n        a, b = b, a + b\n    return a\n\nprint(fib({n}))"
         return p, code, q[lang], a[lang]
     n = rng.randint(5, 25)
@@ -452,6 +724,7 @@ def g_fibonacci(rng, lang):
     q = {"fr": ["Affiche les {n} premiers termes de Fibonacci.", "Génère la suite de Fibonacci jusqu'au {n}e terme."],
          "en": ["Print the first {n} Fibonacci numbers.", "Generate the Fibonacci sequence up to term {n}."]}
     a = {"fr": ["Les {n} premiers termes : {out}."], "en": ["The first {n} terms: {out}."]}
+    p["_ref"] = _rlist([_fib(i) for i in range(n)])
     code = f"seq = [0, 1]\nwhile len(seq) < {n}:\n    seq.append(seq[-1] + seq[-2])\nprint(seq[:{n}])"
     return p, code, q[lang], a[lang]
 
@@ -462,6 +735,7 @@ def g_factorial(rng, lang):
     q = {"fr": ["Combien vaut {n}! ?", "Calcule la factorielle de {n}.", "Écris une fonction factorielle et calcule {n}!.",
                 "Factorielle de {n} ?"],
          "en": ["What is {n}!?", "Compute the factorial of {n}.", "Write a factorial function and compute {n}!.", "Factorial of {n}?"]}
+    p["_ref"] = _rnum(_factorial(n))
     a = {"fr": ["{n}! = {out}.", "La factorielle de {n} est {out}."], "en": ["{n}! = {out}.", "The factorial of {n} is {out}."]}
     if rng.random() < 0.5:
         code = f"def factorial(n):\n    result = 1\n    for i in range(2, n + 1):\n        result *= i\n    return result\n\nprint(factorial({n}))"
@@ -480,16 +754,23 @@ def g_primes(rng, lang):
         code = ("def is_prime(n):\n    if n < 2:\n        return False\n    i = 2\n    while i * i <= n:\n"
                 "        if n % i == 0:\n            return False\n        i += 1\n    return True\n\n"
                 f"print(is_prime({n}))")
+        p["_ref"] = {"type": "bool", "value": _is_prime(n)}
         return p, code, q[lang], a[lang]
     n = rng.randint(10, 200)
     p = {"n": n}
-    q = {"fr": ["Liste les nombres premiers inférieurs à {n}.", "Quels sont les nombres premiers jusqu'à {n} ?", "Crible d'Ératosthène jusqu'à {n}."],
-         "en": ["List the prime numbers below {n}.", "Which numbers up to {n} are prime?", "Sieve of Eratosthenes up to {n}."]}
+    # (template, n itself included?): "inférieurs à n" / "below n" exclude n, "jusqu'à n" / "up to n" include it
+    q = {"fr": [("Liste les nombres premiers inférieurs à {n}.", False), ("Quels sont les nombres premiers jusqu'à {n} ?", True),
+                ("Crible d'Ératosthène jusqu'à {n}.", True), ("Donne les nombres premiers inférieurs ou égaux à {n}.", True)],
+         "en": [("List the prime numbers below {n}.", False), ("Which numbers up to {n} are prime?", True),
+                ("Sieve of Eratosthenes up to {n}.", True), ("List the primes less than {n}.", False)]}
+    template, inclusive = rng.choice(q[lang])
     a = {"fr": ["Nombres premiers : {out}."], "en": ["Primes: {out}."]}
+    stop = "n + 1" if inclusive else "n"
     code = (f"n = {n}\nis_p = [True] * (n + 1)\nis_p[0] = is_p[1] = False\nfor i in range(2, int(n ** 0.5) + 1):\n"
             "    if is_p[i]:\n        for j in range(i * i, n + 1, i):\n            is_p[j] = False\n"
-            f"print([i for i in range(n) if is_p[i]])")
-    return p, code, q[lang], a[lang]
+            f"print([i for i in range({stop}) if is_p[i]])")
+    p["_ref"] = _rlist([k for k in range(2, n + (1 if inclusive else 0)) if _is_prime(k)])
+    return p, code, [template], a[lang]
 
 
 WORDS_FR = ["bonjour", "ordinateur", "radar", "kayak", "python", "algorithme", "été", "château", "forêt", "élève",
@@ -516,12 +797,14 @@ def g_strings(rng, lang):
         q = {"fr": ["Inverse la chaîne '{w}'.", "Écris '{w}' à l'envers.", "Comment inverser le mot {w} en Python ?"],
              "en": ["Reverse the string '{w}'.", "Write '{w}' backwards.", "How do I reverse the word {w} in Python?"]}
         a = {"fr": ["'{w}' à l'envers donne : {out}"], "en": ["'{w}' reversed is: {out}"]}
+        p["_ref"] = _rstr("".join(reversed(w)))
         return p, f"print('{w}'[::-1])", q[lang], a[lang]
     if kind == 1:
         p = {"w": w}
         q = {"fr": ["Est-ce que '{w}' est un palindrome ?", "Vérifie si {w} est un palindrome."],
              "en": ["Is '{w}' a palindrome?", "Check whether {w} is a palindrome."]}
         a = {"fr": ["Palindrome ? {out}."], "en": ["Palindrome? {out}."]}
+        p["_ref"] = {"type": "bool", "value": all(w[i] == w[-1 - i] for i in range(len(w)))}
         return p, f"word = '{w}'\nprint(word == word[::-1])", q[lang], a[lang]
     if kind == 2:
         p = {"s": s}
@@ -529,11 +812,13 @@ def g_strings(rng, lang):
              "en": ["How many vowels are in \"{s}\"?", "Count the vowels in the sentence: {s}"]}
         a = {"fr": ["La phrase contient {out} voyelles."], "en": ["The sentence has {out} vowels."]}
         vowels = "aeiouyàâéèêëîïôùûü" if lang == "fr" else "aeiou"
+        p["_ref"] = _rnum(len([c for c in s.lower() if c in vowels]))
         return p, f"text = {s!r}\nprint(sum(1 for c in text.lower() if c in '{vowels}'))", q[lang], a[lang]
     if kind == 3:
         p = {"s": s}
         q = {"fr": ["Combien de mots dans « {s} » ?", "Compte les mots de : {s}"], "en": ["How many words are in \"{s}\"?", "Count the words in: {s}"]}
         a = {"fr": ["Il y a {out} mots."], "en": ["There are {out} words."]}
+        p["_ref"] = _rnum(len([t for t in s.split(" ") if t]))
         return p, f"text = {s!r}\nprint(len(text.split()))", q[lang], a[lang]
     if kind == 4:
         p = {"s": s}
@@ -542,12 +827,14 @@ def g_strings(rng, lang):
         a = {"fr": ["Résultat : {out}"], "en": ["Result: {out}"]}
         qi = rng.randrange(2)
         method = "title" if qi == 0 else "upper"
+        p["_ref"] = _rstr(s.title() if qi == 0 else s.upper())
         return p, f"text = {s!r}\nprint(text.{method}())", [q[lang][qi]], a[lang]
     w2 = rng.choice(words)
     p = {"a": w, "b": w2}
     q = {"fr": ["Est-ce que '{a}' et '{b}' sont des anagrammes ?", "Vérifie si {a} et {b} sont anagrammes."],
          "en": ["Are '{a}' and '{b}' anagrams?", "Check whether {a} and {b} are anagrams."]}
     a = {"fr": ["Anagrammes ? {out}."], "en": ["Anagrams? {out}."]}
+    p["_ref"] = {"type": "bool", "value": Counter(w) == Counter(w2)}
     return p, f"print(sorted('{w}') == sorted('{w2}'))", q[lang], a[lang]
 
 
@@ -560,6 +847,7 @@ def g_structures(rng, lang):
         q = {"fr": ["J'empile {L} puis je dépile {k} fois. Que reste-t-il dans la pile ?", "Simule une pile : push {L}, puis {k} pop."],
              "en": ["I push {L} onto a stack and pop {k} times. What is left?", "Simulate a stack: push {L}, then pop {k} times."]}
         a = {"fr": ["Éléments dépilés puis pile restante :\n{out}"], "en": ["Popped items, then the remaining stack:\n{out}"]}
+        p["_ref"], p["_lines"] = _rlist([pushes[::-1][:pops], pushes[: len(pushes) - pops]]), True
         code = f"stack = []\nfor x in [{p['L']}]:\n    stack.append(x)\npopped = [stack.pop() for _ in range({pops})]\nprint(popped)\nprint(stack)"
         return p, code, q[lang], a[lang]
     if kind == 1:
@@ -569,6 +857,7 @@ def g_structures(rng, lang):
         q = {"fr": ["Dans une file (FIFO), j'ajoute {L} puis je retire {k} éléments. Que reste-t-il ?"],
              "en": ["In a FIFO queue I enqueue {L} and dequeue {k} items. What remains?"]}
         a = {"fr": ["Retirés puis restants :\n{out}"], "en": ["Dequeued, then remaining:\n{out}"]}
+        p["_ref"], p["_lines"] = _rlist([items[:k], items[k:]]), True
         code = f"from collections import deque\nq = deque([{p['L']}])\nout = [q.popleft() for _ in range({k})]\nprint(out)\nprint(list(q))"
         return p, code, q[lang], a[lang]
     if kind == 2:
@@ -576,12 +865,14 @@ def g_structures(rng, lang):
         p = {"n": n}
         q = {"fr": ["Convertis {n} en binaire.", "Quelle est l'écriture binaire de {n} ?"], "en": ["Convert {n} to binary.", "What is {n} in binary?"]}
         a = {"fr": ["{n} en binaire : {out}."], "en": ["{n} in binary: {out}."]}
+        p["_ref"] = _rstr(_binary(n))
         return p, f"print(bin({n})[2:])", q[lang], a[lang]
     n = rng.randint(10, 10 ** rng.randint(3, 12))
     p = {"n": n}
     q = {"fr": ["Quelle est la somme des chiffres de {n} ?", "Additionne les chiffres du nombre {n}."],
          "en": ["What is the sum of the digits of {n}?", "Add up the digits of {n}."]}
     a = {"fr": ["La somme des chiffres de {n} est {out}."], "en": ["The digit sum of {n} is {out}."]}
+    p["_ref"] = _rnum(_digit_sum(n))
     return p, f"print(sum(int(d) for d in str({n})))", q[lang], a[lang]
 
 
@@ -591,6 +882,7 @@ def g_minmax(rng, lang):
     q = {"fr": ["Trouve le maximum et le minimum de {L} sans utiliser max() ni min().", "Plus grand et plus petit élément de {L} ?"],
          "en": ["Find the maximum and minimum of {L} without max() or min().", "Largest and smallest element of {L}?"]}
     a = {"fr": ["Maximum : {l[0]}, minimum : {l[1]}."], "en": ["Maximum: {l[0]}, minimum: {l[1]}."]}
+    p["_ref"], p["_lines"] = _rlist([sorted(data)[-1], sorted(data)[0]]), True
     code = f"data = {data}\nbig = small = data[0]\nfor x in data:\n    if x > big:\n        big = x\n    if x < small:\n        small = x\nprint(big)\nprint(small)"
     return p, code, q[lang], a[lang]
 
@@ -615,6 +907,13 @@ def g_list_ops(rng, lang):
     ][op]
     if op == 3:
         p["L"] = str(data + data[:3])
+    dedup = []
+    for x in data + data[:3]:
+        if x not in dedup:
+            dedup.append(x)
+    p["_ref"] = _rlist([[x for x in data if x % 2 == 0], [x * x for x in data], [sum(data), sum(data) / len(data)], dedup,
+                        [x for x in data if x > 50]][op])
+    p["_lines"] = op == 2
     return p, code, q[lang], a[lang]
 
 
@@ -627,6 +926,7 @@ def g_dicts(rng, lang):
     d = {k: rng.randint(1, 99) for k in keys}
     op = rng.randrange(4)
     p = {"D": json.dumps(d, ensure_ascii=False)}
+    p["_ref"] = [_rlist(sorted(d.items(), key=lambda kv: -kv[1])), _rstr(_argmax(d)), _rlist(_invert(d)), None][op]
     if op == 0:
         q = {"fr": ["Trie ce dictionnaire par valeur : {D}", "Ordonne {D} selon les valeurs décroissantes."],
              "en": ["Sort this dictionary by value: {D}", "Order {D} by decreasing values."]}
@@ -643,7 +943,7 @@ def g_dicts(rng, lang):
         a = {"fr": ["Dictionnaire inversé : {out}"], "en": ["Inverted dictionary: {out}"]}
         return p, f"stock = {d!r}\nprint({{v: k for k, v in stock.items()}})", q[lang], a[lang]
     s = rng.choice(SENTENCES[lang]).lower()
-    p = {"s": s}
+    p = {"s": s, "_ref": _rlist(_top_letters(s, 3))}
     q = {"fr": ["Compte la fréquence de chaque lettre dans « {s} » (les 3 plus fréquentes).", "Quelles sont les 3 lettres les plus fréquentes de : {s} ?"],
          "en": ["Count letter frequencies in \"{s}\" (top 3).", "What are the 3 most common letters in: {s}?"]}
     a = {"fr": ["Les 3 lettres les plus fréquentes : {out}"], "en": ["The 3 most common letters: {out}"]}
@@ -660,16 +960,20 @@ def g_json(rng, lang):
         q = {"fr": ["Voici un JSON de commande : {J}. Quel est le total (prix × quantité) ?", "Parse ce JSON et calcule le montant total : {J}"],
              "en": ["Here is an order as JSON: {J}. What is the total (price × qty)?", "Parse this JSON and compute the total amount: {J}"]}
         a = {"fr": ["Le total de la commande est {out}."], "en": ["The order total is {out}."]}
+        p["_ref"] = _rnum(sum(i["price"] * i["qty"] for i in items), 0.006)
         code = f"import json\norder = json.loads({js!r})\nprint(round(sum(i['price'] * i['qty'] for i in order), 2))"
     elif op == 1:
         q = {"fr": ["Extrais les noms de ce JSON : {J}", "Quels produits contient ce JSON ? {J}"],
              "en": ["Extract the names from this JSON: {J}", "Which products are in this JSON? {J}"]}
         a = {"fr": ["Produits : {out}"], "en": ["Products: {out}"]}
+        p["_ref"] = _rlist([i["name"] for i in items])
         code = f"import json\norder = json.loads({js!r})\nprint([i['name'] for i in order])"
     else:
         q = {"fr": ["Dans ce JSON, quel est l'article le plus cher ? {J}", "Trouve le produit au prix le plus élevé : {J}"],
              "en": ["In this JSON, which item is the most expensive? {J}", "Find the product with the highest price: {J}"]}
         a = {"fr": ["L'article le plus cher : {out}"], "en": ["The most expensive item: {out}"]}
+        best = items[[i["price"] for i in items].index(sorted(i["price"] for i in items)[-1])]
+        p["_ref"] = _rstr(f"{best['name']} {best['price']}")
         code = f"import json\norder = json.loads({js!r})\nbest = max(order, key=lambda i: i['price'])\nprint(best['name'], best['price'])"
     return p, code, q[lang], a[lang]
 
@@ -679,6 +983,8 @@ def g_arrays(rng, lang):
     m = [[rng.randint(-9, 20) for _ in range(c)] for _ in range(r)]
     op = rng.randrange(4)
     p = {"M": str(m)}
+    p["_ref"] = _rlist([[[row[j] for row in m] for j in range(c)], [x for row in m for x in row],
+                        [sum(row[j] for row in m) for j in range(c)], [round(sum(row) / c, 3) for row in m]][op])
     if op == 0:
         q = {"fr": ["Transpose la matrice {M}.", "Quelle est la transposée de {M} ?"], "en": ["Transpose the matrix {M}.", "What is the transpose of {M}?"]}
         a = {"fr": ["Transposée : {out}"], "en": ["Transpose: {out}"]}
@@ -707,6 +1013,8 @@ def g_csv(rng, lang):
     q = {"fr": ["Voici un CSV : {C}. Quelle est la moyenne d'âge et qui est le plus âgé ?", "Analyse ce CSV ({C}) : âge moyen et personne la plus âgée ?"],
          "en": ["Here is a CSV: {C}. What is the average age and who is the oldest?", "Analyse this CSV ({C}): mean age and oldest person?"]}
     a = {"fr": ["Âge moyen : {l[0]}, la personne la plus âgée : {l[1]}."], "en": ["Average age: {l[0]}, oldest person: {l[1]}."]}
+    oldest = names[ages.index(sorted(ages)[-1])]
+    p["_ref"], p["_lines"] = _rlist([round(sum(ages) / len(ages), 2), oldest]), True
     code = (f"text = \"{text}\"\nrows = [line.split(',') for line in text.splitlines()[1:]]\n"
             "ages = [int(age) for _, age in rows]\nprint(round(sum(ages) / len(ages), 2))\nprint(max(rows, key=lambda r: int(r[1]))[0])")
     return p, code, q[lang], a[lang]
@@ -720,9 +1028,13 @@ def g_zip_group(rng, lang):
         q = {"fr": ["Crée un dictionnaire à partir des listes {K} et {V}.", "Associe {K} à {V} dans un dict."],
              "en": ["Build a dictionary from the lists {K} and {V}.", "Zip {K} with {V} into a dict."]}
         a = {"fr": ["Dictionnaire : {out}"], "en": ["Dictionary: {out}"]}
+        p["_ref"] = _rlist([[k, v] for k, v in zip(keys, vals)])
         return p, f"keys = {keys!r}\nvalues = {vals}\nprint(dict(zip(keys, values)))", q[lang], a[lang]
     words = [rng.choice(WORDS_FR if lang == "fr" else WORDS_EN) for _ in range(rng.randint(5, 9))]
-    p = {"W": str(words)}
+    groups = {}
+    for w in words:
+        groups[w[0]] = groups.get(w[0], []) + [w]
+    p = {"W": str(words), "_ref": _rlist([[k, v] for k, v in groups.items()])}
     q = {"fr": ["Regroupe les mots {W} par leur première lettre.", "Groupe {W} selon l'initiale."],
          "en": ["Group the words {W} by first letter.", "Group {W} by their initial."]}
     a = {"fr": ["Groupes : {out}"], "en": ["Groups: {out}"]}
@@ -1001,7 +1313,11 @@ def python_candidate(rng: random.Random, category: str, lang: str) -> Candidate:
     kind, gen, _ = rng.choices(gens, weights=[w for *_, w in gens])[0]
     params, code, questions, answers = gen(rng, lang)
     user = _wrap(rng, lang, rng.choice(questions).format(**params))
-    return Candidate(category, kind, lang, user, rng.choice(LEADS[lang]), code, "python", rng.choice(answers), params)
+    ref, lines = params.pop("_ref", None), params.pop("_lines", False)
+    if ref is None:
+        raise AssertionError(f"generator {kind} gave no reference")
+    return Candidate(category, kind, lang, user, rng.choice(LEADS[lang]), code, "python", rng.choice(answers), params,
+                     reference=ref, ref_lines=lines)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -1026,7 +1342,8 @@ def to_record(c: Candidate, stdout: str | None = None) -> dict:
                     {"role": "tool", "name": "python", "content": stdout},
                     {"role": "assistant", "content": final_text(c, stdout)}]
     digest = hashlib.sha1(json.dumps(messages, ensure_ascii=False).encode()).hexdigest()[:12]
-    return {"id": f"routing:{c.category}-{digest}", "source": "routing", "lang": c.lang, "messages": messages}
+    return {"id": f"routing:{c.category}-{digest}", "source": "routing", "lang": c.lang, "category": c.category,
+            "kind": c.kind, "split": c.split, "reference": c.reference, "messages": messages}
 
 
 MAX_OUTPUT_CHARS = 600   # a tool result longer than this teaches nothing useful
@@ -1044,12 +1361,16 @@ class Stats:
     seconds: float = 0.0
     sandbox_runs: int = 0
     retried: int = 0                                       # failed runs tried a second time
+    disagreements: Counter = field(default_factory=Counter)  # category/kind -> sandbox stdout != reference
+    disagreement_examples: list = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return {"generated": dict(self.generated), "duplicates": self.duplicates, "failed": dict(self.failed),
                 "failed_kinds": dict(self.failed_kinds),
                 "kept": dict(self.kept), "kinds": dict(sorted(self.kinds.items())), "langs": dict(self.langs),
-                "sandbox_runs": self.sandbox_runs, "retried": self.retried, "seconds": round(self.seconds, 1)}
+                "sandbox_runs": self.sandbox_runs, "retried": self.retried, "seconds": round(self.seconds, 1),
+                "verification_disagreements": dict(sorted(self.disagreements.items())),
+                "verification_disagreement_examples": self.disagreement_examples[:10]}
 
 
 # Share of each category among the samples that need a code block: computation (maths) is what model 1
@@ -1160,6 +1481,12 @@ def generate(n: int, langs=LANGS, seed: int = 0, negative_fraction: float = 0.25
                         elif not r.stdout.strip() or len(r.stdout) > MAX_OUTPUT_CHARS:
                             stats.failed["empty_or_long_output"] += 1
                             stats.failed_kinds[f"{c.category}/{c.kind}"] += 1
+                        elif not agrees(c.reference, r.stdout, c.ref_lines):
+                            stats.disagreements[f"{c.category}/{c.kind}"] += 1
+                            if len(stats.disagreement_examples) < 10:
+                                stats.disagreement_examples.append(
+                                    {"kind": f"{c.category}/{c.kind}", "user": c.user, "stdout": r.stdout[:200],
+                                     "reference": c.reference})
                         else:
                             try:
                                 keep(c, r.stdout)

@@ -166,3 +166,64 @@ def test_number_check_and_inline_parsing():
                           {"role": "assistant", "content": "A<|code|>print(1)<|end|><|result|>1\n<|end|>B"}])
     assert msgs[1:] == [{"role": "assistant", "content": "A", "code": "print(1)"},
                         {"role": "tool", "name": "python", "content": "1\n"}, {"role": "assistant", "content": "B"}]
+
+
+def test_records_carry_reference_category_kind_split(sample):
+    for rec in sample[0]:
+        assert rec["category"] == _category(rec) and rec["kind"] and rec["split"] in ("train", "dev", "test")
+        if rec["messages"][-2]["role"] == "tool":
+            ref = rec["reference"]
+            assert ref["type"] in ("number", "symbolic", "list", "string", "bool", "set_of_numbers"), rec["id"]
+            assert routing.agrees(ref, rec["messages"][2]["content"], False) or isinstance(ref["value"], list)
+        else:
+            assert rec["reference"] is None
+    assert sample[1].to_dict()["verification_disagreements"] == {}
+
+
+def _primes_from_question(text):
+    """What the question asks, read from its words only: n, and whether n itself counts."""
+    import re
+
+    n = int(re.findall(r"\d+", text)[-1])
+    below = re.search(r"inférieurs à|below|less than", text) and "ou égaux" not in text
+    return [k for k in range(2, n if below else n + 1) if all(k % d for d in range(2, int(k ** 0.5) + 1))]
+
+
+def test_primes_up_to_n_include_n_when_the_question_says_so(sandbox):
+    """The bug of issue 14: 'primes up to n' printed the primes below n. Checked against the question's words."""
+    import random as _r
+
+    rng, cases = _r.Random(5), []
+    while len(cases) < 60:
+        lang = "fr" if len(cases) % 2 else "en"
+        p, code, qs, _ = routing.g_primes(rng, lang)
+        if p.get("_ref", {}).get("type") == "list":
+            cases.append((qs[0].format(**p), code, p["_ref"]))
+    runs = routing._run_with_retry(sandbox, [c for _, c, _ in cases])
+    prime_n = 0
+    for (q, code, ref), run in zip(cases, runs):
+        want = _primes_from_question(q)
+        assert json.loads(run.stdout) == want == ref["value"], q
+        prime_n += bool(want) and want[-1] == int(__import__("re").findall(r"\d+", q)[-1])
+    assert prime_n > 0   # some cases do have a prime n, included
+
+
+def test_a_wrong_candidate_is_rejected(sandbox, monkeypatch):
+    """A generator whose code does not compute what its reference says: every sample dropped and counted."""
+    def g_wrong(rng, lang):
+        a, b = rng.randint(2, 99), rng.randint(2, 99)
+        return ({"a": a, "b": b, "_ref": routing._rnum(a * b)}, f"print({a} ** {b} % 1000003)",
+                ["What is {a} times {b}?"], ["{a} times {b} is {out}."])
+
+    def g_right(rng, lang):
+        a, b = rng.randint(2, 99), rng.randint(2, 99)
+        return ({"a": a, "b": b, "_ref": routing._rnum(a * b)}, f"print({a} * {b})", ["How much is {a} times {b}?"],
+                ["{out}."])
+
+    monkeypatch.setitem(routing.PYTHON_GENS, "maths", [("wrong", g_wrong, 1), ("right", g_right, 1)])
+    records, stats = generate(40, langs=("en",), seed=1, sandbox=sandbox, progress=False)
+    assert stats.disagreements["maths/wrong"] > 0
+    assert not [r for r in records if r["kind"] == "wrong"] and [r for r in records if r["kind"] == "right"]
+    assert not routing.agrees(routing._rnum(391), "17 ** 23\n") and routing.agrees(routing._rnum(391), "391\n")
+    assert routing.agrees({"type": "symbolic", "value": "2*x + 1"}, "1 + 2*x\n")
+    assert not routing.agrees({"type": "list", "value": [2, 3, 5]}, "[2, 3]\n")
