@@ -264,6 +264,20 @@ def test_routing_search_and_tool_call_markers():
     assert [c.name for c in conv.messages[3].tool_calls] == ["f", "g"]
 
 
+def test_routing_native_records_kept_as_they_are():
+    """What `hessgpt data routing` writes (assistant `code`, a weight-0 earlier turn) converts unchanged, so the
+    routing data, multi-turn included, can go into a `data prepare` mix."""
+    row = {"id": "routing:multiturn-1", "lang": "fr", "messages": [
+        {"role": "user", "content": "Combien font 17 fois 23 ?"},
+        {"role": "assistant", "content": "Je calcule.\n\n17 × 23 = 391.", "weight": 0},
+        {"role": "user", "content": "Et si je divise ce résultat par 17 ?"},
+        {"role": "assistant", "content": "", "code": "print(391 / 17)"},
+        {"role": "tool", "name": "python", "content": "23.0\n"},
+        {"role": "assistant", "content": "Cela fait 23."}]}  # fmt: skip
+    conv = get_adapter("routing").convert(row)
+    assert conv.to_dict()["messages"] == row["messages"]
+
+
 def test_registry_knows_every_schema_of_the_issue():
     wanted = ["anthropic/hh-rlhf", "huggingfaceh4/ultrachat_200k", "openassistant/oasst1", "openassistant/oasst2", "vigogne",
               "tatsu-lab/alpaca", "databricks/databricks-dolly-15k", "wizardlmteam/wizardlm_evol_instruct_70k",

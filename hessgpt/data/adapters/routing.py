@@ -3,14 +3,16 @@
 `<|code|>SRC<|end|>` is a code block, `<|result|>OUT<|end|>` its output (or a search's hits),
 `<search>Q</search>` a search, `<|tool_call|>{json}<|end|>` a function call and
 `<|tool_response|>JSON<|end|>` its response. A result may also sit in its own message (role tool).
-Parsed into assistant `code`/`search`/`tool_calls` messages and tool messages (docs/chat-format.md).
+Parsed into assistant `code`/`search`/`tool_calls` messages and tool messages (docs/chat-format.md). Records
+already in the conversation format (assistant `code`, `weight`, ... as `hessgpt data routing` writes them) are
+taken as they are, so the routing data (multi-turn included) can go into a `data prepare` mix.
 """
 
 import json
 import re
 
 from hessgpt.data.adapters import field, record_id, register, role
-from hessgpt.data.conversation import Conversation, Message, Skip, ToolCall
+from hessgpt.data.conversation import Conversation, Message, Skip, ToolCall, message_from_dict
 
 _MARK = re.compile(
     r"<\|code\|>(?P<code>.*?)<\|end\|>"
@@ -77,6 +79,11 @@ def parse_assistant(text: str, msgs: list[Message]) -> None:
         msgs.append(Message("assistant", pending.strip()))
 
 
+# fields of an assistant message already in the conversation format (what `hessgpt data routing` writes):
+# taken as they are, not parsed from markers
+NATIVE = ("code", "code_lang", "tool_calls", "search", "weight")
+
+
 @register("routing", "hessgpt-routing")
 def routing(row: dict) -> Conversation:
     msgs: list[Message] = []
@@ -84,7 +91,9 @@ def routing(row: dict) -> Conversation:
         if not isinstance(m, dict) or not isinstance(m.get("content"), str):
             raise Skip("wrong_type", "message without a string content")
         r = role(m.get("role"))
-        if r == "assistant":
+        if r == "assistant" and any(m.get(k) is not None for k in NATIVE):
+            msgs.append(message_from_dict({**m, "role": "assistant"}))   # already the conversation format
+        elif r == "assistant":
             parse_assistant(m["content"], msgs)
         elif r == "tool":
             text = _MARK.sub(lambda x: x.group("result") or x.group("response") or x.group(0), m["content"])
