@@ -21,6 +21,7 @@ The record id is `routing:<category>-<hash>`.
 """
 
 import argparse
+import functools
 import hashlib
 import json
 import math
@@ -58,9 +59,111 @@ class Candidate:
     reference: dict | None = None   # type-tagged, computed here in plain Python (None: no exact result)
     ref_lines: bool = False         # a list reference stated one item per printed line
     split: str = "train"
+    template: str = ""              # the question template (python samples), for the stats
 
     def key(self) -> str:
         return " ".join(self.user.lower().split())
+
+
+# ---------------------------------------------------------------------------------------------------
+# splits by construction: train / dev / test never share a template, an entity or an operand integer
+# ---------------------------------------------------------------------------------------------------
+SPLITS = ("train", "dev", "test")
+SPLIT_SEED_OFFSET = {"train": 0, "dev": 7919, "test": 104729}   # each split is generated with its own seed
+
+
+def _h(key: str) -> int:
+    return int.from_bytes(hashlib.sha1(key.encode("utf-8")).digest()[:8], "big")
+
+
+def str_split(key: str) -> str:
+    """The split an item belongs to by its stable hash: about 80% train, 10% dev, 10% test."""
+    b = _h(key) % 100
+    return "test" if b < 10 else "dev" if b < 20 else "train"
+
+
+def int_split(n: int) -> str:
+    """The split an operand integer belongs to (a hash bucket of n, not a visible digit pattern)."""
+    return str_split(f"int:{n}")
+
+
+MIN_PARTITIONED = 3    # lists with fewer distinct items are shared by all splits (listed in the stats)
+MIN_INT_RANGE = 20     # integer ranges with fewer values are shared (list lengths, degrees, small coefficients)
+
+
+def _item_key(x) -> str:
+    return x if isinstance(x, str) else repr(x)
+
+
+@functools.lru_cache(maxsize=None)
+def partition(items: tuple) -> dict:
+    """{split: [items]} for a list: distinct items by their stable hash, each split keeping at least one item.
+    The empty string (no greeting, no politeness) is shared. Lists with < MIN_PARTITIONED items are shared."""
+    uniq = list(dict.fromkeys(x for x in items if x != ""))
+    shared = [""] if "" in items else []
+    if len(uniq) < MIN_PARTITIONED:
+        return {s: list(items) for s in SPLITS}
+    parts = {s: [] for s in SPLITS}
+    for x in uniq:
+        parts[str_split(_item_key(x))].append(x)
+    for s in ("test", "dev"):       # each split keeps at least one item: take the train item of lowest hash
+        if not parts[s]:
+            donor = max(("train", "dev", "test"), key=lambda d: len(parts[d]))
+            x = min(parts[donor], key=lambda y: _h(_item_key(y)))
+            parts[donor].remove(x)
+            parts[s].append(x)
+    # keep the list's weights (repeated items, e.g. several empty greetings) inside each split
+    return {s: [x for x in items if (x == "" and shared) or x in parts[s]] for s in SPLITS}
+
+
+class SplitRandom(random.Random):
+    """random.Random whose content draws stay inside one split: choice/sample over lists of phrasings and
+    entities take only the split's part of the list, randint over a range of >= MIN_INT_RANGE values only
+    integers of the split, uniform only values whose cents are such integers. randrange/random/choices
+    (structure: which sub-kind, how many operators) are not partitioned."""
+
+    def __init__(self, seed, split: str = "train"):
+        super().__init__(seed)
+        self.split = split
+        self.shared_lists: Counter = Counter()
+
+    def _part(self, seq):
+        if not seq or len(seq) > 5000:
+            return seq
+        try:
+            items = tuple(seq)
+            if isinstance(items[0], (int, float)) and not isinstance(items[0], bool) and len(set(items)) < 10:
+                return seq            # a few numeric options (operator counts, weights): structure, shared
+            if all(isinstance(x, str) and 0 < len(x) <= 2 for x in items):
+                return seq            # operators, single symbols: structure
+            part = partition(items)
+        except TypeError:             # unhashable items
+            return seq
+        if part["train"] == part["test"]:   # too short to partition: shared, counted in the stats
+            self.shared_lists[_item_key(items[0])[:60]] += 1
+        return part[self.split]
+
+    def choice(self, seq):
+        return super().choice(self._part(seq))
+
+    def sample(self, population, k, **kw):
+        pop = list(population)
+        if pop and not isinstance(pop[0], (int, float)):   # a few numbers to pick (bounds): structure, shared
+            pop = self._part(pop)
+        return super().sample(pop, min(k, len(pop)), **kw)
+
+    def randint(self, a, b):
+        if b - a + 1 < MIN_INT_RANGE:
+            return super().randint(a, b)
+        for _ in range(1000):
+            n = super().randint(a, b)
+            if int_split(n) == self.split:
+                return n
+        return n
+
+    def uniform(self, a, b):
+        return self.randint(int(math.ceil(a * 100)), int(b * 100)) / 100
+
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -124,6 +227,14 @@ def _num(lang: str, x) -> str:
 
 
 def _poly(rng: random.Random, max_deg: int = 4) -> str:
+    for _ in range(200):
+        s = _poly_any(rng, max_deg)
+        if str_split(s) == getattr(rng, "split", "train"):
+            return s
+    return s
+
+
+def _poly_any(rng: random.Random, max_deg: int = 4) -> str:
     """A random polynomial in x as Python source, e.g. '3*x**2 - 5*x + 2'."""
     deg = rng.randint(1, max_deg)
     terms = []
@@ -142,6 +253,14 @@ def _poly(rng: random.Random, max_deg: int = 4) -> str:
 
 
 def _func(rng: random.Random) -> str:
+    for _ in range(200):
+        s = _func_any(rng)
+        if str_split(s) == getattr(rng, "split", "train"):
+            return s
+    return s
+
+
+def _func_any(rng: random.Random) -> str:
     """A function of x for calculus: polynomial, trig, exp, log, products."""
     a, b = rng.randint(1, 9), rng.randint(2, 6)
     return rng.choice([
@@ -595,8 +714,12 @@ def g_stats(rng, lang):
     return p, f"import statistics\ndata = [{p['d']}]\nprint({expr})", q[lang], a[lang]
 
 
-FR_NAMES = ["Marie", "Lucas", "Emma", "Hugo", "Léa", "Nathan", "Chloé", "Louis", "Inès", "Jules", "Camille", "Yanis"]
-EN_NAMES = ["Alice", "Bob", "Emma", "Liam", "Olivia", "Noah", "Ava", "Ethan", "Mia", "Jack", "Sophia", "Leo"]
+FR_NAMES = ["Marie", "Lucas", "Emma", "Hugo", "Léa", "Nathan", "Chloé", "Louis", "Inès", "Jules", "Camille", "Yanis",
+            "Manon", "Théo", "Zoé", "Gabriel", "Jade", "Raphaël", "Sarah", "Adam", "Lina", "Arthur", "Louise", "Paul",
+            "Alice", "Mathis", "Clara", "Noé", "Julie", "Sacha", "Anaïs", "Karim", "Amira", "Bastien", "Élodie", "Mehdi"]
+EN_NAMES = ["Alice", "Bob", "Emma", "Liam", "Olivia", "Noah", "Ava", "Ethan", "Mia", "Jack", "Sophia", "Leo",
+            "Grace", "Henry", "Chloe", "Oscar", "Lily", "Samuel", "Ella", "James", "Ruby", "Daniel", "Zoe", "Max",
+            "Isla", "Lucas", "Hannah", "Ryan", "Amelia", "Owen", "Nora", "Dylan", "Maya", "Caleb", "Ivy", "Adrian"]
 
 
 def g_word_problem(rng, lang):
@@ -917,8 +1040,12 @@ def g_list_ops(rng, lang):
     return p, code, q[lang], a[lang]
 
 
-FRUITS = {"fr": ["pomme", "poire", "banane", "kiwi", "orange", "fraise", "cerise", "mangue", "prune", "raisin"],
-          "en": ["apple", "pear", "banana", "kiwi", "orange", "strawberry", "cherry", "mango", "plum", "grape"]}
+FRUITS = {"fr": ["pomme", "poire", "banane", "kiwi", "orange", "fraise", "cerise", "mangue", "prune", "raisin",
+                 "ananas", "citron", "abricot", "pêche", "melon", "pastèque", "figue", "myrtille", "framboise", "datte",
+                 "noix", "carotte", "tomate", "courgette", "oignon", "poivron", "radis", "navet", "salade", "chou"],
+          "en": ["apple", "pear", "banana", "kiwi", "orange", "strawberry", "cherry", "mango", "plum", "grape",
+                 "pineapple", "lemon", "apricot", "peach", "melon", "watermelon", "fig", "blueberry", "raspberry", "date",
+                 "walnut", "carrot", "tomato", "zucchini", "onion", "pepper", "radish", "turnip", "lettuce", "cabbage"]}
 
 
 def g_dicts(rng, lang):
@@ -1312,12 +1439,13 @@ def python_candidate(rng: random.Random, category: str, lang: str) -> Candidate:
     gens = PYTHON_GENS[category]
     kind, gen, _ = rng.choices(gens, weights=[w for *_, w in gens])[0]
     params, code, questions, answers = gen(rng, lang)
-    user = _wrap(rng, lang, rng.choice(questions).format(**params))
+    template = rng.choice(questions)
+    user = _wrap(rng, lang, template.format(**params))
     ref, lines = params.pop("_ref", None), params.pop("_lines", False)
     if ref is None:
         raise AssertionError(f"generator {kind} gave no reference")
     return Candidate(category, kind, lang, user, rng.choice(LEADS[lang]), code, "python", rng.choice(answers), params,
-                     reference=ref, ref_lines=lines)
+                     reference=ref, ref_lines=lines, template=template)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -1363,6 +1491,8 @@ class Stats:
     retried: int = 0                                       # failed runs tried a second time
     disagreements: Counter = field(default_factory=Counter)  # category/kind -> sandbox stdout != reference
     disagreement_examples: list = field(default_factory=list)
+    templates: dict = field(default_factory=dict)   # category/lang -> question templates used
+    shared_lists: int = 0          # phrasing lists too short to partition (fewer than 3 items): shared by the splits
 
     def to_dict(self) -> dict:
         return {"generated": dict(self.generated), "duplicates": self.duplicates, "failed": dict(self.failed),
@@ -1370,7 +1500,9 @@ class Stats:
                 "kept": dict(self.kept), "kinds": dict(sorted(self.kinds.items())), "langs": dict(self.langs),
                 "sandbox_runs": self.sandbox_runs, "retried": self.retried, "seconds": round(self.seconds, 1),
                 "verification_disagreements": dict(sorted(self.disagreements.items())),
-                "verification_disagreement_examples": self.disagreement_examples[:10]}
+                "verification_disagreement_examples": self.disagreement_examples[:10],
+                "shared_short_lists": self.shared_lists,
+                "distinct_templates": {k: len(v) for k, v in sorted(self.templates.items())}}
 
 
 # Share of each category among the samples that need a code block: computation (maths) is what model 1
@@ -1413,8 +1545,11 @@ def _run_with_retry(sb, codes: list[str], stats: "Stats | None" = None, tries: i
 
 
 def generate(n: int, langs=LANGS, seed: int = 0, negative_fraction: float = 0.25, sandbox=None,
-             workers: int = 2, progress: bool = True) -> tuple[list[dict], Stats]:
-    """n verified records (shuffled), and the statistics. `sandbox` is an open Sandbox, or one is opened."""
+             workers: int = 2, progress: bool = True, split: str = "train",
+             seen: set | None = None) -> tuple[list[dict], Stats]:
+    """n verified records (shuffled) of one split, and the statistics. `sandbox` is an open Sandbox, or one
+    is opened. The split's phrasings, entities and operands come from its own partition (SplitRandom), with
+    its own seed (seed + SPLIT_SEED_OFFSET[split]); `seen` (prompt keys) is shared across splits to dedupe."""
     from hessgpt.tools.sandbox import Sandbox
 
     if not langs or any(l not in LANGS for l in langs):
@@ -1422,10 +1557,12 @@ def generate(n: int, langs=LANGS, seed: int = 0, negative_fraction: float = 0.25
     if not 0 <= negative_fraction < 1:
         raise HessGPTError(f"--negative-fraction must be in [0, 1), got {negative_fraction}")
     t0 = time.time()
-    rng = random.Random(seed)
+    if split not in SPLITS:
+        raise HessGPTError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+    rng = SplitRandom(seed + SPLIT_SEED_OFFSET[split], split)
     quotas = _quotas(n, negative_fraction)
     stats = Stats()
-    seen: set[str] = set()
+    seen = set() if seen is None else seen
     records: list[dict] = []
 
     def fresh(make: Callable[[str], Candidate], count: int, i0: int) -> list[Candidate]:
@@ -1433,6 +1570,7 @@ def generate(n: int, langs=LANGS, seed: int = 0, negative_fraction: float = 0.25
         out, tries = [], 0
         while len(out) < count and tries < count * 20 + 100:
             c = make(langs[(i0 + tries) % len(langs)])
+            c.split = split
             tries += 1
             stats.generated[c.category] += 1
             if c.key() in seen:
@@ -1444,6 +1582,8 @@ def generate(n: int, langs=LANGS, seed: int = 0, negative_fraction: float = 0.25
 
     def keep(c: Candidate, stdout: str | None = None):
         records.append(to_record(c, stdout))
+        if c.template:
+            stats.templates.setdefault(f"{c.category}/{c.lang}", set()).add(c.template)
         stats.kept[c.category] += 1
         stats.kinds[f"{c.category}/{c.kind}"] += 1
         stats.langs[c.lang] += 1
@@ -1502,9 +1642,58 @@ def generate(n: int, langs=LANGS, seed: int = 0, negative_fraction: float = 0.25
             bar.close()
         if own:
             sb.close()
-    random.Random(seed + 1).shuffle(records)
+    random.Random(seed + 1 + SPLIT_SEED_OFFSET[split]).shuffle(records)
     stats.seconds = time.time() - t0
+    stats.shared_lists = len(rng.shared_lists)
     return records, stats
+
+
+def generate_splits(n: int, test_n: int = 600, val_fraction: float = 0.05, langs=LANGS, seed: int = 0,
+                    negative_fraction: float = 0.25, workers: int = 2, progress: bool = True,
+                    sandbox=None) -> tuple[dict[str, list[dict]], dict]:
+    """{"train", "dev", "test"} -> records, and the stats JSON. n = train + dev (dev = round(n * val_fraction));
+    the three splits share no template, entity or operand integer (see partition / int_split), each with its
+    own seed; prompts are deduplicated across splits."""
+    from hessgpt.tools.sandbox import Sandbox
+
+    n_dev = round(n * val_fraction)
+    sizes = {"train": n - n_dev, "dev": n_dev, "test": test_n}
+    own = sandbox is None
+    sb = Sandbox(workers=workers) if own else sandbox
+    seen: set[str] = set()
+    out, per = {}, {}
+    try:
+        for split in SPLITS:
+            if sizes[split] <= 0:
+                out[split], per[split] = [], None
+                continue
+            out[split], st = generate(sizes[split], langs, seed, negative_fraction, sandbox=sb, workers=workers,
+                                      progress=progress, split=split, seen=seen)
+            per[split] = st
+    finally:
+        if own:
+            sb.close()
+    stats = {"seed": seed, "langs_requested": list(langs), "train": len(out["train"]), "val": len(out["dev"]),
+             "dev": len(out["dev"]), "test": len(out["test"]),
+             "splits": {k: (v.to_dict() if v else None) for k, v in per.items()},
+             "distinct_prompts": {k: len({" ".join(r["messages"][0]["content"].lower().split()) for r in v})
+                                  for k, v in out.items()},
+             "verification_disagreements": sum(sum(v.disagreements.values()) for v in per.values() if v),
+             "partition": {"rule": "sha1 bucket of the item: <10 test, <20 dev, else train (each list keeps one item "
+                                   "per split); integers of ranges >= 20 values by the bucket of the integer",
+                           "min_partitioned_list": MIN_PARTITIONED, "min_int_range": MIN_INT_RANGE}}
+    tot = Stats()
+    for v in per.values():
+        if v:
+            for a in ("generated", "failed", "failed_kinds", "kept", "kinds", "langs", "disagreements"):
+                getattr(tot, a).update(getattr(v, a))
+            tot.duplicates += v.duplicates
+            tot.sandbox_runs += v.sandbox_runs
+            tot.retried += v.retried
+            tot.seconds += v.seconds
+    d = tot.to_dict()
+    d.update(stats)
+    return out, d
 
 
 def split_paths(out: str) -> tuple[Path, Path, Path]:
@@ -1512,6 +1701,12 @@ def split_paths(out: str) -> tuple[Path, Path, Path]:
     p = Path(out)
     stem = p.name[: -len(".jsonl")] if p.name.endswith(".jsonl") else p.name
     return p, p.with_name(stem + ".val.jsonl"), p.with_name(stem + ".stats.json")
+
+
+def test_path(out: str) -> Path:
+    p = Path(out)
+    stem = p.name[: -len(".jsonl")] if p.name.endswith(".jsonl") else p.name
+    return p.with_name(stem + ".test.jsonl")
 
 
 def _write_jsonl(path: Path, records: list[dict]) -> None:
@@ -1699,7 +1894,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", help="output JSONL (train); the validation split goes to OUT.val.jsonl, stats to OUT.stats.json")
     ap.add_argument("--langs", default="fr,en", help="comma-separated languages (fr, en)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--val-fraction", type=float, default=0.05)
+    ap.add_argument("--val-fraction", type=float, default=0.05, help="dev (tuning) split, a share of --n")
+    ap.add_argument("--test-n", type=int, default=600, help="size of the test split (own seed, disjoint phrasings, "
+                                                           "entities and operands; never used to choose anything)")
     ap.add_argument("--negative-fraction", type=float, default=0.25, help="share of direct answers without code")
     ap.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), help="sandbox workers")
     ap.add_argument("--validate", metavar="FILE", help="check an externally generated file instead of generating")
@@ -1720,21 +1917,25 @@ def main(argv: list[str] | None = None) -> int:
         raise HessGPTError(f"--n must be positive, got {args.n}")
     if not 0 <= args.val_fraction < 1:
         raise HessGPTError(f"--val-fraction must be in [0, 1), got {args.val_fraction}")
+    if args.test_n < 0:
+        raise HessGPTError(f"--test-n must be >= 0, got {args.test_n}")
     langs = tuple(l.strip() for l in args.langs.split(",") if l.strip())
-    records, stats = generate(args.n, langs, args.seed, args.negative_fraction, workers=args.workers,
-                              progress=not args.no_progress and sys.stderr.isatty())
-    n_val = round(len(records) * args.val_fraction)
+    splits, d = generate_splits(args.n, args.test_n, args.val_fraction, langs, args.seed, args.negative_fraction,
+                                workers=args.workers, progress=not args.no_progress and sys.stderr.isatty())
     train_p, val_p, stats_p = split_paths(args.out)
-    _write_jsonl(train_p, records[n_val:])
-    _write_jsonl(val_p, records[:n_val])
-    d = stats.to_dict()
-    d.update(train=len(records) - n_val, val=n_val, seed=args.seed, langs_requested=list(langs))
+    test_p = test_path(args.out)
+    _write_jsonl(train_p, splits["train"])
+    _write_jsonl(val_p, splits["dev"])
+    _write_jsonl(test_p, splits["test"])
     stats_p.write_text(json.dumps(d, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    fails = ", ".join(f"{k}={v}" for k, v in stats.failed.items()) or "none"
-    print(f"routing: {len(records)} samples in {stats.seconds:.1f} s ({stats.sandbox_runs} sandbox runs, "
-          f"failed runs dropped: {fails}, duplicates skipped: {stats.duplicates})")
-    print("  " + "  ".join(f"{k}={v}" for k, v in stats.kept.items()) + "  |  " + "  ".join(f"{k}={v}" for k, v in stats.langs.items()))
-    print(f"  wrote {train_p} ({len(records) - n_val}), {val_p} ({n_val}), {stats_p}")
-    if len(records) < args.n:
-        print(f"  warning: only {len(records)} of {args.n} requested samples (not enough distinct prompts)", file=sys.stderr)
+    fails = ", ".join(f"{k}={v}" for k, v in d["failed"].items()) or "none"
+    total = sum(len(v) for v in splits.values())
+    print(f"routing: {total} samples in {d['seconds']:.1f} s ({d['sandbox_runs']} sandbox runs, failed runs dropped: "
+          f"{fails}, disagreeing with the reference: {d['verification_disagreements']}, duplicates skipped: {d['duplicates']})")
+    print("  " + "  ".join(f"{k}={v}" for k, v in d["kept"].items()) + "  |  " + "  ".join(f"{k}={v}" for k, v in d["langs"].items()))
+    print(f"  wrote {train_p} ({d['train']}), {val_p} (dev, {d['dev']}), {test_p} (test, {d['test']}), {stats_p}")
+    want = {"train": args.n - round(args.n * args.val_fraction), "dev": round(args.n * args.val_fraction), "test": args.test_n}
+    for k, v in want.items():
+        if len(splits[k]) < v:
+            print(f"  warning: {k}: only {len(splits[k])} of {v} requested samples (not enough distinct prompts)", file=sys.stderr)
     return 0

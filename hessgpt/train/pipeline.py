@@ -48,7 +48,7 @@ from hessgpt.errors import HessGPTError
 # stage kind -> keys it accepts (besides name, kind)
 KINDS = {
     "tokenizer": {"inputs", "vocab_size", "lang_weights", "min_frequency"},
-    "routing": {"n", "langs", "seed", "val_fraction", "negative_fraction", "workers"},
+    "routing": {"n", "langs", "seed", "val_fraction", "negative_fraction", "workers", "test_n"},
     "prepare": {"recipe", "local", "tokenizer", "seed", "total"},
     "shards": {"text", "recipe", "text_kind", "languages", "tokenizer", "chunks", "workers", "local", "total_tokens",
                "shard_tokens", "val_fraction", "val_tokens"},
@@ -172,18 +172,17 @@ class Pipeline:
         os.replace(tmp, out)
 
     def _routing(self, s, spec, out):
-        from hessgpt.data.routing import _write_jsonl, generate
+        from hessgpt.data.routing import _write_jsonl, generate_splits
 
         langs = spec.get("langs", ["fr", "en"])
         langs = tuple(langs.split(",") if isinstance(langs, str) else langs)
-        records, stats = generate(int(spec.get("n", 20000)), langs, int(spec.get("seed", 0)),
-                                  float(spec.get("negative_fraction", 0.25)), workers=int(spec.get("workers", 2)),
-                                  progress=sys.stderr.isatty())
-        n_val = round(len(records) * float(spec.get("val_fraction", 0.05)))
-        _write_jsonl(Path(out) / "val.jsonl", records[:n_val])
-        _write_jsonl(Path(out) / "train.jsonl", records[n_val:])
-        d = stats.to_dict()
-        d.update(train=len(records) - n_val, val=n_val)
+        splits, d = generate_splits(int(spec.get("n", 20000)), int(spec.get("test_n", 600)),
+                                    float(spec.get("val_fraction", 0.05)), langs, int(spec.get("seed", 0)),
+                                    float(spec.get("negative_fraction", 0.25)), workers=int(spec.get("workers", 2)),
+                                    progress=sys.stderr.isatty())
+        _write_jsonl(Path(out) / "val.jsonl", splits["dev"])     # dev: for tuning
+        _write_jsonl(Path(out) / "test.jsonl", splits["test"])   # test: own seed, disjoint by construction
+        _write_jsonl(Path(out) / "train.jsonl", splits["train"])
         _write_json(os.path.join(out, "stats.json"), d)  # last: marks the stage finished
 
     def _prepare(self, s, spec, out):

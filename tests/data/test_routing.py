@@ -88,13 +88,19 @@ def test_kinds_cover_the_design(sample):
 def test_cli_writes_train_val_and_stats(tmp_path, monkeypatch, sandbox):
     monkeypatch.setattr("hessgpt.tools.sandbox.Sandbox", lambda workers=2: _Shared(sandbox))
     out = tmp_path / "r.jsonl"
-    assert main(["--n", "40", "--out", str(out), "--seed", "3", "--val-fraction", "0.1", "--langs", "fr", "--no-progress"]) == 0
+    assert main(["--n", "40", "--out", str(out), "--seed", "3", "--val-fraction", "0.1", "--langs", "fr", "--no-progress",
+                 "--test-n", "20"]) == 0
     train = [json.loads(l) for l in out.read_text().splitlines()]
     val = [json.loads(l) for l in (tmp_path / "r.val.jsonl").read_text().splitlines()]
+    test = [json.loads(l) for l in (tmp_path / "r.test.jsonl").read_text().splitlines()]
     stats = json.loads((tmp_path / "r.stats.json").read_text())
-    assert (len(train), len(val)) == (36, 4) and stats["train"] == 36 and stats["val"] == 4
-    assert {r["lang"] for r in train + val} == {"fr"}
+    assert (len(train), len(val), len(test)) == (36, 4, 20) and (stats["train"], stats["dev"], stats["test"]) == (36, 4, 20)
+    assert {r["split"] for r in train} == {"train"} and {r["split"] for r in val} == {"dev"} and {r["split"] for r in test} == {"test"}
+    assert {r["lang"] for r in train + val + test} == {"fr"}
     assert not {r["id"] for r in train} & {r["id"] for r in val}
+    users = [r["messages"][0]["content"].lower() for r in train + val + test]
+    assert len(set(users)) == len(users)
+    assert stats["verification_disagreements"] == 0 and set(stats["splits"]) == {"train", "dev", "test"}
 
 
 class _Shared:
@@ -227,3 +233,95 @@ def test_a_wrong_candidate_is_rejected(sandbox, monkeypatch):
     assert not routing.agrees(routing._rnum(391), "17 ** 23\n") and routing.agrees(routing._rnum(391), "391\n")
     assert routing.agrees({"type": "symbolic", "value": "2*x + 1"}, "1 + 2*x\n")
     assert not routing.agrees({"type": "list", "value": [2, 3, 5]}, "[2, 3]\n")
+
+
+def _registered_lists():
+    """Every module-level phrasing/entity list of the generator (and those nested in dicts), plus the
+    question lists each generator function builds (collected by calling it through a recording rng)."""
+    out = []
+
+    def walk(v):
+        if isinstance(v, dict):
+            for x in v.values():
+                walk(x)
+        elif isinstance(v, list) and v and not callable(v[0]) and not (isinstance(v[0], tuple) and callable(v[0][1:2] and v[0][1])):
+            out.append(tuple(v))
+            if all(isinstance(x, list) for x in v):
+                for x in v:
+                    walk(x)
+
+    for name in dir(routing):
+        if name.isupper() and name not in ("PYTHON_GENS", "CATEGORIES", "LANGS", "SPLITS"):
+            walk(getattr(routing, name))
+    return out
+
+
+def test_splits_are_disjoint_by_construction():
+    """Iterates the partitions themselves (not samples): no item of a partitioned list, no integer of a
+    partitioned range, no polynomial/function string is in two splits."""
+    lists = _registered_lists()
+    partitioned = 0
+    for items in lists:
+        try:
+            parts = routing.partition(items)
+        except TypeError:
+            continue
+        if parts["train"] == parts["test"]:   # shared short list (< 3 items)
+            assert len(set(x for x in items if x != "")) < routing.MIN_PARTITIONED
+            continue
+        partitioned += 1
+        sets = {k: {routing._item_key(x) for x in v if x != ""} for k, v in parts.items()}
+        assert all(sets.values()), items   # every split keeps at least one item
+        assert not sets["train"] & sets["dev"] and not sets["train"] & sets["test"] and not sets["dev"] & sets["test"]
+        assert sets["train"] | sets["dev"] | sets["test"] == {routing._item_key(x) for x in items if x != ""}
+    assert partitioned >= 20   # greetings, leads, names, fruits, words, sentences, capitals, facts, ...
+    for name in ("CAPITALS", "FACTS", "CONCEPTS", "FR_NAMES", "EN_NAMES", "SENTENCES", "WORDS_FR", "WORDS_EN"):
+        v = getattr(routing, name)
+        for items in (v.values() if isinstance(v, dict) else [v]):
+            assert routing.partition(tuple(items))["train"] != routing.partition(tuple(items))["test"], name
+    # operand integers: one function of the integer, so each integer is in exactly one split
+    by = {s: {n for n in range(-2000, 20001) if routing.int_split(n) == s} for s in routing.SPLITS}
+    assert sum(map(len, by.values())) == 22001 and all(0.05 < len(v) / 22001 < 0.9 for v in by.values())
+
+
+def test_each_split_draws_only_its_own_items():
+    import random as _r
+
+    for split in routing.SPLITS:
+        rng = routing.SplitRandom(3, split)
+        for _ in range(300):
+            n = rng.randint(1, 999)
+            assert routing.int_split(n) == split
+            f = routing._func(rng)
+            assert routing.str_split(f) == split
+            name = rng.choice(routing.FR_NAMES)
+            assert name in routing.partition(tuple(routing.FR_NAMES))[split]
+            cap = rng.choice(routing.CAPITALS)
+            assert cap in routing.partition(tuple(routing.CAPITALS))[split]
+
+
+def test_test_split_shares_no_template_or_entity_with_train(sandbox):
+    seen = set()
+    train, st_train = generate(120, seed=2, sandbox=sandbox, progress=False, split="train", seen=seen)
+    test, st_test = generate(60, seed=2, sandbox=sandbox, progress=False, split="test", seen=seen)
+    assert {r["split"] for r in test} == {"test"}
+    t_train = set().union(*st_train.templates.values())
+    t_test = set().union(*st_test.templates.values())
+    shared = t_train & t_test
+    # a template is shared only when its list had fewer than 3 phrasings (counted in the stats)
+    for t in shared:
+        assert any(t in items and len(set(items)) < routing.MIN_PARTITIONED for items in _generator_lists()), t
+
+
+def _generator_lists():
+    """The question lists the generators return, collected by running each one a few times."""
+    import random as _r
+
+    out = []
+    for gens in routing.PYTHON_GENS.values():
+        for _, gen, _ in gens:
+            for split in routing.SPLITS:
+                rng = routing.SplitRandom(0, split)
+                for i in range(40):
+                    out.append(tuple(gen(rng, "fr" if i % 2 else "en")[2]))
+    return out
