@@ -1390,6 +1390,35 @@ OPINIONS = {
 }
 
 
+# requests that contain digits or code words yet need no code: answered directly
+DIGIT_NEGATIVES = {
+    "fr": [("J'ai 3 chats, des idées de noms ?", "Pour trois chats : Pixel, Moka et Caramel, ou un trio à thème comme Athos, Porthos et Aramis."),
+           ("Mon code plante à la ligne 12, c'est quoi une exception ?", "Une exception est une erreur signalée pendant l'exécution ; le message et la ligne indiquée aident à trouver la cause."),
+           ("J'ai 25 ans, est-ce trop tard pour apprendre le piano ?", "Pas du tout : on peut apprendre le piano à tout âge avec une pratique régulière."),
+           ("Explique-moi ce qu'est une boucle while.", "Une boucle while répète un bloc tant qu'une condition reste vraie."),
+           ("Que s'est-il passé en 1969 ?", "En 1969, Apollo 11 s'est posé sur la Lune : Neil Armstrong y a marché le premier."),
+           ("Je dors 6 heures par nuit, c'est suffisant ?", "Pour la plupart des adultes, on recommande plutôt 7 à 9 heures de sommeil."),
+           ("J'ai un entretien à 14 h, des conseils ?", "Arrive un peu en avance, prépare deux ou trois exemples concrets de ton parcours et des questions à poser."),
+           ("Python 3 ou Python 2 pour débuter ?", "Python 3 : Python 2 n'est plus maintenu depuis 2020."),
+           ("C'est quoi une variable en Python ?", "Une variable est un nom qui référence une valeur, par exemple age = 30."),
+           ("Mon fils a 8 ans, quel livre lui offrir ?", "À 8 ans, une série comme « Le Petit Nicolas » ou des bandes dessinées comme « Astérix » plaît souvent."),
+           ("Que veut dire l'erreur 404 ?", "L'erreur 404 signifie que la page demandée est introuvable sur le serveur."),
+           ("On est 4 ce soir, quel jeu de société choisir ?", "À quatre, Code Names, Dixit ou Les Aventuriers du Rail fonctionnent très bien.")],
+    "en": [("I have 3 cats, any name ideas?", "For three cats: Pixel, Mocha and Biscuit, or a themed trio like Huey, Dewey and Louie."),
+           ("What happened in 1969?", "In 1969 Apollo 11 landed on the Moon and Neil Armstrong became the first person to walk on it."),
+           ("I'm 25, is it too late to learn piano?", "Not at all: you can learn the piano at any age with regular practice."),
+           ("Explain what a for loop is.", "A for loop repeats a block of code once for each item of a sequence."),
+           ("My code crashes on line 12, what is an exception?", "An exception is an error raised while the program runs; its message and line number point to the cause."),
+           ("I sleep 6 hours a night, is that enough?", "Most adults are advised to get 7 to 9 hours of sleep."),
+           ("What does error 404 mean?", "Error 404 means the server could not find the requested page."),
+           ("Should I learn Python 2 or Python 3?", "Python 3: Python 2 has not been maintained since 2020."),
+           ("We are 4 tonight, which board game should we play?", "For four players, Codenames, Ticket to Ride or Dixit work very well."),
+           ("My daughter turns 10, gift ideas?", "At 10, a science kit, a good book series or a craft set are popular choices."),
+           ("What is a variable in programming?", "A variable is a name that refers to a value, for example age = 30."),
+           ("I have a meeting at 3 pm, any tips to stay focused?", "Write down the three points you want to cover and silence notifications before it starts.")],
+}
+
+
 def _de(noun: str) -> str:
     """French 'de' + article: le Maroc -> du Maroc, les Pays-Bas -> des Pays-Bas, la France -> de la France."""
     if noun.startswith("le "):
@@ -1400,7 +1429,10 @@ def _de(noun: str) -> str:
 
 
 def negative_candidate(rng: random.Random, lang: str) -> Candidate:
-    kind = rng.randrange(5)
+    kind = rng.randrange(6)
+    if kind == 5:
+        core, ans = rng.choice(DIGIT_NEGATIVES[lang])
+        return Candidate("negative", "digits_no_code", lang, _wrap(rng, lang, core), answer=ans)
     if kind == 0:
         en_country, cap, fr_country = rng.choice(CAPITALS)
         cap_en, cap_fr = (cap.split("|") + [cap])[:2] if "|" in cap else (cap, cap)
