@@ -9,9 +9,11 @@ Offline, from data HessGPT ships or generates:
    and facts answered without code), the tokenizer, model 1 (the assistant that decides when to write code),
    model 2 (the code specialist, pretrained on HessGPT's own Python sources, LoRA, merge). Finished stages are
    skipped, an interrupted training stage resumes from its `last/` checkpoint.
-2. Evaluations, each skipped when its JSON exists: `eval tools` (routing precision/recall, execution, answer
-   exact match) on the routing validation split, which is never trained on; `eval bench` on a few items;
-   `eval ppl` of model 1 on held-out conversations and of model 2 on held-out code.
+2. Evaluations, each skipped when its JSON exists, each beside a constant-answer and a regex-router baseline:
+   `eval tools` (routing precision/recall, execution, maths and algo/data exact results, negatives without code)
+   on the routing generator's frozen test split (templates, entities and numbers never trained on), its dev
+   split, the hand-written out-of-distribution prompts and conversations of hessgpt/eval/prompts, and GSM8K
+   fr/en; `eval bench` on a few items; `eval ppl` of model 1 on held-out conversations and of model 2 on code.
 3. `hessgpt eval report` (Markdown, JSON, loss and bench plots) in DIR/report.
 4. A stage summary (seconds per stage, key metrics), also saved as DIR/quickstart.json.
 5. `hessgpt serve --model1 DIR/model1 --model2 DIR/model2` (web chat page + OpenAI API), unless --no-serve.
@@ -38,15 +40,23 @@ REPO = Path(__file__).resolve().parent.parent
 class Budget:
     """How much evaluation a run does (the training budget is the recipe's)."""
     recipe: str
-    tools_limit: int | None    # routing validation conversations scored by `eval tools` (None: all)
+    tools_limit: int | None    # routing dev / test conversations scored by `eval tools` (None: all)
+    ood_limit: int | None      # items per public out-of-distribution file (None: all)
+    gsm8k_limit: int | None    # GSM8K items per language (None: all 20)
     tools_max_new: int         # tokens per generation turn in `eval tools`
     bench_limit: int           # benchmark items (FR + EN)
     bench_max_new: int
     ppl_limit: int             # documents for each perplexity
 
 
-FULL = Budget("recipes/tiny-cpu.yaml", tools_limit=300, tools_max_new=160, bench_limit=20, bench_max_new=96, ppl_limit=200)
-SMOKE = Budget("recipes/smoke-cpu.yaml", tools_limit=6, tools_max_new=40, bench_limit=2, bench_max_new=24, ppl_limit=8)
+FULL = Budget("recipes/tiny-cpu.yaml", tools_limit=300, ood_limit=None, gsm8k_limit=None, tools_max_new=160,
+              bench_limit=20, bench_max_new=96, ppl_limit=200)
+SMOKE = Budget("recipes/smoke-cpu.yaml", tools_limit=6, ood_limit=3, gsm8k_limit=2, tools_max_new=40,
+               bench_limit=2, bench_max_new=24, ppl_limit=8)
+
+PROMPTS = REPO / "hessgpt" / "eval" / "prompts"
+OOD = [PROMPTS / "tools_ood_fr.jsonl", PROMPTS / "tools_ood_en.jsonl", PROMPTS / "tools_ood_multiturn.jsonl"]
+GSM8K = [REPO / "tests" / "fixtures" / "eval" / "gsm8k_test_en.jsonl", REPO / "tests" / "fixtures" / "eval" / "gsm8k_test_fr.jsonl"]
 
 
 def _fmt(x, pct=False) -> str:
@@ -96,54 +106,32 @@ def bench_subset(path: Path, n: int) -> Path:
     return path
 
 
-def tools_subset(out: Path, n: int | None, max_new: int) -> Path:
-    """The first n routing validation conversations whose prompt leaves the router room to answer.
-
-    The router needs prompt + min(max_new_tokens, context / 2) tokens in the context (256 for the demo's model 1):
-    the few generated prompts longer than that (long lists) would stop `eval tools` with an error. They are left
-    out and counted in DIR/eval-data/tools.json."""
-    from hessgpt import load
-
-    path = out / "eval-data" / "tools.jsonl"
-    if path.exists():
-        return path
-    model, tok = load(str(out / "model1"))
-    ctx = model.config.context_length
-    reserve = min(max_new, ctx // 2)
-    kept, skipped = [], 0
-    for line in (out / "routing" / "val.jsonl").read_text(encoding="utf-8").splitlines():
-        rec = json.loads(line)
-        prompt = [m for m in rec["messages"] if m["role"] == "system"] + \
-                 [next(m for m in rec["messages"] if m["role"] == "user")]
-        if len(tok.render_for_generation({"messages": prompt})) + reserve > ctx:
-            skipped += 1
-            continue
-        kept.append(line)
-        if n and len(kept) >= n:
-            break
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _save_json(out / "eval-data" / "tools.json", {"kept": len(kept), "skipped_too_long": skipped,
-                                                  "context_length": ctx, "reserve": reserve})
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+def _tools(m1: Path, m2: Path, data: list, limit: int | None, max_new: int, out: Path) -> list[str]:
+    argv = ["tools", "--model1", str(m1), "--model2", str(m2), "--data", *map(str, data),
+            "--max-new-tokens", str(max_new), "--out", str(out)]
+    return argv + (["--limit", str(limit)] if limit else [])
 
 
 def evals(out: Path, b: Budget) -> list[tuple[str, Path, list[str]]]:
-    """(name, result JSON, `hessgpt eval` argv) for every evaluation of the quickstart."""
+    """(name, result JSON, `hessgpt eval` argv) for every evaluation of the quickstart.
+
+    `eval tools` on four sets, each with the constant-answer and regex-router baselines: the routing generator's
+    frozen test split (templates, entities and numbers never in train or dev: tools.json, the one `eval report`
+    shows), its dev split (what recipes are tuned on), the hand-written public out-of-distribution set with
+    its multi-turn conversations, and GSM8K fr/en. An item too long for the context is a counted skip."""
     m1, m2 = out / "model1", out / "model2"
-    val = str(out / "routing" / "val.jsonl")
-    tools = ["tools", "--model1", str(m1), "--model2", str(m2), "--data", str(tools_subset(out, b.tools_limit, b.tools_max_new)),
-             "--max-new-tokens", str(b.tools_max_new), "--out", str(m1 / "eval" / "tools.json")]
+    routing, ev = out / "routing", m1 / "eval"
     return [
-        ("eval tools", m1 / "eval" / "tools.json", tools),
-        ("eval bench", m1 / "eval" / "bench.json",
+        ("eval tools test", ev / "tools.json", _tools(m1, m2, [routing / "test.jsonl"], b.tools_limit, b.tools_max_new, ev / "tools.json")),
+        ("eval tools dev", ev / "tools-dev.json", _tools(m1, m2, [routing / "val.jsonl"], b.tools_limit, b.tools_max_new, ev / "tools-dev.json")),
+        ("eval tools ood", ev / "tools-ood.json", _tools(m1, m2, OOD, b.ood_limit, b.tools_max_new, ev / "tools-ood.json")),
+        ("eval tools gsm8k", ev / "tools-gsm8k.json", _tools(m1, m2, GSM8K, b.gsm8k_limit, b.tools_max_new, ev / "tools-gsm8k.json")),
+        ("eval bench", ev / "bench.json",
          ["bench", str(m1), "--prompts", str(bench_subset(out / "eval-data" / "bench.jsonl", b.bench_limit)),
-          "--max-new-tokens", str(b.bench_max_new),
-          "--out", str(m1 / "eval" / "bench.json")]),
-        ("eval ppl model1", m1 / "eval" / "ppl.json",
-         ["ppl", str(m1), "--data", val, "--limit", str(b.ppl_limit), "--out", str(m1 / "eval" / "ppl.json")]),
+          "--max-new-tokens", str(b.bench_max_new), "--out", str(ev / "bench.json"),
+          "--train-data", str(routing / "train.jsonl"), str(out / "chat-data" / "train.jsonl")]),
+        ("eval ppl model1", ev / "ppl.json",
+         ["ppl", str(m1), "--data", str(routing / "val.jsonl"), "--limit", str(b.ppl_limit), "--out", str(ev / "ppl.json")]),
         ("eval ppl model2", m2 / "eval" / "ppl.json",
          ["ppl", str(m2), "--data", *_code_val_shards(out / "code-shards"), "--limit", str(b.ppl_limit),
           "--out", str(m2 / "eval" / "ppl.json")]),
@@ -151,31 +139,52 @@ def evals(out: Path, b: Budget) -> list[tuple[str, Path, list[str]]]:
 
 
 def tools_breakdown(result: dict) -> dict:
-    """`eval tools` rows per routing category (the id's "routing:CATEGORY-..." prefix) and language.
-
-    `eval tools` counts any code block as "coded", while its reference needs code only for Python; the routing
-    data's web requests are answered with an HTML block that is shown, not run, so they count as false positives
-    there. This table keeps them apart: negatives (greetings, facts) should have coded 0, web requests an HTML block."""
+    """`eval tools` rows per category (maths, algo, data, web, negative, gsm8k) and language: how many, how many
+    with code, whose code ran, whose final answer states the reference result."""
     table: dict[str, dict] = {}
     for r in result.get("samples", []):
-        cat = r["id"].split(":", 1)[-1].split("-", 1)[0]
-        t = table.setdefault(f"{cat}/{r['lang']}", {"n": 0, "coded": 0, "ran_ok": 0, "answer_correct": 0})
+        cat = r.get("category") or r["id"].split(":", 1)[-1].split("-", 1)[0]
+        t = table.setdefault(f"{cat}/{r['lang']}", {"n": 0, "coded": 0, "ran_ok": 0, "answer_correct": 0, "skipped": 0})
         t["n"] += 1
         t["coded"] += bool(r["coded"])
-        t["ran_ok"] += r["results"] == ["ok"]
+        t["ran_ok"] += bool(r["results"]) and all(x == "ok" for x in r["results"])
         t["answer_correct"] += bool(r["answer_correct"])
+        t["skipped"] += bool(r.get("skipped"))
     return dict(sorted(table.items()))
 
 
+def _tools_metric(tables: dict) -> str:
+    parts = []
+    for lang, m in sorted(tables.get("per_lang", {}).items()):
+        r = m["routing"]
+        parts.append(f"{lang}: P {_fmt(r['precision'])} R {_fmt(r['recall'])} maths {_ratio(m['maths'])} "
+                     f"algo+data {_ratio(m['algo_data'])} neg-digits no code {_ratio(m['negatives_with_digits_no_code'], 'rate')}")
+    return "; ".join(parts)
+
+
+def _ratio(t: dict, key: str = "exact_match") -> str:
+    return f"{t['right']}/{t['n']}" if t.get("n") else "-"
+
+
 def _metric(name: str, result: dict) -> str:
-    if name == "eval tools":
-        parts = []
-        for lang, m in sorted(result.get("per_lang", {}).items()):
-            r = m["routing"]
-            parts.append(f"{lang}: P {_fmt(r['precision'])} R {_fmt(r['recall'])} answer {_fmt(m['answer']['exact_match'], True)}")
-        return "; ".join(parts)
+    if name.startswith("eval tools"):
+        text = _tools_metric(result)
+        regex = result.get("baselines", {}).get("regex")
+        if regex:
+            text += " | regex router: " + _tools_metric(regex)
+        for stem, c in result.get("conversations", {}).items():
+            o = c["overall"]
+            text += f" | {stem}: turns {o['turns_right']}/{o['turns']}, conversations {o['conversations_right']}/{o['conversations']}"
+        return text
     if name == "eval bench":
-        return ", ".join(f"{lang} {t['total']:.1f}/{result.get('max', 20):g}" for lang, t in result.get("per_lang", {}).items())
+        text = ", ".join(f"{lang} {t['total']:.1f}/{result.get('max', 20):g}" for lang, t in result.get("per_lang", {}).items())
+        const = result.get("baselines", {}).get("constant")
+        if const:
+            text += " | constant answer: " + ", ".join(f"{lang} {t['total']:.1f}" for lang, t in const.get("per_lang", {}).items())
+        ov = result.get("overlap")
+        if ov:
+            text += f" | {ov['n_overlapping']}/{ov['n_items']} items overlap the training data"
+        return text
     if name.startswith("eval ppl"):
         return f"ppl {result['ppl']:.2f}, {result['bpb']:.3f} bits/byte"
     return ""
@@ -216,7 +225,7 @@ def run(out: Path, b: Budget) -> dict:
             _save_json(summary_path, summary)
         result = _load_json(path)
         steps.setdefault(name, {})["metrics"] = _metric(name, result)
-        if name == "eval tools":
+        if name.startswith("eval tools"):
             steps[name]["by_category"] = tools_breakdown(result)
 
     # 3. the report (cheap: always rebuilt from the JSONs)

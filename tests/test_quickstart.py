@@ -44,9 +44,21 @@ def test_every_stage_output_loads(run_dir):
 
 
 def test_evals_and_report(run_dir):
-    tools = json.loads((run_dir / "model1" / "eval" / "tools.json").read_text())
+    tools = json.loads((run_dir / "model1" / "eval" / "tools.json").read_text())   # the frozen test split
     assert tools["overall"]["n"] == quickstart.SMOKE.tools_limit
     assert "routing" in tools["overall"] and tools["per_lang"]
+    assert set(tools["baselines"]) == {"constant", "regex"}
+    dev = json.loads((run_dir / "model1" / "eval" / "tools-dev.json").read_text())
+    assert dev["overall"]["n"] == quickstart.SMOKE.tools_limit
+    ood = json.loads((run_dir / "model1" / "eval" / "tools-ood.json").read_text())
+    assert set(ood["per_data"]) == {"tools_ood_fr", "tools_ood_en"}
+    assert all(t["overall"]["n"] == quickstart.SMOKE.ood_limit for t in ood["per_data"].values())
+    conv = ood["conversations"]["tools_ood_multiturn"]
+    assert conv["overall"]["conversations"] == quickstart.SMOKE.ood_limit and conv["overall"]["turns"] >= 2 * quickstart.SMOKE.ood_limit
+    assert set(conv["baselines"]) == {"constant", "regex"}
+    gsm = json.loads((run_dir / "model1" / "eval" / "tools-gsm8k.json").read_text())
+    assert gsm["overall"]["n"] == 2 * quickstart.SMOKE.gsm8k_limit   # ran to the end (too-long items are counted skips)
+    assert set(gsm["per_lang"]) == {"fr", "en"}
     bench = json.loads((run_dir / "model1" / "eval" / "bench.json").read_text())
     assert set(bench["per_lang"]) == {"fr", "en"}  # the subset takes both languages
     for m in ("model1", "model2"):
@@ -55,7 +67,8 @@ def test_evals_and_report(run_dir):
     for f in ("report.md", "report.json", "loss.png", "bench.png"):
         assert (run_dir / "report" / f).stat().st_size > 0
     summary = json.loads((run_dir / "quickstart.json").read_text())
-    assert set(summary["evals"]) == {"eval tools", "eval bench", "eval ppl model1", "eval ppl model2"}
+    assert set(summary["evals"]) == {"eval tools test", "eval tools dev", "eval tools ood", "eval tools gsm8k",
+                                     "eval bench", "eval ppl model1", "eval ppl model2"}
     assert all(summary["stages"][s] is not None for s in summary["stages"])
     assert summary["totals"]["train_s"] > 0
 
@@ -65,5 +78,5 @@ def test_rerun_skips_finished_work(run_dir, capsys):
     assert quickstart.main(["--smoke", "--no-serve", "--out", str(run_dir)]) == 0
     text = capsys.readouterr().out
     assert text.count("already done, skipped") == 16   # every pipeline stage
-    assert text.count("already done (") == 4
+    assert text.count("already done (") == 7
     assert {p: p.stat().st_mtime_ns for p in before} == before

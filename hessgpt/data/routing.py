@@ -36,6 +36,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Callable
 
+from hessgpt.data.routing_multiturn import N_SHARE, compose_conversations, sandbox_runner
 from hessgpt.errors import HessGPTError
 
 CATEGORIES = ("maths", "algo", "web", "data")
@@ -1682,10 +1683,11 @@ def generate(n: int, langs=LANGS, seed: int = 0, negative_fraction: float = 0.25
 
 def generate_splits(n: int, test_n: int = 600, val_fraction: float = 0.05, langs=LANGS, seed: int = 0,
                     negative_fraction: float = 0.25, workers: int = 2, progress: bool = True,
-                    sandbox=None) -> tuple[dict[str, list[dict]], dict]:
+                    sandbox=None, multiturn_share: float = N_SHARE) -> tuple[dict[str, list[dict]], dict]:
     """{"train", "dev", "test"} -> records, and the stats JSON. n = train + dev (dev = round(n * val_fraction));
     the three splits share no template, entity or operand integer (see partition / int_split), each with its
-    own seed; prompts are deduplicated across splits."""
+    own seed; prompts are deduplicated across splits. Train and dev also get multiturn_share x their size of
+    2-3 turn conversations composed from their own singles (hessgpt.data.routing_multiturn)."""
     from hessgpt.tools.sandbox import Sandbox
 
     n_dev = round(n * val_fraction)
@@ -1694,6 +1696,7 @@ def generate_splits(n: int, test_n: int = 600, val_fraction: float = 0.05, langs
     sb = Sandbox(workers=workers) if own else sandbox
     seen: set[str] = set()
     out, per = {}, {}
+    multi: dict[str, Counter] = {split: Counter() for split in SPLITS}
     try:
         for split in SPLITS:
             if sizes[split] <= 0:
@@ -1702,6 +1705,18 @@ def generate_splits(n: int, test_n: int = 600, val_fraction: float = 0.05, langs
             out[split], st = generate(sizes[split], langs, seed, negative_fraction, sandbox=sb, workers=workers,
                                       progress=progress, split=split, seen=seen)
             per[split] = st
+            if split != "test" and multiturn_share > 0:
+                # 2-3 turn conversations composed from this split's own singles (the follow-up phrasings are
+                # shared by the splits, so the test split stays single-turn: the OOD set measures multi-turn)
+                t0 = time.time()
+                extra = compose_conversations(out[split], round(multiturn_share * len(out[split])),
+                                              random.Random(seed + SPLIT_SEED_OFFSET[split] + 7919), run_code=sandbox_runner(sb),
+                                              stats=multi[split])
+                for r in extra:
+                    r["split"] = split
+                out[split] = out[split] + extra
+                random.Random(seed + SPLIT_SEED_OFFSET[split]).shuffle(out[split])
+                multi[split]["seconds"] = round(time.time() - t0, 1)
     finally:
         if own:
             sb.close()
@@ -1711,6 +1726,7 @@ def generate_splits(n: int, test_n: int = 600, val_fraction: float = 0.05, langs
              "distinct_prompts": {k: len({" ".join(r["messages"][0]["content"].lower().split()) for r in v})
                                   for k, v in out.items()},
              "verification_disagreements": sum(sum(v.disagreements.values()) for v in per.values() if v),
+             "multiturn": {k: dict(v) for k, v in multi.items() if v},
              "partition": {"rule": "sha1 bucket of the item: <10 test, <20 dev, else train (each list keeps one item "
                                    "per split); integers of ranges >= 20 values by the bucket of the integer",
                            "min_partitioned_list": MIN_PARTITIONED, "min_int_range": MIN_INT_RANGE}}
@@ -1930,6 +1946,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--test-n", type=int, default=600, help="size of the test split (own seed, disjoint phrasings, "
                                                            "entities and operands; never used to choose anything)")
     ap.add_argument("--negative-fraction", type=float, default=0.25, help="share of direct answers without code")
+    ap.add_argument("--multiturn-share", type=float, default=N_SHARE,
+                    help=f"2-3 turn conversations added to train and dev, as a share of their size (default {N_SHARE})")
     ap.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), help="sandbox workers")
     ap.add_argument("--validate", metavar="FILE", help="check an externally generated file instead of generating")
     ap.add_argument("--no-progress", action="store_true")
@@ -1949,11 +1967,14 @@ def main(argv: list[str] | None = None) -> int:
         raise HessGPTError(f"--n must be positive, got {args.n}")
     if not 0 <= args.val_fraction < 1:
         raise HessGPTError(f"--val-fraction must be in [0, 1), got {args.val_fraction}")
+    if not 0 <= args.multiturn_share <= 1:
+        raise HessGPTError(f"--multiturn-share must be in [0, 1], got {args.multiturn_share}")
     if args.test_n < 0:
         raise HessGPTError(f"--test-n must be >= 0, got {args.test_n}")
     langs = tuple(l.strip() for l in args.langs.split(",") if l.strip())
     splits, d = generate_splits(args.n, args.test_n, args.val_fraction, langs, args.seed, args.negative_fraction,
-                                workers=args.workers, progress=not args.no_progress and sys.stderr.isatty())
+                                workers=args.workers, progress=not args.no_progress and sys.stderr.isatty(),
+                                multiturn_share=args.multiturn_share)
     train_p, val_p, stats_p = split_paths(args.out)
     test_p = test_path(args.out)
     _write_jsonl(train_p, splits["train"])
@@ -1966,7 +1987,12 @@ def main(argv: list[str] | None = None) -> int:
           f"{fails}, disagreeing with the reference: {d['verification_disagreements']}, duplicates skipped: {d['duplicates']})")
     print("  " + "  ".join(f"{k}={v}" for k, v in d["kept"].items()) + "  |  " + "  ".join(f"{k}={v}" for k, v in d["langs"].items()))
     print(f"  wrote {train_p} ({d['train']}), {val_p} (dev, {d['dev']}), {test_p} (test, {d['test']}), {stats_p}")
+    mt = {k: sum(v.get(kind, 0) for kind in ("multiturn-unrelated", "multiturn-followup", "multiturn-thanks",
+                                               "multiturn-correction")) for k, v in d.get("multiturn", {}).items()}
+    if mt:
+        print("  multi-turn conversations: " + ", ".join(f"{k} {v}" for k, v in mt.items()))
     want = {"train": args.n - round(args.n * args.val_fraction), "dev": round(args.n * args.val_fraction), "test": args.test_n}
+    want = {k: v + mt.get(k, 0) for k, v in want.items()}
     for k, v in want.items():
         if len(splits[k]) < v:
             print(f"  warning: {k}: only {len(splits[k])} of {v} requested samples (not enough distinct prompts)", file=sys.stderr)

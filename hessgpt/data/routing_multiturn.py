@@ -612,7 +612,7 @@ def to_multiturn_record(turns: list[Turn], kind: str) -> dict:
     last = turns[-1]
     digest = hashlib.sha1(json.dumps(msgs, ensure_ascii=False).encode()).hexdigest()[:12]
     rec = {"id": f"routing:multiturn-{digest}", "source": "routing", "lang": last.lang, "kind": kind,
-           "category": last.category, "reference": last.reference, "turns": len(turns), "messages": msgs}
+           "category": last.category, "reference": last.reference, "n_turns": len(turns), "messages": msgs}
     if last.followup is not None:
         rec["followup"] = last.followup
     return rec

@@ -239,7 +239,7 @@ def _user_texts(record: dict) -> list[str]:
     for m in record.get("messages") or []:
         if isinstance(m, dict) and m.get("role") == "user" and isinstance(m.get("content"), str):
             out.append(m["content"])
-    for t in record.get("turns") or []:
+    for t in (record["turns"] if isinstance(record.get("turns"), list) else []):
         if isinstance(t, dict) and isinstance(t.get("user"), str):
             out.append(t["user"])
     for key in ("question", "query", "prompt", "instruction"):

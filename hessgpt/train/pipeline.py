@@ -48,7 +48,7 @@ from hessgpt.errors import HessGPTError
 # stage kind -> keys it accepts (besides name, kind)
 KINDS = {
     "tokenizer": {"inputs", "vocab_size", "lang_weights", "min_frequency"},
-    "routing": {"n", "langs", "seed", "val_fraction", "negative_fraction", "workers", "test_n"},
+    "routing": {"n", "langs", "seed", "val_fraction", "negative_fraction", "workers", "test_n", "multiturn_share"},
     "prepare": {"recipe", "local", "tokenizer", "seed", "total"},
     "shards": {"text", "recipe", "text_kind", "languages", "tokenizer", "chunks", "workers", "local", "total_tokens",
                "shard_tokens", "val_fraction", "val_tokens"},
@@ -179,7 +179,8 @@ class Pipeline:
         splits, d = generate_splits(int(spec.get("n", 20000)), int(spec.get("test_n", 600)),
                                     float(spec.get("val_fraction", 0.05)), langs, int(spec.get("seed", 0)),
                                     float(spec.get("negative_fraction", 0.25)), workers=int(spec.get("workers", 2)),
-                                    progress=sys.stderr.isatty())
+                                    progress=sys.stderr.isatty(),
+                                    **({"multiturn_share": float(spec["multiturn_share"])} if "multiturn_share" in spec else {}))
         _write_jsonl(Path(out) / "val.jsonl", splits["dev"])     # dev: for tuning
         _write_jsonl(Path(out) / "test.jsonl", splits["test"])   # test: own seed, disjoint by construction
         _write_jsonl(Path(out) / "train.jsonl", splits["train"])

@@ -259,7 +259,7 @@ def test_compose_structure_and_weights(composed):
         assert re.fullmatch(r"routing:multiturn-[0-9a-f]{12}", r["id"]) and r["source"] == "routing"
         assert "category" in r and "reference" in r
         turns = _turns(r)
-        assert 2 <= len(turns) <= 3 and len(turns) == r["turns"]
+        assert 2 <= len(turns) <= 3 and len(turns) == r["n_turns"]
         for t in turns[:-1]:                              # earlier turns: one plain assistant message, weight 0
             assert len(t) == 2 and t[1]["role"] == "assistant" and t[1]["weight"] == 0
             assert "code" not in t[1] and t[1]["content"].strip()
@@ -271,7 +271,7 @@ def test_compose_structure_and_weights(composed):
         elif r["kind"] in ("multiturn-followup", "multiturn-correction"):
             assert last[1].get("code") and last[2]["role"] == "tool"
             assert r["reference"]["type"] in ("number", "list")
-    kinds = Counter((r["kind"], r["turns"]) for r in recs)
+    kinds = Counter((r["kind"], r["n_turns"]) for r in recs)
     assert kinds[("multiturn-followup", 3)] > 0 and kinds[("multiturn-unrelated", 3)] > 0
 
 
@@ -403,7 +403,7 @@ def test_no_frozen_ood_prompt_is_produced():
 
 def test_multiturn_record_renders_only_the_last_turn_as_target(tokenizer, composed):
     recs, _ = composed
-    r = next(r for r in recs if r["kind"] == "multiturn-followup" and r["turns"] == 2)
+    r = next(r for r in recs if r["kind"] == "multiturn-followup" and r["n_turns"] == 2)
     ids, mask = tokenizer.render(r)
     on = tokenizer.decode([i for i, m in zip(ids, mask) if m])
     turns = _turns(r)

@@ -89,7 +89,7 @@ def test_cli_writes_train_val_and_stats(tmp_path, monkeypatch, sandbox):
     monkeypatch.setattr("hessgpt.tools.sandbox.Sandbox", lambda workers=2: _Shared(sandbox))
     out = tmp_path / "r.jsonl"
     assert main(["--n", "40", "--out", str(out), "--seed", "3", "--val-fraction", "0.1", "--langs", "fr", "--no-progress",
-                 "--test-n", "20"]) == 0
+                 "--test-n", "20", "--multiturn-share", "0"]) == 0
     train = [json.loads(l) for l in out.read_text().splitlines()]
     val = [json.loads(l) for l in (tmp_path / "r.val.jsonl").read_text().splitlines()]
     test = [json.loads(l) for l in (tmp_path / "r.test.jsonl").read_text().splitlines()]
@@ -101,6 +101,35 @@ def test_cli_writes_train_val_and_stats(tmp_path, monkeypatch, sandbox):
     users = [r["messages"][0]["content"].lower() for r in train + val + test]
     assert len(set(users)) == len(users)
     assert stats["verification_disagreements"] == 0 and set(stats["splits"]) == {"train", "dev", "test"}
+
+
+def test_multiturn_conversations_in_train_and_dev_only(sandbox):
+    """generate_splits adds multi-turn conversations composed from each split's own singles to train and dev;
+    the test split stays single-turn (the follow-up phrasings are shared by the splits)."""
+    splits, stats = routing.generate_splits(120, test_n=30, val_fraction=0.25, seed=5, progress=False, sandbox=sandbox,
+                                            multiturn_share=0.2)
+    for name in ("train", "dev"):
+        multi = [r for r in splits[name] if r["id"].startswith("routing:multiturn-")]
+        singles = [r for r in splits[name] if not r["id"].startswith("routing:multiturn-")]
+        assert multi and len(multi) <= round(0.2 * len(singles)) and {r["split"] for r in multi} == {name}
+        for r in multi:
+            from_dict(r)   # valid conversation format
+            msgs = r["messages"]
+            assistants = [i for i, m in enumerate(msgs) if m["role"] == "assistant"]
+            last_user = max(i for i, m in enumerate(msgs) if m["role"] == "user")
+            # earlier turns: plain text, weight 0; the last turn trained
+            assert all(msgs[i].get("weight") == 0 and "code" not in msgs[i] for i in assistants if i < last_user)
+            assert all(msgs[i].get("weight", 1) == 1 for i in assistants if i > last_user)
+    # no prompt of another split's singles leaks into a split's conversations
+    prompts = {k: {r["messages"][0]["content"] for r in v if not r["id"].startswith("routing:multiturn-")}
+               for k, v in splits.items()}
+    for name in ("train", "dev"):
+        users = {m["content"] for r in splits[name] if r["id"].startswith("routing:multiturn-")
+                 for m in r["messages"] if m["role"] == "user"}
+        assert users & prompts[name]                       # built from the split's own singles
+        assert not users & (set().union(*(p for k, p in prompts.items() if k != name)))
+    assert not [r for r in splits["test"] if r["id"].startswith("routing:multiturn-")]
+    assert set(stats["multiturn"]) == {"train", "dev"}
 
 
 class _Shared:
