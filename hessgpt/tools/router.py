@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from hessgpt.data.conversation import flatten_history
 from hessgpt.engine import Engine, Generation, SamplingParams, TextDecoder
 from hessgpt.errors import HessGPTError
 from hessgpt.events import Event
@@ -285,40 +286,6 @@ class ToolRouter:
         yield Event("done", data={"finish_reason": finish, "prompt_tokens": len(prompt_ids), "completion_tokens": generated})
 
 
-def flatten_earlier_turns(messages: list[dict]) -> list[dict]:
-    """History as the eval and training render it: every assistant turn before the last user message that used a
-    tool (code, a function call, a search, tool results, several assistant messages) becomes ONE plain assistant
-    message = its text before the tool + "\n\n" + its text after the result (no code, no result). The current
-    turn (after the last user message) keeps its structure: a client-side function call continues it.
-
-    (Local to the serving layer: hessgpt.data's history flattening, when it lands, renders the same thing.)
-    """
-    last_user = max((i for i, m in enumerate(messages) if m.get("role") == "user"), default=-1)
-    out: list[dict] = []
-    group: list[dict] = []
-
-    def close() -> None:
-        if not group:
-            return
-        structured = len(group) > 1 or any(m.get("role") == "tool" or m.get("code") is not None or m.get("tool_calls")
-                                           or m.get("search") is not None for m in group)
-        if structured:
-            text = "\n\n".join(t for t in ((m.get("content") or "").strip() for m in group if m.get("role") == "assistant") if t)
-            out.append({"role": "assistant", "content": text})
-        else:
-            out.extend(group)
-        group.clear()
-
-    for i, m in enumerate(messages):
-        if i < last_user and m.get("role") in ("assistant", "tool"):
-            group.append(m)
-            continue
-        close()
-        out.append(m)
-    close()
-    return out
-
-
 class DualModelBackend:
     """HessGPT's chat backend for the CLI, the web page, the API and evaluation: model 1 (+ model 2) + tools.
 
@@ -369,7 +336,7 @@ class DualModelBackend:
 
         from hessgpt.tools.calls import to_chat_format
 
-        msgs = flatten_earlier_turns(to_chat_format(messages))
+        msgs = flatten_history(to_chat_format(messages))   # earlier tool turns as the eval and training data render them
         system = msgs[0]["content"] if msgs and msgs[0]["role"] == "system" else None
         history = ChatHistory.from_dict({"system": system, "tools": tools, "messages": [m for m in msgs if m["role"] != "system"]})
         reserve = min(params.max_new_tokens, self.context_length // 2)

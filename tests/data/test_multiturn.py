@@ -164,13 +164,11 @@ def test_flatten_history_training_weights():
     from_dict({"messages": flat})   # a valid conversation
 
 
-def test_flatten_history_matches_the_router():
-    """Inference (hessgpt.tools.router) renders history the same way."""
-    from hessgpt.tools.router import flatten_earlier_turns
+def test_flatten_history_is_the_routers():
+    """Inference (hessgpt.tools.router) renders history with this very function: one implementation."""
+    from hessgpt.tools import router
 
-    msgs = TOOL_TURN + [{"role": "user", "content": "Merci"}, {"role": "assistant", "content": "De rien."},
-                        {"role": "user", "content": "Et 18 × 23 ?"}]
-    assert flatten_history(msgs) == flatten_earlier_turns(msgs)
+    assert router.flatten_history is flatten_history
 
 
 # --- multi-turn routing records ----------------------------------------------------------------------------

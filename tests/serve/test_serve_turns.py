@@ -6,7 +6,8 @@ import httpx
 import openai
 import pytest
 
-from hessgpt.tools.router import DualModelBackend, ToolRouter, flatten_earlier_turns
+from hessgpt.data.conversation import flatten_history
+from hessgpt.tools.router import DualModelBackend, ToolRouter
 
 LEAD, AFTER, JOINED = "Je lance un petit script.", "Résultat : 100.", "Je lance un petit script.\n\nRésultat : 100."
 
@@ -97,13 +98,13 @@ def test_follow_up_sees_the_earlier_tool_turn_as_one_plain_message(serve, backen
     assert backend.router.engine.sessions[-1].prompt == plain  # token for token the same prompt
 
 
-def test_flatten_earlier_turns_keeps_the_current_turn_structured():
+def test_flatten_history_keeps_the_current_turn_structured():
     code_turn = [{"role": "assistant", "content": LEAD + " ", "code": "print(10 * 10)"},
                  {"role": "tool", "name": "python", "content": "100\n"}, {"role": "assistant", "content": " " + AFTER}]
     msgs = [{"role": "system", "content": "S"}, {"role": "user", "content": "a"}, *code_turn,
             {"role": "user", "content": "b"}, {"role": "assistant", "content": "Rome."},
             {"role": "user", "content": "c"}, *code_turn[:2]]
-    assert flatten_earlier_turns(msgs) == [
+    assert flatten_history(msgs) == [
         {"role": "system", "content": "S"}, {"role": "user", "content": "a"}, {"role": "assistant", "content": JOINED},
         {"role": "user", "content": "b"}, {"role": "assistant", "content": "Rome."},
         {"role": "user", "content": "c"}, *code_turn[:2]]
