@@ -36,6 +36,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Callable
 
+from hessgpt.data import routing_phrasing as P
 from hessgpt.data.routing_multiturn import N_SHARE, compose_conversations, sandbox_runner
 from hessgpt.errors import HessGPTError
 
@@ -790,6 +791,176 @@ def g_gcd(rng, lang):
     return p, f"import math\nprint(math.{op}({a_}, {b_}))", q[lang], a[lang]
 
 
+# --- composed phrasings (hessgpt.data.routing_phrasing): framing + core + operands as words or digits ---------
+# These generators draw their own question (framing, core, story frame: each list partitioned on its own) and
+# return it as a one-item list: python_candidate takes it as it is.
+
+def _says(rng, lang: str, n: int) -> str:
+    """An operand as a user types it: digits, or words for a small one now and then ("dix-sept", "twenty-three")."""
+    return P.spell(lang, n) if 0 <= n <= 99 and rng.random() < 0.25 else str(n)
+
+
+def _exact(v: Fraction, nd: int = 4) -> dict:
+    return _rnum(int(v)) if v.denominator == 1 else _rnum(round(float(v), nd), 10 ** -nd)
+
+
+def _print_exact(expr: str, nd: int = 4) -> str:
+    """Code that prints an exact quotient as an integer, else rounded."""
+    return f"value = {expr}\nprint(int(value) if value == int(value) else round(value, {nd}))"
+
+
+def _digits_in(answers: list[str], **names) -> list[str]:
+    """Answers restate the operands in digits: {a} -> {a_d}."""
+    out = []
+    for a in answers:
+        for k in names:
+            a = a.replace("{" + k + "}", "{" + k + "_d}")
+        out.append(a)
+    return out
+
+
+def g_arith_words(rng, lang):
+    op = rng.choice(["*", "+", "-", "/"])
+    if op == "/":
+        b = rng.randint(2, 25)
+        a = b * rng.randint(2, 60) if rng.random() < 0.8 else rng.randint(20, 999)
+    elif op == "*":
+        a, b = rng.randint(2, 99) if rng.random() < 0.7 else rng.randint(100, 999), rng.randint(2, 99)
+    else:
+        a, b = rng.randint(1, 999), rng.randint(1, 999)
+        if op == "-" and a < b and rng.random() < 0.7:
+            a, b = b, a
+    if rng.random() < 0.3:
+        template = rng.choice(P.FRAMES_NOUN[lang]).replace("{x}", rng.choice(P.NOUN_CORES[op][lang]))
+    else:
+        template = rng.choice(P.FRAMES_EXPR[lang]).replace("{x}", rng.choice(P.CORES[op][lang]))
+    sym = {"*": "×", "+": "+", "-": "-", "/": "/"}[op]
+    p = {"a": _says(rng, lang, a), "b": _says(rng, lang, b), "e": f"{a} {sym} {b}"}
+    v = _eval_shown(f"{a} {op} {b}")
+    p["_ref"] = _exact(v)
+    if op == "/":
+        code = _print_exact(f"{a} / {b}")
+    elif rng.random() < 0.3:
+        code = f"a = {a}\nb = {b}\nprint(a {op} b)"
+    else:
+        code = f"print({a} {op} {b})"
+    return p, code, [template], P.ARITH_ANSWERS[lang]
+
+
+def g_convert(rng, lang):
+    fu, fv, eu, ev, f, div = rng.choice(P.UNITS)
+    u, v = (fu, fv) if lang == "fr" else (eu, ev)
+    if div:
+        n = f * rng.randint(2, 60) if rng.random() < 0.7 else rng.randint(2, 999)
+    else:
+        n = rng.randint(2, 99) if rng.random() < 0.7 else rng.randint(100, 500)
+    p = {"n": _says(rng, lang, n), "n_d": n, "u": u, "v": v}
+    value = Fraction(n, f) if div else Fraction(n * f)
+    p["_ref"] = _exact(value, 3)
+    if div:
+        code = _print_exact(f"{n} / {f}", 3)
+    else:
+        code = rng.choice([f"print({n} * {f})", f"{_var(u)} = {n}\nprint({_var(u)} * {f})"])
+    return p, code, [rng.choice(P.CONVERT_Q[lang])], _digits_in(P.CONVERT_A[lang], n=1)
+
+
+def _var(unit: str) -> str:
+    """A Python name for a quantity in this unit ('semaines' -> 'semaines', 'kilomètres' -> 'kilometres')."""
+    return re.sub(r"[^a-z]", "_", unit.lower().replace("è", "e").replace("é", "e").replace("é", "e"))
+
+
+def g_tip(rng, lang):
+    bill = rng.choice([rng.randint(10, 300), round(rng.uniform(8, 250), 2)])
+    pct = rng.choice([5, 10, 12, 15, 18, 20])
+    p = {"b": _num(lang, bill), "p": pct}
+    p["_ref"] = _rnum(float(Fraction(str(bill)) * pct / 100), 0.006)
+    code = f"bill = {bill}\ntip = bill * {pct} / 100\nprint(round(tip, 2))"
+    return p, code, [rng.choice(P.TIP_Q[lang])], P.TIP_A[lang]
+
+
+def g_divmod(rng, lang):
+    a, b = rng.randint(20, 999), rng.randint(2, 30)
+    sub = ("both", "rem", "quo")[rng.randrange(3)]
+    p = {"a": _says(rng, lang, a), "b": _says(rng, lang, b), "a_d": a, "b_d": b}
+    if sub == "both":
+        p["_ref"], p["_lines"] = _rlist([a // b, a % b]), True
+        code = f"a, b = {a}, {b}\nprint(a // b)\nprint(a % b)"
+    else:
+        p["_ref"] = _rnum(a % b if sub == "rem" else a // b)
+        code = f"print({a} {'%' if sub == 'rem' else '//'} {b})"
+    return p, code, [rng.choice(P.DIVMOD_Q[sub][lang])], _digits_in(P.DIVMOD_A[sub][lang], a=1, b=1)
+
+
+def _price(rng, lo: int, hi: int) -> float:
+    return rng.randint(lo, hi) if rng.random() < 0.4 else round(rng.uniform(lo, hi + 0.99), 2)
+
+
+def g_story(rng, lang):
+    """Word problems of 2-3 sentences whose numbers must be copied into the code."""
+    name = rng.choice(FR_NAMES if lang == "fr" else EN_NAMES)
+    L = 0 if lang == "fr" else 1
+    de_name = ("d'" if name[0] in "AEIOUÉÈH" else "de ") + name   # French elision: d'Alice, de Marie
+    kind = rng.randrange(8)
+    if kind in (0, 1):                                   # shopping, 2 or 3 items
+        k = 2 + kind
+        items = [rng.choice(P.SHOP_ITEMS[j::3]) for j in range(k)]   # one slot list each: distinct in every split
+        ns = [rng.randint(1, 9) for _ in items]
+        prices = [_price(rng, it[2], it[3]) for it in items]
+        p = {"name": name}
+        for j, (it, n, pr) in enumerate(zip(items, ns, prices), 1):
+            p[f"n{j}"], p[f"i{j}"], p[f"p{j}"] = n, it[L], _num(lang, pr)
+        p["de_name"] = de_name
+        total = sum(n * Fraction(str(pr)) for n, pr in zip(ns, prices))
+        p["_ref"] = _rnum(float(total), 0.006)
+        code = "total = " + " + ".join(f"{n} * {pr}" for n, pr in zip(ns, prices)) + "\nprint(round(total, 2))"
+        return p, code, [rng.choice((P.SHOP_Q if k == 2 else P.SHOP3_Q)[lang])], P.SHOP_A[lang]
+    if kind == 2:                                        # sharing equally
+        b, each = rng.randint(2, 12), rng.randint(2, 40)
+        thing = rng.choice(P.SHARE_THINGS)[L]
+        p = {"name": name, "a": b * each, "b": b, "t": thing, "_ref": _rnum(each)}
+        code = f"total = {b * each}\npeople = {b}\nprint(total // people)"
+        return p, code, [rng.choice(P.SHARE_Q[lang])], P.SHARE_A[lang]
+    if kind == 3:                                        # travel time = distance / speed
+        s = rng.choice([40, 50, 60, 70, 80, 90, 100, 120, 130])
+        d = s * rng.randint(1, 12) // 2
+        p = {"name": name, "d": d, "s": s, "_ref": _rnum(d / s, 1e-9)}
+        code = f"distance = {d}\nspeed = {s}\nprint(distance / speed)"
+        return p, code, [rng.choice(P.TRAVEL_Q[lang])], P.TRAVEL_A[lang]
+    if kind == 4:                                        # monthly savings
+        m, k = rng.randint(10, 500), rng.randint(2, 36)
+        p = {"name": name, "m": m, "k": k, "_ref": _rnum(m * k)}
+        code = f"monthly = {m}\nmonths = {k}\nprint(monthly * months)"
+        return p, code, [rng.choice(P.SAVE_Q[lang])], P.SAVE_A[lang]
+    if kind == 5:                                        # scaling a recipe
+        ing = rng.choice(P.RECIPE_INGREDIENTS)
+        base = rng.choice([2, 4, 6, 8])
+        want = rng.choice([x for x in (2, 3, 4, 5, 6, 8, 10, 12) if x != base])
+        qty = rng.randint(2, 6) if "œufs" in ing[0] else 25 * rng.randint(2, 20)
+        p = {"name": name, "p": base, "r": want, "q": qty, "ing": ing[L]}
+        p["_ref"] = _rnum(round(qty * want / base, 1), 0.051)
+        code = f"quantity = {qty}\npeople = {base}\nguests = {want}\nprint(round(quantity * guests / people, 1))"
+        return p, code, [rng.choice(P.RECIPE_Q[lang])], P.RECIPE_A[lang]
+    if kind == 6:                                        # age differences
+        a = rng.randint(5, 40)
+        b = a + rng.randint(20, 60)
+        y1 = rng.randint(1950, 2015)
+        y2 = y1 + rng.randint(2, 15)
+        template = rng.choice(P.AGE_Q[lang])
+        p = {"name": name, "a": a, "b": b, "y1": y1, "y2": y2}
+        if "{y1}" in template:
+            p["_ref"], code = _rnum(y2 - y1), f"print({y2} - {y1})"
+        else:
+            p["_ref"], code = _rnum(b - a), f"age_old = {b}\nage_young = {a}\nprint(age_old - age_young)"
+        return p, code, [template], P.AGE_A[lang]
+    room = rng.choice(P.ROOM_NAMES)[L]                   # area of a room
+    Lm = rng.randint(2, 15) if rng.random() < 0.5 else rng.randint(25, 150) / 10
+    Wm = rng.randint(2, 12) if rng.random() < 0.5 else rng.randint(20, 100) / 10
+    p = {"name": name, "de_name": de_name, "room": room, "Room": room[0].upper() + room[1:], "L": _num(lang, Lm), "W": _num(lang, Wm)}
+    p["_ref"] = _rnum(float(Fraction(str(Lm)) * Fraction(str(Wm))), 0.006)
+    code = f"length = {Lm}\nwidth = {Wm}\nprint(round(length * width, 2))"
+    return p, code, [rng.choice(P.ROOM_Q[lang])], P.ROOM_A[lang]
+
+
 # --- Python algorithms ------------------------------------------------------------------------------
 
 def g_sort(rng, lang):
@@ -1173,7 +1344,9 @@ def g_zip_group(rng, lang):
 PYTHON_GENS: dict[str, list[tuple[str, Gen, int]]] = {   # category -> [(kind, generator, weight)]
     "maths": [("arithmetic", g_arith, 4), ("percent", g_percent, 2), ("discount", g_discount, 1), ("sqrt_pow", g_sqrt_pow, 2),
               ("linear_equation", g_linear, 2), ("quadratic", g_quadratic, 2), ("derivative", g_derivative, 3),
-              ("integral", g_integral, 3), ("statistics", g_stats, 2), ("word_problem", g_word_problem, 3), ("gcd_lcm", g_gcd, 1)],
+              ("integral", g_integral, 3), ("statistics", g_stats, 2), ("word_problem", g_word_problem, 3), ("gcd_lcm", g_gcd, 1),
+              ("arithmetic_words", g_arith_words, 3), ("conversion", g_convert, 2), ("divmod", g_divmod, 1),
+              ("story", g_story, 4), ("tip", g_tip, 1)],
     "algo": [("sort", g_sort, 3), ("binary_search", g_search, 2), ("fibonacci", g_fibonacci, 2), ("factorial", g_factorial, 2),
              ("primes", g_primes, 2), ("strings", g_strings, 4), ("structures", g_structures, 3), ("min_max", g_minmax, 1)],
     "data": [("lists", g_list_ops, 4), ("dicts", g_dicts, 3), ("json", g_json, 3), ("arrays", g_arrays, 3), ("csv", g_csv, 1),
@@ -1430,7 +1603,21 @@ def _de(noun: str) -> str:
 
 
 def negative_candidate(rng: random.Random, lang: str) -> Candidate:
-    kind = rng.randrange(6)
+    kind = rng.randrange(10)
+    if kind == 6:      # "explain what a for loop is": answered in prose, without code
+        fc, fa, ec, ea = rng.choice(P.EXPLAIN)
+        core = rng.choice(P.EXPLAIN_Q[lang]).format(c=fc if lang == "fr" else ec)
+        core = re.sub(r"\bque (une?)\b", r"qu'\1", core)
+        return Candidate("negative", "explain_no_code", lang, _wrap(rng, lang, core), answer=fa if lang == "fr" else ea)
+    if kind == 7:      # history with years
+        fq, fa, eq, ea = rng.choice(P.HISTORY)
+        return Candidate("negative", "history", lang, _wrap(rng, lang, fq if lang == "fr" else eq), answer=fa if lang == "fr" else ea)
+    if kind == 8:      # advice that mentions numbers
+        core, ans = rng.choice(P.ADVICE[lang])
+        return Candidate("negative", "advice", lang, _wrap(rng, lang, core), answer=ans)
+    if kind == 9:      # thanks, small talk
+        core, ans = rng.choice(P.SMALLTALK[lang])
+        return Candidate("negative", "smalltalk", lang, core if rng.random() < 0.5 else _wrap(rng, lang, core), answer=ans)
     if kind == 5:
         core, ans = rng.choice(DIGIT_NEGATIVES[lang])
         return Candidate("negative", "digits_no_code", lang, _wrap(rng, lang, core), answer=ans)
@@ -1452,9 +1639,9 @@ def negative_candidate(rng: random.Random, lang: str) -> Candidate:
     elif kind == 2:
         fc, fa, ec, ea = rng.choice(CONCEPTS)
         if lang == "fr":
-            core = rng.choice(["Qu'est-ce que {c} ?", "C'est quoi {c} ?", "Explique-moi ce qu'est {c}.", "Peux-tu définir {c} ?"]).format(c=fc)
+            core = rng.choice(P.CONCEPT_Q["fr"]).format(c=fc)
         else:
-            core = rng.choice(["What is {c}?", "Can you explain what {c} is?", "Define {c}.", "What does {c} mean?"]).format(c=ec)
+            core = rng.choice(P.CONCEPT_Q["en"]).format(c=ec)
         core = re.sub(r"\bque (une?)\b", r"qu'\1", core)
         ans, sub = (fa if lang == "fr" else ea), "definition"
     elif kind == 3:
@@ -1472,7 +1659,7 @@ def python_candidate(rng: random.Random, category: str, lang: str) -> Candidate:
     gens = PYTHON_GENS[category]
     kind, gen, _ = rng.choices(gens, weights=[w for *_, w in gens])[0]
     params, code, questions, answers = gen(rng, lang)
-    template = rng.choice(questions)
+    template = questions[0] if len(questions) == 1 else rng.choice(questions)   # one: drawn by the generator
     user = _wrap(rng, lang, template.format(**params))
     ref, lines = params.pop("_ref", None), params.pop("_lines", False)
     if ref is None:
