@@ -1659,6 +1659,9 @@ def python_candidate(rng: random.Random, category: str, lang: str) -> Candidate:
     gens = PYTHON_GENS[category]
     kind, gen, _ = rng.choices(gens, weights=[w for *_, w in gens])[0]
     params, code, questions, answers = gen(rng, lang)
+    if 1 < len(set(questions)) < MIN_PARTITIONED:   # too few phrasings to partition: compose with task prefixes
+        questions = list(questions) + [pre + (q[0].lower() + q[1:] if q[1:2].islower() else q)
+                                       for pre in P.TASK_PREFIX[lang] for q in questions]
     template = questions[0] if len(questions) == 1 else rng.choice(questions)   # one: drawn by the generator
     user = _wrap(rng, lang, template.format(**params))
     ref, lines = params.pop("_ref", None), params.pop("_lines", False)

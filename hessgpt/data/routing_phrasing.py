@@ -400,3 +400,12 @@ CONCEPT_Q = {   # framings for the short definitions of routing.CONCEPTS
     "en": ["What is {c}?", "Can you explain what {c} is?", "Define {c}.", "What does {c} mean?", "Give me a one-line definition of {c}.",
            "whats {c}", "Could you tell me what {c} is?", "Quick one: what is {c}?"],
 }
+
+# prefixes that compose with any request sentence: a generator's question list shorter than 3 phrasings is
+# extended with them (routing.python_candidate), so that no question template is shared by the splits
+TASK_PREFIX = {
+    "fr": ["En Python : ", "Petit exercice : ", "Aide-moi : ", "Pour mon projet, ", "Avec un petit script : ", "Exercice de code : ",
+           "J'ai besoin d'aide, ", "Pour un devoir : "],
+    "en": ["In Python: ", "Little exercise: ", "Help me out: ", "For my project, ", "With a small script: ", "Coding exercise: ",
+           "I need a hand, ", "For homework: "],
+}

@@ -1,6 +1,7 @@
 """The routing dataset: balanced, deterministic, deduplicated, and every sample verified in the sandbox."""
 
 import json
+import re
 from collections import Counter
 
 import pytest
@@ -354,3 +355,103 @@ def _generator_lists():
                 for i in range(40):
                     out.append(tuple(gen(rng, "fr" if i % 2 else "en")[2]))
     return out
+
+
+def _phrasing_lists():
+    """Every list (or tuple list) of phrasings in hessgpt.data.routing_phrasing, with its name."""
+    from hessgpt.data import routing_phrasing as P
+
+    out = []
+
+    def walk(name, v):
+        if isinstance(v, dict):
+            for k, x in v.items():
+                walk(f"{name}[{k}]", x)
+        elif isinstance(v, list) and v:
+            out.append((name, v))
+
+    for name in dir(P):
+        if name.isupper() and not name.startswith("_"):
+            walk(name, getattr(P, name))
+    return out
+
+
+def test_every_phrasing_list_has_three_items_and_is_partitioned():
+    lists = _phrasing_lists()
+    assert len(lists) >= 60
+    for name, items in lists:
+        assert len(set(items)) >= routing.MIN_PARTITIONED, name
+        parts = routing.partition(tuple(items))
+        assert parts["train"] != parts["test"], name
+        assert not set(parts["train"]) & set(parts["test"]), name
+
+
+def test_number_words():
+    from hessgpt.data.routing_phrasing import spell_en, spell_fr
+
+    fr = {0: "zéro", 7: "sept", 17: "dix-sept", 21: "vingt et un", 33: "trente-trois", 70: "soixante-dix", 71: "soixante et onze",
+          77: "soixante-dix-sept", 80: "quatre-vingts", 81: "quatre-vingt-un", 91: "quatre-vingt-onze", 99: "quatre-vingt-dix-neuf"}
+    en = {0: "zero", 13: "thirteen", 23: "twenty-three", 40: "forty", 99: "ninety-nine"}
+    assert {n: spell_fr(n) for n in fr} == fr and {n: spell_en(n) for n in en} == en
+    assert len({spell_fr(n) for n in range(100)}) == 100 and len({spell_en(n) for n in range(100)}) == 100
+    with pytest.raises(ValueError):
+        spell_fr(100)
+
+
+def _story_value(p, template):
+    """The story's result recomputed from the numbers as the question shows them (not from the generator's code)."""
+    num = lambda s: Fraction(str(s).replace(",", "."))
+    if "i1" in p:
+        return sum(num(p[f"n{j}"]) * num(p[f"p{j}"]) for j in (1, 2, 3) if f"i{j}" in p and "{" + f"i{j}" + "}" in template)
+    if "t" in p:
+        return num(p["a"]) / num(p["b"])
+    if "s" in p:
+        return num(p["d"]) / num(p["s"])
+    if "m" in p:
+        return num(p["m"]) * num(p["k"])
+    if "ing" in p:
+        return round(num(p["q"]) * num(p["r"]) / num(p["p"]), 1)
+    if "y1" in p:
+        return num(p["y2"]) - num(p["y1"]) if "{y1}" in template else num(p["b"]) - num(p["a"])
+    return num(p["L"]) * num(p["W"])
+
+
+from fractions import Fraction  # noqa: E402
+
+
+def test_story_reference_equals_an_independent_recomputation(sandbox):
+    rng = routing.SplitRandom(11, "train")
+    cands = []
+    for i in range(120):
+        lang = "fr" if i % 2 else "en"
+        p, code, qs, _ = routing.g_story(rng, lang)
+        assert len(qs) == 1
+        want = _story_value(p, qs[0])
+        ref = p["_ref"]
+        assert abs(ref["value"] - float(want)) <= ref.get("tol", 0) + 1e-9, (qs[0], p)
+        # the question states every number the code uses
+        user = qs[0].format(**{k: v for k, v in p.items() if not k.startswith("_")})
+        for n in routing._NUMBER.findall(re.sub(r", \d+\)", ")", code)):   # not round()'s digits
+            assert n in user.replace(",", "."), (n, user, code)
+        cands.append((ref, code))
+    runs = routing._run_with_retry(sandbox, [c for _, c in cands])
+    assert all(r.status == "ok" and routing.agrees(ref, r.stdout) for (ref, _), r in zip(cands, runs))
+
+
+def test_composed_question_templates_are_split_disjoint():
+    """python_candidate's templates of every python category: none occurs in both train and test."""
+    by = {}
+    for split in ("train", "test"):
+        rng = routing.SplitRandom(5, split)
+        by[split] = {}
+        for cat in routing.PYTHON_GENS:
+            for i in range(400):
+                c = routing.python_candidate(rng, cat, "fr" if i % 2 else "en")
+                by[split].setdefault(c.kind, set()).add(c.template)
+    shared = {k: by["train"].get(k, set()) & by["test"].get(k, set()) for k in by["train"]}
+    # known, older single-phrasing cases still shared: structures (FIFO queue, 1 phrasing), strings (upper/title,
+    # 2 phrasings drawn by index), sort (its 4th phrasing depends on the manual flag, so two lists)
+    known = {"structures", "strings", "sort"}
+    assert not {k: v for k, v in shared.items() if v and k not in known}
+    for kind in ("arithmetic_words", "conversion", "divmod", "story", "tip"):
+        assert by["test"][kind] and by["train"][kind]
