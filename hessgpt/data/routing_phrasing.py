@@ -344,7 +344,6 @@ EXPLAIN_Q = {
 }
 HISTORY = [  # (fr q, fr a, en q, en a)
     ("Quand est tombé le mur de Berlin ?", "Le mur de Berlin est tombé le 9 novembre 1989.", "When did the Berlin Wall fall?", "The Berlin Wall fell on 9 November 1989."),
-    ("En quelle année l'homme a-t-il marché sur la Lune ?", "En 1969, avec la mission Apollo 11.", "What year did humans first walk on the Moon?", "In 1969, with the Apollo 11 mission."),
     ("Quand a commencé la Première Guerre mondiale ?", "La Première Guerre mondiale a commencé en 1914 et s'est terminée en 1918.",
      "When did the First World War start?", "The First World War started in 1914 and ended in 1918."),
     ("Quand s'est terminée la Seconde Guerre mondiale ?", "Elle s'est terminée en 1945 : le 8 mai en Europe, le 2 septembre en Asie.",
