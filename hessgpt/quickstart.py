@@ -124,7 +124,8 @@ def evals(out: Path, b: Budget) -> list[tuple[str, Path, list[str]]]:
     return [
         ("eval tools test", ev / "tools.json", _tools(m1, m2, [routing / "test.jsonl"], b.tools_limit, b.tools_max_new, ev / "tools.json")),
         ("eval tools dev", ev / "tools-dev.json", _tools(m1, m2, [routing / "val.jsonl"], b.tools_limit, b.tools_max_new, ev / "tools-dev.json")),
-        ("eval tools ood", ev / "tools-ood.json", _tools(m1, m2, OOD, b.ood_limit, b.tools_max_new, ev / "tools-ood.json")),
+        ("eval tools ood", ev / "tools-ood.json", _tools(m1, m2, OOD, b.ood_limit, b.tools_max_new, ev / "tools-ood.json") +
+         ["--train-data", str(routing / "train.jsonl"), str(out / "chat-data" / "train.jsonl")]),
         ("eval tools gsm8k", ev / "tools-gsm8k.json", _tools(m1, m2, GSM8K, b.gsm8k_limit, b.tools_max_new, ev / "tools-gsm8k.json")),
         ("eval bench", ev / "bench.json",
          ["bench", str(m1), "--prompts", str(bench_subset(out / "eval-data" / "bench.jsonl", b.bench_limit)),
@@ -172,6 +173,10 @@ def _metric(name: str, result: dict) -> str:
         regex = result.get("baselines", {}).get("regex")
         if regex:
             text += " | regex router: " + _tools_metric(regex)
+        ov = result.get("overlap")
+        if ov:
+            text += f" | {ov['n_overlapping']}/{ov['n_items']} prompts overlap the training data; without them: " + \
+                _tools_metric(ov["clean"])
         for stem, c in result.get("conversations", {}).items():
             o = c["overall"]
             text += f" | {stem}: turns {o['turns_right']}/{o['turns']}, conversations {o['conversations_right']}/{o['conversations']}"

@@ -53,6 +53,7 @@ def test_evals_and_report(run_dir):
     ood = json.loads((run_dir / "model1" / "eval" / "tools-ood.json").read_text())
     assert set(ood["per_data"]) == {"tools_ood_fr", "tools_ood_en"}
     assert all(t["overall"]["n"] == quickstart.SMOKE.ood_limit for t in ood["per_data"].values())
+    assert ood["overlap"]["n_items"] == 2 * quickstart.SMOKE.ood_limit and "clean" in ood["overlap"]
     conv = ood["conversations"]["tools_ood_multiturn"]
     assert conv["overall"]["conversations"] == quickstart.SMOKE.ood_limit and conv["overall"]["turns"] >= 2 * quickstart.SMOKE.ood_limit
     assert set(conv["baselines"]) == {"constant", "regex"}

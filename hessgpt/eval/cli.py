@@ -157,6 +157,8 @@ def cmd_tools(args) -> int:
                 conv["baselines"] = {name: {k: v for k, v in evaluate_conversations(cls(), convs, params).items()
                                             if k != "conversations"} for name, cls in BASELINES.items()}
             out_obj["conversations"][stem] = conv
+    if args.train_data and samples:
+        out_obj["overlap"] = _overlap(result, samples, args.train_data)
     out = save_json(out_obj, args.out or default_out(args.model1, "tools"))
     for stem, table in per_data.items():
         print(f"## {stem}\n{format_metrics(table)}\n")
@@ -164,8 +166,32 @@ def cmd_tools(args) -> int:
         print(f"## combined\n{format_metrics(result)}\n")
     for stem, conv in out_obj.get("conversations", {}).items():
         print(f"## {stem}\n{format_conversations(conv)}\n")
+    if "overlap" in out_obj:
+        ov = out_obj["overlap"]
+        print(f"## overlap with the training data: {ov['n_overlapping']} of {ov['n_items']} items "
+              f"({', '.join(ov['ids']) or 'none'}); without them:\n{format_metrics(ov['clean'])}\n")
     print(f"saved {out}")
     return 0
+
+
+def _overlap(result: dict, samples: list, train_files: list[str]) -> dict:
+    """Which single-turn items' prompts overlap a training user message (hessgpt.eval.bench's rule: exact,
+    contained, Jaccard, 8-gram), and the model's and baselines' tables over the other ("clean") items."""
+    from hessgpt.eval.bench import overlap_report
+    from hessgpt.eval.tools import metrics
+
+    items = [{"id": s.id, "lang": s.lang, "category": s.category, "messages": s.messages} for s in samples]
+    ov = overlap_report(items, train_files)
+    bad = set(ov["ids"])
+
+    def clean(res):
+        rows = [r for r in res["samples"] if r["id"] not in bad]
+        return {"overall": metrics(rows),
+                "per_lang": {lang: metrics([r for r in rows if r["lang"] == lang]) for lang in sorted({r["lang"] for r in rows})}}
+
+    ov["clean"] = clean(result)
+    ov["clean"]["baselines"] = {k: clean(v) for k, v in result.get("baselines", {}).items()}
+    return ov
 
 
 def _split(result: dict, rows: slice) -> dict:
@@ -227,6 +253,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--data", nargs="+", required=True,
                    help="JSONL files (each scored separately): conversation format, OOD single/multi-turn, GSM8K, BFCL or xLAM")
     t.add_argument("--no-baselines", action="store_true", help="skip the constant and regex-router baselines")
+    t.add_argument("--train-data", nargs="+", default=None,
+                   help="training JSONL files: list the items whose prompt overlaps a training user message (the "
+                        "`eval bench` rule) and score the model and baselines again without them (\"clean\")")
     t.add_argument("--answers", default=None, help="BFCL possible-answer file (default: DATA_possible_answer.jsonl)")
     t.add_argument("--limit", type=int, default=None, help="at most this many samples per file")
     t.add_argument("--max-new-tokens", type=int, default=512)

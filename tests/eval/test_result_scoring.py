@@ -187,3 +187,28 @@ def test_routing_id_prefix_gives_the_category():
 def test_constant_baseline_speaks_the_prompt_language():
     assert T.ConstantBackend().answer([{"role": "user", "content": "Bonjour, comment vas-tu aujourd'hui ?"}]) == "Je ne sais pas."
     assert T.ConstantBackend().answer([{"role": "user", "content": "Hello, how are you today?"}]) == "I don't know."
+
+
+def test_train_data_overlap_and_clean_tables(tmp_path, monkeypatch, capsys):
+    """--train-data lists the items whose prompt a training user message (near-)duplicates and scores the rest."""
+    from hessgpt.eval import cli
+
+    ood = tmp_path / "tools_ood_fr.jsonl"
+    ood.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in [
+        {"id": "ood-fr-001", "lang": "fr", "category": "maths", "kind": "arith", "needs_code": True,
+         "messages": [{"role": "user", "content": "Combien font 17 fois 23 ?"}], "reference": num(391)},
+        {"id": "ood-fr-002", "lang": "fr", "category": "maths", "kind": "arith", "needs_code": True,
+         "messages": [{"role": "user", "content": "Et 12 fois 12, ça donne quoi ?"}], "reference": num(144)}]))
+    train = tmp_path / "train.jsonl"
+    train.write_text(json.dumps({"messages": [{"role": "user", "content": "combien font 17 fois 23 ?"},
+                                              {"role": "assistant", "content": "391"}]}) + "\n")
+    script = {"Combien font 17 fois 23 ?": coded("Cela fait 391."), "Et 12 fois 12, ça donne quoi ?": coded("Cela fait 140.")}
+    monkeypatch.setattr(cli, "load_backend", lambda m1, m2=None, plain=False: Scripted(script))
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    assert cli.main(["tools", "--model1", str(ckpt), "--data", str(ood), "--train-data", str(train)]) == 0
+    ov = json.loads((ckpt / "eval" / "tools.json").read_text())["overlap"]
+    assert ov["ids"] == ["ood-fr-001"] and ov["overlaps"][0]["match"] == "exact"
+    assert ov["clean"]["overall"]["n"] == 1 and ov["clean"]["overall"]["maths"]["exact_match"] == 0.0
+    assert ov["clean"]["baselines"]["regex"]["overall"]["n"] == 1
+    assert "overlap with the training data: 1 of 2 items (ood-fr-001)" in capsys.readouterr().out
