@@ -618,17 +618,19 @@ def to_multiturn_record(turns: list[Turn], kind: str) -> dict:
     return rec
 
 
-def compose_conversations(singles: list[dict], n: int, rng: random.Random, lang: str | None = None,
+def compose_conversations(singles: list[dict], n: int, rng: random.Random | int, lang: str | None = None,
                           run_code: RunCode | None = None, stats: Counter | None = None,
                           kind_weights: dict[str, float] | None = None) -> list[dict]:
     """Up to n multi-turn routing records (2-3 turns) built from single-turn routing records.
 
-    `lang`: "fr", "en" or None (both, each conversation in one language). `run_code`: code -> stdout or None
+    `rng`: a random.Random (its state advances) or an int seed. `lang`: "fr", "en" or None (both, each conversation in one language). `run_code`: code -> stdout or None
     (`sandbox_runner(sb)` in the generator, a fake in tests). `stats`: a Counter that gets kinds, turns and drops.
     Deterministic for the same singles, rng state and run_code outputs. Fewer than n come back only when the
     singles cannot make more (counted in stats["short"])."""
     if run_code is None:
         raise ValueError("compose_conversations needs run_code (code -> stdout), e.g. sandbox_runner(sandbox)")
+    if isinstance(rng, int) and not isinstance(rng, bool):
+        rng = random.Random(rng)
     stats = stats if stats is not None else Counter()
     langs = [lang] if lang else list(LANGS)
     pools: dict[str, dict[str, list[Turn]]] = {}

@@ -378,6 +378,11 @@ def test_compose_is_deterministic_for_a_seed():
     assert all(m.get("weight", 1) in (0, 1) for r in a for m in r["messages"])
 
 
+def test_compose_accepts_an_int_seed():
+    a = mt.compose_conversations(SINGLES, 20, 5, "en", run_code=fake_run)
+    assert a and a == mt.compose_conversations(SINGLES, 20, random.Random(5), "en", run_code=fake_run)
+
+
 def test_wrong_or_failed_runs_are_dropped():
     stats = Counter()
     wrong = lambda code: "12345\n"                  # a sandbox that answers nonsense: no follow-up passes the check
