@@ -140,7 +140,9 @@ class ToolRouter:
         if refined is not None:
             yield Event("refined_code", refined, {"lang": "python"})
             result = self.sandbox.run(refined)
-            if result.status != "ok":  # model 2 made it worse: fall back to model 1's code
+            if result.status != "ok" or not result.stdout.strip():
+                # model 2 made it worse (an error, or nothing printed: e.g. a bare string literal):
+                # model 1's code runs instead, and its result is the one model 1 reads
                 original = self.sandbox.run(code)
                 if original.status == "ok":
                     result = original

@@ -94,6 +94,17 @@ def test_model2_refines_the_code(tokenizer, sandbox):
     assert "Calcule 15 * 23" in tokenizer.decode(model2.generate_prompt)
 
 
+def test_a_refinement_that_prints_nothing_falls_back_to_model1(tokenizer, sandbox):
+    """Seen with the quickstart's model 2: a bare string literal parses and runs "ok" but prints nothing;
+    model 1's own (working) code must then give the result it reads."""
+    eng = ScriptedEngine(tokenizer, turn(tokenizer, "", "print(17 * 23)", " 391."))
+    model2 = ScriptedEngine(tokenizer, reply=tokenizer.encode('""""""""'))
+    events = run(ToolRouter(eng, sandbox, model2=model2), tokenizer)
+    assert next(e for e in events if e.type == "refined_code").text == '""""""""'
+    assert next(e for e in events if e.type == "result").text == "391\n"
+    assert "391\n" in tokenizer.decode(eng.sessions[0].fed)   # the injected result is model 1's
+
+
 def test_error_then_recovery(tokenizer, sandbox):
     script = turn(tokenizer, "", "print(1/0)", None, raw=[tokenizer.code_id] + tokenizer.encode("print(1/1)") + [tokenizer.end_id]
                   + tokenizer.encode(" Voilà : 1.0"))
