@@ -178,33 +178,30 @@ def _overlap(result: dict, samples: list, train_files: list[str]) -> dict:
     """Which single-turn items' prompts overlap a training user message (hessgpt.eval.bench's rule: exact,
     contained, Jaccard, 8-gram), and the model's and baselines' tables over the other ("clean") items."""
     from hessgpt.eval.bench import overlap_report
-    from hessgpt.eval.tools import metrics
+    from hessgpt.eval.tools import tables
 
     items = [{"id": s.id, "lang": s.lang, "category": s.category, "messages": s.messages} for s in samples]
     ov = overlap_report(items, train_files)
     bad = set(ov["ids"])
 
     def clean(res):
-        rows = [r for r in res["samples"] if r["id"] not in bad]
-        return {"overall": metrics(rows),
-                "per_lang": {lang: metrics([r for r in rows if r["lang"] == lang]) for lang in sorted({r["lang"] for r in rows})}}
+        return _without_samples(tables([r for r in res["samples"] if r["id"] not in bad]))
 
     ov["clean"] = clean(result)
     ov["clean"]["baselines"] = {k: clean(v) for k, v in result.get("baselines", {}).items()}
     return ov
 
 
+def _without_samples(t: dict) -> dict:
+    return {k: v for k, v in t.items() if k != "samples"}
+
+
 def _split(result: dict, rows: slice) -> dict:
     """The tables of one file: model and baselines recomputed over that file's rows."""
-    from hessgpt.eval.tools import metrics
+    from hessgpt.eval.tools import tables
 
-    def tables(res):
-        rs = res["samples"][rows]
-        return {"overall": metrics(rs), "skipped": [{"id": r["id"], "reason": r["skipped"]} for r in rs if r["skipped"]],
-                "per_lang": {lang: metrics([r for r in rs if r["lang"] == lang]) for lang in sorted({r["lang"] for r in rs})}}
-
-    out = tables(result)
-    out["baselines"] = {k: tables(v) for k, v in result.get("baselines", {}).items()}
+    out = _without_samples(tables(result["samples"][rows]))
+    out["baselines"] = {k: _without_samples(tables(v["samples"][rows])) for k, v in result.get("baselines", {}).items()}
     return out
 
 

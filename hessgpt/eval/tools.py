@@ -403,7 +403,8 @@ def sample_row(backend, s: Sample, params) -> dict:
     }
 
 
-def _tables(rows: list[dict]) -> dict:
+def tables(rows: list[dict]) -> dict:
+    """Metrics over per-sample rows: overall, per language, the skipped items, and the rows themselves."""
     return {"overall": metrics(rows),
             "per_lang": {lang: metrics([r for r in rows if r["lang"] == lang]) for lang in sorted({r["lang"] for r in rows})},
             "skipped": [{"id": r["id"], "reason": r["skipped"]} for r in rows if r["skipped"]],
@@ -454,9 +455,9 @@ def evaluate(backend, samples: list[Sample], params=None, progress: bool = True,
 
     params = params or _default_params()
     rows = [sample_row(backend, s, params) for s in tqdm(samples, desc="tools", disable=not progress)]
-    result = _tables(rows)
+    result = tables(rows)
     if baselines:
-        result["baselines"] = {name: _tables([sample_row(cls(), s, params) for s in samples])
+        result["baselines"] = {name: tables([sample_row(cls(), s, params) for s in samples])
                                for name, cls in BASELINES.items()}
     return result
 
@@ -554,5 +555,5 @@ def format_conversations(result: dict) -> str:
 
 
 __all__ = ["Sample", "load_samples", "load_conversations", "sample_from_record", "evaluate", "evaluate_conversations",
-           "metrics", "calls_match", "call_matches", "value_matches", "format_metrics", "format_conversations",
+           "metrics", "tables", "calls_match", "call_matches", "value_matches", "format_metrics", "format_conversations",
            "gsm8k_reference", "ConstantBackend", "RegexRouterBackend", "BASELINES", "is_multiturn_file"]
