@@ -1,7 +1,8 @@
 # HessGPT: two commands do all the set-up on a fresh machine.
 #   make demo   build the whole dual-model system at small scale on this CPU, then chat with it
 #   make test   the test suite
-# Both create/update .venv in the repo and install everything they need.
+# Both create/update .venv in the repo and install everything they need; the system packages
+# (scripts/install-system-deps.sh) are checked first and installed when run as root.
 
 PYTHON ?= python3
 VENV   := .venv
@@ -11,7 +12,7 @@ TORCH  := torch==2.13.0
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install system-deps demo test test-fast clean-venv
+.PHONY: install system-deps demo-deps demo test test-fast clean-venv
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,10 +24,14 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
+# as root: apt-get installs what is missing; as a normal user: one line per missing piece and how to get it
 system-deps:
-	@bash scripts/install-system-deps.sh
+	@bash scripts/install-system-deps.sh --for test
 
-demo: install
+demo-deps:
+	@bash scripts/install-system-deps.sh --for demo
+
+demo: demo-deps install
 	$(PY) -m hessgpt quickstart --out runs/quickstart
 
 test: install system-deps

@@ -21,6 +21,10 @@ from hessgpt.tools.sandbox import Limits, Sandbox
 WALL_S = 2.0
 LIMITS = Limits(wall_s=WALL_S, memory_mb=100, output_bytes=8192)
 MARGIN_MS = 1500  # fork + kill + reap on a busy 2-core machine
+# this checkout, wherever it is: the attacks aim at its real files (the sandbox source dir is mounted read-only)
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SANDBOX_SRC = os.path.join(REPO, "hessgpt", "tools", "sandbox")
+assert os.path.isfile(os.path.join(REPO, "pyproject.toml")) and os.path.isfile(os.path.join(SANDBOX_SRC, "worker.py"))
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +83,7 @@ def _run(sb, code, host):
     # and nothing of the run is left in the worker's cgroup (bwrap monitor + bwrap init + worker + the
     # next run's pre-forked child)
     assert sorted(os.listdir(host["dir"])) == ["host.sock", "secret.txt"]
-    assert not os.path.exists(os.path.join(os.path.dirname(__file__), "..", "..", "hessgpt", "tools", "sandbox", "PWNED"))
+    assert not os.path.exists(os.path.join(SANDBOX_SRC, "PWNED"))
     w = _worker(sb)
     assert w is w_before and w.alive(), "the worker died or was replaced"
     if w.cgroup:
@@ -117,7 +121,8 @@ FILE_READS = {
     "etc_shadow": "open('/etc/shadow').read()",
     "etc_ld_cache_landlock": "open('/etc/ld.so.cache', 'rb').read(10)",  # mounted for the worker; Landlock denies it
     "root_home": "__import__('os').listdir('/root')",
-    "repo": "open('/work/main/pyproject.toml').read()",
+    "repo": f"open({os.path.join(REPO, 'pyproject.toml')!r}).read()",
+    "sandbox_src": f"open({os.path.join(SANDBOX_SRC, 'worker.py')!r}).read()",  # mounted for the worker; Landlock denies it
     "proc_1_environ": "open('/proc/1/environ').read()",
     "proc_parent_mem": "open(f'/proc/{__import__(\"os\").getppid()}/mem', 'rb').read(1)",
     "proc_parent_environ": "open(f'/proc/{__import__(\"os\").getppid()}/environ').read()",
@@ -129,12 +134,12 @@ FILE_READS = {
 }
 FILE_WRITES = {
     "host_dir": "open('HOSTDIR/pwned', 'w').write('x')",
-    "sandbox_src": "open('" + os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "hessgpt", "tools", "sandbox")) + "/PWNED', 'w').write('x')",
+    "sandbox_src": f"open({os.path.join(SANDBOX_SRC, 'PWNED')!r}, 'w').write('x')",
     "tmp": "open('/tmp/state', 'w').write('x') or __import__('os').path.exists('/tmp/state')",
     "numpy_save": "__import__('numpy').save('/tmp/a.npy', [1, 2]) or __import__('os').path.exists('/tmp/a.npy')",
     "numpy_tofile": "__import__('numpy').arange(3).tofile('HOSTDIR/pwned') or 1",
     "mkdir": "__import__('os').mkdir('/tmp/d') or 1",
-    "unlink_worker": "__import__('os').unlink('" + os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "hessgpt", "tools", "sandbox", "worker.py")) + "') or 1",
+    "unlink_worker": f"__import__('os').unlink({os.path.join(SANDBOX_SRC, 'worker.py')!r}) or 1",
     "symlink": "__import__('os').symlink('/etc', '/tmp/l') or 1",
     "memfd": "__import__('os').memfd_create('x') >= 0",
 }

@@ -312,6 +312,8 @@ class _Worker:
         if hello is None or not hello.get("ready"):
             detail = (hello or {}).get("error") or self._stderr_tail() or "no answer"
             self.kill()
+            if self.bwrap and not as_root and "namespace" in detail:
+                raise HessGPTError(_userns_refusal(detail))
             raise HessGPTError(f"sandbox worker failed to start: {detail} (run `hessgpt sandbox doctor`)")
         self.layers = hello["layers"]
         self.vm_mb = hello.get("vm_mb", 0.0)
@@ -385,6 +387,39 @@ class _Worker:
         if self.cgroup:
             self.cgroup.remove()
         self.errlog.close()
+
+
+USERNS_SYSCTLS = (  # (file, value that forbids unprivileged user namespaces, how to allow them)
+    ("/proc/sys/kernel/unprivileged_userns_clone", "0", "sudo sysctl -w kernel.unprivileged_userns_clone=1"),
+    ("/proc/sys/user/max_user_namespaces", "0", "sudo sysctl -w user.max_user_namespaces=15000"),
+    ("/proc/sys/kernel/apparmor_restrict_unprivileged_userns", "1",
+     "an AppArmor profile allowing userns for bwrap, or sudo sysctl -w kernel.apparmor_restrict_unprivileged_userns=0"),
+)
+
+
+def userns_blockers(proc_sys: str = "/proc/sys") -> list[tuple[str, str]]:
+    """[(setting, fix)] for each kernel setting that forbids a normal user's user namespaces (bubblewrap's
+    way in without root). Empty when none is set, e.g. upstream kernels, Debian >= 11, Fedora."""
+    out = []
+    for path, bad, fix in USERNS_SYSCTLS:
+        try:
+            with open(path.replace("/proc/sys", proc_sys, 1)) as fh:
+                value = fh.read().strip()
+        except OSError:
+            continue
+        if value == bad:
+            out.append((path[len("/proc/sys/"):].replace("/", ".") + "=" + value, fix))
+    return out
+
+
+def _userns_refusal(bwrap_error: str) -> str:
+    """The one-line refusal when bubblewrap cannot create its user namespace as a normal user."""
+    blockers = userns_blockers()
+    why = "; ".join(s for s, _ in blockers) or "the kernel refused it"
+    fix = "; ".join(f for _, f in blockers) or "allow unprivileged user namespaces"
+    return (f"sandbox refuses to run: layer 'bubblewrap' cannot create its user namespace as uid {os.getuid()} "
+            f"({why}; bwrap said: {bwrap_error.splitlines()[-1]}): fix: {fix}, or run as root; "
+            f"{UNSAFE_ENV}=1 overrides for development only (NOT a security boundary)")
 
 
 def _missing_bwrap_message() -> str:
