@@ -1,4 +1,4 @@
-"""`hessgpt data SUBCOMMAND`: prepare (a recipe -> train/val JSONL + report), shards, routing."""
+"""`hessgpt data SUBCOMMAND`: prepare (a recipe -> train/val JSONL + report), shards, routing, refine-pairs."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ DELEGATED = {
     "shards": ("hessgpt.data.shards", "tokenize text/conversations into training shards"),
     "routing": ("hessgpt.data.routing", "build the routing (code/tool) dataset"),
     "chat-shards": ("hessgpt.data.chat_shards", "render conversations (+ text) into mid-training shards"),
+    "refine-pairs": ("hessgpt.data.refine", "verified refinement pairs for model 2 (draft + run -> fixed program)"),
 }
 
 
@@ -72,7 +73,7 @@ def print_summary(report: dict, out: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    usage = "usage: hessgpt data {prepare,shards,routing,chat-shards} ...\n\n  prepare  build a conversation mix from a recipe\n"
+    usage = "usage: hessgpt data {prepare,shards,routing,chat-shards,refine-pairs} ...\n\n  prepare  build a conversation mix from a recipe\n"
     usage += "".join(f"  {name:<11} {help_}\n" for name, (_, help_) in DELEGATED.items())
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(usage)
