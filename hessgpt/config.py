@@ -29,6 +29,7 @@ class ModelConfig:
     norm_eps: float = 1e-5
     tie_embeddings: bool = True    # lm_head shares the token embedding matrix
     dropout: float = 0.0           # on attention probabilities and residual branches (training only)
+    activation_checkpointing: bool = False  # training: recompute each block in backward (keeps only its input)
 
     def __post_init__(self):
         if self.n_kv_heads is None:
@@ -50,6 +51,8 @@ class ModelConfig:
             raise HessGPTError(f"config: head_dim={self.head_dim} must be even for RoPE")
         if not 0.0 <= self.dropout < 1.0:
             raise HessGPTError(f"config: dropout must be in [0, 1), got {self.dropout}")
+        if not isinstance(self.activation_checkpointing, bool):
+            raise HessGPTError(f"config: activation_checkpointing must be true or false, got {self.activation_checkpointing!r}")
         if self.rope_theta <= 0:
             raise HessGPTError(f"config: rope_theta must be positive, got {self.rope_theta}")
 

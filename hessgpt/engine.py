@@ -77,13 +77,17 @@ def sample(logits: torch.Tensor, params: SamplingParams, generator: torch.Genera
     if params.temperature == 0:
         return logits.argmax(-1)
     probs = logits.softmax(-1)
+    if generator is not None and generator.device.type != probs.device.type:
+        raise HessGPTError(f"the sampling generator is on {generator.device} but the logits are on {probs.device}")
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
-def make_generator(seed: int | None) -> torch.Generator | None:
+def make_generator(seed: int | None, device) -> torch.Generator | None:
+    """A seeded generator on `device`, the device of the logits it samples from (torch.multinomial needs
+    both on the same one: a CPU generator with CUDA logits is an error)."""
     if seed is None:
         return None
-    return torch.Generator().manual_seed(seed)
+    return torch.Generator(device=device).manual_seed(seed)
 
 
 # ---- streaming text -----------------------------------------------------------------------------
@@ -158,7 +162,7 @@ class Generation:
     def __init__(self, engine: "Engine", prompt_ids: list[int], params: SamplingParams):
         self.engine, self.params = engine, params.validate()
         self.ids: list[int] = []
-        self.generator = make_generator(params.seed)
+        self.generator = make_generator(params.seed, engine.device)
         self.seen = torch.zeros(1, engine.vocab_size, dtype=torch.bool, device=engine.device)
         self.pos = 0
         self.logits: torch.Tensor | None = None
@@ -322,7 +326,7 @@ class Engine:
         seen = torch.zeros(B, self.vocab_size, dtype=torch.bool, device=dev)
         seen.scatter_(1, x, True)
         seen[:, pad] = seen[:, pad] & torch.tensor([pad in p for p in prompts], device=dev)
-        gen = make_generator(params.seed)
+        gen = make_generator(params.seed, dev)
         stop_ids = torch.tensor(params.stop_token_ids or self.default_stop_ids() or [-1], device=dev)
         causal = torch.ones(T, T, dtype=torch.bool, device=dev).tril()
         mask = (causal[None] & valid[:, None, :T])[:, None]                          # [B, 1, T, T]
@@ -404,8 +408,8 @@ class Engine:
 def naive_generate(model, prompt_ids: list[int], params: SamplingParams, stop_ids: list[int] = ()) -> list[int]:
     """Reference: a full forward over the whole sequence at every step, no cache. Same sampler and RNG."""
     params.validate()
-    gen = make_generator(params.seed)
     dev = next(model.parameters()).device
+    gen = make_generator(params.seed, dev)
     ids = list(prompt_ids)
     seen = torch.zeros(1, model.config.vocab_size, dtype=torch.bool, device=dev)
     seen[0, torch.tensor(ids, device=dev)] = True

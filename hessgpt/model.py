@@ -21,8 +21,18 @@ import math
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.nn.attention.flex_attention import BlockMask, create_block_mask, flex_attention
+from torch.utils.checkpoint import checkpoint
 
 from hessgpt.config import ModelConfig
+
+# Rows of the LM head computed at once by `chunked_cross_entropy`: its fp32 logits are [CE_CHUNK, V] at a
+# time (268 MB at V=32k) instead of [B*T, V] (8.4 GB at B=16, T=2048), each chunk recomputed in backward.
+CE_CHUNK = 2048
+
+# FlexAttention is a template compiled per shape/mask family; eager it is a slow reference. Compiled lazily on
+# first use (packed SFT rows on CUDA); an outer torch.compile of the model inlines it.
+_flex_compiled = torch.compile(flex_attention, dynamic=False)
 
 
 class RMSNorm(nn.Module):
@@ -72,17 +82,41 @@ class KVCache(nn.Module):
 
 
 def masked_attention(q, k, v, mask):
-    """softmax(q k^T / sqrt(hd), masked) v as two matmuls: q [B, H, T, hd], k, v [B, H, S, hd], mask [B, 1, T, S]
-    bool (True = attend; every query must see at least one key) -> [B, H, T, hd]. Same maths as SDPA with a
-    boolean mask; used for CPU training on packed rows, where PyTorch's fused CPU kernel with an explicit mask
+    """softmax(q k^T / sqrt(hd), masked) v as two matmuls: q [B, H, T, hd], k, v [B, Hkv, S, hd] (Hkv divides
+    H: grouped-query attention, q head h reads kv head h // (H / Hkv)), mask [B, 1, T, S] bool (True = attend;
+    every query must see at least one key) -> [B, H, T, hd]. Same maths as SDPA with a boolean mask and
+    enable_gqa; used for CPU training on packed rows, where PyTorch's fused CPU kernel with an explicit mask
     is slower at small head dims (its backward above all): measured 7-9% of a whole SFT step at hd 32 with
     bf16 autocast on the 2-core reference CPU (docs/training.md)."""
-    s = torch.matmul(q, k.transpose(-2, -1)) * q.shape[-1] ** -0.5     # [B, H, T, S]
-    # the mask as an additive bias of the scores' dtype, [B, 1, T, S] broadcast over heads: a plain add, whose
+    B, H, T, hd = q.shape
+    Hkv, S = k.shape[1], k.shape[2]
+    # GQA without copying k/v: the rep = H/Hkv query heads of a kv head become rows of one matmul
+    s = torch.matmul(q.reshape(B, Hkv, (H // Hkv) * T, hd), k.transpose(-2, -1)) * hd ** -0.5   # [B, Hkv, rep*T, S]
+    # the mask as an additive bias of the scores' dtype, [B, 1, 1, T, S] broadcast over heads: a plain add, whose
     # backward is free, instead of masked_fill on the [B, H, T, S] scores and again on their gradient (a
     # quarter of this function's time at hd 32 under bf16 autocast)
     bias = torch.zeros(mask.shape, dtype=s.dtype, device=s.device).masked_fill_(~mask, float("-inf"))
-    return torch.matmul(torch.softmax(s + bias, dim=-1), v)
+    p = torch.softmax(s.view(B, Hkv, H // Hkv, T, S) + bias.unsqueeze(1), dim=-1)              # [B, Hkv, rep, T, S]
+    return torch.matmul(p.view(B, Hkv, (H // Hkv) * T, S), v).view(B, H, T, hd)
+
+
+def packed_block_mask(segments: torch.Tensor) -> BlockMask:
+    """FlexAttention BlockMask of packed rows: segments [B, T] (the conversation index of each token) ->
+    a token attends to earlier tokens of its own conversation. Blocks (128 x 128) with no allowed pair are
+    skipped by the kernel; the dense equivalent is `packed_dense_mask`."""
+    B, T = segments.shape
+
+    def document_causal(b, h, q_idx, kv_idx):
+        return (segments[b, q_idx] == segments[b, kv_idx]) & (q_idx >= kv_idx)
+
+    return create_block_mask(document_causal, B, None, T, T, device=segments.device)
+
+
+def packed_dense_mask(segments: torch.Tensor) -> torch.Tensor:
+    """segments [B, T] -> [B, 1, T, T] bool (True = attend): block-diagonal causal, as `packed_block_mask`."""
+    T = segments.shape[1]
+    causal = torch.ones(T, T, dtype=torch.bool, device=segments.device).tril()
+    return ((segments[:, :, None] == segments[:, None, :]) & causal).unsqueeze(1)
 
 
 class Attention(nn.Module):
@@ -106,17 +140,18 @@ class Attention(nn.Module):
             k, v = self.kv_cache.update(input_pos, k, v)       # [B, Hkv, max_len, hd]
             if kv_len is not None:                              # attend to the filled prefix only
                 k, v = k[:, :, :kv_len], v[:, :, :kv_len]
-        if self.n_kv_heads != self.n_heads:                     # GQA: share each kv head across a group
-            rep = self.n_heads // self.n_kv_heads
-            k = k.repeat_interleave(rep, dim=1)
-            v = v.repeat_interleave(rep, dim=1)
+        gqa = self.n_kv_heads != self.n_heads                   # GQA: each kv head serves H/Hkv query heads
         dropout = self.dropout if self.training else 0.0
         # mask None + causal: training/full forward (flash kernels on GPU); mask None + not causal: one decoded
-        # token attending to the whole filled cache; otherwise an explicit boolean mask, True = attend.
-        if mask is not None and x.device.type == "cpu" and torch.is_grad_enabled() and dropout == 0.0:
+        # token attending to the whole filled cache; a BlockMask: packed rows on CUDA (FlexAttention skips the
+        # masked blocks); otherwise an explicit boolean mask, True = attend.
+        if isinstance(mask, BlockMask):
+            y = _flex_compiled(q, k, v, block_mask=mask, enable_gqa=gqa)
+        elif mask is not None and x.device.type == "cpu" and torch.is_grad_enabled() and dropout == 0.0:
             y = masked_attention(q, k, v, mask)                 # packed-row SFT on CPU: faster than SDPA here
         else:
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal and mask is None, dropout_p=dropout)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal and mask is None,
+                                               dropout_p=dropout, enable_gqa=gqa)
         y = y.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim)
         return self.o_proj(y)
 
@@ -189,33 +224,49 @@ class Transformer(nn.Module):
 
     # ---- forward ----------------------------------------------------------------------------
 
-    def _rope(self, positions: torch.Tensor, device):
-        needed = int(positions.max()) + 1
-        if needed > self.rope_cos.shape[0]:  # longer than the context: extend the tables (no error; quality is the user's call)
-            cos, sin = rope_tables(self.config.head_dim, max(needed, 2 * self.rope_cos.shape[0]), self.config.rope_theta)
-            self.rope_cos, self.rope_sin = cos.to(device), sin.to(device)
+    def _rope(self, positions: torch.Tensor | None, length: int):
+        """cos, sin for `positions` ([T] or [B, T]; None = 0..length-1). `length` is a host-side bound on the
+        positions (no device sync, no graph break): the tables grow to it when it is past the context (no
+        error; quality is the user's call)."""
+        if length > self.rope_cos.shape[0]:
+            cos, sin = rope_tables(self.config.head_dim, max(length, 2 * self.rope_cos.shape[0]), self.config.rope_theta)
+            self.rope_cos, self.rope_sin = cos.to(self.rope_cos.device), sin.to(self.rope_cos.device)
+        if positions is None:
+            return self.rope_cos[:length], self.rope_sin[:length]
         return self.rope_cos[positions], self.rope_sin[positions]
 
     def forward(self, idx: torch.Tensor, input_pos: torch.Tensor | None = None, mask: torch.Tensor | None = None,
-                kv_len: int | None = None, return_hidden: bool = False, logits_at: torch.Tensor | None = None) -> torch.Tensor:
+                kv_len: int | None = None, return_hidden: bool = False, logits_at: torch.Tensor | None = None,
+                segments: torch.Tensor | None = None, targets: torch.Tensor | None = None) -> torch.Tensor:
         """idx [B, T] -> logits [B, T, V]; with `logits_at` [B, T] bool, logits [N, V] of those N positions only
         (SFT needs them where its loss mask is 1: the head and its softmax then skip the prompt tokens).
+        With `targets` ([B, T], or [N] with logits_at): the summed next-token cross-entropy instead of logits,
+        an fp32 scalar, computed by `chunked_cross_entropy` (the whole [B*T, V] fp32 logits never exist;
+        targets of -100 are ignored, as in F.cross_entropy).
 
-        Training/full forward: idx alone (causal attention), or `mask` [B, 1, T, T] bool for packed rows.
+        Training/full forward: idx alone (causal attention), `segments` [B, T] long (the conversation index of
+        each token of packed rows: block-diagonal causal attention; FlexAttention with a BlockMask on CUDA,
+        the dense mask elsewhere), or `mask` [B, 1, T, T] bool.
         With caches (`setup_caches`): `input_pos` [T] are the absolute positions written to the cache and
         `mask` [B, 1, T, kv_len or cache_len] bool says which cached keys each query may see (the engine
-        builds it: bottom-right causal, padding excluded). Positions may also be [B, T] for per-row RoPE.
+        builds it: bottom-right causal, padding excluded). Positions may also be [B, T] for per-row RoPE;
+        without a cache they must be < max(T, context_length) on CUDA (packed rows restart theirs per
+        conversation; on CPU any position works). No host sync: `torch._dynamo.explain` finds no graph break.
         """
         B, T = idx.shape
-        if input_pos is None:
-            positions = torch.arange(T, device=idx.device)
-        else:
-            positions = input_pos
-        cos, sin = self._rope(positions, idx.device)
+        length = max(T, self.cache_len)
+        if input_pos is not None and not self.has_cache and idx.device.type == "cpu" and not torch.compiler.is_compiling():
+            length = max(length, int(input_pos.max()) + 1)       # a CPU tensor: reading it syncs nothing
+        cos, sin = self._rope(input_pos, length)
         if cos.dim() == 3:  # per-row positions [B, T, hd] -> [B, 1, T, hd]
             cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
         cache_pos = input_pos if input_pos is None or input_pos.dim() == 1 else input_pos[0]
         causal = True
+        if segments is not None:
+            if mask is not None:
+                raise ValueError("pass either segments or mask, not both")
+            flex = idx.device.type == "cuda" and not (self.training and self.config.dropout > 0)   # flex has no dropout
+            mask = packed_block_mask(segments) if flex else packed_dense_mask(segments)
         if self.has_cache and mask is None:
             if cache_pos is None:
                 raise ValueError("a model with KV caches needs input_pos")
@@ -225,13 +276,19 @@ class Transformer(nn.Module):
             else:  # bottom-right causal mask: query at position p sees keys 0..p (is_causal would align top-left)
                 mask = torch.arange(kv, device=idx.device)[None, :] <= cache_pos[:, None]   # [T, kv]
         x = self.model.embed_tokens(idx)
+        recompute = self.config.activation_checkpointing and self.training and torch.is_grad_enabled()
         for layer in self.model.layers:
-            x = layer(x, cos, sin, mask, cache_pos, kv_len, causal)
+            if recompute:   # keep only each block's input; its activations are recomputed in backward
+                x = checkpoint(layer, x, cos, sin, mask, cache_pos, kv_len, causal, use_reentrant=False)
+            else:
+                x = layer(x, cos, sin, mask, cache_pos, kv_len, causal)
         x = self.model.norm(x)
         if return_hidden:
             return x
         if logits_at is not None:
             x = x[logits_at]                                     # [N, D]
+        if targets is not None:
+            return chunked_cross_entropy(x, self.lm_head, targets)
         return self.lm_head(x)
 
     # ---- KV cache ---------------------------------------------------------------------------
@@ -251,6 +308,24 @@ class Transformer(nn.Module):
     @property
     def has_cache(self) -> bool:
         return self.cache_len > 0
+
+
+def _ce_sum(x: torch.Tensor, head: nn.Module, targets: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(head(x).float(), targets, reduction="sum")      # [n, V] fp32 logits, one chunk
+
+
+def chunked_cross_entropy(x: torch.Tensor, head: nn.Module, targets: torch.Tensor, chunk: int = CE_CHUNK) -> torch.Tensor:
+    """sum over tokens of cross_entropy(head(x), targets), x [..., D], targets [...] (-100 ignored), in chunks of
+    `chunk` tokens, each under activation checkpointing: only one chunk's logits (and their fp32 copy and
+    gradient) exist at a time, recomputed in backward (one more head matmul: ~3% of a model1-0.5b step).
+    Same value and gradients as F.cross_entropy(head(x).float(), targets, reduction="sum")."""
+    x, targets = x.reshape(-1, x.shape[-1]), targets.reshape(-1)
+    if x.shape[0] == 0:
+        return _ce_sum(x, head, targets)                   # 0, still part of the graph
+    total = torch.zeros((), dtype=torch.float32, device=x.device)
+    for i in range(0, x.shape[0], chunk):
+        total = total + checkpoint(_ce_sum, x[i:i + chunk], head, targets[i:i + chunk], use_reentrant=False)
+    return total
 
 
 def cross_entropy(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor | None = None):

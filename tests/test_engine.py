@@ -137,3 +137,38 @@ def test_history_drops_oldest_turns_but_keeps_system(tokenizer):
         h2 = ChatHistory()
         h2.add_user("mot " * 400)
         h2.prompt_ids(tokenizer, max_len=256, reserve=64)
+
+
+def test_sampling_generator_is_made_on_the_logits_device(model_tok, monkeypatch):
+    """Seeded sampling on CUDA needs the generator on the logits' device (a CPU generator with CUDA logits is
+    an error in torch.multinomial). A spy records the device of every generator the engine creates: the
+    logits' (CPU here), and a mocked CUDA device is passed through as is."""
+    from hessgpt.engine import make_generator, sample
+
+    made, real = [], torch.Generator
+
+    def spy(device=None):
+        made.append(torch.device(device))
+        return real(device="cpu")
+
+    monkeypatch.setattr(torch, "Generator", spy)
+    model, tok = model_tok
+    engine = Engine(model, tok)
+    p = SamplingParams(max_new_tokens=4, temperature=1.0, seed=3)
+    prompt = tok.encode("Bonjour")
+    engine._ensure_cache(1)
+    logits_device = engine._forward(torch.tensor([prompt]), 0).device
+    first = engine.generate(prompt, p)
+    engine.generate_batch([prompt, prompt], p)
+    naive_generate(model, prompt, p)
+    assert len(made) == 3 and set(made) == {logits_device}
+    assert engine.generate(prompt, p) == first                       # seeded: reproducible
+    made.clear()
+    make_generator(1, torch.device("cuda", 0))
+    assert made == [torch.device("cuda", 0)]
+
+    class OnCuda:
+        device = torch.device("cuda", 0)
+
+    with pytest.raises(HessGPTError, match="generator is on cuda:0 but the logits are on cpu"):
+        sample(torch.zeros(1, 5), SamplingParams(temperature=1.0), OnCuda())

@@ -119,3 +119,183 @@ def test_masked_attention_under_bf16_autocast_matches_fp64():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out2 = masked_attention(q, k2, v2, mask)
     assert torch.equal(out2[0, :, :-1], out[0, :, :-1])
+
+
+# ---- issue 17: a compile-friendly, memory-lean training forward ------------------------------------------
+
+
+def _tiny(**overrides):
+    return Transformer(ModelConfig.preset("tiny", vocab_size=300, **overrides)).init_weights(3)
+
+
+def _packed(B, T, n_conv, seed):
+    g = torch.Generator().manual_seed(seed)
+    seg = torch.sort(torch.randint(0, n_conv, (B, T), generator=g), dim=1).values        # conversation per token
+    starts = torch.cat([torch.ones(B, 1, dtype=torch.bool), seg[:, 1:] != seg[:, :-1]], 1)
+    idx = torch.arange(T).expand(B, T)
+    first = torch.cummax(torch.where(starts, idx, torch.zeros_like(idx)), 1).values
+    return seg, idx - first                                                                  # positions restart
+
+
+def test_training_forward_has_no_graph_break():
+    """No host sync in the forward: dynamo captures the plain, packed-row and loss forwards in one graph each."""
+    m = _tiny().train()
+    ids = torch.randint(0, 300, (2, 32))
+    seg, pos = _packed(2, 32, 3, seed=0)
+    for kwargs in ({}, {"input_pos": pos, "segments": seg}, {"targets": ids}):
+        torch._dynamo.reset()
+        e = torch._dynamo.explain(m)(ids, **kwargs)
+        assert (e.graph_count, e.graph_break_count) == (1, 0), (kwargs.keys(), e.break_reasons)
+
+
+def _as_multi_head(gqa: Transformer) -> Transformer:
+    """The same model with k/v projections repeated per query head: what repeat_interleave computed."""
+    cfg = gqa.config
+    mha = Transformer(ModelConfig.from_dict({**cfg.to_dict(), "n_kv_heads": cfg.n_heads}))
+    sd = dict(gqa.state_dict())
+    rep = cfg.n_heads // cfg.n_kv_heads
+    for k in list(sd):
+        if k.endswith(("k_proj.weight", "v_proj.weight")):
+            sd[k] = sd[k].view(cfg.n_kv_heads, cfg.head_dim, cfg.dim).repeat_interleave(rep, 0).reshape(-1, cfg.dim)
+    mha.load_state_dict(sd)
+    return mha
+
+
+def test_enable_gqa_equals_repeated_kv_heads():
+    """SDPA's enable_gqa (causal, cached decode) and masked_attention's grouped matmul (packed rows on CPU)
+    against the old repeat_interleave maths, values and gradients."""
+    torch.manual_seed(0)
+    gqa = _tiny()
+    assert gqa.config.n_kv_heads < gqa.config.n_heads
+    mha = _as_multi_head(gqa)
+    ids = torch.randint(0, 300, (2, 40))
+    seg, pos = _packed(2, 40, 3, seed=1)
+    for kwargs in ({}, {"input_pos": pos, "segments": seg}):
+        a, b = gqa(ids, **kwargs), mha(ids, **kwargs)
+        assert (a - b).abs().max() < 1e-5
+        w = torch.randn(a.shape)
+        ga = torch.autograd.grad((a * w).sum(), gqa.model.layers[0].self_attn.q_proj.weight)[0]
+        gb = torch.autograd.grad((b * w).sum(), mha.model.layers[0].self_attn.q_proj.weight)[0]
+        assert torch.allclose(ga, gb, atol=1e-5, rtol=1e-4)
+    with torch.no_grad():                                       # the Transformer's own cache (Engine fast=False)
+        outs = []
+        for m in (gqa.eval(), mha.eval()):
+            m.setup_caches(2, 48)
+            outs.append(torch.cat([m(ids[:, :10], input_pos=torch.arange(10), kv_len=10)] +
+                                  [m(ids[:, i:i + 1], input_pos=torch.tensor([i]), kv_len=i + 1) for i in range(10, 40)], 1))
+    assert (outs[0] - outs[1]).abs().max() < 1e-5
+
+
+def _saved_bytes(fn):
+    """Bytes of the tensors autograd keeps for backward while fn() runs (and the largest one's numel)."""
+    sizes = []
+
+    def pack(t):
+        sizes.append((t.numel() * t.element_size(), t.numel()))
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = fn()
+    return out, sum(s for s, _ in sizes), max(n for _, n in sizes)
+
+
+def test_activation_checkpointing_same_gradients_less_saved():
+    """Per-block checkpointing (use_reentrant=False, RNG state preserved): same loss and gradients with
+    dropout on, and autograd keeps far fewer bytes."""
+    ids, y = torch.randint(0, 300, (2, 48)), torch.randint(0, 300, (2, 48))
+    results = []
+    for on in (False, True):
+        m = _tiny(dropout=0.1, activation_checkpointing=on).train()
+        torch.manual_seed(5)                                     # same dropout masks in both runs
+        loss, saved, _ = _saved_bytes(lambda: cross_entropy(m(ids), y))
+        loss.backward()
+        results.append((loss.detach(), {n: p.grad for n, p in m.named_parameters()}, saved))
+    (l0, g0, s0), (l1, g1, s1) = results
+    assert torch.equal(l0, l1)
+    for n in g0:
+        assert torch.allclose(g0[n], g1[n], atol=1e-6, rtol=1e-5), n
+    assert s1 < 0.6 * s0, (s0, s1)
+    m.eval()                                                     # inference never recomputes
+    with torch.no_grad():
+        assert torch.equal(m(ids), _tiny(dropout=0.1).eval()(ids))
+
+
+def test_chunked_cross_entropy_equals_plain_loss_and_gradients():
+    from hessgpt.model import chunked_cross_entropy
+
+    torch.manual_seed(0)
+    m = _tiny(tie_embeddings=False)
+    ids, y = torch.randint(0, 300, (3, 30)), torch.randint(0, 300, (3, 30))
+    y[0, :5] = -100                                              # ignored targets, like F.cross_entropy
+    ref = torch.nn.functional.cross_entropy(m(ids).float().view(-1, 300), y.view(-1), reduction="sum")
+    gref = torch.autograd.grad(ref, list(m.parameters()))
+    h = m(ids, return_hidden=True)
+    for loss in (chunked_cross_entropy(h, m.lm_head, y, chunk=7), m(ids, targets=y)):
+        assert torch.allclose(loss, ref, rtol=1e-6), (loss, ref)
+        for a, b in zip(torch.autograd.grad(loss, list(m.parameters()), retain_graph=True), gref):
+            assert torch.allclose(a, b, atol=1e-6, rtol=1e-5)
+    # no logits are kept for backward (each chunk's are recomputed there), only the chunks' inputs
+    h = h.detach().requires_grad_()
+    _, chunked_saved, largest = _saved_bytes(lambda: chunked_cross_entropy(h, m.lm_head, y, chunk=16))
+    _, plain_saved, plain_largest = _saved_bytes(
+        lambda: torch.nn.functional.cross_entropy(m.lm_head(h).float().view(-1, 300), y.view(-1), reduction="sum"))
+    assert largest == 16 * h.shape[-1] and plain_largest >= 90 * 300
+    assert chunked_saved < plain_saved / 4, (chunked_saved, plain_saved)
+    # SFT's form: targets of the selected positions only
+    sel = torch.rand(3, 30) < 0.5
+    assert torch.allclose(m(ids, logits_at=sel, targets=y[sel]),
+                          torch.nn.functional.cross_entropy(m(ids, logits_at=sel), y[sel], reduction="sum"), rtol=1e-6)
+
+
+def test_packed_block_mask_matches_the_dense_mask():
+    """FlexAttention's BlockMask (the CUDA path of packed rows) against the dense reference the CPU path uses:
+    the same allowed pairs, the same 128x128 blocks skipped/full, and flex_attention's values equal to the
+    dense path's. torch 2.13 runs FlexAttention forward on CPU but not its backward (NotImplementedError), so
+    gradients are compared on a GPU by benchmarks/gpu_check.py."""
+    from torch.nn.attention.flex_attention import flex_attention
+
+    from hessgpt.model import masked_attention, packed_block_mask, packed_dense_mask
+
+    B, T, H, Hkv, hd = 2, 384, 4, 2, 16
+    seg, _ = _packed(B, T, 4, seed=2)
+    dense = packed_dense_mask(seg)                                           # [B, 1, T, T]
+    bm = packed_block_mask(seg)
+    blocks = dense.view(B, 1, T // 128, 128, T // 128, 128)
+    any_, all_ = blocks.any(dim=(3, 5)), blocks.all(dim=(3, 5))
+    assert torch.equal(bm.to_dense().bool(), any_)                           # every block with a pair is visited
+    full = torch.zeros_like(any_)
+    for b in range(B):
+        for i in range(T // 128):
+            n = int(bm.full_kv_num_blocks[b, 0, i])
+            full[b, 0, i, bm.full_kv_indices[b, 0, i, :n]] = True
+    assert torch.equal(full, all_)                                           # and only fully allowed ones skip the mask
+    assert any_.sum() < any_.numel()                                         # some blocks are skipped
+    # the dense mask equals the SFT batch's mask for the same rows
+    from hessgpt.train.sft import make_batch
+
+    rows_seg = [[int(n) for n in torch.unique_consecutive(seg[b], return_counts=True)[1]] for b in range(B)]
+    examples, rows = [], []
+    for b, lens in enumerate(rows_seg):
+        rows.append([])
+        for n in lens:
+            rows[-1].append(len(examples))
+            examples.append(([1] * n, [1] * n))
+    batch = make_batch(examples, rows, T - 1, pad_id=0)
+    assert torch.equal(batch["attn_mask"], packed_dense_mask(seg[:, :-1]))
+    g = torch.Generator().manual_seed(0)
+    q = torch.randn(B, H, T, hd, generator=g)
+    k, v = (torch.randn(B, Hkv, T, hd, generator=g) for _ in range(2))
+    with torch.no_grad():
+        got = flex_attention(q, k, v, block_mask=bm, enable_gqa=True)
+    assert (got - masked_attention(q, k, v, dense)).abs().max() < 1e-5
+
+
+def test_segments_on_cpu_is_the_dense_mask_path():
+    m = _tiny()
+    ids = torch.randint(0, 300, (2, 40))
+    seg, pos = _packed(2, 40, 3, seed=4)
+    from hessgpt.model import packed_dense_mask
+
+    assert torch.equal(m(ids, input_pos=pos, segments=seg), m(ids, input_pos=pos, mask=packed_dense_mask(seg)))
+    with pytest.raises(ValueError, match="segments or mask"):
+        m(ids, segments=seg, mask=packed_dense_mask(seg))
