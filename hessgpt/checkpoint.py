@@ -341,7 +341,7 @@ def check_vocab(model, tokenizer, source: str) -> None:
 
 
 def load(path: str, device=None, dtype=None):
-    """(model, tokenizer) from a HessGPT checkpoint, a legacy .pt file or a Hugging Face directory.
+    """(model, tokenizer) from a HessGPT checkpoint, a legacy .pt file, a Hugging Face directory or a .gguf file.
 
     `model.generation_config` is the folder's recommended sampling (read_generation_config; {} when none)."""
     model, tokenizer = _load(path, device, dtype)
@@ -354,6 +354,12 @@ def _load(path: str, device=None, dtype=None):
     path = str(path)
     if not os.path.exists(path):
         path = _recover(path)
+    if os.path.isfile(path) and path.endswith(".gguf"):  # llama-architecture GGUF, dequantized to fp32
+        from hessgpt.convert.gguf_import import load_gguf
+
+        model, tokenizer = load_gguf(path)
+        check_vocab(model, tokenizer, path)
+        return model.to(device=device or "cpu", dtype=dtype).eval(), tokenizer
     if os.path.isfile(path) and path.endswith(".pt"):
         model = load_legacy(path)
     elif os.path.isdir(path) and os.path.exists(os.path.join(path, "config.json")):
@@ -376,7 +382,7 @@ def _load(path: str, device=None, dtype=None):
             return model.eval(), tokenizer
         model = load_model(path)
     else:
-        raise HessGPTError(f"{path!r} is not a HessGPT checkpoint folder, a .pt file or a Hugging Face directory")
+        raise HessGPTError(f"{path!r} is not a HessGPT checkpoint folder, a .pt file, a Hugging Face directory or a .gguf file")
     tokenizer = find_tokenizer(path)
     check_vocab(model, tokenizer, path)
     model = model.to(device=device or "cpu", dtype=dtype) if (device or dtype) else model

@@ -13,7 +13,7 @@ import sys
 COMMANDS = {
     "model": ("hessgpt.config", "cli_main", "inspect a preset or checkpoint: `hessgpt model info PRESET|CKPT`"),
     "tokenizer": ("hessgpt.tokenizer", "cli_main", "train or adopt a BPE tokenizer: `hessgpt tokenizer train ...`"),
-    "convert": ("hessgpt.convert", "cli_main", "convert checkpoints: to-hf, from-hf, to-gguf"),
+    "convert": ("hessgpt.convert", "cli_main", "convert checkpoints: to-hf, from-hf, to-gguf, from-gguf"),
     "generate": ("hessgpt.chat", "generate_main", "generate text from a prompt"),
     "chat": ("hessgpt.chat", "chat_main", "multi-turn chat in the terminal"),
     "ask": ("hessgpt.chat", "ask_main", "one question through the dual model and its tools, showing each step"),

@@ -84,7 +84,8 @@ def test_metadata_tokenizer_and_template_match_the_checkpoint(tiny_ckpt, exporte
                        ("llama.attention.head_count_kv", cfg.n_kv_heads), ("llama.context_length", cfg.context_length),
                        ("llama.rope.dimension_count", cfg.head_dim)]:
         assert field(r, key) == value, key
-    assert field(r, "tokenizer.ggml.model") == "gpt2" and field(r, "tokenizer.ggml.pre") == "gpt-2"
+    # HessGPT's default split (one token per digit) is llama.cpp's "smollm" kind: digits alone, then GPT-2's regex
+    assert field(r, "tokenizer.ggml.model") == "gpt2" and field(r, "tokenizer.ggml.pre") == "smollm"
     tokens = field(r, "tokenizer.ggml.tokens")
     assert len(tokens) == cfg.vocab_size
     assert [tokens[i] for i in range(tok.vocab_size)] == [tok.token_str(i) for i in range(tok.vocab_size)]
@@ -188,3 +189,166 @@ def test_llama_cpp_runs_the_export_like_hessgpt(tiny_ckpt, exported):
         assert greedy == Engine(model, tok).generate(ids, SamplingParams(max_new_tokens=16, stop_token_ids=[-1]))
     finally:
         llm.close()
+
+
+# ---- import: `hessgpt convert from-gguf` and `hessgpt.load("x.gguf")` ------------------------------------
+
+from hessgpt.cli import main as cli_main  # noqa: E402
+from hessgpt.convert.gguf import permute_rope  # noqa: E402
+from hessgpt.convert.gguf_import import load_gguf, unpermute_rope  # noqa: E402
+
+TEXTS = ["Bonjour, ça va ? L'été à Paris — 3,14 € ! 12345 et 1999.", "def f(x):\n    return x**2  # 👋\n",
+         "Ünïcödé ½ ∑ 中文 don't we'll <|end|> <s>"]
+
+
+def rewrite_gguf(src: str, out: str, qtype, *, arch: str | None = None, raw=None) -> None:
+    """Copy a GGUF file's metadata and re-encode every matrix as `qtype` with the `gguf` writer (1-D tensors stay
+    F32). `raw(name, fp32 array) -> bytes array` supplies blocks for types `gguf` cannot quantize (K-quants)."""
+    r = gguf.GGUFReader(src)
+    w = gguf.GGUFWriter(out, arch or field(r, "general.architecture"))
+    for key, f in r.fields.items():
+        if key.startswith("GGUF.") or key == "general.architecture":
+            continue
+        sub = f.types[-1] if f.types[0] == gguf.GGUFValueType.ARRAY else None
+        w.add_key_value(key, f.contents(), f.types[0], sub_type=sub)
+    for name, arr in tensors_f32(r).items():
+        if arr.ndim == 1:
+            w.add_tensor(name, arr)
+        elif raw is not None:
+            w.add_tensor(name, raw(name, arr), raw_dtype=qtype)
+        elif qtype == gguf.GGMLQuantizationType.F16:
+            w.add_tensor(name, arr.astype(np.float16))
+        else:
+            w.add_tensor(name, gguf.quants.quantize(arr, qtype), raw_dtype=qtype)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file(progress=False)
+    w.close()
+
+
+def logits(model, ids):
+    with torch.no_grad():
+        return model(torch.tensor([ids]))[0]
+
+
+def test_unpermute_rope_inverts_the_exporters_permutation():
+    w = torch.randn(4 * 16, 24)
+    assert torch.equal(unpermute_rope(permute_rope(w, 4), 4), w)
+    assert not torch.equal(permute_rope(w, 4), w)
+
+
+@pytest.mark.parametrize("kind", ["f32", "q8_0"])
+def test_from_gguf_round_trip(tiny_ckpt, exported, tmp_path, kind, capsys):
+    """`hessgpt convert from-gguf` of HessGPT's own export: same config, tokenizer and (f32) logits."""
+    src_model, src_tok = checkpoint.load(tiny_ckpt)
+    out = str(tmp_path / "imported")
+    assert cli_main(["convert", "from-gguf", exported[kind][2], out]) == 0
+    assert "wrote HessGPT checkpoint" in capsys.readouterr().out
+    model, tok = checkpoint.load(out)
+    assert model.config == src_model.config
+    for text in TEXTS:
+        assert tok.encode(text) == src_tok.encode(text), text
+        assert tok.decode(tok.encode(text)) == text
+    assert tok.special == src_tok.special
+    conv = [{"role": "system", "content": "Tu es utile."}, {"role": "user", "content": "Calcule 15 * 23"},
+            {"role": "assistant", "content": "", "code": "print(15 * 23)"}, {"role": "tool", "content": "345"}]
+    assert tok.render(conv) == src_tok.render(conv)
+    ids = src_tok.render_for_generation([{"role": "user", "content": TEXTS[0]}])
+    ref, got = logits(src_model, ids), logits(model, ids)
+    if kind == "f32":
+        assert (got - ref).abs().max() < 1e-5
+    else:  # Q8_0: exactly the function the file's dequantized weights compute, and close to the source
+        assert (got - llama_cpp_forward(exported[kind][1], ids)).abs().max() < 1e-4
+        rel = ((got - ref).abs().max() / ref.abs().max()).item()
+        assert 0 < rel < 6e-2, rel
+    meta = checkpoint.read_meta(out)
+    assert meta["stage"] == "import" and meta["source_tokenizer"]["chat_template"] == src_tok.chat_template()
+    assert meta["source_tokenizer"]["special_tokens"]["eos"] == {"id": src_tok.end_id, "content": "<|end|>"}
+
+
+def test_hessgpt_load_accepts_a_gguf_path(tiny_ckpt, exported):
+    import hessgpt
+
+    src_model, src_tok = checkpoint.load(tiny_ckpt)
+    model, tok = hessgpt.load(exported["f32"][2])
+    assert model.config == src_model.config and tok.vocab_size == src_tok.vocab_size
+    ids = tok.encode(TEXTS[1])
+    assert (logits(model, ids) - logits(src_model, ids)).abs().max() < 1e-5
+    assert model.source_tokenizer["tensor_types"] == {"F32": len(exported["f32"][1].tensors)}
+
+
+@pytest.mark.parametrize("qtype", ["F16", "BF16", "Q4_0", "Q4_1", "Q5_0", "Q4_K", "Q6_K"])
+def test_other_tensor_types_compute_what_the_file_describes(tiny_ckpt, exported, tmp_path, qtype):
+    """Each type written with the `gguf` writer; the import computes the file's function (the llama.cpp-style
+    forward above, from the file alone). K-quants (which `gguf` cannot quantize) get random blocks with small
+    f16 scales."""
+    q = gguf.GGMLQuantizationType[qtype]
+    raw = None
+    if qtype in ("Q4_K", "Q6_K"):
+        rng = np.random.default_rng(0)
+        block, nbytes = gguf.GGML_QUANT_SIZES[q]
+        scale_at = {"Q4_K": [0, 2], "Q6_K": [nbytes - 2]}[qtype]          # d, dmin (Q4_K) / d (Q6_K): f16
+        d = {"Q4_K": 0.002, "Q6_K": 2e-5}[qtype]                              # weights of ~0.01-1 (Q6_K's scales are int8)
+
+        def raw(name, arr):
+            if arr.shape[-1] % block:
+                pytest.skip(f"{name}: rows of {arr.shape[-1]} are not a multiple of {block}")
+            b = rng.integers(0, 256, (arr.shape[0], arr.shape[1] // block, nbytes), dtype=np.uint8)
+            for at in scale_at:
+                b[..., at:at + 2] = np.full(b.shape[:2], d, np.float16).view(np.uint8).reshape(*b.shape[:2], 2)
+            return b.reshape(arr.shape[0], -1)
+
+    path = str(tmp_path / f"m-{qtype}.gguf")
+    src = exported["f32"][2] if raw is None else str(tmp_path / "k.gguf")
+    if raw is not None:  # a model whose rows are multiples of 256
+        _, tok = checkpoint.load(tiny_ckpt)
+        cfg = ModelConfig(vocab_size=tok.vocab_size, dim=256, n_layers=2, n_heads=4, n_kv_heads=2, hidden_dim=512,
+                          context_length=64, rope_theta=20000.0, tie_embeddings=False)
+        checkpoint.save(str(tmp_path / "k"), Transformer(cfg).init_weights(1), tok)
+        to_gguf(str(tmp_path / "k"), src, "f32")
+    rewrite_gguf(src, path, q, raw=raw)
+    r = gguf.GGUFReader(path)
+    assert {t.tensor_type.name for t in r.tensors} == {"F32", qtype}
+    model, tok = load_gguf(path)
+    assert model.source_tokenizer["tensor_types"][qtype] > 0
+    ids = tok.encode(TEXTS[0])[:40]
+    ref = llama_cpp_forward(r, ids)
+    assert (logits(model, ids) - ref).abs().max() < 1e-4 * max(1.0, ref.abs().max().item())
+
+
+def test_import_matches_transformers_loading_the_same_file(exported):
+    """transformers' own GGUF loader (dequantize + reverse permutation) gives the same weights and logits."""
+    transformers = pytest.importorskip("transformers")
+    import os
+
+    path = exported["q8_0"][2]
+    hf = transformers.AutoModelForCausalLM.from_pretrained(os.path.dirname(path), gguf_file=os.path.basename(path),
+                                                           dtype=torch.float32).eval()
+    model, tok = load_gguf(path)
+    sd = model.state_dict()
+    for k, v in hf.state_dict().items():
+        assert torch.equal(sd[k], v), k
+    ids = tok.encode(TEXTS[0])
+    with torch.no_grad():
+        ref = hf(torch.tensor([ids])).logits[0]
+    assert (logits(model, ids) - ref).abs().max() < 1e-4
+
+
+def test_import_errors_are_one_line(tmp_path, exported, capsys):
+    other = str(tmp_path / "qwen.gguf")
+    rewrite_gguf(exported["f32"][2], other, gguf.GGMLQuantizationType.F32, arch="qwen2")
+    with pytest.raises(HessGPTError, match=r"architecture 'qwen2' is not supported \(supported: llama\)"):
+        load_gguf(other)
+    odd = str(tmp_path / "iq4.gguf")
+    rewrite_gguf(exported["f32"][2], odd, gguf.GGMLQuantizationType.IQ4_NL,
+                 raw=lambda name, a: np.zeros((a.shape[0], a.shape[1] // 32 * 18), np.uint8))
+    with pytest.raises(HessGPTError, match=r"tensor \S+ has type IQ4_NL, not supported"):
+        load_gguf(odd)
+    notgguf = tmp_path / "x.gguf"
+    notgguf.write_text("hello")
+    with pytest.raises(HessGPTError, match="not a readable GGUF file"):
+        checkpoint.load(str(notgguf))
+    assert cli_main(["convert", "from-gguf", other, str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "architecture 'qwen2'" in err
+    assert not (tmp_path / "out").exists()

@@ -1,4 +1,4 @@
-"""`hessgpt convert`: to-hf, from-hf (hf.py) and to-gguf (gguf.py)."""
+"""`hessgpt convert`: to-hf, from-hf (hf.py), to-gguf (gguf.py) and from-gguf (gguf_import.py)."""
 
 import argparse
 import importlib.util
@@ -19,6 +19,9 @@ def cli_main(argv: list[str]) -> int:
     g.add_argument("ckpt")
     g.add_argument("out")
     g.add_argument("--type", default="f16", choices=["f32", "f16", "q8_0"])
+    i = sub.add_parser("from-gguf", help="llama-architecture GGUF file (F32/F16/BF16/Q8_0/Q4_0/Q4_1/K-quants) -> HessGPT checkpoint")
+    i.add_argument("gguf_file")
+    i.add_argument("out")
     args = p.parse_args(argv)
     if args.cmd == "to-hf":
         from hessgpt.convert.hf import to_hf
@@ -30,6 +33,13 @@ def cli_main(argv: list[str]) -> int:
 
         from_hf(args.hf_dir, args.out)
         print(f"wrote HessGPT checkpoint {args.out}")
+    elif args.cmd == "from-gguf":
+        from hessgpt.convert.gguf_import import from_gguf
+
+        stats = from_gguf(args.gguf_file, args.out)
+        types = ", ".join(f"{n} {k}" for k, n in sorted(stats["types"].items()))
+        print(f"wrote HessGPT checkpoint {args.out} ({stats['params'] / 1e6:.1f}M params fp32, vocab {stats['vocab_size']}; "
+              f"dequantized from {types} tensors)")
     else:
         if importlib.util.find_spec("hessgpt.convert.gguf") is None:
             raise HessGPTError("GGUF export is not available in this version")

@@ -7,8 +7,11 @@ Written with the format's own writer (`gguf.GGUFWriter`) as the `llama` architec
     like convert_hf_to_gguf.py's `LlamaModel.permute` (k uses the kv head count), so llama.cpp computes the
     same function;
   - hyper-parameters including the RoPE base (`llama.rope.freq_base`, carried explicitly);
-  - the byte-level BPE tokenizer (`tokenizer.ggml.model = "gpt2"`, pre-tokenizer "gpt-2": HessGPT uses GPT-2's
-    regex), token types (special tokens CONTROL), merges, bos/eos/eot/pad/unk ids, and the chat template.
+  - the byte-level BPE tokenizer (`tokenizer.ggml.model = "gpt2"`; pre-tokenizer "smollm" for HessGPT's default
+    one-token-per-digit split, i.e. digits isolated then GPT-2's regex, which differs from HessGPT's single regex
+    only on a run of 2+ spaces before a digit; "gpt-2" for GPT-2's regex), token types (special tokens CONTROL),
+    merges, bos/eos/eot/pad/unk ids, and the chat template.
+The reverse, GGUF -> HessGPT, is gguf_import.py.
 Types: f32, f16 (1-D tensors stay f32, as llama.cpp expects) and q8_0 (blocks of 32; a matrix whose rows are
 not a multiple of 32 falls back to f16).
 """
@@ -69,6 +72,18 @@ def gguf_tensors(model) -> list[tuple[str, torch.Tensor]]:
             t = permute_rope(t, cfg.n_kv_heads)
         out.append((gguf_name(name), t.contiguous()))
     return out
+
+
+def _pre_type(tokenizer) -> str:
+    """llama.cpp's pre-tokenizer kind that splits text like this tokenizer: "gpt-2" for GPT-2's regex, "smollm"
+    (every digit alone, then GPT-2's regex) for HessGPT's default one-token-per-digit split."""
+    from hessgpt.tokenizer import DIGITS_PATTERN, GPT2_PATTERN, _split_pattern
+
+    pattern = _split_pattern(json.loads(tokenizer.hf.to_str()).get("pre_tokenizer"))
+    kinds = {GPT2_PATTERN: "gpt-2", DIGITS_PATTERN: "smollm"}
+    if pattern not in kinds:
+        raise HessGPTError(f"GGUF export: the tokenizer's pre-tokenizer split {pattern!r} has no llama.cpp equivalent")
+    return kinds[pattern]
 
 
 def _vocab(tokenizer, vocab_size: int) -> tuple[list[str], list[int], list[str]]:
@@ -136,7 +151,7 @@ def to_gguf(ckpt: str, out: str, type: str = "f16") -> dict:
 
         tokens, toktypes, merges = _vocab(tokenizer, cfg.vocab_size)
         w.add_tokenizer_model("gpt2")
-        w.add_tokenizer_pre("gpt-2")
+        w.add_tokenizer_pre(_pre_type(tokenizer))
         w.add_token_list(tokens)
         w.add_token_types(toktypes)
         w.add_token_merges(merges)
