@@ -168,3 +168,11 @@ def test_fsdp_two_processes_with_chunked_resume_equals_accumulation(shards, tmp_
     assert [x["step"] for x in b] == list(range(1, 7))
     for x, y in zip(a, b):
         assert abs(x["loss"] - y["loss"]) < 1e-5, (a, b)
+
+
+def test_activation_checkpointing_gives_the_same_losses(shards, reference, tmp_path):
+    """--activation-checkpointing recomputes each block in backward (dropout masks replayed): same run."""
+    out = str(tmp_path / "ckpt")
+    r = run_cli(*pretrain_args(shards, out, "--save-every", "0", "--activation-checkpointing"))
+    assert r.returncode == 0, r.stderr
+    assert_same(losses(reference), losses(out))
