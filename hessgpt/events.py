@@ -9,7 +9,9 @@ from typing import Any
 # type is one of:
 #   "text"         a delta of the assistant's visible answer (text=...)
 #   "code"         model 1 wrote a code block (text=source, data={"lang": "python"|"html"|...})
-#   "refined_code" model 2 rewrote it before execution (text=source)
+#   "refined_code" model 1's code failed, model 2 rewrote it (text=source, data={"reason", "detail", "used",
+#                  "verdict"}: why it was asked, and whether its program's result replaced model 1's)
+#   "refine_skipped" model 2 was needed but not asked (text=why, data={"reason", "skipped": "context", ...})
 #   "result"       the sandbox ran it (text=output, data={"status": "ok"|"error"|"timeout"|..., "duration_ms": ...})
 #   "artifact"     a non-Python block kept for preview, never executed (text=source, data={"lang": "html"})
 #   "tool_call"    a function call (data={"name": ..., "arguments": {...}, "id": ...})
@@ -17,7 +19,7 @@ from typing import Any
 #   "search"       a search query (text=query) ; its hits arrive as "result"
 #   "done"         end of turn (data={"finish_reason": "stop"|"length"|"tool_calls"|"cancelled",
 #                                     "prompt_tokens": int, "completion_tokens": int})
-EVENT_TYPES = ("text", "code", "refined_code", "result", "artifact", "tool_call", "tool_result", "search", "done")
+EVENT_TYPES = ("text", "code", "refined_code", "refine_skipped", "result", "artifact", "tool_call", "tool_result", "search", "done")
 
 
 @dataclass

@@ -1,9 +1,9 @@
 """The router: HessGPT's tool loop, inside the engine's generation loop (docs/chat-format.md, section 4).
 
 Model 1 answers token by token. When it writes `<|code|>`, the router collects the block until `<|end|>`,
-feeds that `<|end|>` to the model, optionally lets model 2 rewrite the code, runs it in the sandbox and
-forces `<|result|>OUTPUT<|end|>` into model 1's context; model 1 then finishes its answer on the real
-result. Non-Python blocks (HTML/CSS/JS) are artifacts: shown, never executed. `<|tool_call|>{json}<|end|>`
+feeds that `<|end|>` to the model, runs it in the sandbox (model 2 rewrites it only when that run fails:
+`ToolRouter.run_code`) and forces `<|result|>OUTPUT<|end|>` into model 1's context; model 1 then finishes its
+answer on the real result. Non-Python blocks (HTML/CSS/JS) are artifacts: shown, never executed. `<|tool_call|>{json}<|end|>`
 runs a registered function (or hands the call back to the API client) and `<search>q</search>` queries the
 search backend, both the same way.
 
@@ -12,11 +12,14 @@ Every step is an `Event` (hessgpt/events.py) that the CLI, the web page and the 
 
 import ast
 import json
+import re
 import time
+from contextlib import contextmanager
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 from hessgpt.data.conversation import flatten_history
+from hessgpt.data.refine import refine_prompt, run_text
 from hessgpt.engine import Engine, Generation, SamplingParams, TextDecoder
 from hessgpt.errors import HessGPTError
 from hessgpt.events import Event
@@ -29,8 +32,8 @@ MAX_RESULT_CHARS = 1500  # what is injected back into model 1's context (the eve
 class RouterConfig:
     max_tool_calls: int = 4        # code blocks / function calls / searches per turn
     turn_timeout_s: float = 60.0   # total wall time of one turn (generation + tools)
-    refine_with_model2: bool = True
-    refine_max_tokens: int = 384
+    refine_with_model2: bool = True   # ask model 2 when model 1's code fails (see ToolRouter.run_code)
+    refine_max_tokens: int = 384      # ceiling of model 2's program: each call asks for 2x the draft's tokens + 32
 
 
 class TurnText:
@@ -72,6 +75,24 @@ class TurnText:
         self.held, self.after_step = "", True
 
 
+_OBJECT_REPR = re.compile(r"<(?:[\w.]+ )?(?:object|function|generator|built-in|bound method|map|filter|zip)\b[^>]*>")
+
+
+def output_mismatch(request: str, stdout: str) -> str | None:
+    """A cheap check that a program's output cannot be the answer to a request, or None: an object's default
+    repr (`<generator object ...>`, `<function f at 0x...>`), a bare None, or a float that is not a number. The
+    request is not used to guess what the answer looks like (a wrong guess would let model 2 replace a right
+    result)."""
+    out = stdout.strip()
+    if _OBJECT_REPR.search(out):
+        return "object repr"
+    if out == "None":
+        return "prints None"
+    if out.lower() in ("nan", "inf", "-inf"):
+        return "not a number"
+    return None
+
+
 def _clip(text: str, n: int = MAX_RESULT_CHARS) -> str:
     return text if len(text) <= n else text[: n - 20] + "\n... (truncated)"
 
@@ -110,47 +131,83 @@ class ToolRouter:
 
     # ---- tools ------------------------------------------------------------------------------
 
-    def refine(self, code: str, request: str) -> str | None:
-        """Model 2 rewrites the code for the request; None if it produced nothing usable (not Python)."""
-        if self.model2 is None or not self.config.refine_with_model2:
-            return None
+    def refine_reason(self, result, request: str) -> str | None:
+        """Why model 1's run needs model 2, or None: it ran and printed something that fits (model 2 is then
+        never called, so it cannot break a working program)."""
+        if result.status != "ok":
+            return result.status                     # error, timeout, memory, output_cap, policy
+        if not result.stdout.strip():
+            return "no output"
+        return output_mismatch(request, result.stdout)
+
+    def refine(self, code: str, request: str, result) -> tuple[str | None, dict]:
+        """Model 2's rewrite of `code` from the refinement prompt (hessgpt.data.refine.refine_prompt: the request,
+        the draft and its real run), or None with {"skipped": why} when it cannot be asked (its context is too
+        small for the prompt plus a program budget sized to the draft: 2x its tokens + 32, at most
+        refine_max_tokens)."""
         tok2 = self.model2.tokenizer
-        prompt = (f"{request}\n\nCode :\n{code}\n\n"
-                  "Réécris ce code Python pour qu'il soit correct et affiche le résultat avec print().")
+        prompt = refine_prompt(request, code, result.status, result.stdout, result.stderr)
         ids = tok2.render_for_generation([{"role": "user", "content": prompt}]) + [tok2.code_id]
-        params = SamplingParams(max_new_tokens=self.config.refine_max_tokens, stop_token_ids=[tok2.end_id, tok2.eos_id])
-        if len(ids) + params.max_new_tokens > self.model2.max_len:
-            return None
-        refined = tok2.decode(self.model2.generate(ids, params)).strip()
-        if not refined or refined == code.strip():
-            return None
-        try:
-            ast.parse(refined)
-        except SyntaxError:
-            return None
-        return refined
+        budget = min(self.config.refine_max_tokens, 2 * len(tok2.encode(code)) + 32)
+        info = {"prompt_tokens": len(ids), "max_new_tokens": budget, "context": self.model2.max_len}
+        if len(ids) + budget > self.model2.max_len:
+            return None, {**info, "skipped": "context"}
+        params = SamplingParams(max_new_tokens=budget, temperature=0.0, stop_token_ids=[tok2.end_id, tok2.eos_id])
+        return tok2.decode(self.model2.generate(ids, params)).strip(), info
 
     def run_code(self, code: str, request: str) -> Iterator[Event | str]:
-        """Events for one Python block; the last item is the text to inject as the result."""
+        """Events for one Python block; the last item is the text to inject as the result.
+
+        The policy (docs/tools.md, "Model 2"): model 1's code runs first. Model 2 is asked only when that run
+        fails (an error, a timeout, a policy refusal, no output) or prints something that cannot be an answer
+        (`output_mismatch`); its program is used only if it runs, prints something, passes the same check and
+        prints something else than model 1's: otherwise model 1's result stays."""
         if self.sandbox is None:
             yield Event("result", "tools are disabled: code was not executed", {"status": "disabled"})
             yield "Error: code execution is disabled"
             return
-        refined = self.refine(code, request)
-        if refined is not None:
-            yield Event("refined_code", refined, {"lang": "python"})
-            result = self.sandbox.run(refined)
-            if result.status != "ok" or not result.stdout.strip():
-                # model 2 made it worse (an error, or nothing printed: e.g. a bare string literal):
-                # model 1's code runs instead, and its result is the one model 1 reads
-                original = self.sandbox.run(code)
-                if original.status == "ok":
-                    result = original
-        else:
-            result = self.sandbox.run(code)
+        result = self.sandbox.run(code)
+        first_status = result.status
+        refined_used = False
+        reason = self.refine_reason(result, request) if self.model2 is not None and self.config.refine_with_model2 else None
+        if reason is not None:
+            detail = run_text(result.status, result.stdout, result.stderr)
+            refined, info = self.refine(code, request, result)
+            if refined is None:
+                yield Event("refine_skipped", f"model 2 not asked: its context ({info['context']} tokens) is too small "
+                            f"for the prompt ({info['prompt_tokens']}) + the program ({info['max_new_tokens']})",
+                            {"reason": reason, "detail": detail, **info})
+            else:
+                verdict, new = self._judge(code, refined, result, request)
+                yield Event("refined_code", refined, {"lang": "python", "reason": reason, "detail": detail,
+                                                      "used": verdict == "used", "verdict": verdict, **info})
+                if verdict == "used":
+                    result, refined_used = new, True
         yield Event("result", result.stdout if result.status == "ok" else result.text(),
-                    {"status": result.status, "duration_ms": round(result.duration_ms, 1)})
+                    {"status": result.status, "duration_ms": round(result.duration_ms, 1), "refined": refined_used,
+                     "model1_status": first_status})
         yield sandbox_output(result)
+
+    def _judge(self, code: str, refined: str, first, request: str) -> tuple[str, object]:
+        """("used", its run) when model 2's program replaces model 1's, else (why not, None): not_python (empty,
+        unparsable or the same code), failed, no_output, still_wrong (the output check fails again),
+        same_output (nothing to fix: model 1's result stays)."""
+        if not refined or refined == code.strip():
+            return "not_python", None
+        try:
+            ast.parse(refined)
+        except SyntaxError:
+            return "not_python", None
+        new = self.sandbox.run(refined)
+        if new.status != "ok":
+            return "failed", None
+        if not new.stdout.strip():
+            return "no_output", None
+        if output_mismatch(request, new.stdout) is not None:
+            return "still_wrong", None
+        if first.status == "ok" and new.stdout.strip() == first.stdout.strip():
+            return "same_output", None
+        return "used", new
 
     def call_function(self, call_text: str, client_tools: set[str]) -> Iterator[Event | str | None]:
         """Events for one function call; last item: the response text to inject, or None to hand the call
@@ -331,6 +388,16 @@ class DualModelBackend:
 
         self.model_id = Path(model1).name
         self.context_length = self.engine.max_len
+
+    @contextmanager
+    def model2_disabled(self):
+        """Model 1 + sandbox alone for the duration (`eval tools --model2` measures the same items without it)."""
+        cfg = self.router.config
+        old, cfg.refine_with_model2 = cfg.refine_with_model2, False
+        try:
+            yield self
+        finally:
+            cfg.refine_with_model2 = old
 
     def stream_chat(self, messages: list[dict], params: SamplingParams, tools: list[dict] | None = None,
                     cancel=None) -> Iterator[Event]:

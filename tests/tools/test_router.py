@@ -89,20 +89,89 @@ def test_model2_refines_the_code(tokenizer, sandbox):
     events = run(ToolRouter(eng, sandbox, model2=model2), tokenizer)
     refined = next(e for e in events if e.type == "refined_code")
     assert refined.text == "print(15 * 23)"
-    assert next(e for e in events if e.type == "result").text == "345\n"
+    assert refined.data["reason"] == "error" and refined.data["used"] and refined.data["verdict"] == "used"
+    assert refined.data["detail"].startswith("SyntaxError")
+    result = next(e for e in events if e.type == "result")
+    assert result.text == "345\n" and result.data["refined"] and result.data["model1_status"] == "error"
     assert model2.generate_prompt[-1] == tokenizer.code_id  # model 2 is asked to write a code block
-    assert "Calcule 15 * 23" in tokenizer.decode(model2.generate_prompt)
+    # the prompt is the refinement template: the request, the draft and its real run
+    prompt = tokenizer.decode(model2.generate_prompt)
+    assert "### request\nCalcule 15 * 23\n### draft\nprint(15 * 23\n### run: error\nSyntaxError" in prompt
+    assert "345\n" in tokenizer.decode(eng.sessions[0].fed)   # model 1 reads the refined program's result
 
 
-def test_a_refinement_that_prints_nothing_falls_back_to_model1(tokenizer, sandbox):
-    """Seen with the quickstart's model 2: a bare string literal parses and runs "ok" but prints nothing;
-    model 1's own (working) code must then give the result it reads."""
+class CountingEngine(ScriptedEngine):
+    def generate(self, prompt_ids, params):
+        self.generate_calls = getattr(self, "generate_calls", 0) + 1
+        self.generate_params = params
+        return super().generate(prompt_ids, params)
+
+
+def test_model2_is_not_asked_when_model1s_code_works(tokenizer, sandbox):
+    """Model 2 would print something else (360): it is never asked, model 1's right result stays."""
     eng = ScriptedEngine(tokenizer, turn(tokenizer, "", "print(17 * 23)", " 391."))
+    model2 = CountingEngine(tokenizer, reply=tokenizer.encode("print(17 * 24)"))
+    events = run(ToolRouter(eng, sandbox, model2=model2), tokenizer)
+    assert not any(e.type in ("refined_code", "refine_skipped") for e in events)
+    assert getattr(model2, "generate_calls", 0) == 0
+    result = next(e for e in events if e.type == "result")
+    assert result.text == "391\n" and not result.data["refined"]
+
+
+def test_a_refinement_that_prints_nothing_keeps_model1s_result(tokenizer, sandbox):
+    """Seen with the quickstart's model 2: a bare string literal parses and runs "ok" but prints nothing;
+    it is not used (model 1's run stays what model 1 reads)."""
+    eng = ScriptedEngine(tokenizer, turn(tokenizer, "", "x = 17 * 23", " 391."))   # runs, prints nothing
     model2 = ScriptedEngine(tokenizer, reply=tokenizer.encode('""""""""'))
     events = run(ToolRouter(eng, sandbox, model2=model2), tokenizer)
-    assert next(e for e in events if e.type == "refined_code").text == '""""""""'
-    assert next(e for e in events if e.type == "result").text == "391\n"
-    assert "391\n" in tokenizer.decode(eng.sessions[0].fed)   # the injected result is model 1's
+    refined = next(e for e in events if e.type == "refined_code")
+    assert refined.text == '""""""""' and refined.data["reason"] == "no output"
+    assert refined.data["verdict"] == "no_output" and not refined.data["used"]
+    result = next(e for e in events if e.type == "result")
+    assert result.data["status"] == "ok" and result.text == "" and not result.data["refined"]
+    assert "(no output: use print() to show a result)" in tokenizer.decode(eng.sessions[0].fed)
+
+
+@pytest.mark.parametrize("reply, verdict", [("print(1/0)", "failed"), ("print(15 * 23", "not_python"),
+                                            ("print(None)", "still_wrong"), ("", "not_python")])
+def test_a_refinement_that_fails_is_not_used(tokenizer, sandbox, reply, verdict):
+    eng = ScriptedEngine(tokenizer, turn(tokenizer, "", "print(x for x in [345])", " 345."))  # a generator's repr
+    model2 = ScriptedEngine(tokenizer, reply=tokenizer.encode(reply))
+    events = run(ToolRouter(eng, sandbox, model2=model2), tokenizer)
+    refined = next(e for e in events if e.type == "refined_code")
+    assert refined.data["reason"] == "object repr" and refined.data["verdict"] == verdict and not refined.data["used"]
+    result = next(e for e in events if e.type == "result")
+    assert result.text.startswith("<generator object") and not result.data["refined"]
+
+
+def test_an_output_that_cannot_be_an_answer_is_refined():
+    from hessgpt.tools.router import output_mismatch
+
+    assert output_mismatch("x", "<generator object <genexpr> at 0x7f>\n") == "object repr"
+    assert output_mismatch("x", "<function f at 0x7f00>") == "object repr"
+    assert output_mismatch("x", "None\n") == "prints None" and output_mismatch("x", "nan") == "not a number"
+    for fine in ("345", "['zucchini', 'date']", "False", "[<1>]", "x < y > z", "-14"):
+        assert output_mismatch("Calcule 15 * 23", fine) is None, fine
+
+
+def test_refinement_skipped_when_model2s_context_is_too_small(tokenizer, sandbox):
+    eng = ScriptedEngine(tokenizer, turn(tokenizer, "", "print(15 * 23", " 345."))
+    model2 = CountingEngine(tokenizer, reply=tokenizer.encode("print(15 * 23)"))
+    model2.max_len = 40
+    events = run(ToolRouter(eng, sandbox, model2=model2), tokenizer)
+    skipped = next(e for e in events if e.type == "refine_skipped")
+    assert skipped.data["skipped"] == "context" and skipped.data["reason"] == "error" and skipped.data["context"] == 40
+    assert "too small" in skipped.text and getattr(model2, "generate_calls", 0) == 0
+    assert next(e for e in events if e.type == "result").data["status"] == "error"
+
+
+def test_refine_budget_is_sized_to_the_program(tokenizer, sandbox):
+    eng = ScriptedEngine(tokenizer, turn(tokenizer, "", "print(15 * 23", " 345."))
+    model2 = CountingEngine(tokenizer, reply=tokenizer.encode("print(15 * 23)"))
+    run(ToolRouter(eng, sandbox, model2=model2), tokenizer)
+    n = len(tokenizer.encode("print(15 * 23"))
+    assert model2.generate_params.max_new_tokens == 2 * n + 32 < RouterConfig().refine_max_tokens
+    assert model2.generate_params.temperature == 0.0
 
 
 def test_error_then_recovery(tokenizer, sandbox):
@@ -221,3 +290,99 @@ def test_turn_text_streaming_deltas():
     s.step()
     out += [s.push(d) for d in [" ", "\n", "Ok", "\n\n", "fin"]]
     assert "".join(out) == "Bonjour le monde.\n\nOk\n\nfin"
+
+
+# ---- the dual backend with REAL tiny models (trained here, in seconds, to the behaviour each test needs) ----
+
+def overfit(tokenizer, conversations, path, steps=300, seed=0):
+    """A `tiny` HessGPT checkpoint (context 512) trained on a few conversations until it repeats them (loss on
+    the assistant's tokens, AdamW; one thread: ~20 ms a step, 8x faster than two on a busy 2-core machine),
+    saved to `path`: a real model, not a script."""
+    import torch.nn.functional as F
+
+    from hessgpt import checkpoint
+    from hessgpt.config import ModelConfig
+    from hessgpt.model import Transformer
+
+    torch.manual_seed(seed)
+    cfg = ModelConfig.preset("tiny", vocab_size=tokenizer.vocab_size, context_length=512)
+    model = Transformer(cfg).init_weights(seed=seed)
+    rendered = [tokenizer.render(conv) for conv in conversations]
+    T = max(len(ids) for ids, _ in rendered) - 1
+    x = torch.full((len(rendered), T), tokenizer.pad_id)     # one right-padded batch [B, T]
+    y = torch.full((len(rendered), T), -100)
+    for b, (ids, mask) in enumerate(rendered):
+        x[b, : len(ids) - 1] = torch.tensor(ids[:-1])
+        y[b, : len(ids) - 1] = torch.tensor([t if m else -100 for t, m in zip(ids[1:], mask[1:])])
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        model.train()
+        for _ in range(steps):
+            loss = F.cross_entropy(model(x).flatten(0, 1), y.flatten(), ignore_index=-100)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    finally:
+        torch.set_num_threads(threads)
+    model.eval()
+    checkpoint.save(str(path), model, tokenizer, meta={"stage": "test"})
+    return str(path), loss.item()
+
+
+BROKEN, RIGHT = "Calcule 15 * 23", "Calcule 17 * 23"
+
+
+@pytest.fixture(scope="module")
+def dual(tokenizer, sandbox, tmp_path_factory):
+    """Model 1 writes broken code for BROKEN and right code for RIGHT; model 2 learnt the refinement prompt of
+    BROKEN's draft (-> the fixed program) and, if it were asked about RIGHT's draft, would print 17 * 24."""
+    from hessgpt.data.refine import refine_prompt
+    from hessgpt.tools.router import DualModelBackend
+
+    tmp = tmp_path_factory.mktemp("dual")
+    m1 = [[{"role": "user", "content": BROKEN}, {"role": "assistant", "content": "", "code": "print(15 * 23"}],
+          [{"role": "user", "content": RIGHT}, {"role": "assistant", "content": "", "code": "print(17 * 23)"}]]
+    m2 = []
+    for request, draft, fixed in ((BROKEN, "print(15 * 23", "print(15 * 23)"), (RIGHT, "print(17 * 23)", "print(17 * 24)")):
+        r = sandbox.run(draft)
+        m2.append([{"role": "user", "content": refine_prompt(request, draft, r.status, r.stdout, r.stderr)},
+                   {"role": "assistant", "content": "", "code": fixed}])
+    p1, loss1 = overfit(tokenizer, m1, tmp / "model1", seed=0)
+    p2, loss2 = overfit(tokenizer, m2, tmp / "model2", seed=1)
+    assert loss1 < 0.05 and loss2 < 0.05, (loss1, loss2)   # learnt (each test checks the generated tokens)
+    backend = DualModelBackend(p1, p2, sandbox=sandbox)
+    yield backend
+
+
+def chat(backend, prompt):
+    return list(backend.stream_chat([{"role": "user", "content": prompt}], SamplingParams(max_new_tokens=40)))
+
+
+def test_real_model2_refines_model1s_failing_code(dual):
+    assert dual.model2 is not None and dual.model2.max_len == 512
+    events = chat(dual, BROKEN)
+    code = next(e for e in events if e.type == "code")
+    assert code.text == "print(15 * 23"                       # model 1's (real) broken program
+    refined = next(e for e in events if e.type == "refined_code")
+    assert refined.text == "print(15 * 23)" and refined.data["used"] and refined.data["reason"] == "error"
+    result = next(e for e in events if e.type == "result")
+    assert result.text == "345\n" and result.data["refined"] and result.data["model1_status"] == "error"
+    with dual.model2_disabled():                                # the same item without model 2
+        events = chat(dual, BROKEN)
+        assert not any(e.type == "refined_code" for e in events)
+        assert next(e for e in events if e.type == "result").data["status"] == "error"
+    assert dual.router.config.refine_with_model2
+
+
+def test_real_model2_that_prints_something_else_never_replaces_a_right_answer(dual, sandbox):
+    events = chat(dual, RIGHT)
+    assert next(e for e in events if e.type == "code").text == "print(17 * 23)"
+    assert not any(e.type in ("refined_code", "refine_skipped") for e in events)
+    assert next(e for e in events if e.type == "result").text == "391\n"
+    # asked anyway, this model 2's program runs and prints something else: the policy is what keeps 391
+    first = sandbox.run("print(17 * 23)")
+    refined, info = dual.router.refine("print(17 * 23)", RIGHT, first)
+    assert refined == "print(17 * 24)" and sandbox.run(refined).stdout == "408\n"
+    assert dual.router._judge("print(17 * 23)", refined, first, RIGHT)[0] == "used"   # a fix, were 391 a failure
