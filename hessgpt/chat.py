@@ -52,6 +52,9 @@ def add_backend_args(p: argparse.ArgumentParser, positional: bool = True) -> Non
     p.add_argument("--model2", help="model 2: the code specialist that refines code before it runs (optional)")
     p.add_argument("--hf-model", help="a local Hugging Face causal LM directory instead of HessGPT checkpoints")
     p.add_argument("--adapter", help="a PEFT LoRA adapter directory for --hf-model")
+    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
+                   help="--hf-model weights: auto = bf16 on a GPU with compute capability >= 8.0, fp16 on older GPUs, fp32 on CPU")
+    p.add_argument("--load-in-4bit", action="store_true", help="--hf-model in bitsandbytes nf4 (needs a CUDA GPU)")
     p.add_argument("--no-tools", action="store_true", help="never execute code (no sandbox)")
     p.add_argument("--search-index", help="a `hessgpt search build` database answering <search> queries")
     p.add_argument("--http-allow", action="append", default=[], metavar="HOST",
@@ -68,12 +71,14 @@ def backend_from_args(args):
 
         from hessgpt.tools.router import sandbox_run_code
 
-        return HFBackend(args.hf_model, adapter=args.adapter, device=args.device,
-                         run_code=None if args.no_tools else sandbox_run_code())
+        return HFBackend(args.hf_model, adapter=args.adapter, device=args.device, dtype=args.dtype,
+                         load_in_4bit=args.load_in_4bit, run_code=None if args.no_tools else sandbox_run_code())
     if not model1:
         raise HessGPTError("no model: give a checkpoint (or --model1 CKPT, or --hf-model DIR)")
     if args.adapter:
         raise HessGPTError("--adapter applies to --hf-model; merge a HessGPT adapter with `hessgpt merge`")
+    if args.load_in_4bit or args.dtype != "auto":
+        raise HessGPTError("--dtype/--load-in-4bit apply to --hf-model; quantize a HessGPT checkpoint with `hessgpt quantize`")
     from hessgpt.tools.router import DualModelBackend
 
     return DualModelBackend(model1, args.model2, device=args.device, tools=not args.no_tools,

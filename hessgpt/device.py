@@ -87,3 +87,22 @@ def peak_flops(device: torch.device, dtype: torch.dtype | None) -> float | None:
         per_thread = 296e9 if dtype == torch.bfloat16 else 100e9
         return per_thread * torch.get_num_threads()
     return None
+
+
+def inference_dtype(device: torch.device, requested: str | None = "auto") -> torch.dtype:
+    """The dtype a Hugging Face model is loaded in (`--dtype` of chat/ask/serve --hf-model).
+
+    auto: bf16 only where the GPU computes it natively (compute capability >= 8.0: Ampere and later), fp16 on
+    older GPUs and on Apple's MPS, fp32 on CPU (a 7B model then needs ~28 GB; pick bfloat16 to halve it)."""
+    requested = (requested or "auto").lower()
+    named = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+             "float16": torch.float16, "fp16": torch.float16}
+    if requested in named:
+        return named[requested]
+    if requested != "auto":
+        raise HessGPTError(f"--dtype {requested!r}: use auto, float32, bfloat16 or float16")
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.get_device_capability(device) >= (8, 0) else torch.float16
+    if device.type == "mps":
+        return torch.float16
+    return torch.float32

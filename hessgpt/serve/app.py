@@ -25,8 +25,9 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--demo", action="store_true", help="scripted answers (try the page and the API without a model)")
     p.add_argument("--model2", metavar="CKPT", help="HessGPT checkpoint of the code model (with --model1)")
     p.add_argument("--adapter", metavar="DIR", help="PEFT LoRA adapter applied on the --hf-model")
-    p.add_argument("--dtype", default="auto", help="--hf-model dtype: auto (bf16 on GPU, else float32), float16, ...")
-    p.add_argument("--load-in-4bit", action="store_true", help="--hf-model in 4-bit (GPU + bitsandbytes)")
+    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
+                   help="--hf-model weights: auto = bf16 on a GPU with compute capability >= 8.0, fp16 on older GPUs, fp32 on CPU")
+    p.add_argument("--load-in-4bit", action="store_true", help="--hf-model in bitsandbytes nf4 (needs a CUDA GPU)")
     p.add_argument("--no-tools", action="store_true", help="never execute model-written code (no sandbox)")
     p.add_argument("--search-index", metavar="DB", help="a `hessgpt search build` database answering <search> queries")
     p.add_argument("--http-allow", action="append", default=[], metavar="HOST",
@@ -77,6 +78,8 @@ def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     if args.adapter and not args.hf_model:
         raise HessGPTError("--adapter goes with --hf-model")
+    if (args.load_in_4bit or args.dtype != "auto") and not args.hf_model:
+        raise HessGPTError("--dtype/--load-in-4bit go with --hf-model")
     if args.model2 and not args.model1:
         raise HessGPTError("--model2 goes with --model1")
     if not is_loopback(args.host) and not args.api_key:

@@ -42,6 +42,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Protocol, runtime_checkable
 
+from hessgpt.device import inference_dtype, pick_device
 from hessgpt.engine import SamplingParams
 from hessgpt.errors import HessGPTError
 from hessgpt.events import Event
@@ -298,16 +299,71 @@ def _sample(logits, params: SamplingParams, generated: list[int], generator):
     return int(torch.multinomial(probs, 1, generator=generator))
 
 
+class KVState:
+    """One turn's transformers KV cache and the token ids it holds (`ids`), reused across tool rounds: a round's
+    prompt is the whole conversation re-encoded, so only the tokens after the longest common prefix with `ids`
+    are new. `prefilled` counts the tokens computed per round's prompt; `sampled` is the last round's tokens."""
+
+    def __init__(self):
+        self.past, self.ids, self.prefilled, self.sampled = None, [], [], []
+
+    def reuse(self, prompt: list[int]) -> int:
+        """Crop the cache to its common prefix with `prompt` (keeping >= 1 token to compute); -> that length."""
+        n = 0
+        for a, b in zip(self.ids, prompt):
+            if a != b:
+                break
+            n += 1
+        n = min(n, len(prompt) - 1)
+        past = self.past
+        if (n > 0 and past is not None and getattr(past, "is_croppable", True)
+                and past.get_seq_length() == len(self.ids)):
+            if len(self.ids) > n:
+                past.crop(n - len(self.ids))  # a negative count: drop that many tokens from the end
+            self.ids = self.ids[:n]
+            return n
+        self.past, self.ids = None, []  # nothing shared, or a cache that cannot be cut (sliding window): start over
+        return 0
+
+
+def hf_load_kwargs(device, dtype: str = "auto", load_in_4bit: bool = False) -> dict[str, Any]:
+    """`from_pretrained` keyword arguments for `device` (a torch.device): dtype, and on CUDA device_map="auto"
+    (accelerate) and, with `load_in_4bit`, bitsandbytes nf4. Raises a one-line HessGPTError when that cannot run."""
+    import importlib.util
+
+    torch_dtype = inference_dtype(device, dtype)
+    kwargs: dict[str, Any] = {"dtype": torch_dtype}
+    if load_in_4bit and device.type != "cuda":
+        raise HessGPTError(f"--load-in-4bit needs a CUDA GPU (bitsandbytes nf4), the device here is {device.type}; "
+                           "use --dtype bfloat16 or an int8/GGUF HessGPT checkpoint instead")
+    if device.type == "cuda":
+        if importlib.util.find_spec("accelerate") is None:
+            raise HessGPTError("--hf-model on a GPU needs accelerate (device_map='auto'): pip install accelerate")
+        kwargs["device_map"] = "auto"
+    if load_in_4bit:
+        if importlib.util.find_spec("bitsandbytes") is None:
+            raise HessGPTError("--load-in-4bit needs bitsandbytes: pip install bitsandbytes")
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                                                           bnb_4bit_compute_dtype=torch_dtype)
+    return kwargs
+
+
 class HFBackend:
     """Any local causal LM loaded with `transformers`, prompted with its own chat template.
 
-    - dtype: "auto" (bf16 on a GPU that supports it, else float32), or a torch dtype name.
-    - on GPU the model is placed with device_map="auto"; `load_in_4bit=True` uses bitsandbytes when installed.
+    - dtype: "auto" (hessgpt.device.inference_dtype: bf16 on a GPU with compute capability >= 8.0, fp16 on older
+      GPUs, fp32 on CPU), "float32", "bfloat16" or "float16".
+    - on GPU the model is placed with device_map="auto" (needs accelerate); `load_in_4bit=True` loads it in
+      bitsandbytes nf4 with that compute dtype. Both are clear errors when impossible, never a silent fallback.
     - `adapter`: a PEFT LoRA adapter directory applied on top of the base.
     - `run_code(source) -> (status, output)`: when given, the system prompt teaches the ```python block
       convention; each block the model writes is cut out of the answer, yielded as a "code" event, run through
       `run_code` ("result" event), fed back to the model as the next user message, and generation continues
-      (at most `max_tool_rounds` times). Without it, code blocks stay ordinary Markdown.
+      (at most `max_tool_rounds` times). The KV cache is kept across those rounds: only the tokens after the
+      longest common prefix with what the model has already seen are prefilled. Without it, code blocks stay
+      ordinary Markdown.
     - function `tools` are taught with a ```tool_call JSON block; one is returned as a "tool_call" event and the
       turn ends with finish_reason "tool_calls".
     - ```html blocks are yielded as "artifact" events (previewed by the web page, never executed).
@@ -315,36 +371,20 @@ class HFBackend:
 
     def __init__(self, model_dir: str, adapter: str | None = None, *, dtype: str = "auto", device: str | None = None,
                  load_in_4bit: bool = False, run_code: RunCode | None = None, max_tool_rounds: int = 4):
-        import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         if not os.path.isdir(model_dir):
             raise HessGPTError(f"--hf-model {model_dir!r}: not a directory (a local Hugging Face model folder)")
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        dev = pick_device(device)
+        kwargs = hf_load_kwargs(dev, dtype, load_in_4bit)  # errors (no GPU for 4-bit, ...) before any loading
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
         if not getattr(self.tokenizer, "chat_template", None):
             raise HessGPTError(f"--hf-model {model_dir!r}: its tokenizer has no chat_template")
-        cuda = torch.cuda.is_available() and device in (None, "cuda", "auto")
-        if dtype == "auto":
-            torch_dtype = torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float32
-        else:
-            torch_dtype = getattr(torch, dtype, None)
-            if not isinstance(torch_dtype, torch.dtype):
-                raise HessGPTError(f"--dtype {dtype!r}: not a torch dtype (try auto, float32, bfloat16, float16)")
-        kwargs: dict[str, Any] = {"dtype": torch_dtype}
-        if cuda:
-            kwargs["device_map"] = "auto"
-            if load_in_4bit:
-                try:
-                    import bitsandbytes  # noqa: F401
-                    from transformers import BitsAndBytesConfig
-
-                    kwargs["quantization_config"] = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_compute_dtype=torch_dtype)
-                except ImportError:
-                    print("hessgpt serve: bitsandbytes is not installed, loading without 4-bit")
         model = AutoModelForCausalLM.from_pretrained(model_dir, **kwargs)
-        if not cuda:
-            model = model.to(device or "cpu")
+        if "device_map" not in kwargs:
+            model = model.to(dev)
+        self.dtype = kwargs["dtype"]
         self.model_id = os.path.basename(os.path.normpath(model_dir))
         if adapter:
             from peft import PeftModel
@@ -410,19 +450,25 @@ class HFBackend:
         return enc["input_ids"].to(self.device)
 
     # -- generation ------------------------------------------------------------------------------
-    def _generate(self, input_ids, params: SamplingParams, max_new: int, cancel, generator) -> Iterator[str | None]:
-        """Yields text deltas; ends with None after EOS (the model finished its turn)."""
+    def _generate(self, input_ids, params: SamplingParams, max_new: int, cancel, generator,
+                  kv: KVState | None = None) -> Iterator[str | None]:
+        """Yields text deltas; ends with None after EOS (the model finished its turn). With `kv` (one per turn),
+        the previous round's cache is reused for the prefix of `input_ids` it already holds."""
         import torch
 
+        kv = kv if kv is not None else KVState()
         decoder = _IncrementalDecoder(self.tokenizer)
-        past, generated = None, []
-        ids = input_ids
+        start = kv.reuse(input_ids[0].tolist())
+        ids = input_ids[:, start:]                     # (1, T - start): only the new tokens are prefilled
+        kv.prefilled.append(int(ids.shape[1]))
+        kv.sampled = generated = []
         with torch.inference_mode():
             for _ in range(max_new):
                 if cancel is not None and cancel.is_set():
                     return
-                out = self.model(input_ids=ids, past_key_values=past, use_cache=True)
-                past = out.past_key_values
+                out = self.model(input_ids=ids, past_key_values=kv.past, use_cache=True)
+                kv.past = out.past_key_values
+                kv.ids.extend(ids[0].tolist())
                 logits = out.logits[0, -1].float()  # (vocab,)
                 tok = _sample(logits, params, generated, generator)
                 generated.append(tok)
@@ -450,13 +496,14 @@ class HFBackend:
         from hessgpt.tools.router import TurnText
 
         spacing = TurnText()  # text before and after a code step joined with "\n\n", as the HessGPT router does
+        kv = KVState()        # the KV cache, kept across this turn's tool rounds
         while True:
             budget = min(params.max_new_tokens - completion, self.context_length - int(input_ids.shape[1]))
             if rounds >= self.max_tool_rounds:
                 intercept.discard("python")  # no more code runs: later blocks stay Markdown
             splitter = FenceSplitter(intercept)
             answer, pending, ended, produced = "", None, False, 0
-            stream = self._generate_text(input_ids, params, budget, cancel, generator)
+            stream = self._generate_text(input_ids, params, budget, cancel, generator, kv=kv)
             while pending is None:
                 delta = next(stream, _END)
                 if delta is None or delta is _END:  # EOS (None), or budget spent / cancelled (_END)
@@ -491,8 +538,9 @@ class HFBackend:
                 return
             if pending is not None:
                 rounds += 1
+                t0 = time.perf_counter()
                 status, output = self.run_code(pending.text)
-                yield Event("result", output, data={"status": status})
+                yield Event("result", output, data={"status": status, "duration_ms": round((time.perf_counter() - t0) * 1000, 1)})
                 conv = conv + [{"role": "assistant", "content": answer + "\n```python\n" + pending.text + "\n```"},
                                {"role": "user", "content": f"Output ({status}):\n```\n{output}\n```"}]
                 input_ids = self._encode(conv)
@@ -503,9 +551,9 @@ class HFBackend:
             yield done_event("stop" if ended or pending is not None else "length", prompt_tokens, completion)
             return
 
-    def _generate_text(self, input_ids, params, budget, cancel, generator) -> Iterator[str | None]:
+    def _generate_text(self, input_ids, params, budget, cancel, generator, kv=None) -> Iterator[str | None]:
         """Text deltas of one generation round (a hook tests override to script the model's output)."""
-        return self._generate(input_ids, params, budget, cancel, generator)
+        return self._generate(input_ids, params, budget, cancel, generator, kv=kv)
 
     def _on_item(self, item: tuple) -> Event | None:
         if item[0] == "text":

@@ -125,7 +125,7 @@ class ScriptedHF(HFBackend):
         self.__dict__.update(src.__dict__)
         self.rounds, self.prompts, self.run_code, self.max_tool_rounds = list(rounds), [], run_code, 4
 
-    def _generate_text(self, input_ids, params, budget, cancel, generator):
+    def _generate_text(self, input_ids, params, budget, cancel, generator, kv=None):
         self.prompts.append(self.tokenizer.decode(input_ids[0]))
         yield from self.rounds.pop(0)
         yield None  # EOS
@@ -144,6 +144,7 @@ def test_python_blocks_go_through_the_run_code_hook(base):
     assert [e.type for e in events] == ["text", "code", "result", "text", "text", "done"]
     assert ran == ["print(6 * 7)"]
     assert events[1].text == "print(6 * 7)" and events[2].data["status"] == "ok" and events[2].text == "42\n"
+    assert isinstance(events[2].data["duration_ms"], float) and events[2].data["duration_ms"] >= 0
     assert text == "Let me compute.\n\nThe answer is 42."  # text before / after the step: one blank line
     assert "```python" in b.prompts[0]  # the system prompt teaches the convention
     assert "42" in b.prompts[1] and "print(6 * 7)" in b.prompts[1]  # the result went back to the model
@@ -202,3 +203,145 @@ def test_hf_folder_generation_config_is_the_default_sampling(tiny_model, tmp_pat
     gen = json.loads((d / "generation_config.json").read_text())
     (d / "generation_config.json").write_text(json.dumps({**gen, "do_sample": True, "temperature": 0.6, "top_p": 0.9}))
     assert HFBackend(str(d)).generation_config == {"temperature": 0.6, "top_p": 0.9, "top_k": 50}
+
+
+# ---- dtype, 4-bit, accelerate: decided before loading, errors in one line ---------------------------------
+
+
+def test_dtype_rule_and_4bit_errors(tiny_model, monkeypatch):
+    import importlib.util
+
+    from hessgpt.device import inference_dtype
+    from hessgpt.serve import backends
+
+    cpu = torch.device("cpu")
+    assert inference_dtype(cpu, "auto") == torch.float32 and inference_dtype(cpu, "bfloat16") == torch.bfloat16
+    for cap, want in [((8, 0), torch.bfloat16), ((9, 0), torch.bfloat16), ((7, 5), torch.float16), ((6, 1), torch.float16)]:
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None, cap=cap: cap)
+        assert inference_dtype(torch.device("cuda", 0), "auto") == want, cap
+    with pytest.raises(HessGPTError, match="--dtype 'int8'"):
+        inference_dtype(cpu, "int8")
+    with pytest.raises(HessGPTError, match="--load-in-4bit needs a CUDA GPU") as e:
+        HFBackend(tiny_model[0], load_in_4bit=True, device="cpu")
+    assert "\n" not in str(e.value)
+    assert HFBackend(tiny_model[0], dtype="bfloat16").model.dtype == torch.bfloat16
+    # on a GPU (faked: nothing is loaded, only the keyword arguments are decided)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 6))
+    real_find_spec = importlib.util.find_spec
+    installed = {"accelerate", "bitsandbytes"}
+
+    def find_spec(name, *a):
+        if name in ("accelerate", "bitsandbytes"):
+            return object() if name in installed else None
+        return real_find_spec(name, *a)
+
+    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
+    kw = backends.hf_load_kwargs(torch.device("cuda", 0), "auto", load_in_4bit=True)
+    q = kw["quantization_config"]
+    assert kw["dtype"] == torch.bfloat16 and kw["device_map"] == "auto"
+    assert q.load_in_4bit and q.bnb_4bit_quant_type == "nf4" and q.bnb_4bit_compute_dtype == torch.bfloat16
+    installed.discard("bitsandbytes")
+    with pytest.raises(HessGPTError, match="--load-in-4bit needs bitsandbytes: pip install bitsandbytes"):
+        backends.hf_load_kwargs(torch.device("cuda", 0), "auto", load_in_4bit=True)
+    installed.discard("accelerate")
+    with pytest.raises(HessGPTError, match="needs accelerate"):
+        backends.hf_load_kwargs(torch.device("cuda", 0), "float16")
+
+
+def test_flags_reach_the_hf_backend(monkeypatch):
+    from hessgpt import chat
+    from hessgpt.serve import app, backends
+
+    seen = []
+    monkeypatch.setattr(backends, "HFBackend", lambda *a, **kw: seen.append(kw) or "backend")
+    p = chat.argparse.ArgumentParser()
+    chat.add_backend_args(p)
+    assert chat.backend_from_args(p.parse_args(["--hf-model", "m", "--dtype", "bfloat16", "--load-in-4bit", "--no-tools"])) == "backend"
+    assert seen[-1]["dtype"] == "bfloat16" and seen[-1]["load_in_4bit"] is True
+    with pytest.raises(HessGPTError, match="apply to --hf-model"):
+        chat.backend_from_args(p.parse_args(["ck", "--dtype", "float16"]))
+    args = app.build_parser().parse_args(["--hf-model", "m", "--dtype", "float16", "--no-tools"])
+    assert app.build_backend(args) == "backend" and seen[-1]["dtype"] == "float16" and not seen[-1]["load_in_4bit"]
+    with pytest.raises(SystemExit):
+        app.build_parser().parse_args(["--hf-model", "m", "--dtype", "int4"])
+
+
+# ---- the KV cache across tool rounds ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_llama(tiny_model, tmp_path_factory):
+    """A 2-layer random LlamaForCausalLM (full attention: its cache can be cropped) with the same tokenizer."""
+    import shutil
+
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    d = tmp_path_factory.mktemp("llama") / "tiny-llama"
+    shutil.copytree(tiny_model[0], d, ignore=shutil.ignore_patterns("*.safetensors", "config.json", "generation_config.json"))
+    tok = AutoTokenizer.from_pretrained(d)
+    torch.manual_seed(1)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=2, max_position_embeddings=256, bos_token_id=tok.bos_token_id,
+                      eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    LlamaForCausalLM(cfg).save_pretrained(d)
+    return HFBackend(str(d))
+
+
+def test_cached_round_gives_the_tokens_of_a_full_prefill(tiny_llama):
+    from hessgpt.serve.backends import KVState
+
+    b, greedy = tiny_llama, SamplingParams(max_new_tokens=12)
+    a = b._encode(b._template_messages(MSGS, None))                         # round 1 prompt (1, T)
+    kv = KVState()
+    list(b._generate(a, greedy, 10, None, None, kv=kv))
+    assert kv.prefilled == [a.shape[1]] and len(kv.sampled) == 10
+    assert kv.ids == a[0].tolist() + kv.sampled[:-1]                         # the last token was never fed
+    result = b.tokenizer("\nOutput (ok):\n42\n", add_special_tokens=False)["input_ids"]
+    for keep in (len(kv.sampled), 4):   # round 2 extends what the cache holds / shares only part of it
+        kv2 = KVState()
+        list(b._generate(a, greedy, 10, None, None, kv=kv2))
+        round1 = kv2.sampled
+        prompt2 = torch.tensor([a[0].tolist() + round1[:keep] + result])
+        text_cached = "".join(t for t in b._generate(prompt2, greedy, 12, None, None, kv=kv2) if t)
+        shared = a.shape[1] + min(keep, len(round1) - 1)
+        assert kv2.prefilled == [a.shape[1], prompt2.shape[1] - shared]       # only the new tokens computed
+        full = KVState()
+        text_full = "".join(t for t in b._generate(prompt2, greedy, 12, None, None, kv=full) if t)
+        assert full.prefilled == [prompt2.shape[1]]
+        assert kv2.sampled == full.sampled and text_cached == text_full, keep
+        assert kv2.past.get_seq_length() == len(kv2.ids)
+
+
+class CodeOnceHF(HFBackend):
+    """The real model and cache, but round 1 ends with a scripted ```python block after 6 real tokens."""
+
+    def __init__(self, src: HFBackend, run_code):
+        self.__dict__.update(src.__dict__)
+        self.run_code, self.max_tool_rounds, self.kvs, self.round = run_code, 4, [], 0
+
+    def _generate_text(self, input_ids, params, budget, cancel, generator, kv=None):
+        self.kvs.append(kv)
+        self.round += 1
+        if self.round > 1:
+            return self._generate(input_ids, params, budget, cancel, generator, kv=kv)
+        real = list(self._generate(input_ids, params, 6, cancel, generator, kv=kv))
+        return iter([t for t in real if t] + ["\n```python\nprint(6 * 7)\n```"])
+
+
+def test_tool_rounds_keep_the_cache_through_stream_chat(tiny_llama):
+    b = CodeOnceHF(tiny_llama, run_code=lambda src: ("ok", "42\n"))
+    params = SamplingParams(max_new_tokens=30)
+    text, events = run(b, params, messages=[{"role": "user", "content": "6*7?"}])
+    assert [e.type for e in events if e.type != "text"] == ["code", "result", "done"]
+    kv = b.kvs[0]
+    assert b.kvs[1] is kv and len(kv.prefilled) == 2
+    round2 = kv.prefilled[1]
+    full_prompt = len(kv.ids) - len(kv.sampled) + 1   # round 2 prompt length (its fed ids minus the sampled ones)
+    assert 0 < round2 <= full_prompt - kv.prefilled[0]  # the whole round-1 prompt came from the cache
+    # the same round-2 prompt prefilled from scratch samples the same tokens
+    from hessgpt.serve.backends import KVState
+
+    prompt2 = torch.tensor([kv.ids[:full_prompt]])
+    fresh = KVState()
+    list(b._generate(prompt2, params, 30 - events[-1].data["completion_tokens"] + len(kv.sampled), None, None, kv=fresh))
+    assert fresh.sampled[:len(kv.sampled)] == kv.sampled
