@@ -11,7 +11,7 @@ import sys
 
 # name -> (module, function, one-line help)
 COMMANDS = {
-    "model": ("hessgpt.config", "cli_main", "inspect a preset or checkpoint: `hessgpt model info PRESET|CKPT`"),
+    "model": ("hessgpt.cli", "model_main", "presets, `model info PRESET|CKPT`, `model init PRESET --out DIR` (random weights)"),
     "tokenizer": ("hessgpt.tokenizer", "cli_main", "train or adopt a BPE tokenizer: `hessgpt tokenizer train ...`"),
     "convert": ("hessgpt.convert", "cli_main", "convert checkpoints: to-hf, from-hf, to-gguf, from-gguf"),
     "generate": ("hessgpt.chat", "generate_main", "generate text from a prompt"),
@@ -38,6 +38,34 @@ def _usage() -> str:
     lines.append("")
     lines.append("`hessgpt COMMAND --help` for a command's flags.")
     return "\n".join(lines)
+
+
+def model_main(argv: list[str]) -> int:
+    """`hessgpt model presets|info` (hessgpt.config, no torch) and `hessgpt model init` (the model and checkpoint code)."""
+    if argv[:1] != ["init"]:
+        try:
+            return importlib.import_module("hessgpt.config").cli_main(argv)
+        except SystemExit as e:  # argparse's --help / usage error
+            if argv[:1] in (["-h"], ["--help"]):
+                print("\n`hessgpt model init PRESET --tokenizer DIR --out DIR`: a random-weight checkpoint (--help for flags)")
+            return int(e.code or 0)
+    import argparse
+
+    p = argparse.ArgumentParser(prog="hessgpt model init", description=(
+        "Save a randomly initialised preset (vocab size = the tokenizer's) as a HessGPT checkpoint folder: "
+        "the pipeline's `init` stage, and a model to try every command on before any training."))
+    p.add_argument("preset", help="preset name (`hessgpt model presets`)")
+    p.add_argument("--tokenizer", required=True, metavar="DIR", help="tokenizer folder (`hessgpt tokenizer train`)")
+    p.add_argument("--out", required=True, metavar="DIR", help="checkpoint folder to write")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a preset's config (repeatable)")
+    p.add_argument("--seed", type=int, default=0, help="initialisation seed (default 0)")
+    args = p.parse_args(argv[1:])
+    pretrain = importlib.import_module("hessgpt.train.pretrain")
+    pretrain.init_checkpoint(args.preset, args.tokenizer, args.out, pretrain.parse_overrides(args.set), args.seed)
+    cfg = importlib.import_module("hessgpt.config").load_config(args.out)
+    print(f"wrote {args.out}: {args.preset}, {cfg.num_params():,} parameters (vocab {cfg.vocab_size}, context "
+          f"{cfg.context_length}), random weights (seed {args.seed})")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
