@@ -127,7 +127,7 @@ def parse_args(argv):
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a preset's config (repeatable)")
     p.add_argument("--chunk", help="K/N: train the K-th of N equal parts of --steps, save OUT/last and stop (K>1 resumes)")
     p.add_argument("--activation-checkpointing", action="store_true",
-                   help="recompute each block in backward: activations of one block instead of all (~1/3 more compute)")
+                   help="recompute each block in backward, keeping only its input (less memory, ~1/3 more compute)")
     common.add_common_args(p, lr=3e-4, batch_size=16, save_every=500, eval_every=250)
     args = p.parse_args(argv)
     common.check_positive(args, "steps", "batch_size", "seq_len", "grad_accum", "lr")
@@ -179,7 +179,8 @@ def train(args) -> int:
     if seq_len > model.config.context_length:
         raise HessGPTError(f"--seq-len {seq_len} is longer than the model's context_length {model.config.context_length}")
     model.to(device).train()
-    model.config.activation_checkpointing = args.activation_checkpointing
+    if args.activation_checkpointing:   # else the config's own (--set activation_checkpointing=true)
+        model.config.activation_checkpointing = True
     raw = model
     n_params = sum(p.numel() for p in model.parameters())
     common.check_memory(model.config, args.batch_size, seq_len, n_params, amp is not None, device,

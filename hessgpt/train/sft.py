@@ -37,7 +37,6 @@ import time
 from contextlib import nullcontext
 
 import torch
-import torch.nn.functional as F
 
 from hessgpt import checkpoint
 from hessgpt.device import autocast, autocast_dtype, peak_flops
@@ -116,7 +115,8 @@ def pack(examples: list, row_len: int, seed: int | None, window: int = 64) -> li
 
 
 def make_batch(examples: list, rows: list[list[int]], seq_len: int, pad_id: int) -> dict[str, torch.Tensor]:
-    """Packed rows -> x, y, loss_mask, pos [B, T] and attn_mask [B, 1, T, T] (bool, True = may attend)."""
+    """Packed rows -> x, y, loss_mask, pos, segments (conversation index, -1 = padding) [B, T] and the
+    equivalent attn_mask [B, 1, T, T] (bool, True = may attend)."""
     B, L = len(rows), seq_len + 1
     tok = torch.full((B, L), pad_id, dtype=torch.long)
     lm = torch.zeros((B, L), dtype=torch.long)
@@ -138,16 +138,17 @@ def make_batch(examples: list, rows: list[list[int]], seq_len: int, pad_id: int)
     loss_mask = lm[:, 1:] * (s_in == s_out) * (s_out >= 0)   # a target must belong to the input's conversation
     causal = torch.ones(seq_len, seq_len, dtype=torch.bool).tril()
     attn = (s_in[:, :, None] == s_in[:, None, :]) & causal   # [B, T, T] block-diagonal causal
-    return {"x": x, "y": y, "loss_mask": loss_mask, "pos": pos[:, :-1], "attn_mask": attn.unsqueeze(1)}
+    return {"x": x, "y": y, "loss_mask": loss_mask, "pos": pos[:, :-1], "segments": s_in, "attn_mask": attn.unsqueeze(1)}
 
 
 def masked_loss_sum(model, batch: dict, device, amp) -> tuple[torch.Tensor, torch.Tensor]:
     """(sum of next-token losses where loss_mask is 1, number of such tokens) for one batch."""
     x, y, m = batch["x"].to(device), batch["y"].to(device), batch["loss_mask"].to(device)
     sel = m.bool()                                                    # [B, T] targets that count
-    with autocast(device, amp):   # logits only where the loss is taken: the head skips the prompt tokens
-        logits = model(x, input_pos=batch["pos"].to(device), mask=batch["attn_mask"].to(device), logits_at=sel)   # [N, V]
-    loss = F.cross_entropy(logits.float(), y[sel], reduction="sum")
+    # logits only where the loss is taken (the head skips the prompt tokens), in chunks; segments: block-diagonal
+    # attention (FlexAttention's BlockMask on CUDA, the dense attn_mask on CPU)
+    with autocast(device, amp):
+        loss = model(x, input_pos=batch["pos"].to(device), segments=batch["segments"].to(device), logits_at=sel, targets=y[sel])
     return loss, sel.sum().to(loss.dtype)
 
 
@@ -219,6 +220,8 @@ def parse_args(argv):
     lo.add_argument("--dropout", type=float, default=0.05, help="dropout on the LoRA input (design: 0.05-0.1)")
     lo.add_argument("--targets", default=",".join(L.ATTENTION_TARGETS),
                     help=f"comma-separated modules to adapt (any of {','.join(L.ALL_TARGETS)})")
+    p.add_argument("--activation-checkpointing", action="store_true",
+                   help="recompute each block in backward, keeping only its input (less memory, ~1/3 more compute)")
     common.add_common_args(p, lr=2e-4, batch_size=8, save_every=200, eval_every=100)
     args = p.parse_args(argv)
     common.check_positive(args, "steps", "batch_size", "seq_len", "grad_accum", "lr", "epochs")
@@ -263,6 +266,8 @@ def train(args) -> int:
     torch.manual_seed(args.seed + 1 + info.rank)
     seq_len = args.seq_len or model.config.context_length
     model.to(device)
+    if args.activation_checkpointing:   # else the config's own (--set activation_checkpointing=true)
+        model.config.activation_checkpointing = True
     raw = model
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     common.check_memory(model.config, args.batch_size, seq_len, trainable, amp is not None, device,
