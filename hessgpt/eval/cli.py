@@ -123,7 +123,7 @@ def cmd_tools(args) -> int:
     single-turn tables at the top level; multi-turn files go to "conversations" (keyed by stem)."""
     from hessgpt.engine import SamplingParams
     from hessgpt.eval.tools import (BASELINES, evaluate, evaluate_conversations, format_conversations, format_metrics,
-                                    is_multiturn_file, load_conversations, load_samples, metrics)
+                                    format_model2, is_multiturn_file, load_conversations, load_samples, metrics)
 
     singles, multis = {}, {}
     for path in args.data:
@@ -137,7 +137,8 @@ def cmd_tools(args) -> int:
     backend = load_backend(args.model1, args.model2)
     params = SamplingParams(max_new_tokens=args.max_new_tokens, temperature=0.0, seed=0)
     samples = [s for ss in singles.values() for s in ss]
-    result = evaluate(backend, samples, params, baselines=not args.no_baselines) if samples else \
+    with_model2 = args.model2 is not None   # model 2's effect measured on the same items (model2 block)
+    result = evaluate(backend, samples, params, baselines=not args.no_baselines, model2=with_model2) if samples else \
         {"overall": metrics([]), "per_lang": {}, "skipped": [], "samples": []}
     model = {k: result[k] for k in ("overall", "per_lang", "skipped", "samples")}
     per_data, start = {}, 0
@@ -145,7 +146,8 @@ def cmd_tools(args) -> int:
         rows = slice(start, start + len(ss))
         per_data[stem] = _split(result, rows)
         start += len(ss)
-    out_obj = {**_header("tools", args.model1), "model2": args.model2, "data": args.data,
+    model2 = {"checkpoint": args.model2, **result["model2"]} if "model2" in result else None
+    out_obj = {**_header("tools", args.model1), "model2": model2, "data": args.data,
                "model": model, "baselines": result.get("baselines", {}), "per_data": per_data,
                # kept for readers of the earlier layout (eval report, quickstart)
                "overall": model["overall"], "per_lang": model["per_lang"]}
@@ -162,8 +164,12 @@ def cmd_tools(args) -> int:
     out = save_json(out_obj, args.out or default_out(args.model1, "tools"))
     for stem, table in per_data.items():
         print(f"## {stem}\n{format_metrics(table)}\n")
+        if "model2" in table:
+            print(f"{format_model2(table['model2'])}\n")
     if len(per_data) > 1:
         print(f"## combined\n{format_metrics(result)}\n")
+        if model2:
+            print(f"{format_model2(model2)}\n")
     for stem, conv in out_obj.get("conversations", {}).items():
         print(f"## {stem}\n{format_conversations(conv)}\n")
     if "overlap" in out_obj:
@@ -198,9 +204,11 @@ def _without_samples(t: dict) -> dict:
 
 def _split(result: dict, rows: slice) -> dict:
     """The tables of one file: model and baselines recomputed over that file's rows."""
-    from hessgpt.eval.tools import tables
+    from hessgpt.eval.tools import model2_summary, tables
 
     out = _without_samples(tables(result["samples"][rows]))
+    if "model2" in result:
+        out["model2"] = model2_summary(result["samples"][rows])
     out["baselines"] = {k: _without_samples(tables(v["samples"][rows])) for k, v in result.get("baselines", {}).items()}
     return out
 
@@ -246,7 +254,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("tools", help="routing, execution, answers and function calls of the dual model")
     t.add_argument("--model1", required=True)
-    t.add_argument("--model2", default=None)
+    t.add_argument("--model2", default=None, help="model 2 checkpoint: the JSON gets a \"model2\" block (asked, changed, "
+                   "fixed, broke; exact answers and execution with and without model 2, on the same items)")
     t.add_argument("--data", nargs="+", required=True,
                    help="JSONL files (each scored separately): conversation format, OOD single/multi-turn, GSM8K, BFCL or xLAM")
     t.add_argument("--no-baselines", action="store_true", help="skip the constant and regex-router baselines")

@@ -272,6 +272,9 @@ class Outcome:
     text: str = ""
     final_text: str = ""                                 # the text after the last tool result (the stated answer)
     tool_calls: list[dict] = field(default_factory=list)
+    refine_calls: int = 0                                # model 2 asked (refined_code events)
+    refined_used: int = 0                                # ... and its program's result replaced model 1's
+    refine_skipped: int = 0                              # model 2 needed but not asked (refine_skipped events)
 
 
 def run_sample(backend, sample: Sample, params) -> Outcome:
@@ -298,6 +301,11 @@ def run_messages(backend, messages: list[dict], params, tools=None) -> Outcome:
             out.final_text += ev.text
         elif ev.type == "tool_call":
             out.tool_calls.append({"name": ev.data.get("name"), "arguments": ev.data.get("arguments")})
+        elif ev.type == "refined_code":
+            out.refine_calls += 1
+            out.refined_used += bool(ev.data.get("used"))
+        elif ev.type == "refine_skipped":
+            out.refine_skipped += 1
     return out
 
 
@@ -400,7 +408,50 @@ def sample_row(backend, s: Sample, params) -> dict:
         "expected_calls": s.expected_calls, "tool_calls": o.tool_calls,
         "calls_correct": not skip and s.expected_calls is not None and calls_match(o.tool_calls, s.expected_calls),
         "answer": o.text, "final_text": o.final_text,
+        "refine_calls": o.refine_calls, "refined_used": o.refined_used, "refine_skipped": o.refine_skipped,
     }
+
+
+def _good(r: dict) -> bool:
+    """An item is right: its answer states the reference, or (no reference) every code block ran ok."""
+    if r["reference"] is not None:
+        return bool(r["answer_correct"])
+    return bool(r["results"]) and all(x == "ok" for x in r["results"])
+
+
+def add_without_model2(backend, samples: list[Sample], rows: list[dict], params) -> None:
+    """For each row where model 2's program was used, the same item again with model 2 off (the backend's
+    `model2_disabled()` context), as row["without"] = {answer_correct, results, final_text}. Elsewhere the run
+    without model 2 is the same run (greedy decoding; model 1 read its own result), so no row is run twice
+    unless model 2 changed what model 1 read: the with/without comparison is exact and costs only those items."""
+    disabled = getattr(backend, "model2_disabled", None)
+    for s, r in zip(samples, rows):
+        if not r.get("refined_used"):
+            continue
+        if disabled is None:
+            raise HessGPTError(f"item {r['id']}: model 2 changed the result but the backend cannot run without it "
+                               "(no model2_disabled())")
+        with disabled():
+            w = sample_row(backend, s, params)
+        r["without"] = {"answer_correct": w["answer_correct"], "results": w["results"], "final_text": w["final_text"],
+                        "reason": w["reason"], "reference": w["reference"]}
+
+
+def model2_summary(rows: list[dict]) -> dict:
+    """Model 2's effect over rows scored by `evaluate(..., model2=True)`: how many items it was asked on
+    (calls), changed the result of (changed), turned from wrong to right (fixed) or right to wrong (broke);
+    exact-answer accuracy and execution success rate with and without it, on the same items (metrics())."""
+    without = [{**r, **r["without"]} if r.get("without") else r for r in rows]
+    w, wo = metrics(rows), metrics(without)
+    return {"n": len(rows), "calls": sum(r.get("refine_calls", 0) > 0 for r in rows),
+            "changed": sum(bool(r.get("without")) for r in rows),
+            "fixed": sum(_good(a) and not _good(b) for a, b in zip(rows, without)),
+            "broke": sum(_good(b) and not _good(a) for a, b in zip(rows, without)),
+            "skipped": sum(r.get("refine_skipped", 0) > 0 for r in rows),
+            "answer_correct_with": w["answer"]["exact_match"], "answer_correct_without": wo["answer"]["exact_match"],
+            "right_with": sum(r["answer_correct"] for r in rows if r["reference"] is not None),
+            "right_without": sum(r["answer_correct"] for r in without if r["reference"] is not None),
+            "executable_with": w["execution"]["success_rate"], "executable_without": wo["execution"]["success_rate"]}
 
 
 def tables(rows: list[dict]) -> dict:
@@ -448,14 +499,20 @@ class RegexRouterBackend(ConstantBackend):
 BASELINES = {"constant": ConstantBackend, "regex": RegexRouterBackend}
 
 
-def evaluate(backend, samples: list[Sample], params=None, progress: bool = True, baselines: bool = False) -> dict:
+def evaluate(backend, samples: list[Sample], params=None, progress: bool = True, baselines: bool = False,
+             model2: bool = False) -> dict:
     """Run every sample through the backend; metrics overall and per language, per-sample rows, the skipped
-    items, and (baselines=True) the same tables for the constant and regex-router baselines under "baselines"."""
+    items, and (baselines=True) the same tables for the constant and regex-router baselines under "baselines".
+    model2=True: model 2's effect under "model2" (`model2_summary`), the items it changed run again without it."""
     from tqdm import tqdm
 
     params = params or _default_params()
     rows = [sample_row(backend, s, params) for s in tqdm(samples, desc="tools", disable=not progress)]
+    if model2:
+        add_without_model2(backend, samples, rows, params)
     result = tables(rows)
+    if model2:
+        result["model2"] = model2_summary(rows)
     if baselines:
         result["baselines"] = {name: tables([sample_row(cls(), s, params) for s in samples])
                                for name, cls in BASELINES.items()}
@@ -538,6 +595,19 @@ def format_metrics(result: dict) -> str:
     return "\n".join(lines)
 
 
+def format_model2(block: dict) -> str:
+    """One Markdown table: exact answers and execution with and without model 2, and what it did."""
+    def pct(x):
+        return "n/a" if x is None else f"{100 * x:.1f}%"
+    return "\n".join([
+        "| model 2 | without | with |", "|---|---|---|",
+        f"| answer exact match | {pct(block['answer_correct_without'])} ({block['right_without']}) | "
+        f"{pct(block['answer_correct_with'])} ({block['right_with']}) |",
+        f"| execution success | {pct(block['executable_without'])} | {pct(block['executable_with'])} |",
+        f"| asked / changed / fixed / broke / skipped (of {block['n']}) | | {block['calls']} / {block['changed']} / "
+        f"{block['fixed']} / {block['broke']} / {block['skipped']} |"])
+
+
 def format_conversations(result: dict) -> str:
     """A Markdown table of the multi-turn replay: turns and whole conversations right per language, then the
     baselines' (when present) under the model's."""
@@ -555,5 +625,5 @@ def format_conversations(result: dict) -> str:
 
 
 __all__ = ["Sample", "load_samples", "load_conversations", "sample_from_record", "evaluate", "evaluate_conversations",
-           "metrics", "tables", "calls_match", "call_matches", "value_matches", "format_metrics", "format_conversations",
+           "metrics", "tables", "model2_summary", "format_model2", "calls_match", "call_matches", "value_matches", "format_metrics", "format_conversations",
            "gsm8k_reference", "ConstantBackend", "RegexRouterBackend", "BASELINES", "is_multiturn_file"]

@@ -223,3 +223,96 @@ def test_an_html_artifact_counts_as_the_code_block_a_web_request_needs():
     r = result["overall"]["routing"]
     assert (r["tp"], r["fp"], r["fn"], r["tn"]) == (1, 0, 0, 0)
     assert result["overall"]["execution"]["executed"] == 0
+
+
+class Model2ScriptedBackend(ScriptedBackend):
+    """Two scripts: with model 2 (default) and, inside `model2_disabled()`, without it."""
+
+    def __init__(self, with_m2, without_m2):
+        super().__init__(with_m2)
+        self.with_m2, self.without_m2, self.runs = with_m2, without_m2, []
+
+    def model2_disabled(self):
+        import contextlib
+
+        @contextlib.contextmanager
+        def off():
+            self.script = self.without_m2
+            try:
+                yield self
+            finally:
+                self.script = self.with_m2
+        return off()
+
+    def stream_chat(self, messages, params, tools=None):
+        self.runs.append((messages[-1]["content"], self.script is self.with_m2))
+        yield from super().stream_chat(messages, params, tools)
+
+
+def model2_scripts():
+    def refined(used):
+        return Event("refined_code", "print(3*4)", {"lang": "python", "reason": "error", "used": used})
+    err = Event("result", "NameError", {"status": "error"})
+    ok = Event("result", "12\n", {"status": "ok"})
+    code = Event("code", "print(3*y)", {"lang": "python"})
+    with_m2 = {
+        "pos0: combien font 3 fois 4 ?": coded("Cela fait 12."),                                   # not asked
+        "pos1: combien font 3 fois 4 ?": [code, refined(True), ok, Event("text", "Cela fait 12.")],   # fixed
+        "pos2: combien font 3 fois 4 ?": [code, refined(False), err, Event("text", "Erreur.")],      # asked, not used
+        "pos3: combien font 3 fois 4 ?": [code, refined(True), Event("result", "13\n", {"status": "ok"}),
+                                          Event("text", "Cela fait 13.")],                          # broke
+    }
+    without = {
+        "pos0: combien font 3 fois 4 ?": coded("Cela fait 12."),
+        "pos1: combien font 3 fois 4 ?": [code, err, Event("text", "Erreur.")],
+        "pos2: combien font 3 fois 4 ?": [code, err, Event("text", "Erreur.")],
+        "pos3: combien font 3 fois 4 ?": [code, err, Event("code", "print(3*4)", {"lang": "python"}), ok,
+                                          Event("text", "Cela fait 12.")],                          # model 1 recovers
+    }
+    return with_m2, without
+
+
+def test_model2_block_with_and_without_on_the_same_items(tmp_path):
+    data = tmp_path / "routing_val.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in routing_records()[:4]))
+    samples = T.load_samples(data)
+    backend = Model2ScriptedBackend(*model2_scripts())
+    r = T.evaluate(backend, samples, progress=False, model2=True)
+    m = r["model2"]
+    assert (m["n"], m["calls"], m["changed"], m["fixed"], m["broke"]) == (4, 3, 2, 1, 1)
+    assert m["answer_correct_with"] == 0.5 and m["answer_correct_without"] == 0.5      # pos0 + pos1 / pos0 + pos3
+    assert (m["right_with"], m["right_without"]) == (2, 2)
+    assert m["executable_with"] == 0.75 and m["executable_without"] == 0.4              # 3/4 blocks; 2/5 blocks
+    assert r["overall"]["answer"]["exact_match"] == m["answer_correct_with"]            # the tables are the "with" run
+    # only the items whose result model 2 changed were run a second time, without it
+    assert sorted(backend.runs) == sorted([(f"pos{i}: combien font 3 fois 4 ?", True) for i in range(4)] +
+                                          [("pos1: combien font 3 fois 4 ?", False), ("pos3: combien font 3 fois 4 ?", False)])
+    assert T.format_model2(m).count("|") > 10 and "1 / 1" in T.format_model2(m)
+
+
+def test_model2_block_needs_a_backend_that_can_turn_model2_off(tmp_path):
+    data = tmp_path / "routing_val.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in routing_records()[:4]))
+    with pytest.raises(T.HessGPTError, match="cannot run without it"):
+        T.evaluate(ScriptedBackend(model2_scripts()[0]), T.load_samples(data), progress=False, model2=True)
+
+
+def test_tools_cli_writes_the_model2_block(tmp_path, monkeypatch, capsys):
+    from hessgpt.eval import cli
+
+    data = tmp_path / "routing_val.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in routing_records()[:4]))
+    ckpt, m2 = tmp_path / "ckpt", tmp_path / "m2"
+    ckpt.mkdir()
+    m2.mkdir()
+    monkeypatch.setattr(cli, "load_backend", lambda m1, m2=None, plain=False: Model2ScriptedBackend(*model2_scripts()))
+    assert cli.main(["tools", "--model1", str(ckpt), "--model2", str(m2), "--data", str(data), "--no-baselines"]) == 0
+    saved = json.loads((ckpt / "eval" / "tools.json").read_text())
+    block = saved["model2"]
+    assert block["checkpoint"] == str(m2) and {"calls", "changed", "fixed", "broke", "answer_correct_with",
+                                               "answer_correct_without", "executable_with", "executable_without"} <= set(block)
+    assert saved["per_data"]["routing_val"]["model2"]["fixed"] == 1
+    assert "| model 2 | without | with |" in capsys.readouterr().out
+    # without --model2: no block
+    assert cli.main(["tools", "--model1", str(ckpt), "--data", str(data), "--no-baselines"]) == 0
+    assert json.loads((ckpt / "eval" / "tools.json").read_text())["model2"] is None
