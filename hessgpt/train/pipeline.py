@@ -19,7 +19,8 @@ A recipe names stages, data paths and hyperparameters (never Python objects):
     final: {model1: "@model1"}
 
 `@stage` is that stage's output folder. Relative paths are relative to the recipe file (as in data recipes).
-Stage kinds: tokenizer (hessgpt.tokenizer.train_tokenizer), routing (hessgpt.data.routing.generate), prepare
+Stage kinds: tokenizer (hessgpt.tokenizer.train_tokenizer), routing (hessgpt.data.routing.generate),
+refine-pairs (hessgpt.data.refine.build: model 2's verified refinement pairs), prepare
 (hessgpt.data.prepare), shards (hessgpt.data.shards.write_shards), init (a random-weight checkpoint of a preset),
 pretrain, sft, merge. `args` holds the stage's command-line flags (`batch-size: 16` -> `--batch-size 16`);
 `nproc: N` runs a pretrain/sft stage as N data-parallel processes (torchrun) with those flags each.
@@ -49,6 +50,7 @@ from hessgpt.errors import HessGPTError
 KINDS = {
     "tokenizer": {"inputs", "vocab_size", "lang_weights", "min_frequency"},
     "routing": {"n", "langs", "seed", "val_fraction", "negative_fraction", "workers", "test_n", "multiturn_share"},
+    "refine-pairs": {"routing", "code", "per_program", "max_programs", "generation_share", "val_fraction", "seed", "workers"},
     "prepare": {"recipe", "local", "tokenizer", "seed", "total"},
     "shards": {"text", "recipe", "text_kind", "languages", "tokenizer", "chunks", "workers", "local", "total_tokens",
                "shard_tokens", "val_fraction", "val_tokens"},
@@ -137,7 +139,7 @@ class Pipeline:
         out = self.out(s.name)
         if s.kind == "tokenizer":
             return os.path.exists(os.path.join(out, "tokenizer.json"))
-        if s.kind == "routing":
+        if s.kind in ("routing", "refine-pairs"):
             return os.path.exists(os.path.join(out, "stats.json"))
         if s.kind == "prepare":
             return os.path.exists(os.path.join(out, "report.json"))
@@ -185,6 +187,17 @@ class Pipeline:
         _write_jsonl(Path(out) / "test.jsonl", splits["test"])   # test: own seed, disjoint by construction
         _write_jsonl(Path(out) / "train.jsonl", splits["train"])
         _write_json(os.path.join(out, "stats.json"), d)  # last: marks the stage finished
+
+    def _refine_pairs(self, s, spec, out):
+        from hessgpt.data import refine
+        from hessgpt.tools.sandbox import Sandbox
+
+        with Sandbox(workers=int(spec.get("workers", 2))) as sb:
+            splits, d = refine.build(self.resolve(spec.get("routing") or []), self.resolve(spec.get("code") or []), sb,
+                                     int(spec.get("per_program", 2)), int(spec.get("seed", 0)),
+                                     float(spec.get("val_fraction", 0.05)), float(spec.get("generation_share", 0.25)),
+                                     spec.get("max_programs"))
+        refine.write(splits, d, out)   # stats.json last: marks the stage finished
 
     def _prepare(self, s, spec, out):
         from hessgpt.data.prepare import prepare
