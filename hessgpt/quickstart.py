@@ -177,6 +177,10 @@ def _metric(name: str, result: dict) -> str:
         if ov:
             text += f" | {ov['n_overlapping']}/{ov['n_items']} prompts overlap the training data; without them: " + \
                 _tools_metric(ov["clean"])
+        m2 = result.get("model2")
+        if m2:
+            text += (f" | model 2: asked {m2['calls']}, changed {m2['changed']}, fixed {m2['fixed']}, broke {m2['broke']}; "
+                     f"exact {_fmt(m2['answer_correct_without'], True)} without -> {_fmt(m2['answer_correct_with'], True)} with")
         for stem, c in result.get("conversations", {}).items():
             o = c["overall"]
             text += f" | {stem}: turns {o['turns_right']}/{o['turns']}, conversations {o['conversations_right']}/{o['conversations']}"
@@ -232,6 +236,8 @@ def run(out: Path, b: Budget) -> dict:
         steps.setdefault(name, {})["metrics"] = _metric(name, result)
         if name.startswith("eval tools"):
             steps[name]["by_category"] = tools_breakdown(result)
+            if result.get("model2"):
+                steps[name]["model2"] = {k: v for k, v in result["model2"].items() if k != "checkpoint"}
 
     # 3. the report (cheap: always rebuilt from the JSONs)
     report = out / "report"
@@ -254,6 +260,18 @@ def run(out: Path, b: Budget) -> dict:
     return summary
 
 
+def model2_table(blocks: dict[str, dict]) -> str:
+    """Model 2's effect per evaluation, measured on the same items in the same run (eval tools' model2 block):
+    exact answers and execution success without and with it, how often it was asked, changed the result,
+    fixed a wrong answer, broke a right one."""
+    lines = ["model 2 (same items)      exact without -> with   executable without -> with   asked changed fixed broke"]
+    for name, b in blocks.items():
+        lines.append(f"{name:<25} {_fmt(b.get('answer_correct_without'), True):>7} -> {_fmt(b.get('answer_correct_with'), True):<7}"
+                     f"       {_fmt(b.get('executable_without'), True):>7} -> {_fmt(b.get('executable_with'), True):<7}"
+                     f"           {b['calls']:>5} {b['changed']:>7} {b['fixed']:>5} {b['broke']:>5}")
+    return "\n".join(lines)
+
+
 def print_summary(summary: dict) -> None:
     print("\nstage                     seconds  metrics")
     for name, s in summary["stages"].items():
@@ -261,6 +279,9 @@ def print_summary(summary: dict) -> None:
     for name, e in summary["evals"].items():
         sec = e.get("seconds")
         print(f"{name:<25} {'-' if sec is None else f'{sec:.0f}':>7}  {e.get('metrics', '')}")
+    m2 = {name: e["model2"] for name, e in summary["evals"].items() if e.get("model2")}
+    if m2:
+        print("\n" + model2_table(m2))
     t = summary["totals"]
     print(f"data {t['data_s']:.0f} s, training {t['train_s']:.0f} s, evaluation {t['eval_s']:.0f} s "
           f"(training + evaluation {t['train_and_eval_min']} min); report: {summary['report']}", flush=True)

@@ -21,12 +21,14 @@ def run_dir(tmp_path_factory):
 def test_every_stage_output_loads(run_dir):
     record = json.loads((run_dir / "pipeline.json").read_text())
     # the issue's chain: model 1 pretrain -> SFT LoRA -> merge -> routing SFT (+ LoRA) -> merge; model 2
-    # pretrain on code -> SFT -> merge
-    stages = ["routing", "chat-data", "tokenizer", "model1-init", "model1-mid-shards", "model1-pretrain",
+    # pretrain on code -> SFT on the refinement pairs -> merge
+    stages = ["routing", "refine-pairs", "chat-data", "tokenizer", "model1-init", "model1-mid-shards", "model1-pretrain",
               "model1-chat-lora", "model1-chat", "model1-routing", "model1-routing-lora", "model1-merged",
               "code-shards", "model2-init", "model2-pretrain", "model2-code-lora", "model2"]
     assert set(stages) <= set(record["stages"])
     assert (run_dir / "routing" / "train.jsonl").stat().st_size > 0
+    pairs = [json.loads(line) for line in (run_dir / "refine-pairs" / "train.jsonl").read_text().splitlines()]
+    assert pairs and all(r["split"] == "train" and r["messages"][-1]["code"] for r in pairs)
     val = [json.loads(line) for line in (run_dir / "routing" / "val.jsonl").read_text().splitlines()]
     assert val and all("messages" in r for r in val)
     assert (run_dir / "tokenizer" / "tokenizer.json").exists()
@@ -48,6 +50,9 @@ def test_evals_and_report(run_dir):
     assert tools["overall"]["n"] == quickstart.SMOKE.tools_limit
     assert "routing" in tools["overall"] and tools["per_lang"]
     assert set(tools["baselines"]) == {"constant", "regex"}
+    m2 = tools["model2"]   # model 2's effect, with and without it on the same items
+    assert m2["n"] == quickstart.SMOKE.tools_limit and m2["calls"] >= m2["changed"] >= m2["fixed"]
+    assert {"answer_correct_with", "answer_correct_without", "executable_with", "executable_without", "broke"} <= set(m2)
     dev = json.loads((run_dir / "model1" / "eval" / "tools-dev.json").read_text())
     assert dev["overall"]["n"] == quickstart.SMOKE.tools_limit
     ood = json.loads((run_dir / "model1" / "eval" / "tools-ood.json").read_text())
@@ -78,6 +83,6 @@ def test_rerun_skips_finished_work(run_dir, capsys):
     before = {p: p.stat().st_mtime_ns for p in (run_dir / "model1" / "eval").glob("*.json")}
     assert quickstart.main(["--smoke", "--no-serve", "--out", str(run_dir)]) == 0
     text = capsys.readouterr().out
-    assert text.count("already done, skipped") == 16   # every pipeline stage
+    assert text.count("already done, skipped") == 17   # every pipeline stage
     assert text.count("already done (") == 7
     assert {p: p.stat().st_mtime_ns for p in before} == before
