@@ -128,6 +128,9 @@ def print_events(events, show_steps: bool = True, out=None) -> dict:
         elif show_steps:
             if e.type in ("code", "refined_code", "artifact"):
                 label = {"code": "code", "refined_code": "code refined by model 2", "artifact": "artifact (not executed)"}[e.type]
+                if e.type == "refined_code":   # why model 2 was asked, and whether its program's result is used
+                    why = e.data.get("reason", "?") + (f": {e.data['detail']}" if e.data.get("detail") else "")
+                    label += f" ({why}; {'used' if e.data.get('used') else 'not used: ' + str(e.data.get('verdict'))})"
                 lang = e.data.get("lang", "python")
                 out.write("\n" + _style("36", f"┌─ {label} [{lang}]") + "\n" + _style("36", e.text.rstrip()) + "\n" + _style("36", "└─") + "\n")
             elif e.type in ("result", "tool_result"):
@@ -138,6 +141,8 @@ def print_events(events, show_steps: bool = True, out=None) -> dict:
                 out.write(_style("35", f"\n→ {e.data.get('name')}({json.dumps(e.data.get('arguments'), ensure_ascii=False)})") + "\n")
             elif e.type == "search":
                 out.write(_style("35", f"\n🔎 {e.text}") + "\n")
+            elif e.type == "refine_skipped":
+                out.write(_style("2", f"(model 2 not asked: {e.text})") + "\n")
         out.flush()
     return rec.turn()
 

@@ -386,3 +386,16 @@ def test_real_model2_that_prints_something_else_never_replaces_a_right_answer(du
     refined, info = dual.router.refine("print(17 * 23)", RIGHT, first)
     assert refined == "print(17 * 24)" and sandbox.run(refined).stdout == "408\n"
     assert dual.router._judge("print(17 * 23)", refined, first, RIGHT)[0] == "used"   # a fix, were 391 a failure
+
+
+def test_ask_and_chat_show_the_refined_program_and_why(dual):
+    import io
+
+    from hessgpt.chat import print_events
+
+    out = io.StringIO()
+    turn_ = print_events(iter(chat(dual, BROKEN)), out=out)
+    text = out.getvalue()
+    assert "code refined by model 2 (error: SyntaxError: '(' was never closed; used)" in text
+    assert text.index("print(15 * 23\n") < text.index("print(15 * 23)") < text.index("345")
+    assert "print(15 * 23)" in turn_["code"]

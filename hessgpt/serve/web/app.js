@@ -11,7 +11,7 @@ const I18N = {
     emptyHint: "Ask in French or English. Code runs in a sandbox; its steps show up here.",
     disclaimer: "HessGPT is a small model and makes mistakes.", systemPrompt: "System prompt",
     temperature: "Temperature", maxTokens: "Max tokens", apiKey: "API key (only if the server needs one)",
-    close: "Close", clearAll: "Delete all chats", untitled: "New chat", code: "Code", refined: "Refined code",
+    close: "Close", clearAll: "Delete all chats", untitled: "New chat", code: "Code", refined: "Refined code", refineSkipped: "Model 2 not asked", notUsed: "not used",
     result: "Result", artifact: "HTML preview", source: "Source", toolCall: "Function call", search: "Search",
     toolResult: "Function result", stopped: "stopped", thinking: "Generating…", errorPrefix: "Error",
     del: "Delete", confirmClear: "Delete all conversations?", length: "cut: max tokens reached",
@@ -24,7 +24,7 @@ const I18N = {
     disclaimer: "HessGPT est un petit modèle et se trompe parfois.", systemPrompt: "Prompt système",
     temperature: "Température", maxTokens: "Jetons max", apiKey: "Clé d'API (seulement si le serveur en demande une)",
     close: "Fermer", clearAll: "Supprimer toutes les discussions", untitled: "Nouvelle discussion", code: "Code",
-    refined: "Code corrigé", result: "Résultat", artifact: "Aperçu HTML", source: "Source", toolCall: "Appel de fonction",
+    refined: "Code corrigé", refineSkipped: "Modèle 2 non sollicité", notUsed: "non retenu", result: "Résultat", artifact: "Aperçu HTML", source: "Source", toolCall: "Appel de fonction",
     search: "Recherche", toolResult: "Résultat de fonction", stopped: "arrêté", thinking: "Génération…",
     errorPrefix: "Erreur", del: "Supprimer", confirmClear: "Supprimer toutes les discussions ?",
     length: "coupé : limite de jetons atteinte",
@@ -158,11 +158,15 @@ function renderStep(p) {
   det.className = "step " + p.kind;
   det.open = true;
   const sum = el("summary");
-  const labels = { code: t("code"), refined_code: t("refined"), result: t("result"), tool_call: t("toolCall"), tool_result: t("toolResult"), search: t("search") };
+  const labels = { code: t("code"), refined_code: t("refined"), refine_skipped: t("refineSkipped"), result: t("result"), tool_call: t("toolCall"), tool_result: t("toolResult"), search: t("search") };
   sum.appendChild(el("span", "badge " + p.kind, labels[p.kind] || p.kind));
   if (p.kind === "result" && p.data && p.data.status) {
     sum.appendChild(el("span", "status-pill " + (p.data.status === "ok" ? "ok" : "bad"), p.data.status));
     if (p.data.duration_ms != null) sum.appendChild(el("span", "muted", p.data.duration_ms + " ms"));
+  }
+  if (p.kind === "refined_code" && p.data && p.data.reason) {  // why model 2 was asked; whether its program is used
+    sum.appendChild(el("span", "muted", p.data.reason + (p.data.detail ? ": " + p.data.detail : "")));
+    if (p.data.used === false) sum.appendChild(el("span", "status-pill bad", t("notUsed") + (p.data.verdict ? " (" + p.data.verdict + ")" : "")));
   }
   det.appendChild(sum);
   if (p.kind === "tool_call") det.appendChild(codeBlock(JSON.stringify({ name: p.data.name, arguments: p.data.arguments }, null, 2), "json"));
