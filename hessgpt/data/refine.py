@@ -89,13 +89,15 @@ class Program:
     source: str        # record id
 
 
-def programs_from_routing(records: list[dict], stats: Counter | None = None) -> list[Program]:
-    """The single-step Python programs of routing TRAIN records (request, code, its real output). Records of
-    another split are refused (counted as skipped_split)."""
+def programs_from_routing(records: list[dict], stats: Counter | None = None,
+                          splits: tuple[str, ...] = ("train",)) -> list[Program]:
+    """The single-step Python programs of routing records of `splits` (request, code, its real output): TRAIN
+    only for training data; records of another split are refused (counted as skipped_split). The evaluation
+    (`hessgpt eval refine`) reads dev/test programs the same way."""
     stats = stats if stats is not None else Counter()
     out = []
     for r in records:
-        if r.get("split", "train") != "train":
+        if r.get("split", "train") not in splits:
             stats["skipped_split"] += 1
             continue
         msgs = r.get("messages") or []

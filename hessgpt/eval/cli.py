@@ -1,4 +1,4 @@
-"""`hessgpt eval {ppl,bench,tools,report}`.
+"""`hessgpt eval {ppl,bench,tools,refine,report}`.
 
 Every command saves its JSON result where `hessgpt eval report` finds it: `--out FILE`, by default
 `<ckpt>/eval/<kind>.json` (ppl.json, bench.json, tools.json) for a checkpoint folder, or
@@ -213,6 +213,33 @@ def _split(result: dict, rows: slice) -> dict:
     return out
 
 
+def cmd_refine(args) -> int:
+    """Model 2 alone under the router's policy, on mutated dev/test programs (eval.tools.evaluate_refinement)."""
+    import hessgpt
+    from hessgpt.engine import Engine
+    from hessgpt.eval.tools import _read_jsonl, evaluate_refinement, format_refinement
+    from hessgpt.tools.router import RouterConfig, ToolRouter
+    from hessgpt.tools.sandbox import Sandbox
+
+    if not Path(args.model2).exists():
+        raise HessGPTError(f"no such checkpoint {args.model2}")
+    records = []
+    for path in args.data:
+        if not Path(path).exists():
+            raise HessGPTError(f"no such data file {path}")
+        records += _read_jsonl(Path(path))
+    model, tok = hessgpt.load(args.model2)
+    engine = Engine(model, tok)
+    with Sandbox() as sb:
+        router = ToolRouter(engine, sb, model2=engine, config=RouterConfig())
+        result = evaluate_refinement(router, records, seed=args.seed, limit=args.limit, progress=True)
+    out = save_json({**_header("refine", args.model2), "data": args.data, **result},
+                    args.out or default_out(args.model2, "refine"))
+    print(format_refinement(result))
+    print(f"saved {out}")
+    return 0
+
+
 def cmd_report(args) -> int:
     from hessgpt.eval.report import build_report
 
@@ -267,6 +294,14 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--max-new-tokens", type=int, default=512)
     t.add_argument("--out", default=None, help="result JSON (default MODEL1/eval/tools.json)")
     t.set_defaults(func=cmd_tools)
+
+    f = sub.add_parser("refine", help="model 2 under the router's policy on mutated dev/test programs (no model 1)")
+    f.add_argument("--model2", required=True)
+    f.add_argument("--data", nargs="+", required=True, help="routing JSONL (dev/test splits: never model 2's training data)")
+    f.add_argument("--limit", type=int, default=None, help="at most this many programs")
+    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--out", default=None, help="result JSON (default MODEL2/eval/refine.json)")
+    f.set_defaults(func=cmd_refine)
 
     r = sub.add_parser("report", help="Markdown + JSON + plots comparing runs/checkpoints")
     r.add_argument("paths", nargs="+", help="run folders (metrics.jsonl) and/or checkpoint folders (eval/*.json)")

@@ -519,6 +519,63 @@ def evaluate(backend, samples: list[Sample], params=None, progress: bool = True,
     return result
 
 
+def evaluate_refinement(router, records: list[dict], seed: int = 0, limit: int | None = None,
+                        progress: bool = False) -> dict:
+    """Model 2 under the router's policy (`ToolRouter.run_code`) on model-1-like failures, without model 1:
+    each single-step Python program of `records` (routing dev/test: never in model 2's training data) as is
+    ("correct") and once per mutation kind of hessgpt.data.refine (the draft), through the router with its
+    real sandbox and model 2. Per kind: n, asked (model 2 called), used (its result replaced the draft's),
+    skipped, right_without / right_with (the result is the program's correct output, without model 2 = the
+    draft's own run), fixed, broke, executable_without / executable_with."""
+    import random as _random
+
+    from tqdm import tqdm
+
+    from hessgpt.data.refine import MUTATIONS, mutate, programs_from_routing
+
+    programs = programs_from_routing(records, splits=("train", "dev", "test"))[:limit]
+    rng = _random.Random(seed)
+    items = [(p, "correct", p.code) for p in programs]
+    for p in programs:
+        for kind in MUTATIONS:
+            d = mutate(p.code, kind, rng)
+            if d is not None:
+                items.append((p, kind, d))
+
+    def norm(s):
+        return "\n".join(line.rstrip() for line in s.strip().splitlines())
+
+    per: dict[str, dict] = {}
+    for p, kind, draft in tqdm(items, desc="refine", disable=not progress):
+        alone = router.sandbox.run(draft)
+        events = [e for e in router.run_code(draft, p.request) if isinstance(e, Event)]
+        result = next(e for e in events if e.type == "result")
+        refined = next((e for e in events if e.type == "refined_code"), None)
+        right_wo = alone.status == "ok" and norm(alone.stdout) == norm(p.output)
+        right_w = result.data["status"] == "ok" and norm(result.text) == norm(p.output)
+        t = per.setdefault(kind, {k: 0 for k in ("n", "asked", "used", "skipped", "right_without", "right_with", "fixed",
+                                                 "broke", "executable_without", "executable_with")})
+        t["n"] += 1
+        t["asked"] += refined is not None
+        t["used"] += bool(result.data.get("refined"))
+        t["skipped"] += any(e.type == "refine_skipped" for e in events)
+        t["right_without"] += right_wo
+        t["right_with"] += right_w
+        t["fixed"] += right_w and not right_wo
+        t["broke"] += right_wo and not right_w
+        t["executable_without"] += alone.status == "ok"
+        t["executable_with"] += result.data["status"] == "ok"
+    total = {k: sum(t[k] for kk, t in per.items() if kk != "correct") for k in next(iter(per.values()), {})}
+    return {"programs": len(programs), "per_kind": per, "mutated": total}
+
+
+def format_refinement(result: dict) -> str:
+    cols = ("n", "asked", "used", "skipped", "right_without", "right_with", "fixed", "broke", "executable_without", "executable_with")
+    rows = [("kind",) + cols] + [(k,) + tuple(str(t[c]) for c in cols) for k, t in result["per_kind"].items()]
+    rows.append(("all mutated",) + tuple(str(result["mutated"].get(c, 0)) for c in cols))
+    return "\n".join("| " + " | ".join(r) + " |" + ("\n|" + "---|" * len(r) if i == 0 else "") for i, r in enumerate(rows))
+
+
 def evaluate_conversations(backend, convs: list[dict], params=None, progress: bool = False) -> dict:
     """Replay multi-turn conversations turn by turn as an API client: history = the previous user turns + the
     model's own previous answers as plain assistant text (no code, no result). A turn is right iff its routing
@@ -625,5 +682,5 @@ def format_conversations(result: dict) -> str:
 
 
 __all__ = ["Sample", "load_samples", "load_conversations", "sample_from_record", "evaluate", "evaluate_conversations",
-           "metrics", "tables", "model2_summary", "format_model2", "calls_match", "call_matches", "value_matches", "format_metrics", "format_conversations",
+           "metrics", "tables", "model2_summary", "format_model2", "evaluate_refinement", "format_refinement", "calls_match", "call_matches", "value_matches", "format_metrics", "format_conversations",
            "gsm8k_reference", "ConstantBackend", "RegexRouterBackend", "BASELINES", "is_multiturn_file"]

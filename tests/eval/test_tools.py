@@ -316,3 +316,37 @@ def test_tools_cli_writes_the_model2_block(tmp_path, monkeypatch, capsys):
     # without --model2: no block
     assert cli.main(["tools", "--model1", str(ckpt), "--data", str(data), "--no-baselines"]) == 0
     assert json.loads((ckpt / "eval" / "tools.json").read_text())["model2"] is None
+
+
+def test_evaluate_refinement_counts_what_the_policy_does(tokenizer):
+    """Model 2 (a stub that always writes the right program) behind the real router and sandbox: it is asked
+    only on the drafts that fail (syntax error, missing print), fixes those, and never touches the rest."""
+    from hessgpt.tools.router import ToolRouter
+    from hessgpt.tools.sandbox import Sandbox
+
+    class Model2:
+        max_len = 4096
+
+        def __init__(self):
+            self.tokenizer = tokenizer
+
+        def generate(self, ids, params):
+            return tokenizer.encode("print(15 * 23)")
+
+    rec = {"id": "routing:maths-1", "split": "dev", "lang": "fr", "messages": [
+        {"role": "user", "content": "Calcule 15 * 23"}, {"role": "assistant", "content": "", "code": "print(15 * 23)"},
+        {"role": "tool", "name": "python", "content": "345\n"}, {"role": "assistant", "content": "345."}]}
+    with Sandbox() as sb:
+        m2 = Model2()
+        r = T.evaluate_refinement(ToolRouter(m2, sb, model2=m2), [rec])
+    k = r["per_kind"]
+    assert r["programs"] == 1 and set(k) == {"correct", "off_by_one", "wrong_operator", "missing_print", "syntax_error",
+                                             "unused_input"}
+    assert k["correct"]["asked"] == 0 and k["correct"]["right_with"] == k["correct"]["right_without"] == 1
+    for kind in ("missing_print", "syntax_error"):
+        assert (k[kind]["asked"], k[kind]["used"], k[kind]["fixed"], k[kind]["right_without"]) == (1, 1, 1, 0), kind
+    for kind in ("off_by_one", "wrong_operator", "unused_input"):   # run ok, print a wrong number: not asked
+        assert (k[kind]["asked"], k[kind]["right_with"], k[kind]["executable_with"]) == (0, 0, 1), kind
+    m = r["mutated"]
+    assert (m["n"], m["asked"], m["fixed"], m["broke"]) == (5, 2, 2, 0)
+    assert "| all mutated | 5 | 2 |" in T.format_refinement(r)
