@@ -1,7 +1,7 @@
 """HessGPT: build a small bilingual (French/English) chat LLM from scratch and use it with tools.
 
     import hessgpt
-    model, tokenizer = hessgpt.load("runs/tiny/final")      # a HessGPT checkpoint or an HF directory
+    model, tokenizer = hessgpt.load("runs/tiny")            # `hessgpt model init tiny --tokenizer tok --out runs/tiny`
     logits = model(torch.tensor([tokenizer.encode("Bonjour")]))
 """
 

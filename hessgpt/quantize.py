@@ -1,8 +1,8 @@
 """int8 weight-only quantization for CPU chat.
 
-    hessgpt quantize runs/tiny/final --int8 --out runs/tiny/int8      # a quantized checkpoint folder
+    hessgpt quantize runs/tiny --int8 --out runs/tiny-int8           # a quantized checkpoint folder
     engine = Engine(model, tok, int8=True)                           # or quantize an engine in memory
-    model, tok = load_quantized("runs/tiny/int8")                    # Engine(model) then decodes in int8
+    model, tok = load_quantized("runs/tiny-int8")                    # Engine(model) then decodes in int8
 
 Scheme: every linear weight W [out, in] (q|k|v, o, gate|up, down, and the LM head) becomes
     q = clamp(round(W / s), -127, 127) int8,   s[o] = bf16(max_i |W[o, i]| / 127)   (one scale per output row)
