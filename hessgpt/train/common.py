@@ -1,4 +1,4 @@
-"""What every training stage shares: LR schedule, AdamW, RNG state, metrics log, stop signals, memory check,
+"""What every training stage shares: LR schedule, AdamW (+ GradScaler step), RNG state, metrics log, stop signals, memory check,
 and the "write the final model into the run folder" step. The loops themselves live in pretrain.py / sft.py.
 """
 
@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from hessgpt.errors import HessGPTError
+from hessgpt.train import plan
 
 # ---- learning-rate schedule ----------------------------------------------------------------------
 
@@ -52,15 +53,32 @@ class Schedule:
 
 
 def make_optimizer(params, lr: float, weight_decay: float, betas=(0.9, 0.95), device=None) -> torch.optim.AdamW:
-    """AdamW with weight decay on matrices only (not norms); fused kernel where this torch has one."""
+    """AdamW with weight decay on matrices only (not norms); the fused kernel (one launch for all parameters)
+    on CUDA, and on a CPU where this torch has it."""
     params = [p for p in params if p.requires_grad]
     groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
               {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
     groups = [g for g in groups if g["params"]]
+    if device is not None and torch.device(device).type == "cuda":
+        return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=True)
     try:
         return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=True)
     except (RuntimeError, TypeError):
         return torch.optim.AdamW(groups, lr=lr, betas=betas)
+
+
+def optimizer_step(params, optimizer, scaler: torch.amp.GradScaler, clip: float) -> float | None:
+    """One update from accumulated gradients (of `scaler.scale(loss)`): unscale, clip the true gradients' norm,
+    step (skipped by the scaler when an fp16 gradient overflowed), update the scale, zero the gradients.
+    Returns the pre-clip gradient norm (None without clipping)."""
+    norm = None
+    if clip > 0:
+        scaler.unscale_(optimizer)
+        norm = torch.nn.utils.clip_grad_norm_([p for p in params if p.requires_grad], clip)
+    scaler.step(optimizer)
+    scaler.update()
+    optimizer.zero_grad(set_to_none=True)
+    return norm
 
 
 # ---- RNG state (exact resume) --------------------------------------------------------------------
@@ -220,27 +238,29 @@ def available_memory(device: torch.device) -> int | None:
     return None
 
 
-def estimate_memory(cfg, batch: int, seq_len: int, trainable: int, amp: bool, fsdp_world: int = 1) -> int:
-    """Rough peak bytes of one training micro-step: fp32 weights, grads + 2 AdamW moments of the trainable
-    params, and activations kept for backward (~ per layer 16 d + 6 hidden values per token, plus attention
-    scores when the kernel materialises them, plus fp32 logits and their gradient)."""
-    n = cfg.num_params()
-    weights = 4 * n / fsdp_world
-    optim = 12 * trainable / fsdp_world
-    act_bytes = 2 if amp else 4
-    per_token_layer = (16 * cfg.dim + 6 * cfg.hidden_dim) * act_bytes
-    attn = cfg.n_layers * batch * cfg.n_heads * seq_len * seq_len * act_bytes
-    acts = cfg.n_layers * batch * seq_len * per_token_layer + attn
-    logits = 3 * batch * seq_len * cfg.vocab_size * 4
-    return int(weights + optim + acts + logits)
+def memory_step(cfg, batch: int, seq_len: int, device: torch.device, amp: torch.dtype | None, lora=None,
+                fsdp_world: int = 1, packed: bool = False, chunked_ce: bool = True) -> plan.Step:
+    """The estimator's view of a training micro-step on this device (the kernels the model uses there):
+    packed SFT rows use FlexAttention on CUDA and `masked_attention` (T^2 scores) on CPU."""
+    attention = ("flex" if device.type == "cuda" else "math") if packed else "flash"
+    lo = plan.LoRAShape(lora.r, tuple(lora.targets), lora.dropout) if lora is not None else None
+    return plan.Step(batch, seq_len, {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(amp), lo,
+                     bool(getattr(cfg, "activation_checkpointing", False)), attention,
+                     "cuda" if device.type == "cuda" else "cpu", ce_chunk=plan.CE_CHUNK if chunked_ce else None,
+                     fsdp_world=fsdp_world)
 
 
-def check_memory(cfg, batch: int, seq_len: int, trainable: int, amp: bool, device: torch.device, fsdp_world: int = 1) -> None:
-    need = estimate_memory(cfg, batch, seq_len, trainable, amp, fsdp_world)
+def check_memory(cfg, step: plan.Step, device: torch.device, skip: bool = False) -> int:
+    """Refuse a run whose estimated peak (train/plan.py) exceeds 90% of the device's free memory; returns the estimate.
+    `skip` (--skip-memory-check) turns the refusal into nothing: the estimate may be wrong for a kernel it does not model."""
+    mem = plan.estimate(cfg, step)
     free = available_memory(device)
-    if free is not None and need > 0.9 * free:
-        raise HessGPTError(f"batch too large for memory: --batch-size {batch} x --seq-len {seq_len} needs ~{need / 2**30:.1f} GiB, "
-                           f"{free / 2**30:.1f} GiB free on {device}; lower --batch-size (and raise --grad-accum to keep the tokens per step)")
+    if not skip and free is not None and mem.total > 0.9 * free:
+        raise HessGPTError(f"batch too large for memory: --batch-size {step.batch} x --seq-len {step.seq_len} needs "
+                           f"~{mem.total / 2**30:.1f} GiB ({mem.breakdown()}), {free / 2**30:.1f} GiB free on {device}; "
+                           "lower --batch-size (and raise --grad-accum to keep the tokens per step), add "
+                           "--activation-checkpointing, or pass --skip-memory-check")
+    return mem.total
 
 
 def oom_error(batch: int, seq_len: int, device) -> HessGPTError:
@@ -311,11 +331,14 @@ def add_common_args(p, lr: float, batch_size: int, save_every: int = 500, eval_e
     g.add_argument("--seed", type=int, default=0)
     r = p.add_argument_group("runtime")
     r.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps")
-    r.add_argument("--dtype", default="auto", help="autocast dtype: auto (bf16 where fast), bf16, fp16, fp32")
+    r.add_argument("--dtype", default="auto", help="autocast dtype: auto (CUDA: bf16 at compute capability >= 8.0, else fp16 "
+                   "with a GradScaler; CPU: bf16 where native, else fp32), bf16, fp16, fp32")
     r.add_argument("--compile", action="store_true", help="torch.compile the model (faster steps after a slow first one)")
     r.add_argument("--fsdp", action="store_true", help="shard the model across torchrun processes (FSDP2) instead of DDP")
     r.add_argument("--threads", type=int, help="CPU threads (torch.set_num_threads)")
     r.add_argument("--peak-flops", type=float, help="device peak FLOP/s for MFU (default: device table)")
+    r.add_argument("--skip-memory-check", action="store_true",
+                   help="start even when the estimated peak memory (train/plan.py) exceeds 90%% of free memory")
     r.add_argument("--eval-every", type=int, default=eval_every, help="steps between validation passes (0 = only at the end)")
     r.add_argument("--eval-batches", type=int, default=8, help="validation micro-batches per pass")
     r.add_argument("--save-every", type=int, default=save_every, help="steps between checkpoints in OUT/last (0 = only at the end)")

@@ -4,6 +4,7 @@
     hessgpt pipeline recipes/tiny-cpu.yaml --dry-run       # show the plan and what is already done
     hessgpt pipeline recipes/tiny-cpu.yaml --only model1-sft
     hessgpt pipeline recipes/tiny-cpu.yaml --force model1-sft   # redo one stage (its folder is replaced)
+    hessgpt pipeline recipes/hessgpt-dual.yaml --plan --gpu h100-80gb   # memory/time per training stage (train/plan.py)
 
 A recipe names stages, data paths and hyperparameters (never Python objects):
 
@@ -359,6 +360,144 @@ class Pipeline:
         return 0
 
 
+    # ---- the plan: memory and time of each training stage on a GPU, before renting it --------------------
+
+    def _stage(self, name: str) -> Stage:
+        return next(s for s in self.stages if s.name == name)
+
+    def _vocab(self, ref) -> int | None:
+        """vocab_size of the tokenizer behind `ref` (a tokenizer stage, or data stages made with one)."""
+        if not (isinstance(ref, str) and ref.startswith("@")):
+            return None
+        s = self._stage(ref[1:].split("/", 1)[0])
+        if s.kind == "tokenizer":
+            return int(s.spec.get("vocab_size", 8192))
+        return self._vocab(s.spec.get("tokenizer"))
+
+    def model_config(self, ref) -> "ModelConfig":
+        """The config of the model a stage reference (`@stage`), preset or checkpoint path stands for."""
+        from hessgpt.config import PRESETS, ModelConfig, load_config
+        from hessgpt.train.pretrain import parse_overrides
+
+        if isinstance(ref, str) and ref.startswith("@"):
+            s = self._stage(ref[1:].split("/", 1)[0])
+            spec = s.spec
+            if s.kind == "pretrain":
+                if spec["model"] not in PRESETS:
+                    return self.model_config(spec["model"])
+                sets = (spec.get("args") or {}).get("set") or {}
+                over = parse_overrides([f"{k}={v}" for k, v in sets.items()] if isinstance(sets, dict) else list(sets))
+                vocab = self._vocab(spec.get("tokenizer")) or self._vocab(spec.get("data"))
+                return ModelConfig.preset(spec["model"], **over, **({"vocab_size": vocab} if vocab else {}))
+            if s.kind == "init":
+                vocab = self._vocab(spec.get("tokenizer"))
+                return ModelConfig.preset(spec["model"], **(spec.get("set") or {}), **({"vocab_size": vocab} if vocab else {}))
+            if s.kind in ("sft", "merge"):
+                return self.model_config(spec["base"])
+            raise HessGPTError(f"@{s.name} ({s.kind}) is not a model")
+        if ref in PRESETS:
+            return ModelConfig.preset(ref)
+        path = self.resolve(ref)
+        if not os.path.exists(path):
+            raise HessGPTError(f"cannot plan: the model {ref!r} ({path}) is not on this machine")
+        return load_config(path)
+
+    def plan(self, gpu, memory_gib: float | None = None, mfu: float = 0.35, only: list[str] | None = None) -> int:
+        """Print, per pretrain/sft stage, the estimated peak memory (train/plan.py), tokens/s and wall time at
+        `mfu` on `gpu` (a device.GPUSpec; memory_gib overrides its memory), fits / does not fit and the batch,
+        accumulation or checkpointing that would fit. Stages already finished, or not in `only`, are left out.
+        Returns 1 when a stage does not fit as written, else 0."""
+        from hessgpt.model import CE_CHUNK
+        from hessgpt.train import plan as P
+
+        memory = memory_gib if memory_gib is not None else gpu.memory_gib
+        usable = 0.9 * memory * P.GiB      # the margin check_memory keeps on free memory (allocator, CUDA context)
+        bf16 = gpu is None or gpu.capability >= (8, 0)
+        name = gpu.name if gpu is not None else f"a {memory:g} GiB GPU"
+        half = "bf16" if bf16 else "fp16"
+        peak_line = f", dense peak {gpu.peak(_torch_dtype(half)) / 1e12:.0f} TFLOP/s {half}" if gpu is not None else ""
+        print(f"plan: {self.name} on {name} ({memory:g} GiB{peak_line}); fits = estimated peak <= 90% of memory "
+              f"({usable / P.GiB:.1f} GiB); speed at {mfu:.0%} MFU (model FLOPs)")
+        for wanted in only or []:
+            if wanted not in [s.name for s in self.stages]:
+                raise HessGPTError(f"no stage named {wanted!r} in {self.path} (stages: {', '.join(s.name for s in self.stages)})")
+        stages = [s for s in self.stages if s.kind in TRAIN_KINDS and (not only or s.name in only)]
+        for s in [s for s in stages if self.done(s)]:
+            print(f"{s.name}: already done, not planned")
+        stages = [s for s in stages if not self.done(s)]
+        failed = []
+        for s in stages:
+            args = {str(k).replace("_", "-"): v for k, v in {**self.defaults, **(s.spec.get("args") or {})}.items()}
+            ref = s.spec["model"] if s.kind == "pretrain" else s.spec["base"]
+            if s.kind == "pretrain":
+                ref = "@" + s.name          # a preset with the recipe's vocabulary and --set
+            cfg = self.model_config(ref)
+            batch = int(args.get("batch-size", 16 if s.kind == "pretrain" else 8))
+            seq = int(args.get("seq-len") or cfg.context_length)
+            accum = int(args.get("grad-accum", 1))
+            nproc = int(s.spec.get("nproc", 1))
+            dtype = str(args.get("dtype", "auto")).lower()
+            lora = s.spec.get("lora")
+            lo = None
+            if lora:
+                targets = lora.get("targets") or ["q_proj", "k_proj", "v_proj", "o_proj"]
+                targets = targets.split(",") if isinstance(targets, str) else targets
+                lo = P.LoRAShape(int(lora.get("rank", 16)), tuple(targets), float(lora.get("dropout", 0.05)))
+            if dtype in ("bf16", "bfloat16") and not bf16:
+                print(f"\n{s.name}: --dtype bf16 is refused on {name} (no bf16 tensor cores): use dtype auto (fp16 + GradScaler)")
+                failed.append(s.name)
+                continue
+            amp = None if dtype in ("fp32", "float32") else ("fp16" if dtype in ("fp16", "float16") or not bf16 else "bf16")
+            ckpt = bool(args.get("activation-checkpointing")) or cfg.activation_checkpointing
+
+            def step(b, c):
+                return P.Step(b, seq, amp, lo, c, "flash" if s.kind == "pretrain" else "flex", "cuda",
+                              ce_chunk=CE_CHUNK, fsdp_world=nproc if args.get("fsdp") else 1)
+
+            mem = P.estimate(cfg, step(batch, ckpt))
+            fits = mem.total <= usable
+            what = "pretrain" if s.kind == "pretrain" else ("LoRA r=%d on %d modules" % (lo.r, len(lo.targets)) if lo else "full SFT")
+            print(f"\n{s.name} ({what}, {cfg.num_params() / 1e6:.0f}M params): batch {batch} x {seq}, accum {accum}"
+                  f"{f', {nproc} GPUs' if nproc > 1 else ''}, {amp or 'fp32'}, checkpointing {'on' if ckpt else 'off'}")
+            print(f"  memory  {mem.breakdown()} -> {'fits' if fits else 'DOES NOT FIT'} ({usable / P.GiB:.1f} GiB usable)")
+            if gpu is not None:
+                fpt = cfg.flops_per_token(seq) * (2 / 3 if lo else 1)
+                hw = fpt + (cfg.flops_per_token(seq) / 3 if ckpt else 0)     # checkpointing: one more forward
+                tps = mfu * gpu.peak(_torch_dtype(amp)) * nproc / hw
+                line = f"  speed   {fpt / 1e9:.2f} GFLOP/token -> {tps:,.0f} tokens/s"
+                steps = args.get("steps")
+                if steps:
+                    tokens = int(steps) * batch * seq * accum * nproc
+                    line += f"; {int(steps)} steps x {batch * seq * accum * nproc:,} tokens = {tokens / 1e9:.2f}B tokens -> {_fmt_hours(tokens / tps)}"
+                else:
+                    line += f"; {batch * seq * accum * nproc:,} tokens/step -> {_fmt_hours(batch * seq * accum * nproc / tps)} per step " \
+                            f"({args.get('epochs', 1)} epoch(s): the step count comes from the data)"
+                print(line)
+            if fits:
+                continue
+            failed.append(s.name)
+            rows = batch * accum
+            options = []
+            for c in ([False, True] if not ckpt else [True]):
+                for b in sorted((b for b in range(1, batch + 1) if rows % b == 0), reverse=True):
+                    if (b, c) == (batch, ckpt):
+                        continue
+                    m = P.estimate(cfg, step(b, c)).total
+                    if m <= usable:
+                        options.append(f"--batch-size {b} --grad-accum {rows // b}{' --activation-checkpointing' if c and not ckpt else ''}"
+                                       f" ({m / P.GiB:.1f} GiB)")
+                        break
+            if options:
+                print("  would fit, same tokens per step: " + "; or ".join(options))
+            else:
+                print("  does not fit even at batch 1 with activation checkpointing: use --fsdp over several GPUs or a larger GPU")
+        if failed:
+            print(f"\nplan: {len(failed)} of {len(stages)} training stages do not fit on {name}: {', '.join(failed)}")
+            return 1
+        print(f"\nplan: all {len(stages)} training stages fit on {name}")
+        return 0
+
+
 def _refs(obj):
     if isinstance(obj, str) and obj.startswith("@"):
         yield obj[1:].split("/", 1)[0]
@@ -368,6 +507,19 @@ def _refs(obj):
     elif isinstance(obj, list):
         for v in obj:
             yield from _refs(v)
+
+
+def _torch_dtype(amp):
+    import torch
+
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
+
+
+def _fmt_hours(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    h, m = divmod(int(seconds // 60), 60)
+    return f"{h}h{m:02d}m" if h else f"{m} min"
 
 
 def _flags(d: dict) -> list[str]:
@@ -414,11 +566,32 @@ def _write_json(path: str, obj) -> None:
 
 
 def main(argv: list[str]) -> int:
+    from hessgpt.device import GPUS, gpu_spec
+
     p = argparse.ArgumentParser(prog="hessgpt pipeline", description="Run a staged training recipe, skipping finished stages.")
     p.add_argument("recipe", help="pipeline YAML (see recipes/tiny-cpu.yaml, recipes/hessgpt-dual.yaml)")
     p.add_argument("--workdir", help="override the recipe's workdir")
     p.add_argument("--only", action="append", default=[], metavar="STAGE", help="run only this stage (repeatable)")
     p.add_argument("--force", action="append", default=[], metavar="STAGE", help="delete this stage's output and redo it")
     p.add_argument("--dry-run", action="store_true", help="print the plan and each stage's status, run nothing")
+    g = p.add_argument_group("memory/time plan (runs nothing; exit 1 when a stage does not fit)")
+    g.add_argument("--plan", action="store_true", help="per training stage: peak memory, tokens/s, wall time, fits or not")
+    g.add_argument("--gpu", metavar="NAME", help=f"GPU to plan for: {', '.join(GPUS)}")
+    g.add_argument("--gpu-memory", type=float, metavar="GIB", help="GPU memory in GiB (a GPU not in the table, MIG slices)")
+    g.add_argument("--mfu", type=float, default=0.35, help="model FLOPs utilisation assumed for the speed (default 0.35)")
     args = p.parse_args(argv)
-    return Pipeline(args.recipe, args.workdir).run(args.only, args.force, args.dry_run)
+    pipe = Pipeline(args.recipe, args.workdir)
+    if args.plan:
+        gpu = None
+        if args.gpu:
+            gpu = gpu_spec(args.gpu)
+            if gpu is None or args.gpu.lower() not in GPUS:
+                raise HessGPTError(f"--gpu {args.gpu!r}: not in the table ({', '.join(GPUS)}); pass --gpu-memory GIB instead")
+        elif args.gpu_memory is None:
+            raise HessGPTError(f"--plan needs --gpu NAME ({', '.join(GPUS)}) or --gpu-memory GIB")
+        if not 0 < args.mfu <= 1:
+            raise HessGPTError(f"--mfu {args.mfu}: a fraction in (0, 1], e.g. 0.35")
+        if args.gpu_memory is not None and args.gpu_memory <= 0:
+            raise HessGPTError(f"--gpu-memory {args.gpu_memory}: must be positive (GiB)")
+        return pipe.plan(gpu, args.gpu_memory, args.mfu, args.only)
+    return pipe.run(args.only, args.force, args.dry_run)

@@ -29,7 +29,7 @@ import torch
 
 from hessgpt import checkpoint
 from hessgpt.config import PRESETS, ModelConfig
-from hessgpt.device import autocast, autocast_dtype, peak_flops
+from hessgpt.device import autocast, autocast_dtype, grad_scaler, peak_flops, setup_matmul_precision
 from hessgpt.errors import HessGPTError
 from hessgpt.model import Transformer
 from hessgpt.train import common
@@ -148,6 +148,8 @@ def train(args) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     amp = autocast_dtype(device, args.dtype)
+    scaler = grad_scaler(device, amp)          # fp16: loss scaling; otherwise a pass-through
+    setup_matmul_precision(device)             # CUDA: TF32 for fp32 matmuls
     torch.manual_seed(args.seed + info.rank)  # dropout masks (restored from train_state.pt on --resume)
     out, last = args.out, os.path.join(args.out, "last")
     total = args.steps
@@ -183,8 +185,9 @@ def train(args) -> int:
         model.config.activation_checkpointing = True
     raw = model
     n_params = sum(p.numel() for p in model.parameters())
-    common.check_memory(model.config, args.batch_size, seq_len, n_params, amp is not None, device,
-                        info.world_size if args.fsdp else 1)
+    common.check_memory(model.config, common.memory_step(model.config, args.batch_size, seq_len, device, amp,
+                                                         fsdp_world=info.world_size if args.fsdp else 1),
+                        device, skip=args.skip_memory_check)
     loader = ShardLoader(args.data, batch_size=args.batch_size, seq_len=seq_len, split="train",
                          rank=info.rank, world_size=info.world_size, seed=args.seed)
     try:
@@ -203,6 +206,8 @@ def train(args) -> int:
     if resuming:
         state = common.load_train_state(last)
         D.load_optimizer_state(model, optimizer, state["optimizer"], args.fsdp)
+        if state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
         common.set_rng_state(state["rng"])
         step = state["step"]
         if os.path.abspath(args.data) == state.get("data"):
@@ -254,7 +259,7 @@ def train(args) -> int:
         checkpoint.load_state_dict_strict(plain, {k: v.float() for k, v in sd.items()}, source="training state")
         meta = {"stage": "pretrain", "step": done_step, "parent": parent, "data": os.path.abspath(args.data),
                 "tokens": done_step * tokens_per_step, "args": vars(args)}
-        ts = None if final else {"optimizer": opt, "rng": common.rng_state(), "loader": loader.state_dict(), "step": done_step,
+        ts = None if final else {"optimizer": opt, "scaler": scaler.state_dict(), "rng": common.rng_state(), "loader": loader.state_dict(), "step": done_step,
                                  "schedule": schedule.to_dict(), "data": os.path.abspath(args.data)}
         if final:
             common.install_final(out, lambda tmp: checkpoint.save(tmp, plain, tokenizer, meta=meta))
@@ -283,14 +288,11 @@ def train(args) -> int:
                     try:
                         with autocast(device, amp):   # summed loss, logits in chunks (model.chunked_cross_entropy)
                             loss = model(x, targets=y) / (y.numel() * args.grad_accum)
-                        loss.backward()
+                        scaler.scale(loss).backward()
                     except torch.OutOfMemoryError:
                         raise common.oom_error(args.batch_size, seq_len, device) from None
                 loss_sum += loss.detach()
-            if args.clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+            common.optimizer_step(model.parameters(), optimizer, scaler, args.clip)   # unscale, clip, step, update
             step += 1
 
             loss_val = D.all_reduce(loss_sum, info, "mean").item()

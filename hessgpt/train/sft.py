@@ -39,7 +39,7 @@ from contextlib import nullcontext
 import torch
 
 from hessgpt import checkpoint
-from hessgpt.device import autocast, autocast_dtype, peak_flops
+from hessgpt.device import autocast, autocast_dtype, grad_scaler, peak_flops, setup_matmul_precision
 from hessgpt.errors import HessGPTError
 from hessgpt.train import common
 from hessgpt.train import distributed as D
@@ -239,6 +239,8 @@ def train(args) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     amp = autocast_dtype(device, args.dtype)
+    scaler = grad_scaler(device, amp)          # fp16: loss scaling; otherwise a pass-through
+    setup_matmul_precision(device)             # CUDA: TF32 for fp32 matmuls
     out, last = args.out, os.path.join(args.out, "last")
     lora_cfg = L.LoRAConfig(r=args.rank, alpha=args.alpha, dropout=args.dropout,
                             targets=tuple(t.strip() for t in args.targets.split(",") if t.strip())) if args.lora else None
@@ -270,8 +272,9 @@ def train(args) -> int:
         model.config.activation_checkpointing = True
     raw = model
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    common.check_memory(model.config, args.batch_size, seq_len, trainable, amp is not None, device,
-                        info.world_size if args.fsdp else 1)
+    common.check_memory(model.config, common.memory_step(model.config, args.batch_size, seq_len, device, amp, lora_cfg,
+                                                         info.world_size if args.fsdp else 1, packed=True),
+                        device, skip=args.skip_memory_check)
 
     # -- data --
     train_path, val_path = data_files(args.data)
@@ -294,6 +297,8 @@ def train(args) -> int:
     if resuming:
         state = common.load_train_state(last)
         D.load_optimizer_state(model, optimizer, state["optimizer"], args.fsdp)
+        if state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
         common.set_rng_state(state["rng"])
         step = state["step"]
     if args.compile:
@@ -335,7 +340,7 @@ def train(args) -> int:
         meta = {"stage": "sft-lora" if lora_cfg else "sft", "step": done_step, "parent": os.path.abspath(args.base),
                 "data": os.path.abspath(args.data), "args": vars(args), "tokens": done_step * tokens_per_step}
         opt = None if final else D.full_optimizer_state(model, optimizer, args.fsdp)
-        ts = None if final else {"optimizer": opt, "rng": common.rng_state(), "step": done_step,
+        ts = None if final else {"optimizer": opt, "scaler": scaler.state_dict(), "rng": common.rng_state(), "step": done_step,
                                  "schedule": schedule.to_dict(), "data": os.path.abspath(args.data)}
         if final:
             common.install_final(out, lambda tmp: save_state(tmp, model, raw, tokenizer, args, lora_cfg, base_hash, None, meta, info))
@@ -369,12 +374,9 @@ def train(args) -> int:
                     except torch.OutOfMemoryError:
                         raise common.oom_error(args.batch_size, seq_len, device) from None
                     # DDP averages gradients over processes: scale by world so the sum over all rows / n_target remains
-                    (s * info.world_size / max(n_target, 1)).backward()
+                    scaler.scale(s * info.world_size / max(n_target, 1)).backward()
                 loss_sum += s.detach()
-            if args.clip > 0:
-                torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], args.clip)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+            common.optimizer_step(model.parameters(), optimizer, scaler, args.clip)   # unscale, clip, step, update
             step += 1
 
             loss = (D.all_reduce(loss_sum, info) / max(n_target, 1)).item()
