@@ -21,7 +21,7 @@ COMMANDS = {
     "pretrain": ("hessgpt.train.pretrain", "main", "pretrain a model on token shards"),
     "sft": ("hessgpt.train.sft", "main", "supervised fine-tuning (full or LoRA)"),
     "merge": ("hessgpt.train.merge", "main", "merge a LoRA adapter into its base"),
-    "pipeline": ("hessgpt.train.pipeline", "main", "run a staged recipe (pretrain -> SFT -> merge -> ...)"),
+    "pipeline": ("hessgpt.train.pipeline", "main", "run a staged recipe (pretrain -> SFT -> merge -> ...); --plan --gpu NAME: memory/time per stage"),
     "sandbox": ("hessgpt.tools.sandbox.cli", "main", "the secure Python sandbox: run, doctor"),
     "search": ("hessgpt.tools.search", "main", "local document index for <search>: build, query"),
     "serve": ("hessgpt.serve.app", "main", "OpenAI-compatible API + web chat page"),

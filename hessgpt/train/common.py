@@ -241,8 +241,11 @@ def available_memory(device: torch.device) -> int | None:
 def memory_step(cfg, batch: int, seq_len: int, device: torch.device, amp: torch.dtype | None, lora=None,
                 fsdp_world: int = 1, packed: bool = False, chunked_ce: bool = True) -> plan.Step:
     """The estimator's view of a training micro-step on this device (the kernels the model uses there):
-    packed SFT rows use FlexAttention on CUDA and `masked_attention` (T^2 scores) on CPU."""
-    attention = ("flex" if device.type == "cuda" else "math") if packed else "flash"
+    packed SFT rows use FlexAttention on CUDA (SDPA with the dense mask when dropout is on) and `masked_attention`
+    (T^2 scores) on CPU."""
+    attention = "flash"
+    if packed:
+        attention = "math" if device.type != "cuda" else ("masked" if cfg.dropout > 0 else "flex")
     lo = plan.LoRAShape(lora.r, tuple(lora.targets), lora.dropout) if lora is not None else None
     return plan.Step(batch, seq_len, {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(amp), lo,
                      bool(getattr(cfg, "activation_checkpointing", False)), attention,

@@ -451,7 +451,8 @@ class Pipeline:
             ckpt = bool(args.get("activation-checkpointing")) or cfg.activation_checkpointing
 
             def step(b, c):
-                return P.Step(b, seq, amp, lo, c, "flash" if s.kind == "pretrain" else "flex", "cuda",
+                attention = "flash" if s.kind == "pretrain" else ("masked" if cfg.dropout > 0 else "flex")   # as model.py
+                return P.Step(b, seq, amp, lo, c, attention, "cuda",
                               ce_chunk=CE_CHUNK, fsdp_world=nproc if args.get("fsdp") else 1)
 
             mem = P.estimate(cfg, step(batch, ckpt))

@@ -21,12 +21,15 @@ a = 2 under bf16/fp16 autocast, 4 in fp32; the residual stream and RMSNorm stay 
     LoRA (per target)    dropout mask (1 byte on CUDA, the input's dtype on CPU) + the adapter's input a*in + A's output a r
     checkpointed block   only its fp32 input 4d; one block is recomputed at a time during backward
 
-plus the embedding's ids, the final norm and head input, fp32 log-probs of the vocabulary (4 V per token:
-`cross_entropy` keeps log_softmax's output) and the bf16 copies of the weights that autocast keeps for backward.
-The peak adds the logits themselves and their fp32 gradients at the start of backward ((a + 12) V per token in
-all), weights (fp32), gradients and the two AdamW moments of the trainable parameters, and a backward allowance
-(one recomputed block with checkpointing, the gradient buffers of one block's widest activations). tests/train/
-test_memory.py checks `Memory.saved` against measured saved bytes within 15% (base, LoRA, checkpointed blocks).
+plus the embedding's ids, the final norm, and the head: without chunking its autocast input and fp32 log-probs
+of the vocabulary (4 V per token: `cross_entropy` keeps log_softmax's output); with the model's chunked
+cross-entropy (`model(x, targets=y)`, more than CE_CHUNK rows) only the fp32 final hidden state (4 d), each chunk's
+logits being recomputed in backward. Also the bf16 copies of the weights that autocast keeps for backward.
+The peak adds the logits of one chunk (or all rows) and their fp32 gradients at the start of backward
+((a + 12) V per row), weights (fp32), gradients and the two AdamW moments of the trainable parameters, autocast's
+cache of trainable weights, and a backward allowance (one recomputed block with checkpointing, gradient buffers
+of one block's widest activations). tests/train/test_memory.py checks `Memory.saved` against measured saved
+bytes within 15% (base, LoRA, checkpointed blocks, chunked cross-entropy, packed rows).
 """
 
 import math
