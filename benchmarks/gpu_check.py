@@ -148,7 +148,10 @@ def millions(model) -> str:
 def build(cfg: dict, device, dtype=torch.float32, seed: int = 0) -> Transformer:
     with torch.device(device):
         m = Transformer(ModelConfig.from_dict(cfg))
-    m.init_weights(seed) if device.type == "cpu" else _init_on_device(m, seed)
+    if device.type == "cpu":
+        m.init_weights(seed)
+    else:
+        _init_on_device(m, seed)
     return m.to(dtype)
 
 

@@ -146,6 +146,14 @@ def test_training_forward_has_no_graph_break():
         torch._dynamo.reset()
         e = torch._dynamo.explain(m)(ids, **kwargs)
         assert (e.graph_count, e.graph_break_count) == (1, 0), (kwargs.keys(), e.break_reasons)
+    # the loss over more than one CE_CHUNK of tokens (checkpointed chunks), and checkpointed blocks
+    from hessgpt.model import CE_CHUNK
+
+    long = _tiny(context_length=2048, n_layers=1, activation_checkpointing=True).train()
+    ids = torch.randint(0, 300, (2, CE_CHUNK // 2 + 50))
+    torch._dynamo.reset()
+    e = torch._dynamo.explain(long)(ids, targets=ids)
+    assert (e.graph_count, e.graph_break_count) == (1, 0), e.break_reasons
 
 
 def _as_multi_head(gqa: Transformer) -> Transformer:
