@@ -231,7 +231,7 @@ def cmd_refine(args) -> int:
     model, tok = hessgpt.load(args.model2)
     engine = Engine(model, tok)
     with Sandbox() as sb:
-        router = ToolRouter(engine, sb, model2=engine, config=RouterConfig())
+        router = ToolRouter(engine, sb, model2=engine, config=RouterConfig(check_operands=args.check_operands))
         result = evaluate_refinement(router, records, seed=args.seed, limit=args.limit, progress=True)
     out = save_json({**_header("refine", args.model2), "data": args.data, **result},
                     args.out or default_out(args.model2, "refine"))
@@ -300,6 +300,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--data", nargs="+", required=True, help="routing JSONL (dev/test splits: never model 2's training data)")
     f.add_argument("--limit", type=int, default=None, help="at most this many programs")
     f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--check-operands", action="store_true",
+                   help="the policy also asks model 2 when a number of the request is missing from the code")
     f.add_argument("--out", default=None, help="result JSON (default MODEL2/eval/refine.json)")
     f.set_defaults(func=cmd_refine)
 

@@ -34,6 +34,7 @@ class RouterConfig:
     turn_timeout_s: float = 60.0   # total wall time of one turn (generation + tools)
     refine_with_model2: bool = True   # ask model 2 when model 1's code fails (see ToolRouter.run_code)
     refine_max_tokens: int = 384      # ceiling of model 2's program: each call asks for 2x the draft's tokens + 32
+    check_operands: bool = False      # also ask model 2 when a number of the request is missing from the code
 
 
 class TurnText:
@@ -91,6 +92,31 @@ def output_mismatch(request: str, stdout: str) -> str | None:
     if out.lower() in ("nan", "inf", "-inf"):
         return "not a number"
     return None
+
+
+_REQUEST_NUMBER = re.compile(r"(?<![\w.,])[0-9]+(?:[.,][0-9]+)?(?![\w])")
+_CODE_NUMBER = re.compile(r"[0-9]+(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?")
+
+
+def _readings(number: str) -> set[float]:
+    """The values a number written in a request may stand for: "474,26" -> 474.26; "1,000" -> 1000 or 1.0."""
+    out = {float(number.replace(",", "."))}
+    if re.fullmatch(r"[0-9]{1,3},[0-9]{3}", number):
+        out.add(float(number.replace(",", "")))
+    return out
+
+
+def missing_operands(request: str, code: str) -> list[str]:
+    """Numbers written in the request (digits; "70 000" is one number) that the program does not contain, 0
+    left out ("... = 0" needs none): model 1's usual mistake is copying an operand wrong."""
+    text = re.sub(r"(?<=[0-9])[ \u00a0\u202f](?=[0-9]{3}(?![0-9]))", "", request)
+    have = set()
+    for n in _CODE_NUMBER.findall(code):
+        try:
+            have.add(float(n))
+        except ValueError:
+            pass
+    return [n for n in _REQUEST_NUMBER.findall(text) if float(n.replace(",", ".")) != 0 and not (_readings(n) & have)]
 
 
 def _clip(text: str, n: int = MAX_RESULT_CHARS) -> str:
@@ -170,6 +196,9 @@ class ToolRouter:
         first_status = result.status
         refined_used = False
         reason = self.refine_reason(result, request) if self.model2 is not None and self.config.refine_with_model2 else None
+        if reason is None and self.model2 is not None and self.config.refine_with_model2 and self.config.check_operands:
+            missing = missing_operands(request, code)
+            reason = f"operand {missing[0]} of the request not in the code" if missing else None
         if reason is not None:
             detail = run_text(result.status, result.stdout, result.stderr)
             refined, info = self.refine(code, request, result)
@@ -204,6 +233,8 @@ class ToolRouter:
         if not new.stdout.strip():
             return "no_output", None
         if output_mismatch(request, new.stdout) is not None:
+            return "still_wrong", None
+        if self.config.check_operands and missing_operands(request, refined):
             return "still_wrong", None
         if first.status == "ok" and new.stdout.strip() == first.stdout.strip():
             return "same_output", None

@@ -154,6 +154,31 @@ def test_an_output_that_cannot_be_an_answer_is_refined():
         assert output_mismatch("Calcule 15 * 23", fine) is None, fine
 
 
+def test_missing_operands():
+    from hessgpt.tools.router import missing_operands
+
+    assert missing_operands("Calcule 15 * 23", "print(15 * 24)") == ["23"]
+    assert missing_operands("Combien font 60 % de 474,26 ?", "print(round(474.26 * 60 / 100, 2))") == []
+    assert missing_operands("Trouve les racines de -x² - 5x + 17 = 0", "print(sp.solve(-1*x**2 + -5*x + 17, x))") == []
+    assert missing_operands("Il a 70 000 euros et 1,000 dollars", "print(70000 + 1000)") == []
+    assert missing_operands("17 fois 23 ?", "print(17 * 23.0)") == []
+
+
+def test_check_operands_asks_model2_and_needs_its_code_to_have_them(tokenizer, sandbox):
+    """Opt-in (RouterConfig.check_operands): model 1 ran fine but dropped an operand of the request; model 2's
+    program is used only if it contains it."""
+    for reply, used in (("print(15 * 23)", True), ("print(15 * 25)", False)):
+        eng = ScriptedEngine(tokenizer, turn(tokenizer, "", "print(15 * 24)", " 360."))
+        model2 = ScriptedEngine(tokenizer, reply=tokenizer.encode(reply))
+        events = run(ToolRouter(eng, sandbox, model2=model2, config=RouterConfig(check_operands=True)), tokenizer)
+        refined = next(e for e in events if e.type == "refined_code")
+        assert refined.data["reason"] == "operand 23 of the request not in the code" and refined.data["used"] is used
+        assert next(e for e in events if e.type == "result").text == ("345\n" if used else "360\n")
+    eng = ScriptedEngine(tokenizer, turn(tokenizer, "", "print(15 * 24)", " 360."))   # off by default
+    events = run(ToolRouter(eng, sandbox, model2=ScriptedEngine(tokenizer, reply=tokenizer.encode("print(1)"))), tokenizer)
+    assert not any(e.type == "refined_code" for e in events)
+
+
 def test_refinement_skipped_when_model2s_context_is_too_small(tokenizer, sandbox):
     eng = ScriptedEngine(tokenizer, turn(tokenizer, "", "print(15 * 23", " 345."))
     model2 = CountingEngine(tokenizer, reply=tokenizer.encode("print(15 * 23)"))
