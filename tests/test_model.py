@@ -289,7 +289,7 @@ def test_packed_block_mask_matches_the_dense_mask():
             rows[-1].append(len(examples))
             examples.append(([1] * n, [1] * n))
     batch = make_batch(examples, rows, T - 1, pad_id=0)
-    assert torch.equal(batch["attn_mask"], packed_dense_mask(seg[:, :-1]))
+    assert torch.equal(batch["segments"], seg[:, :-1])
     g = torch.Generator().manual_seed(0)
     q = torch.randn(B, H, T, hd, generator=g)
     k, v = (torch.randn(B, Hkv, T, hd, generator=g) for _ in range(2))

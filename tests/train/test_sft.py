@@ -64,7 +64,7 @@ def test_packed_rows_equal_separate_conversations(small_base, tokenizer):
     assert rows == [[0, 1, 2, 3, 4]]
     batch = make_batch(examples, rows, row_len - 1, tokenizer.pad_id)
     with torch.no_grad():
-        packed = model(batch["x"], input_pos=batch["pos"], mask=batch["attn_mask"])[0]
+        packed = model(batch["x"], input_pos=batch["pos"], segments=batch["segments"])[0]
         p = 0
         for ids, _ in examples:
             alone = model(torch.tensor([ids]))[0]
