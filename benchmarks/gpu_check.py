@@ -264,8 +264,10 @@ def check_attention(device, sz: Sizes) -> None:
     try:
         with torch.set_grad_enabled(grads), warnings.catch_warnings():
             warnings.simplefilter("ignore")     # CPU: flex_attention's eager reference warns that it is slow
-            flex = model_mod._flex_compiled if device.type == "cuda" else model_mod.flex_attention
-            a = flex(q32, k32, v32, block_mask=bm, enable_gqa=True)
+            if device.type == "cuda":
+                a = model_mod.block_sparse_attention(q32, k32, v32, bm, True)
+            else:                               # eager reference: compiling it would take a minute on CPU
+                a = model_mod.flex_attention(q32, k32, v32, block_mask=bm, enable_gqa=True)
             b = masked_attention(q32, k32, v32, dense)
             diff = (a - b).abs().max().item()
             if grads:
@@ -284,7 +286,7 @@ def check_attention(device, sz: Sizes) -> None:
     bm, dense = packed_block_mask(seg), packed_dense_mask(seg)
     live = bm.to_dense().float().mean().item()
     if device.type == "cuda":
-        t_flex = timed(fwd_bwd(lambda q, k, v: model_mod._flex_compiled(q, k, v, block_mask=bm, enable_gqa=True), q, k, v),
+        t_flex = timed(fwd_bwd(lambda q, k, v: model_mod.block_sparse_attention(q, k, v, bm, True), q, k, v),
                        device, 5, warmup=2)
         t_dense = timed(fwd_bwd(lambda q, k, v: F.scaled_dot_product_attention(q, k, v, attn_mask=dense, enable_gqa=True),
                                 q, k, v), device, 3)
@@ -409,17 +411,17 @@ def check_lora(device, sz: Sizes) -> None:
     trainable = [p for p in m.parameters() if p.requires_grad]
     frozen = {k: v.detach().clone() for k, v in m.state_dict().items() if "lora_" not in k}
     opt = common.make_optimizer(trainable, 2e-4, 0.0, device=device)
-    counted, real = [], model_mod._flex_compiled
+    counted, real = [], model_mod.block_sparse_attention
 
     def counting(*a, **kw):
         counted.append(1)
         return real(*a, **kw)
 
-    model_mod._flex_compiled = counting     # which attention path the packed rows take
+    model_mod.block_sparse_attention = counting     # which attention path the packed rows take
     try:
         loss = _train_step(m, opt, batch, device, amp)
     finally:
-        model_mod._flex_compiled = real
+        model_mod.block_sparse_attention = real
     measured = _peak_of_next_step(m, opt, batch, device, amp)
     moved = sum(not torch.equal(v, m.state_dict()[k]) for k, v in frozen.items())
     ok = bool(torch.isfinite(loss)) and moved == 0

@@ -30,9 +30,7 @@ from hessgpt.config import ModelConfig
 # time (268 MB at V=32k) instead of [B*T, V] (8.4 GB at B=16, T=2048), each chunk recomputed in backward.
 CE_CHUNK = 2048
 
-# FlexAttention is a template compiled per shape/mask family; eager it is a slow reference. Compiled lazily on
-# first use (packed SFT rows on CUDA); an outer torch.compile of the model inlines it.
-_flex_compiled = torch.compile(flex_attention, dynamic=False)
+_flex_compiled = None   # torch.compile(flex_attention), made on first use: importing the compiler costs seconds
 
 
 class RMSNorm(nn.Module):
@@ -100,6 +98,18 @@ def masked_attention(q, k, v, mask):
     return torch.matmul(p.view(B, Hkv, (H // Hkv) * T, S), v).view(B, H, T, hd)
 
 
+def block_sparse_attention(q, k, v, block_mask: BlockMask, enable_gqa: bool):
+    """FlexAttention: q [B, H, T, hd], k, v [B, Hkv, T, hd] -> [B, H, T, hd], computing only the blocks
+    `block_mask` visits. Compiled (eager FlexAttention is a slow reference), once per shape; inside an outer
+    torch.compile of the model it is traced with the rest of the graph."""
+    global _flex_compiled
+    if torch.compiler.is_compiling():
+        return flex_attention(q, k, v, block_mask=block_mask, enable_gqa=enable_gqa)
+    if _flex_compiled is None:
+        _flex_compiled = torch.compile(flex_attention, dynamic=False)
+    return _flex_compiled(q, k, v, block_mask=block_mask, enable_gqa=enable_gqa)
+
+
 def packed_block_mask(segments: torch.Tensor) -> BlockMask:
     """FlexAttention BlockMask of packed rows: segments [B, T] (the conversation index of each token) ->
     a token attends to earlier tokens of its own conversation. Blocks (128 x 128) with no allowed pair are
@@ -146,7 +156,7 @@ class Attention(nn.Module):
         # token attending to the whole filled cache; a BlockMask: packed rows on CUDA (FlexAttention skips the
         # masked blocks); otherwise an explicit boolean mask, True = attend.
         if isinstance(mask, BlockMask):
-            y = _flex_compiled(q, k, v, block_mask=mask, enable_gqa=gqa)
+            y = block_sparse_attention(q, k, v, mask, gqa)
         elif mask is not None and x.device.type == "cpu" and torch.is_grad_enabled() and dropout == 0.0:
             y = masked_attention(q, k, v, mask)                 # packed-row SFT on CPU: faster than SDPA here
         else:
