@@ -307,3 +307,25 @@ def test_segments_on_cpu_is_the_dense_mask_path():
     assert torch.equal(m(ids, input_pos=pos, segments=seg), m(ids, input_pos=pos, mask=packed_dense_mask(seg)))
     with pytest.raises(ValueError, match="segments or mask"):
         m(ids, segments=seg, mask=packed_dense_mask(seg))
+
+
+def test_activation_checkpointing_with_lora_dropout_same_gradients():
+    """LoRA adapters with dropout inside checkpointed blocks: the recomputation replays the same masks."""
+    from hessgpt.train.lora import LoRAConfig, apply_lora
+
+    ids, y = torch.randint(0, 300, (2, 40)), torch.randint(0, 300, (2, 40))
+    grads = []
+    for on in (False, True):
+        m = _tiny(activation_checkpointing=on)
+        torch.manual_seed(0)
+        apply_lora(m, LoRAConfig(r=4, alpha=8.0, dropout=0.2, targets=("q_proj", "v_proj", "down_proj")))
+        for name, p in m.named_parameters():
+            if "lora_B" in name:
+                torch.nn.init.normal_(p, std=0.02)           # B starts at zero: make the adapters matter
+        m.train()
+        torch.manual_seed(1)
+        cross_entropy(m(ids), y).backward()
+        grads.append({n: p.grad for n, p in m.named_parameters() if p.requires_grad})
+    assert grads[0].keys() == grads[1].keys() and len(grads[0]) == 4 * 3 * 2
+    for n in grads[0]:
+        assert torch.allclose(grads[0][n], grads[1][n], atol=1e-6, rtol=1e-5), n
