@@ -352,3 +352,56 @@ def test_import_errors_are_one_line(tmp_path, exported, capsys):
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "architecture 'qwen2'" in err
     assert not (tmp_path / "out").exists()
+
+
+def test_sentencepiece_vocabulary_like_transformers(tmp_path):
+    """A `llama` (SentencePiece) vocabulary, as Llama 2 / Mistral 7B files hold: same ids as transformers'
+    AutoTokenizer on the file, logits equal to the source model's."""
+    transformers = pytest.importorskip("transformers")
+    import os
+
+    from hessgpt.convert.gguf import gguf_tensors
+
+    pieces = (["<unk>", "<s>", "</s>"] + [f"<0x{b:02X}>" for b in range(256)]
+              + ["▁", *"abcdefghijklmnopqrstuvwxyzéàçBLP", "▁l", "▁le", "▁la", "es", "en", "on", "▁de", "▁c", "▁ch",
+                 "▁cha", "▁chat", "er", "re", "▁p", "▁pa", "▁par", "ar", "ri", "is", "▁Pa", "▁Par", "▁Paris"])
+    n_normal = len(pieces) - 259
+    types = [2, 3, 3] + [6] * 256 + [1] * n_normal                  # UNKNOWN, CONTROL, BYTE, NORMAL
+    scores = [0.0] * 259 + [-float(i) for i in range(n_normal)]
+    cfg = ModelConfig(vocab_size=len(pieces), dim=64, n_layers=2, n_heads=4, n_kv_heads=2, hidden_dim=128,
+                      context_length=64, rope_theta=10000.0, tie_embeddings=True)
+    src = Transformer(cfg).init_weights(2)
+    path = str(tmp_path / "spm.gguf")
+    w = gguf.GGUFWriter(path, "llama")
+    w.add_context_length(cfg.context_length)
+    w.add_embedding_length(cfg.dim)
+    w.add_block_count(cfg.n_layers)
+    w.add_feed_forward_length(cfg.hidden_dim)
+    w.add_head_count(cfg.n_heads)
+    w.add_head_count_kv(cfg.n_kv_heads)
+    w.add_rope_dimension_count(cfg.head_dim)
+    w.add_rope_freq_base(cfg.rope_theta)
+    w.add_layer_norm_rms_eps(cfg.norm_eps)
+    w.add_tokenizer_model("llama")
+    w.add_token_list(pieces)
+    w.add_token_scores(scores)
+    w.add_token_types(types)
+    w.add_bos_token_id(1)
+    w.add_eos_token_id(2)
+    w.add_unk_token_id(0)
+    for name, t in gguf_tensors(src):
+        w.add_tensor(name, t.numpy())
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file(progress=False)
+    w.close()
+
+    model, tok = load_gguf(path)
+    hf_tok = transformers.AutoTokenizer.from_pretrained(str(tmp_path), gguf_file=os.path.basename(path))
+    for text in ["le chat de Paris", "la chaîne, par ici ! 42", "Bonjour 👋"]:
+        ids = tok.encode(text)
+        assert ids == hf_tok(text, add_special_tokens=False)["input_ids"], text
+        assert tok.decode(ids) == text
+    assert tok.vocab_size == len(pieces) + 10 and tok.bos_id == 1 and tok.eos_id == 2   # <s> </s> <unk> reused, no <pad>
+    ids = tok.encode("le chat de Paris par ici")
+    assert (logits(model, ids)[:, : len(pieces)] - logits(src, ids)).abs().max() < 1e-5

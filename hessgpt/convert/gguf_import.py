@@ -9,7 +9,8 @@ The reverse of gguf.py, read with the format's own reader (`gguf.GGUFReader`), f
     never a silently different model);
   - the tokenizer rebuilt as a Hugging Face `tokenizers` byte-level BPE from `tokenizer.ggml.tokens/merges`,
     with llama.cpp's pre-tokenizer split for `tokenizer.ggml.pre`, CONTROL tokens special and USER_DEFINED
-    tokens whole (as transformers' GGUF converter does), then HessGPT's special tokens added where missing
+    tokens whole (as transformers' GGUF converter does); a SentencePiece vocabulary (`llama`) is handed to
+    transformers' converter itself. Then HessGPT's special tokens are added where missing
     (the embeddings grow to fit, new rows = mean embedding, as `from-hf` does);
   - the file's own chat template and special tokens kept in meta.json under "source_tokenizer", so the
     imported model can still be spoken to in the format it was trained on.
@@ -190,11 +191,29 @@ def _pre_tokenizer(pre: str, source: str):
                                     pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
 
 
+def sentencepiece_tokenizer(g: GGUFFile):
+    """A SentencePiece vocabulary (`tokenizer.ggml.model = "llama"`: Llama 2, Mistral 7B, ...) as a `tokenizers`
+    tokenizer, rebuilt by transformers' own GGUF converter (merges recovered from the token scores, byte
+    fallback, "▁" spaces), so the ids are those `AutoTokenizer.from_pretrained(dir, gguf_file=...)` gives."""
+    try:
+        from transformers.integrations.gguf import convert_gguf_tokenizer, get_gguf_tokenizer
+    except ImportError:
+        raise HessGPTError(f"{g.path}: a SentencePiece ('llama') GGUF vocabulary is rebuilt with transformers' GGUF "
+                           "converter: pip install 'hessgpt[hf]'") from None
+    arch, tokenizer_dict, _ = get_gguf_tokenizer(g.path)
+    hf, _ = convert_gguf_tokenizer(arch, tokenizer_dict)
+    return hf
+
+
 def hf_tokenizer_from_gguf(g: GGUFFile):
-    """The file's vocabulary as a `tokenizers.Tokenizer` (byte-level BPE; ids = the file's token ids)."""
+    """The file's vocabulary as a `tokenizers.Tokenizer` (ids = the file's token ids): byte-level BPE ("gpt2")
+    rebuilt here, SentencePiece ("llama") by transformers' converter."""
     kind = g.get("tokenizer.ggml.model")
+    if kind == "llama":
+        return sentencepiece_tokenizer(g)
     if kind != "gpt2":
-        raise HessGPTError(f"{g.path}: tokenizer.ggml.model {kind!r} is not supported (supported: gpt2, byte-level BPE)")
+        raise HessGPTError(f"{g.path}: tokenizer.ggml.model {kind!r} is not supported (supported: gpt2 = byte-level "
+                           "BPE, llama = SentencePiece)")
     tokens = list(g.require("tokenizer.ggml.tokens"))
     merges = [tuple(m.split(" ", 1)) for m in g.require("tokenizer.ggml.merges")]
     types = list(g.get("tokenizer.ggml.token_type") or [1] * len(tokens))
