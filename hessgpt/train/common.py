@@ -84,10 +84,12 @@ def optimizer_step(params, optimizer, scaler: torch.amp.GradScaler, clip: float)
 # ---- RNG state (exact resume) --------------------------------------------------------------------
 
 
-def rng_state() -> dict:
+def rng_state(device: torch.device | None = None) -> dict:
+    """This process's RNG state: Python, numpy, torch CPU and, on CUDA, this process's own GPU only (not one
+    entry per visible GPU: a resume with fewer GPUs must not need the others)."""
     state = {"python": random.getstate(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    if device is not None and device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
     try:
         import numpy as np
 
@@ -97,15 +99,35 @@ def rng_state() -> dict:
     return state
 
 
-def set_rng_state(state: dict) -> None:
+def set_rng_state(state: dict, device: torch.device | None = None) -> None:
+    """Restore `rng_state`'s output. A legacy "cuda" list (one state per visible GPU) gives this device's entry."""
     random.setstate(state["python"])
     torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    cuda = state.get("cuda")
+    if cuda is not None and device is not None and device.type == "cuda":
+        if isinstance(cuda, (list, tuple)):
+            index = device.index or 0
+            cuda = cuda[index] if index < len(cuda) else None
+        if cuda is not None:
+            torch.cuda.set_rng_state(cuda, device)
     if "numpy" in state:
         import numpy as np
 
         np.random.set_state(state["numpy"])
+
+
+def seed_rank(seed: int, rank: int, step: int = 0) -> None:
+    """Seed every generator from (seed, rank, step): each process its own stream (LoRA/attention dropout masks
+    differ between ranks), reproducible. step > 0 is the derived state of a resume on another number of processes."""
+    s = seed + rank if step == 0 else (seed * 1_000_003 + step) * 1009 + rank
+    random.seed(s)
+    torch.manual_seed(s)   # CPU and every CUDA device
+    try:
+        import numpy as np
+
+        np.random.seed(s % 2**32)
+    except ImportError:
+        pass
 
 
 def load_train_state(path: str) -> dict:

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.distributed.tensor import DTensor
 
 from hessgpt.errors import HessGPTError
 
@@ -111,12 +112,20 @@ def lora_modules(model: nn.Module) -> dict[str, LoRALinear]:
     return {name: m for name, m in model.named_modules() if isinstance(m, LoRALinear)}
 
 
+def _full(w: torch.Tensor) -> torch.Tensor:
+    """A parameter as one whole fp32 CPU tensor: an FSDP2 shard (DTensor) is all-gathered first (collective)."""
+    w = w.detach()
+    if isinstance(w, DTensor):
+        w = w.full_tensor()
+    return w.float().cpu().contiguous()
+
+
 def adapter_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
-    """PEFT keys -> tensors (fp32, CPU)."""
+    """PEFT keys -> whole tensors (fp32, CPU). Under FSDP every rank must call it (same order on all ranks)."""
     sd = {}
     for name, m in lora_modules(model).items():
-        sd[f"{PREFIX}{name}.lora_A.weight"] = m.lora_A.weight.detach().float().cpu().contiguous()
-        sd[f"{PREFIX}{name}.lora_B.weight"] = m.lora_B.weight.detach().float().cpu().contiguous()
+        sd[f"{PREFIX}{name}.lora_A.weight"] = _full(m.lora_A.weight)
+        sd[f"{PREFIX}{name}.lora_B.weight"] = _full(m.lora_B.weight)
     return sd
 
 
@@ -191,15 +200,17 @@ def peft_config(cfg: LoRAConfig, base_path: str) -> dict:
     }
 
 
-def write_adapter(out_dir: str, model: nn.Module, cfg: LoRAConfig, base_path: str, base_hash: str,
-                  tokenizer=None, meta: dict | None = None) -> None:
-    """Write the adapter files into `out_dir` (call inside checkpoint.atomic_dir_write for atomicity)."""
+def write_adapter(out_dir: str, model: nn.Module | None, cfg: LoRAConfig, base_path: str, base_hash: str,
+                  tokenizer=None, meta: dict | None = None, state: dict[str, torch.Tensor] | None = None) -> None:
+    """Write the adapter files into `out_dir` (call inside checkpoint.atomic_dir_write for atomicity). `state`: the
+    adapter weights already gathered (`adapter_state_dict`, e.g. on every FSDP rank before rank 0 writes)."""
     from safetensors.torch import save_file
 
     os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(out_dir, CONFIG_FILE), "w") as f:
         json.dump(peft_config(cfg, os.path.abspath(base_path)), f, indent=2)
-    save_file(adapter_state_dict(model), os.path.join(out_dir, WEIGHTS_FILE), metadata={"format": "pt"})
+    save_file(state if state is not None else adapter_state_dict(model), os.path.join(out_dir, WEIGHTS_FILE),
+              metadata={"format": "pt"})
     with open(os.path.join(out_dir, INFO_FILE), "w") as f:
         json.dump({"base_path": os.path.abspath(base_path), "base_hash": base_hash,
                    "tokenizer_hash": getattr(tokenizer, "hash", None)}, f, indent=2)

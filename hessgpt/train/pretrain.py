@@ -23,7 +23,6 @@ import math
 import os
 import shutil
 import sys
-from contextlib import nullcontext
 
 import torch
 
@@ -150,7 +149,8 @@ def train(args) -> int:
     amp = autocast_dtype(device, args.dtype)
     scaler = grad_scaler(device, amp)          # fp16: loss scaling; otherwise a pass-through
     setup_matmul_precision(device)             # CUDA: TF32 for fp32 matmuls
-    torch.manual_seed(args.seed + info.rank)  # dropout masks (restored from train_state.pt on --resume)
+    fsdp = D.uses_fsdp(args.fsdp, info)
+    common.seed_rank(args.seed, info.rank)  # dropout masks, each process its own (restored from train_state.pt on --resume)
     out, last = args.out, os.path.join(args.out, "last")
     total = args.steps
     stop_at = total
@@ -199,19 +199,19 @@ def train(args) -> int:
             print(f"pretrain: no validation ({e})", file=sys.stderr)
     byte_len = token_bytes(tokenizer).to(device) if has_val else None
 
-    model = D.wrap(model, info, args.fsdp)   # before the optimizer: FSDP replaces parameters by shards
+    model = D.wrap(model, info, fsdp, amp)   # before the optimizer: FSDP replaces parameters by shards (in place)
     optimizer = common.make_optimizer(model.parameters(), args.lr, args.weight_decay, (0.9, args.beta2), device)
     schedule = common.make_schedule(args, total)
     step = 0
     if resuming:
         state = common.load_train_state(last)
-        D.load_optimizer_state(model, optimizer, state["optimizer"], args.fsdp)
+        D.load_optimizer_state(raw, optimizer, state["optimizer"], fsdp)
         if state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
-        common.set_rng_state(state["rng"])
         step = state["step"]
+        D.restore_rng(state["rng"], info, args.seed, step)
         if os.path.abspath(args.data) == state.get("data"):
-            loader.load_state_dict(state["loader"])
+            loader.load_state_dict(state["loader"])   # a position in tokens: any number of processes continues from it
         elif info.master:
             print(f"pretrain: new --data {args.data}: reading it from its start", file=sys.stderr)
     if args.compile:
@@ -225,7 +225,7 @@ def train(args) -> int:
         print(f"pretrain: {n_params:,} params ({args.model}); {tokens_per_step:,} tokens/step "
               f"({args.batch_size} x {seq_len} x {args.grad_accum} accum x {info.world_size} proc); "
               f"steps {step}->{stop_at} of {total}; device {device}, autocast {amp or 'off'}"
-              f"{', FSDP' if args.fsdp else ''}{', compiled' if args.compile else ''}", file=sys.stderr)
+              f"{', FSDP' if fsdp else ''}{', compiled' if args.compile else ''}", file=sys.stderr)
 
     def evaluate() -> tuple[float, float]:
         """(val loss in nats/token, bits per byte) over --eval-batches batches from the start of the val split."""
@@ -250,8 +250,10 @@ def train(args) -> int:
         return (nats / toks).item(), (nats / math.log(2) / nbytes.clamp(min=1)).item()
 
     def snapshot(path: str, done_step: int, final: bool = False) -> None:
-        sd = D.full_model_state(model if args.fsdp else raw, args.fsdp)
-        opt = None if final else D.full_optimizer_state(model, optimizer, args.fsdp)
+        # collectives first, on every rank (`raw`: FSDP shards in place; DDP/compile wrappers prefix the keys)
+        sd = D.full_model_state(raw, fsdp)
+        opt = None if final else D.full_optimizer_state(raw, optimizer, fsdp)
+        rngs = None if final else D.rank_rng_states(info)
         if not info.master:
             return
         with torch.device("meta"):
@@ -259,7 +261,7 @@ def train(args) -> int:
         checkpoint.load_state_dict_strict(plain, {k: v.float() for k, v in sd.items()}, source="training state")
         meta = {"stage": "pretrain", "step": done_step, "parent": parent, "data": os.path.abspath(args.data),
                 "tokens": done_step * tokens_per_step, "args": vars(args)}
-        ts = None if final else {"optimizer": opt, "scaler": scaler.state_dict(), "rng": common.rng_state(), "loader": loader.state_dict(), "step": done_step,
+        ts = None if final else {"optimizer": opt, "scaler": scaler.state_dict(), "rng": rngs, "world_size": info.world_size, "loader": loader.state_dict(), "step": done_step,
                                  "schedule": schedule.to_dict(), "data": os.path.abspath(args.data)}
         if final:
             common.install_final(out, lambda tmp: checkpoint.save(tmp, plain, tokenizer, meta=meta))
@@ -282,9 +284,7 @@ def train(args) -> int:
             for micro in range(args.grad_accum):
                 x, y = next(loader)                                   # [B, T] each
                 x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-                last_micro = micro == args.grad_accum - 1
-                ctx = model.no_sync() if (info.enabled and not last_micro and hasattr(model, "no_sync")) else nullcontext()
-                with ctx:
+                with D.grad_sync(model, raw, info, fsdp, sync=micro == args.grad_accum - 1):
                     try:
                         with autocast(device, amp):   # summed loss, logits in chunks (model.chunked_cross_entropy)
                             loss = model(x, targets=y) / (y.numel() * args.grad_accum)

@@ -20,7 +20,11 @@ would see alone (as at inference). Conversations longer than a row are truncated
 Batches: global step s uses G = batch_size x grad_accum x world_size rows of a per-epoch shuffle of the
 packed rows; each process takes its micro-batches out of those G. The loss of a step is the sum of masked
 token losses over all G rows divided by their number of masked tokens, whatever the split, so 2 processes
-x 1 micro-batch and 1 process x 2 micro-batches compute the same update. Resume needs only the step.
+x 1 micro-batch and 1 process x 2 micro-batches compute the same update. A checkpoint records the data position
+in rows (epoch, rows read), so a resume with another G (another number of processes) continues at the same row.
+
+Distributed (docs/distributed.md): DDP, or FSDP2 with --fsdp; gradients are communicated only on the last
+micro-step; checkpoints hold whole tensors and every rank's RNG, so a run resumes on any number of processes.
 
 Output (OUT): with --lora a PEFT adapter folder (see lora.py); without, a HessGPT checkpoint. Beside it
 metrics.jsonl, loss.png, and last/ (the latest resumable state) while training.
@@ -34,13 +38,13 @@ import random
 import shutil
 import sys
 import time
-from contextlib import nullcontext
 
 import torch
 
 from hessgpt import checkpoint
 from hessgpt.device import autocast, autocast_dtype, grad_scaler, peak_flops, setup_matmul_precision
 from hessgpt.errors import HessGPTError
+from hessgpt.model import Transformer
 from hessgpt.train import common
 from hessgpt.train import distributed as D
 from hessgpt.train import lora as L
@@ -152,20 +156,51 @@ def masked_loss_sum(model, batch: dict, device, amp) -> tuple[torch.Tensor, torc
 
 
 class RowSchedule:
-    """Which packed rows each (step, micro-batch, rank) trains on: a per-epoch shuffle of all rows."""
+    """Which packed rows each (step, micro-batch, rank) trains on: a per-epoch shuffle of all rows, G a step.
 
-    def __init__(self, n_rows: int, global_batch: int, seed: int):
+    The data position is (epoch, rows of that epoch's order already read). `origin` = (step, epoch, rows read)
+    continues from a saved position, so a resume with another global batch G (another number of processes)
+    picks up at the same row, not at step x new G."""
+
+    def __init__(self, n_rows: int, global_batch: int, seed: int, origin: tuple[int, int, int] = (0, 0, 0)):
         self.n, self.g, self.seed = n_rows, global_batch, seed
         self.steps_per_epoch = math.ceil(n_rows / global_batch)
+        self.origin = origin
         self._perm_epoch, self._perm = None, None
 
+    def position(self, step: int) -> tuple[int, int]:
+        """(epoch, first row of the epoch's order) that `step` starts at; the last step of an epoch wraps around."""
+        s0, e0, p0 = self.origin
+        d = step - s0
+        if d < 0:
+            raise HessGPTError(f"row schedule: step {step} is before the resumed step {s0}")
+        first = math.ceil((self.n - p0) / self.g)   # steps left in the origin's epoch
+        if d < first:
+            return e0, p0 + d * self.g
+        epoch, k = divmod(d - first, self.steps_per_epoch)
+        return e0 + 1 + epoch, k * self.g
+
+    def state_dict(self, step: int) -> dict:
+        """The position after `step` steps, in rows: what a resume (on any number of processes) continues from."""
+        epoch, pos = self.position(step)
+        return {"epoch": epoch, "pos": pos, "n_rows": self.n, "global_batch": self.g, "seed": self.seed}
+
+    @classmethod
+    def resumed(cls, n_rows: int, global_batch: int, seed: int, step: int, state: dict | None) -> "RowSchedule":
+        if state is None:  # a checkpoint from before positions were saved: step-based (same G assumed)
+            return cls(n_rows, global_batch, seed)
+        pos = state["pos"]
+        if state["n_rows"] != n_rows:  # other data or --seq-len: the same fraction of the epoch
+            pos = min(n_rows, round(pos * n_rows / max(1, state["n_rows"])))
+        return cls(n_rows, global_batch, seed, origin=(step, state["epoch"], pos))
+
     def global_rows(self, step: int) -> list[int]:
-        epoch, k = divmod(step, self.steps_per_epoch)
+        epoch, start = self.position(step)
         if epoch != self._perm_epoch:
             self._perm = list(range(self.n))
             random.Random(self.seed * 1000 + epoch).shuffle(self._perm)
             self._perm_epoch = epoch
-        return [self._perm[(k * self.g + i) % self.n] for i in range(self.g)]  # the last step wraps around
+        return [self._perm[(start + i) % self.n] for i in range(self.g)]  # the last step wraps around
 
     def micro_rows(self, rows: list[int], micro: int, rank: int, world: int, batch: int) -> list[int]:
         start = (micro * world + rank) * batch
@@ -175,31 +210,36 @@ class RowSchedule:
 # ---- run folder -----------------------------------------------------------------------------------
 
 
-def save_state(path: str, model, raw, tokenizer, args, lora_cfg, base_hash: str, train_state: dict | None, meta: dict,
-               info: D.DistInfo) -> None:
-    """A LoRA adapter folder or a full checkpoint (+ train_state.pt when given). Collective under FSDP."""
+def save_state(path: str, raw, tokenizer, args, lora_cfg, base_hash: str, train_state: dict | None, meta: dict,
+               info: D.DistInfo, fsdp: bool, final: bool = False) -> None:
+    """A LoRA adapter folder or a full checkpoint (+ train_state.pt when given) at `path`, or (final) installed into
+    the run folder `path`. Collective under FSDP: every rank gathers the whole tensors, rank 0 writes (atomically).
+    `raw` is the unwrapped model (a DDP or torch.compile wrapper's state-dict keys carry "module." / "_orig_mod."
+    prefixes); FSDP shards in place, so `raw` is then the sharded module itself."""
     if lora_cfg is not None:
-        if not info.master:
-            return
+        adapter = L.adapter_state_dict(raw)   # FSDP: all-gathers each shard
 
         def write(tmp):
-            L.write_adapter(tmp, raw, lora_cfg, args.base, base_hash, tokenizer, meta)
+            L.write_adapter(tmp, None, lora_cfg, args.base, base_hash, tokenizer, meta, state=adapter)
             if train_state is not None:
                 torch.save(train_state, os.path.join(tmp, "train_state.pt"))
+    else:
+        sd = D.full_model_state(raw, fsdp)
+        if info.master:
+            with torch.device("meta"):
+                plain = Transformer(raw.config)
+            checkpoint.load_state_dict_strict(plain, {k: v.float() for k, v in sd.items()}, source="training state")
 
-        checkpoint.atomic_dir_write(path, write)
-        return
-    # FSDP: the sharded module gathers the full state (collective); otherwise the unwrapped model (`model` may
-    # be DDP- or torch.compile-wrapped, whose state-dict keys carry "module." / "_orig_mod." prefixes)
-    sd = D.full_model_state(model if args.fsdp else raw, args.fsdp)
+        def write(tmp):
+            checkpoint.save(tmp, plain, tokenizer, meta=meta, train_state=train_state)
     if not info.master:
         return
-    from hessgpt.model import Transformer
-
-    with torch.device("meta"):
-        plain = Transformer(raw.config)
-    checkpoint.load_state_dict_strict(plain, {k: v.float() for k, v in sd.items()}, source="training state")
-    checkpoint.save(path, plain, tokenizer, meta=meta, train_state=train_state)
+    if final:
+        common.install_final(path, write)
+    elif lora_cfg is not None:
+        checkpoint.atomic_dir_write(path, write)
+    else:
+        write(path)   # checkpoint.save is atomic itself
 
 
 # ---- the script -----------------------------------------------------------------------------------
@@ -219,11 +259,19 @@ def parse_args(argv):
     lo.add_argument("--dropout", type=float, default=0.05, help="dropout on the LoRA input (design: 0.05-0.1)")
     lo.add_argument("--targets", default=",".join(L.ATTENTION_TARGETS),
                     help=f"comma-separated modules to adapt (any of {','.join(L.ALL_TARGETS)})")
+    p.add_argument("--chunk", help="K/N: train the K-th of N equal parts of the steps, save OUT/last and stop (K>1 resumes)")
     p.add_argument("--activation-checkpointing", action="store_true",
                    help="recompute each block in backward, keeping only its input (less memory, ~1/3 more compute)")
     common.add_common_args(p, lr=2e-4, batch_size=8, save_every=200, eval_every=100)
     args = p.parse_args(argv)
     common.check_positive(args, "steps", "batch_size", "seq_len", "grad_accum", "lr", "epochs")
+    if args.chunk:
+        try:
+            k, n = (int(v) for v in args.chunk.split("/"))
+            assert 1 <= k <= n
+        except (ValueError, AssertionError):
+            raise HessGPTError(f"--chunk {args.chunk!r}: expected K/N with 1 <= K <= N, e.g. 2/10") from None
+        args.resume = args.resume or k > 1
     return args
 
 
@@ -240,6 +288,7 @@ def train(args) -> int:
     amp = autocast_dtype(device, args.dtype)
     scaler = grad_scaler(device, amp)          # fp16: loss scaling; otherwise a pass-through
     setup_matmul_precision(device)             # CUDA: TF32 for fp32 matmuls
+    fsdp = D.uses_fsdp(args.fsdp, info)
     out, last = args.out, os.path.join(args.out, "last")
     lora_cfg = L.LoRAConfig(r=args.rank, alpha=args.alpha, dropout=args.dropout,
                             targets=tuple(t.strip() for t in args.targets.split(",") if t.strip())) if args.lora else None
@@ -249,6 +298,7 @@ def train(args) -> int:
         D.cleanup(info)
         return 0
     resuming = args.resume and os.path.exists(os.path.join(last, "train_state.pt"))
+    state = common.load_train_state(last) if resuming else None
 
     # -- model and tokenizer --
     model, tokenizer = checkpoint.load(args.base)
@@ -264,7 +314,7 @@ def train(args) -> int:
         if resuming:
             _, sd, _ = L.read_adapter(last)
             L.load_adapter_weights(model, sd, last)
-    torch.manual_seed(args.seed + 1 + info.rank)
+    common.seed_rank(args.seed + 1, info.rank)   # dropout masks: each process its own (restored on --resume)
     seq_len = args.seq_len or model.config.context_length
     model.to(device)
     if args.activation_checkpointing:   # else the config's own (--set activation_checkpointing=true)
@@ -284,22 +334,33 @@ def train(args) -> int:
     targets_in = [sum(m[1:]) for _, m in examples]   # masked targets per conversation
     G = args.batch_size * args.grad_accum * info.world_size
     tokens_per_step = G * seq_len
-    sched_rows = RowSchedule(len(rows), G, args.seed)
-    total = args.steps or max(1, math.ceil(args.epochs * sched_rows.steps_per_epoch))
+    step = state["step"] if state else 0
+    sched_rows = RowSchedule.resumed(len(rows), G, args.seed, step, state.get("rows")) if state else RowSchedule(len(rows), G, args.seed)
+    if args.steps:
+        total = args.steps
+    elif state and "schedule" in state:   # the interrupted run's length (the LR schedule goes on unchanged)
+        total = state["schedule"]["total"]
+    else:
+        total = max(1, math.ceil(args.epochs * sched_rows.steps_per_epoch))
+    stop_at = total
+    if args.chunk:
+        k, n = (int(v) for v in args.chunk.split("/"))
+        stop_at = math.ceil(k * total / n)
     schedule = common.make_schedule(args, total)
 
     # -- optimizer, state --
-    model = D.wrap(model, info, args.fsdp)   # before the optimizer: FSDP replaces parameters by shards
+    model = D.wrap(model, info, fsdp, amp)   # before the optimizer: FSDP replaces parameters by shards (in place)
     optimizer = common.make_optimizer(model.parameters(), args.lr, args.weight_decay if lora_cfg is None else 0.0,
                                       (0.9, args.beta2), device)
-    step = 0
-    if resuming:
-        state = common.load_train_state(last)
-        D.load_optimizer_state(model, optimizer, state["optimizer"], args.fsdp)
+    if state:
+        D.load_optimizer_state(raw, optimizer, state["optimizer"], fsdp)
         if state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
-        common.set_rng_state(state["rng"])
-        step = state["step"]
+        D.restore_rng(state["rng"], info, args.seed + 1, step)
+        saved_g = state.get("rows", {}).get("global_batch", G)
+        if saved_g != G and info.master:
+            print(f"sft: resuming with {G} rows/step (the checkpoint's run had {saved_g}): the data continues from the "
+                  f"same row, the updates differ from an uninterrupted run", file=sys.stderr)
     if args.compile:
         model = torch.compile(model)
 
@@ -316,7 +377,7 @@ def train(args) -> int:
               f"{stats['conversations']} conversations ({stats['truncated']} truncated, {stats['no_target']} without targets) "
               f"-> {len(rows)} packed rows of {seq_len + 1} ({n_tok / (len(rows) * (seq_len + 1)):.0%} full); "
               f"{G} rows/step, {total} steps{'; resuming at step %d' % step if resuming else ''}; "
-              f"device {device}, autocast {amp or 'off'}, {info.world_size} process(es)", file=sys.stderr)
+              f"device {device}, autocast {amp or 'off'}, {info.world_size} process(es){' (FSDP)' if fsdp else ''}", file=sys.stderr)
 
     def evaluate() -> float | None:
         if not val_rows:
@@ -325,12 +386,18 @@ def train(args) -> int:
         tot, cnt = torch.zeros((), device=device), torch.zeros((), device=device)
         with torch.no_grad():
             mine = val_rows[info.rank::info.world_size]
-            for i in range(0, len(mine), args.batch_size):
-                batch = make_batch(val_examples, mine[i:i + args.batch_size], seq_len, tokenizer.pad_id)
-                s, c = masked_loss_sum(model, batch, device, amp)
-                tot, cnt = tot + s, cnt + c
-            if not mine and args.fsdp:  # FSDP: every rank must join the forward passes' collectives
+            if not mine and fsdp:  # FSDP: every rank must join the forward passes' collectives
                 raise HessGPTError("--fsdp: fewer validation rows than processes; raise --eval-rows")
+            # FSDP: every rank runs as many forwards (each one all-gathers); a rank with fewer rows repeats its
+            # first batch and does not count it
+            n_batches = math.ceil(len(val_rows[0::info.world_size]) / args.batch_size) if fsdp else math.ceil(len(mine) / args.batch_size)
+            for b in range(n_batches):
+                i = b * args.batch_size
+                extra = i >= len(mine)
+                batch = make_batch(val_examples, mine[0 if extra else i:][:args.batch_size], seq_len, tokenizer.pad_id)
+                s, c = masked_loss_sum(model, batch, device, amp)
+                if not extra:
+                    tot, cnt = tot + s, cnt + c
         model.train()
         tot, cnt = D.all_reduce(tot, info), D.all_reduce(cnt, info)
         return (tot / cnt.clamp(min=1)).item()
@@ -338,13 +405,13 @@ def train(args) -> int:
     def snapshot(path, done_step, final=False):
         meta = {"stage": "sft-lora" if lora_cfg else "sft", "step": done_step, "parent": os.path.abspath(args.base),
                 "data": os.path.abspath(args.data), "args": vars(args), "tokens": done_step * tokens_per_step}
-        opt = None if final else D.full_optimizer_state(model, optimizer, args.fsdp)
-        ts = None if final else {"optimizer": opt, "scaler": scaler.state_dict(), "rng": common.rng_state(), "step": done_step,
-                                 "schedule": schedule.to_dict(), "data": os.path.abspath(args.data)}
-        if final:
-            common.install_final(out, lambda tmp: save_state(tmp, model, raw, tokenizer, args, lora_cfg, base_hash, None, meta, info))
-        else:
-            save_state(path, model, raw, tokenizer, args, lora_cfg, base_hash, ts, meta, info)
+        # collectives first, on every rank: the optimizer's shards and every rank's RNG
+        opt = None if final else D.full_optimizer_state(raw, optimizer, fsdp)
+        rngs = None if final else D.rank_rng_states(info)
+        ts = None if final else {"optimizer": opt, "scaler": scaler.state_dict(), "rng": rngs, "world_size": info.world_size, "step": done_step,
+                                 "rows": sched_rows.state_dict(done_step), "schedule": schedule.to_dict(),
+                                 "data": os.path.abspath(args.data)}
+        save_state(out if final else path, raw, tokenizer, args, lora_cfg, base_hash, ts, meta, info, fsdp, final=final)
 
     stop = common.StopSignal()
     bar = None
@@ -354,7 +421,7 @@ def train(args) -> int:
         bar = tqdm(total=total, initial=step, desc="sft", unit="step", dynamic_ncols=True)
     # ---------------------------------------------------------------- the loop
     try:
-        while step < total:
+        while step < stop_at:
             lr = schedule(step)
             for g in optimizer.param_groups:
                 g["lr"] = lr
@@ -365,14 +432,12 @@ def train(args) -> int:
             for micro in range(args.grad_accum):
                 batch = make_batch(examples, [rows[r] for r in sched_rows.micro_rows(rows_now, micro, info.rank, info.world_size, args.batch_size)],
                                    seq_len, tokenizer.pad_id)
-                sync = micro == args.grad_accum - 1
-                ctx = model.no_sync() if (info.enabled and not sync and hasattr(model, "no_sync")) else nullcontext()
-                with ctx:
+                with D.grad_sync(model, raw, info, fsdp, sync=micro == args.grad_accum - 1):
                     try:
                         s, _ = masked_loss_sum(model, batch, device, amp)
                     except torch.OutOfMemoryError:
                         raise common.oom_error(args.batch_size, seq_len, device) from None
-                    # DDP averages gradients over processes: scale by world so the sum over all rows / n_target remains
+                    # DDP and FSDP average gradients over processes: scale by world so the sum over all rows / n_target remains
                     scaler.scale(s * info.world_size / max(n_target, 1)).backward()
                 loss_sum += s.detach()
             common.optimizer_step(model.parameters(), optimizer, scaler, args.clip)   # unscale, clip, step, update
@@ -393,11 +458,12 @@ def train(args) -> int:
                 bar.set_postfix_str(f"loss {loss:.3f} lr {lr:.2e} {tps:,.0f} tok/s" + (f" mfu {mfu:.1%}" if mfu else "")
                                     + (f" val {row['val_loss']:.3f}" if "val_loss" in row else ""))
             stopping = D.any_rank(stop.received is not None, info)
-            if step < total and (stopping or (args.save_every and step % args.save_every == 0)):
+            if step < total and (stopping or step == stop_at or (args.save_every and step % args.save_every == 0)):
                 snapshot(last, step)
             if stopping and step < total:
                 if info.master:
                     print(f"\nsft: stopped by signal at step {step}; state saved in {last}; continue with --resume", file=sys.stderr)
+                D.cleanup(info)
                 return 0
     finally:
         stop.restore()
@@ -405,6 +471,13 @@ def train(args) -> int:
             bar.close()
         metrics.close()
 
+    if step < total:  # end of a chunk
+        if info.master:
+            k, n = args.chunk.split("/")
+            nxt = f"--chunk {int(k) + 1}/{n}" if int(k) < int(n) else "--resume"
+            print(f"sft: chunk {args.chunk} done at step {step}/{total}; state in {last}; continue with {nxt}")
+        D.cleanup(info)
+        return 0
     # ---------------------------------------------------------------- the end
     snapshot(out, step, final=True)
     if info.master:
