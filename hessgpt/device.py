@@ -179,7 +179,7 @@ def inference_dtype(device: torch.device, requested: str | None = "auto") -> tor
     if requested != "auto":
         raise HessGPTError(f"--dtype {requested!r}: use auto, float32, bfloat16 or float16")
     if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.get_device_capability(device) >= (8, 0) else torch.float16
+        return torch.bfloat16 if bf16_native(device) else torch.float16
     if device.type == "mps":
         return torch.float16
     return torch.float32
