@@ -304,11 +304,28 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nquickstart: interrupted; run the same command again to continue (work so far is in {out})", file=sys.stderr)
         return 130
     m1, m2 = out / "model1", out / "model2"
-    print(f"\ntry it:\n  hessgpt ask --model1 {m1} --model2 {m2} --prompt \"Calcule 15 * 23\"\n"
-          f"  hessgpt chat --model1 {m1} --model2 {m2}", flush=True)
+    use_m2, why = model2_pays(out)
+    print(f"\nquickstart: model 2 {'on' if use_m2 else 'off'} by default ({why})", flush=True)
+    with_m2 = f" --model2 {m2}" if use_m2 else ""
+    print(f"\ntry it:\n  hessgpt ask --model1 {m1}{with_m2} --prompt \"Calcule 15 * 23\"\n"
+          f"  hessgpt chat --model1 {m1}{with_m2}", flush=True)
     if args.no_serve:
         return 0
     from hessgpt.serve import app
 
     print(f"quickstart: serving on http://{args.host}:{args.port}/ (Ctrl-C to stop)", flush=True)
-    return app.main(["--model1", str(m1), "--model2", str(m2), "--host", args.host, "--port", str(args.port)]) or 0
+    return app.main(["--model1", str(m1), *(["--model2", str(m2)] if use_m2 else []), "--host", args.host,
+                     "--port", str(args.port)]) or 0
+
+
+def model2_pays(out: Path) -> tuple[bool, str]:
+    """Whether the quickstart serves and suggests model 2: only if, on the dev split (what recipes are tuned
+    on; the test split only reports), it fixed more items than it broke in the same run (eval tools' model2
+    block). At the tiny-cpu scale it does not (docs/tools.md, "Model 2"); the numbers decide, not the plan."""
+    path = out / "model1" / "eval" / "tools-dev.json"
+    block = _load_json(path).get("model2") if path.exists() else None
+    if not block:
+        return False, f"no model2 block in {path}"
+    text = (f"dev split: fixed {block['fixed']}, broke {block['broke']}, asked {block['calls']} times; exact answers "
+            f"{_fmt(block['answer_correct_without'], True)} without, {_fmt(block['answer_correct_with'], True)} with")
+    return block["fixed"] > block["broke"], text

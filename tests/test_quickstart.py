@@ -86,3 +86,14 @@ def test_rerun_skips_finished_work(run_dir, capsys):
     assert text.count("already done, skipped") == 17   # every pipeline stage
     assert text.count("already done (") == 7
     assert {p: p.stat().st_mtime_ns for p in before} == before
+
+
+def test_model2_is_served_only_when_it_fixed_more_than_it_broke_on_dev(tmp_path):
+    ev = tmp_path / "model1" / "eval"
+    ev.mkdir(parents=True)
+    assert quickstart.model2_pays(tmp_path)[0] is False          # not measured: off
+    block = {"calls": 9, "changed": 3, "fixed": 1, "broke": 1, "answer_correct_with": 0.5, "answer_correct_without": 0.5}
+    for fixed, on in ((1, False), (2, True), (0, False)):
+        (ev / "tools-dev.json").write_text(json.dumps({"model2": {**block, "fixed": fixed}}))
+        use, why = quickstart.model2_pays(tmp_path)
+        assert use is on and f"fixed {fixed}, broke 1" in why
