@@ -69,10 +69,12 @@ def backend_from_args(args):
             raise HessGPTError("give either a HessGPT checkpoint (--model1) or --hf-model, not both")
         from hessgpt.serve.backends import HFBackend
 
+        from hessgpt.tools.registry import default_registry
         from hessgpt.tools.router import sandbox_run_code
 
         return HFBackend(args.hf_model, adapter=args.adapter, device=args.device, dtype=args.dtype,
-                         load_in_4bit=args.load_in_4bit, run_code=None if args.no_tools else sandbox_run_code())
+                         load_in_4bit=args.load_in_4bit, run_code=None if args.no_tools else sandbox_run_code(),
+                         registry=None if args.no_tools else default_registry(args.search_index, args.http_allow or None))
     if not model1:
         raise HessGPTError("no model: give a checkpoint (or --model1 CKPT, or --hf-model DIR)")
     if args.adapter:

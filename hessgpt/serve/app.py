@@ -62,10 +62,12 @@ def build_backend(args: argparse.Namespace):
     if args.hf_model:
         from hessgpt.serve.backends import HFBackend
 
+        from hessgpt.tools.registry import default_registry
         from hessgpt.tools.router import sandbox_run_code
 
         return HFBackend(args.hf_model, args.adapter, dtype=args.dtype, load_in_4bit=args.load_in_4bit,
-                         run_code=None if args.no_tools else sandbox_run_code())
+                         run_code=None if args.no_tools else sandbox_run_code(),
+                         registry=None if args.no_tools else default_registry(args.search_index, args.http_allow or None))
     try:
         from hessgpt.tools.router import DualModelBackend
     except ImportError as e:

@@ -366,11 +366,15 @@ class HFBackend:
       ordinary Markdown.
     - function `tools` are taught with a ```tool_call JSON block; one is returned as a "tool_call" event and the
       turn ends with finish_reason "tool_calls".
+    - `registry` (a ToolRegistry: calculator, search, http_request, as HessGPT's router has): its tools are offered
+      the same way beside the request's; a call to one is run here ("tool_call" then "tool_result" events, with
+      its duration), fed back, and generation continues, within the same `max_tool_rounds` and KV cache.
     - ```html blocks are yielded as "artifact" events (previewed by the web page, never executed).
     """
 
     def __init__(self, model_dir: str, adapter: str | None = None, *, dtype: str = "auto", device: str | None = None,
-                 load_in_4bit: bool = False, run_code: RunCode | None = None, max_tool_rounds: int = 4):
+                 load_in_4bit: bool = False, run_code: RunCode | None = None, max_tool_rounds: int = 4,
+                 registry=None):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         if not os.path.isdir(model_dir):
@@ -401,6 +405,7 @@ class HFBackend:
         eos = eos if eos is not None else self.tokenizer.eos_token_id
         self.eos_ids = set(eos if isinstance(eos, list) else [eos]) - {None}
         self.run_code = run_code
+        self.registry = registry  # a hessgpt.tools.registry.ToolRegistry whose tools this backend runs itself
         self.max_tool_rounds = max_tool_rounds
         from hessgpt.checkpoint import read_generation_config
 
@@ -483,8 +488,10 @@ class HFBackend:
     def stream_chat(self, messages, params, tools=None, cancel=None):
         import torch
 
-        conv = self._template_messages(messages, tools)
-        intercept = {"html"} | ({"python"} if self.run_code else set()) | ({"tool_call"} if tools else set())
+        client = {t["name"] for t in tools or []}  # the caller's functions: a call to one ends the turn
+        offered = list(tools or []) + [t for t in (self.registry.schemas() if self.registry else []) if t["name"] not in client]
+        conv = self._template_messages(messages, offered or None)
+        intercept = {"html"} | ({"python"} if self.run_code else set()) | ({"tool_call"} if offered else set())
         generator = None
         if params.seed is not None:
             generator = torch.Generator(device=self.device).manual_seed(int(params.seed))
@@ -501,6 +508,8 @@ class HFBackend:
             budget = min(params.max_new_tokens - completion, self.context_length - int(input_ids.shape[1]))
             if rounds >= self.max_tool_rounds:
                 intercept.discard("python")  # no more code runs: later blocks stay Markdown
+                if not client:
+                    intercept.discard("tool_call")
             splitter = FenceSplitter(intercept)
             answer, pending, ended, produced = "", None, False, 0
             stream = self._generate_text(input_ids, params, budget, cancel, generator, kv=kv)
@@ -533,16 +542,25 @@ class HFBackend:
             if cancel is not None and cancel.is_set():
                 yield done_event("cancelled", prompt_tokens, completion)
                 return
-            if pending is not None and pending.type == "tool_call":
+            if pending is not None and pending.type == "tool_call" and (pending.data["name"] in client or not self.registry):
                 yield done_event("tool_calls", prompt_tokens, completion)
                 return
             if pending is not None:
                 rounds += 1
                 t0 = time.perf_counter()
-                status, output = self.run_code(pending.text)
-                yield Event("result", output, data={"status": status, "duration_ms": round((time.perf_counter() - t0) * 1000, 1)})
-                conv = conv + [{"role": "assistant", "content": answer + "\n```python\n" + pending.text + "\n```"},
-                               {"role": "user", "content": f"Output ({status}):\n```\n{output}\n```"}]
+                if pending.type == "tool_call":  # a registry tool (calculator, search, http_request): run it here
+                    name = pending.data["name"]
+                    output = self.registry.call(name, pending.data["arguments"])
+                    yield Event("tool_result", output, data={"name": name, "id": pending.data["id"],
+                                                             "duration_ms": round((time.perf_counter() - t0) * 1000, 1)})
+                    call = json.dumps({"name": name, "arguments": pending.data["arguments"]}, ensure_ascii=False)
+                    conv = conv + [{"role": "assistant", "content": answer + "\n```tool_call\n" + call + "\n```"},
+                                   {"role": "user", "content": f"Result of {name}:\n```\n{output}\n```"}]
+                else:
+                    status, output = self.run_code(pending.text)
+                    yield Event("result", output, data={"status": status, "duration_ms": round((time.perf_counter() - t0) * 1000, 1)})
+                    conv = conv + [{"role": "assistant", "content": answer + "\n```python\n" + pending.text + "\n```"},
+                                   {"role": "user", "content": f"Output ({status}):\n```\n{output}\n```"}]
                 input_ids = self._encode(conv)
                 if completion >= params.max_new_tokens or input_ids.shape[1] >= self.context_length:
                     yield done_event("length", prompt_tokens, completion)

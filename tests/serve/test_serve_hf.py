@@ -257,7 +257,9 @@ def test_flags_reach_the_hf_backend(monkeypatch):
     p = chat.argparse.ArgumentParser()
     chat.add_backend_args(p)
     assert chat.backend_from_args(p.parse_args(["--hf-model", "m", "--dtype", "bfloat16", "--load-in-4bit", "--no-tools"])) == "backend"
-    assert seen[-1]["dtype"] == "bfloat16" and seen[-1]["load_in_4bit"] is True
+    assert seen[-1]["dtype"] == "bfloat16" and seen[-1]["load_in_4bit"] is True and seen[-1]["registry"] is None
+    chat.backend_from_args(p.parse_args(["--hf-model", "m"]))
+    assert "calculator" in seen[-1]["registry"] and seen[-1]["run_code"] is not None
     with pytest.raises(HessGPTError, match="apply to --hf-model"):
         chat.backend_from_args(p.parse_args(["ck", "--dtype", "float16"]))
     args = app.build_parser().parse_args(["--hf-model", "m", "--dtype", "float16", "--no-tools"])
@@ -345,3 +347,27 @@ def test_tool_rounds_keep_the_cache_through_stream_chat(tiny_llama):
     fresh = KVState()
     list(b._generate(prompt2, params, 30 - events[-1].data["completion_tokens"] + len(kv.sampled), None, None, kv=fresh))
     assert fresh.sampled[:len(kv.sampled)] == kv.sampled
+
+
+def test_registry_tools_run_in_the_backend(base):
+    """Registry tools (as HessGPT's router has: calculator, search, http_request) are offered beside the request's;
+    a call to one runs here and the answer continues; a call to the caller's function still ends the turn."""
+    from hessgpt.tools.registry import Tool, ToolRegistry
+
+    reg = ToolRegistry([Tool("add", "Add two integers", {"type": "object", "properties": {"a": {"type": "integer"},
+                             "b": {"type": "integer"}}, "required": ["a", "b"]}, lambda a, b: a + b)])
+    b = ScriptedHF(base, [["```tool_call\n", '{"name": "add", "arguments": {"a": 15, "b": 27}}', "\n```"],
+                          ["15 + 27 = ", "42."]])
+    b.registry, b.context_length = reg, 4096   # scripted rounds: the prompt is only tokenized
+    text, events = run(b, messages=[{"role": "user", "content": "15 + 27 ?"}])
+    assert [e.type for e in events if e.type != "text"] == ["tool_call", "tool_result", "done"]
+    result = next(e for e in events if e.type == "tool_result")
+    assert result.text == "42" and result.data["name"] == "add" and result.data["duration_ms"] >= 0
+    assert text == "15 + 27 = 42." and events[-1].data["finish_reason"] == "stop"
+    assert '"name": "add"' in b.prompts[0]                        # offered in the system prompt
+    assert "Result of add:" in b.prompts[1] and "42" in b.prompts[1]
+    weather = [{"name": "get_weather", "description": "Weather", "parameters": {"type": "object"}}]
+    b = ScriptedHF(base, [["```tool_call\n", '{"name": "get_weather", "arguments": {"city": "Paris"}}', "\n```"]])
+    b.registry, b.context_length = reg, 4096
+    _, events = run(b, messages=[{"role": "user", "content": "Weather?"}], tools=weather)
+    assert events[-1].data["finish_reason"] == "tool_calls" and "get_weather" in b.prompts[0] and '"add"' in b.prompts[0]
