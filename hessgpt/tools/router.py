@@ -234,7 +234,8 @@ class ToolRouter:
             return "no_output", None
         if output_mismatch(request, new.stdout) is not None:
             return "still_wrong", None
-        if self.config.check_operands and missing_operands(request, refined):
+        lost = set(missing_operands(request, refined)) - set(() if self.config.check_operands else missing_operands(request, code))
+        if lost:   # model 2 dropped a number of the request that model 1's code had (or, checking operands, any)
             return "still_wrong", None
         if first.status == "ok" and new.stdout.strip() == first.stdout.strip():
             return "same_output", None

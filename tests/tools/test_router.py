@@ -144,6 +144,17 @@ def test_a_refinement_that_fails_is_not_used(tokenizer, sandbox, reply, verdict)
     assert result.text.startswith("<generator object") and not result.data["refined"]
 
 
+def test_a_refinement_that_drops_a_number_of_the_request_is_not_used(tokenizer, sandbox):
+    """Measured (docs/tools.md): without this rule a model 2 that writes running-but-wrong programs replaced 146
+    failing drafts of 351 to fix 5; with it, 15 to fix 4."""
+    eng = ScriptedEngine(tokenizer, turn(tokenizer, "", "print(15 * 23", " 345."))
+    model2 = ScriptedEngine(tokenizer, reply=tokenizer.encode("print(15 * 2)"))          # runs, prints 30
+    events = run(ToolRouter(eng, sandbox, model2=model2), tokenizer)
+    refined = next(e for e in events if e.type == "refined_code")
+    assert refined.data["verdict"] == "still_wrong" and not refined.data["used"]
+    assert next(e for e in events if e.type == "result").data["status"] == "error"
+
+
 def test_an_output_that_cannot_be_an_answer_is_refined():
     from hessgpt.tools.router import output_mismatch
 
@@ -410,7 +421,8 @@ def test_real_model2_that_prints_something_else_never_replaces_a_right_answer(du
     first = sandbox.run("print(17 * 23)")
     refined, info = dual.router.refine("print(17 * 23)", RIGHT, first)
     assert refined == "print(17 * 24)" and sandbox.run(refined).stdout == "408\n"
-    assert dual.router._judge("print(17 * 23)", refined, first, RIGHT)[0] == "used"   # a fix, were 391 a failure
+    # and were 391 a failure, this program would still be refused: it drops the request's 23, which model 1 had
+    assert dual.router._judge("print(17 * 23)", refined, first, RIGHT)[0] == "still_wrong"
 
 
 def test_ask_and_chat_show_the_refined_program_and_why(dual):
