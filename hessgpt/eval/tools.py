@@ -21,6 +21,10 @@ rate (share of executed code blocks whose result status is "ok"), answer exact m
 text after the last tool result against the reference: hessgpt/eval/scoring.py), maths and algo+data exact,
 negatives answered without code (and those whose question contains a digit), and function-call exact match (BFCL's AST rule:
 same function names, every required argument present, no unknown argument, each value in the allowed list).
+
+With model 2 (`evaluate(..., model2=True)`, `eval tools --model2`): its effect on the same items in the same run,
+under "model2" (`model2_summary`: asked, changed, fixed, broke, exact answers and execution with and without).
+`evaluate_refinement` (`eval refine`) measures model 2 alone behind the router's policy on mutated programs.
 """
 
 from __future__ import annotations
