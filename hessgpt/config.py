@@ -32,19 +32,25 @@ class ModelConfig:
     activation_checkpointing: bool = False  # training: recompute each block in backward (keeps only its input)
 
     def __post_init__(self):
+        for key in ("dim", "n_heads"):          # checked before they are used below (validate() checks the rest)
+            _positive_int(key, getattr(self, key))
         if self.n_kv_heads is None:
             self.n_kv_heads = self.n_heads
         if self.head_dim is None:
-            if self.n_heads <= 0 or self.dim % self.n_heads:
+            if self.dim % self.n_heads:
                 raise HessGPTError(f"config: dim={self.dim} is not divisible by n_heads={self.n_heads}")
             self.head_dim = self.dim // self.n_heads
         self.validate()
 
     def validate(self) -> None:
         for key in ("vocab_size", "dim", "n_layers", "n_heads", "n_kv_heads", "hidden_dim", "head_dim", "context_length"):
+            _positive_int(key, getattr(self, key))
+        for key in ("rope_theta", "norm_eps", "dropout"):
             value = getattr(self, key)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise HessGPTError(f"config: {key} must be a positive integer, got {value!r}")
+            if not isinstance(value, (int, float)) or isinstance(value, bool):
+                raise HessGPTError(f"config: {key} must be a number, got {value!r}")
+        if not isinstance(self.tie_embeddings, bool):
+            raise HessGPTError(f"config: tie_embeddings must be true or false, got {self.tie_embeddings!r}")
         if self.n_heads % self.n_kv_heads:
             raise HessGPTError(f"config: n_heads={self.n_heads} is not divisible by n_kv_heads={self.n_kv_heads}")
         if self.head_dim % 2:
@@ -108,6 +114,11 @@ class ModelConfig:
         t = seq_len or self.context_length
         n = self.num_params(embeddings=False) + self.vocab_size * self.dim  # the LM head matmul counts even when tied
         return 6 * n + 12 * self.n_layers * self.n_heads * self.head_dim * t
+
+
+def _positive_int(key: str, value) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise HessGPTError(f"config: {key} must be a positive integer, got {value!r}")
 
 
 # Named presets. The three design sizes land within 10% of their names (tests check it).

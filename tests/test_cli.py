@@ -49,6 +49,17 @@ def test_unknown_config_key_is_one_line(tmp_path):
     one_line_error(hessgpt("model", "info", str(d)), "unknown config key 'hidden'")
 
 
+@pytest.mark.parametrize("value,expected", [('"abc"', "dim must be a positive integer, got 'abc'"),
+                                            ("0", "dim must be a positive integer, got 0"),
+                                            ("2.5", "dim must be a positive integer, got 2.5")])
+def test_bad_config_value_is_one_line(tmp_path, value, expected):
+    # a wrong type in config.json (or from --set) is named, not a TypeError from inside __post_init__
+    d = tmp_path / "ck"
+    d.mkdir()
+    (d / "config.json").write_text('{"dim": %s, "n_layers": 2, "n_heads": 4}' % value)
+    one_line_error(hessgpt("model", "info", str(d)), expected)
+
+
 def test_vocab_mismatch_is_one_line(tmp_path, tokenizer):
     from hessgpt import checkpoint
     from hessgpt.config import ModelConfig
