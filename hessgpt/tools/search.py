@@ -5,29 +5,46 @@
     format_hits(hits)                                                   # the text of the tool message
 
 Files are cut into passages of about `chunk_chars` characters at paragraph boundaries, so a hit points at
-the relevant part of a long file and the snippet the model reads is short. The tokenizer is FTS5's
-`unicode61 remove_diacritics 2`: case- and accent-insensitive ("equation" finds "Équation"), which suits
-French and English alike. Query text is split into words and each word is quoted, so FTS5 operators a
-user (or the model) types are never interpreted; all words must match, and if nothing does, any word may.
+the relevant part of a long file and the snippet the model reads is short.
+
+Analysis (index format 2, `analyzer="snowball-fr-en"`, the default): every word is lower-cased, its accents
+folded (NFKD, combining marks dropped) and reduced by the French *and* the English Snowball stemmers
+(`snowballstemmer`, BSD), on the word as written and on its folded form; the passage is indexed under
+all of these variants and a query word matches a passage word when they share one. So "capitales" finds
+"capitale", "élections" finds "election", "Norvege" finds "Norvège", in either language, with no language
+detection. `analyzer="fold"` keeps only the folding (the baseline of `hessgpt eval search`). The index
+records its format and analyzer in a `hessgpt_meta` table; a format-1 index (built before, no table) is
+still read with its old FTS5 `unicode61 remove_diacritics 2` matching, an unknown format is refused.
+
+Query text is split into words and each word is quoted, so FTS5 operators a user (or the model) types
+are never interpreted; all words must match, and if nothing does, any word may.
 
 A web search engine plugs in through the SearchBackend protocol (anything with `.search(query, k)`);
 `SearxngBackend` is one, built on the SSRF-safe `http_request` fetcher.
 """
 
+import functools
 import json
 import os
 import re
 import sqlite3
 import tempfile
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Protocol
+
+import snowballstemmer
 
 from hessgpt.errors import HessGPTError
 
 TEXT_SUFFIXES = {".txt", ".md", ".markdown", ".rst", ".html", ".htm", ".py", ".json", ".jsonl", ".csv", ".tex", ".org"}
 _WORD = re.compile(r"\w+", re.UNICODE)
 _TAG = re.compile(r"<(script|style)\b.*?</\1>|<[^>]+>", re.S | re.I)
+INDEX_FORMAT = 2
+ANALYZERS = ("snowball-fr-en", "fold")
+SNIPPET_WORDS = 32
+_STEMMERS = (snowballstemmer.stemmer("french"), snowballstemmer.stemmer("english"))
 
 
 @dataclass
@@ -101,9 +118,57 @@ def iter_files(paths: Iterable[str | os.PathLike]) -> list[Path]:
     return files
 
 
-def _fts_query(query: str, op: str) -> str:
-    words = [w for w in _WORD.findall(query)]
-    return f" {op} ".join(f'"{w}"' for w in words)
+def fold(word: str) -> str:
+    """Lower case without accents: "Élections" -> "elections", "Œuvre" -> "oeuvre"."""
+    w = unicodedata.normalize("NFKD", word.lower().replace("œ", "oe").replace("æ", "ae"))
+    return "".join(c for c in w if not unicodedata.combining(c))
+
+
+@functools.lru_cache(maxsize=200_000)
+def variants(word: str, analyzer: str = "snowball-fr-en") -> tuple[str, ...]:
+    """The index terms of one word: its folded form ("fold"), or its folded fr/en Snowball stems."""
+    folded = fold(word)
+    if analyzer == "fold":
+        return (folded,)
+    low = word.lower()
+    out = {fold(st.stemWord(w)) for st in _STEMMERS for w in (low, folded)}
+    return tuple(sorted(out))
+
+
+def analyze(text: str, analyzer: str = "snowball-fr-en") -> str:
+    """The text of the indexed `terms` column: every variant of every word, space-separated."""
+    return " ".join(v for w in _WORD.findall(text) for v in variants(w, analyzer))
+
+
+def _fts_query(query: str, op: str, analyzer: str | None = None) -> str:
+    """FTS5 MATCH text: each word quoted (operators are inert); with an analyzer, a word is the OR of its variants."""
+    words = _WORD.findall(query)
+    if analyzer is None:   # a format-1 index: FTS5's own folding
+        return f" {op} ".join(f'"{w}"' for w in words)
+    groups = []
+    for w in words:
+        vs = [f'"{v}"' for v in variants(w, analyzer) if v]
+        groups.append(vs[0] if len(vs) == 1 else "(" + " OR ".join(vs) + ")")
+    return f" {op} ".join(groups)
+
+
+def best_snippet(body: str, query: str, analyzer: str, n_words: int = SNIPPET_WORDS) -> str:
+    """The window of `n_words` words of `body` holding the most distinct query words (ties: most hits,
+    then earliest), with " … " where the passage is cut."""
+    q = [set(variants(w, analyzer)) for w in _WORD.findall(query)]
+    spans = [(m.start(), m.end(), set(variants(m.group(), analyzer))) for m in _WORD.finditer(body)]
+    if not spans:
+        return body.strip()
+    hit = [frozenset(i for i, qv in enumerate(q) if qv & vs) for _, _, vs in spans]
+    best, best_key = 0, None
+    for start in range(max(1, len(spans) - n_words + 1)):
+        win = hit[start:start + n_words]
+        key = (len(frozenset().union(*win)), sum(1 for h in win if h))
+        if best_key is None or key > best_key:
+            best, best_key = start, key
+    end = min(len(spans), best + n_words)
+    text = body[spans[best][0] if best > 0 else 0:spans[end - 1][1] if end < len(spans) else len(body)].strip()
+    return ("… " if best > 0 else "") + text + (" …" if end < len(spans) else "")
 
 
 class SearchIndex:
@@ -114,11 +179,25 @@ class SearchIndex:
         if not os.path.exists(self.db_path):
             raise HessGPTError(f"search index not found: {self.db_path} (build it with SearchIndex.build)")
         self._conn = sqlite3.connect(self.db_path, check_same_thread=False)
+        try:
+            meta = dict(self._conn.execute("SELECT key, value FROM hessgpt_meta").fetchall())
+        except sqlite3.OperationalError:   # no meta table: format 1 (FTS5 folding only)
+            meta = {"format": "1"}
+        except sqlite3.DatabaseError as e:
+            raise HessGPTError(f"search index {self.db_path} is not an SQLite file ({e})") from None
+        self.format = int(meta.get("format", 0)) if str(meta.get("format", "")).isdigit() else meta.get("format")
+        self.analyzer = meta.get("analyzer") if self.format == INDEX_FORMAT else None
+        if self.format not in (1, INDEX_FORMAT) or (self.format == INDEX_FORMAT and self.analyzer not in ANALYZERS):
+            raise HessGPTError(f"search index {self.db_path}: format {meta.get('format')!r} analyzer "
+                               f"{meta.get('analyzer')!r} is not one this HessGPT reads (format 1 or {INDEX_FORMAT} "
+                               f"with {', '.join(ANALYZERS)}); rebuild it with `hessgpt search build`")
 
     @classmethod
     def build(cls, paths: Iterable[str | os.PathLike], out_db: str | os.PathLike, chunk_chars: int = 1200,
-              progress: bool = False) -> "SearchIndex":
+              progress: bool = False, analyzer: str = "snowball-fr-en") -> "SearchIndex":
         """Index every text file under `paths` into `out_db` (replaced atomically)."""
+        if analyzer not in ANALYZERS:
+            raise HessGPTError(f"search index: unknown analyzer {analyzer!r} (choose one of {', '.join(ANALYZERS)})")
         files = iter_files(paths)
         out_db = Path(out_db)
         out_db.parent.mkdir(parents=True, exist_ok=True)
@@ -128,10 +207,14 @@ class SearchIndex:
         try:
             conn = sqlite3.connect(tmp)
             try:
-                conn.execute("CREATE VIRTUAL TABLE passages USING fts5("
-                             "path UNINDEXED, title, body, tokenize = 'unicode61 remove_diacritics 2')")
+                # path/title/body are what a hit shows; title_terms/body_terms (analyze()) are what is matched
+                conn.execute("CREATE VIRTUAL TABLE passages USING fts5(path UNINDEXED, title UNINDEXED, "
+                             "body UNINDEXED, title_terms, body_terms, tokenize = 'unicode61 remove_diacritics 2')")
             except sqlite3.OperationalError as e:
                 raise HessGPTError(f"this Python's SQLite has no FTS5 ({e}); install a Python built with FTS5") from None
+            conn.execute("CREATE TABLE hessgpt_meta (key TEXT PRIMARY KEY, value TEXT)")
+            conn.executemany("INSERT INTO hessgpt_meta VALUES (?, ?)",
+                             [("format", str(INDEX_FORMAT)), ("analyzer", analyzer), ("chunk_chars", str(chunk_chars))])
             it = files
             if progress:
                 from tqdm import tqdm
@@ -140,8 +223,9 @@ class SearchIndex:
             for f in it:
                 text = _read_text(f)
                 title = _title(f, text)
-                conn.executemany("INSERT INTO passages (path, title, body) VALUES (?, ?, ?)",
-                                 [(str(f), title, c) for c in chunk_text(text, chunk_chars)])
+                tt = analyze(title, analyzer)
+                conn.executemany("INSERT INTO passages (path, title, body, title_terms, body_terms) VALUES (?, ?, ?, ?, ?)",
+                                 [(str(f), title, c, tt, analyze(c, analyzer)) for c in chunk_text(text, chunk_chars)])
             conn.commit()
             conn.close()
             os.replace(tmp, out_db)
@@ -156,14 +240,19 @@ class SearchIndex:
     def search(self, query: str, k: int = 5) -> list[Hit]:
         """The k best passages for `query`. Title matches weigh twice as much as body matches."""
         for op in ("AND", "OR"):
-            q = _fts_query(query, op)
+            q = _fts_query(query, op, self.analyzer)
             if not q:
                 return []
-            rows = self._conn.execute(
-                "SELECT path, title, snippet(passages, 2, '', '', ' … ', 32), bm25(passages, 0.0, 2.0, 1.0) "
-                "FROM passages WHERE passages MATCH ? ORDER BY bm25(passages, 0.0, 2.0, 1.0) LIMIT ?",
-                (q, int(k)),
-            ).fetchall()
+            if self.format == 1:
+                rows = self._conn.execute(
+                    "SELECT path, title, snippet(passages, 2, '', '', ' … ', 32), bm25(passages, 0.0, 2.0, 1.0) "
+                    "FROM passages WHERE passages MATCH ? ORDER BY bm25(passages, 0.0, 2.0, 1.0) LIMIT ?",
+                    (q, int(k)),
+                ).fetchall()
+            else:
+                rows = [(p, t, best_snippet(body, query, self.analyzer), b) for p, t, body, b in self._conn.execute(
+                    "SELECT path, title, body, bm25(passages, 0.0, 0.0, 0.0, 2.0, 1.0) FROM passages "
+                    "WHERE passages MATCH ? ORDER BY bm25(passages, 0.0, 0.0, 0.0, 2.0, 1.0) LIMIT ?", (q, int(k)))]
             if rows:
                 return [Hit(path=p, title=t, snippet=s.strip(), score=-float(b)) for p, t, s, b in rows]
         return []
@@ -222,13 +311,15 @@ def main(argv: list[str]) -> int:
     b.add_argument("paths", nargs="+")
     b.add_argument("--out", required=True, help="the SQLite index file to write")
     b.add_argument("--chunk-chars", type=int, default=1200)
+    b.add_argument("--analyzer", choices=ANALYZERS, default="snowball-fr-en",
+                   help="snowball-fr-en: accent folding + French/English stems (default); fold: folding only")
     q = sub.add_parser("query", help="search an index")
     q.add_argument("db")
     q.add_argument("query")
     q.add_argument("-k", type=int, default=5)
     args = ap.parse_args(argv)
     if args.cmd == "build":
-        idx = SearchIndex.build(args.paths, args.out, args.chunk_chars, progress=True)
+        idx = SearchIndex.build(args.paths, args.out, args.chunk_chars, progress=True, analyzer=args.analyzer)
         print(f"indexed {len(idx)} passages from {len(iter_files(args.paths))} files -> {args.out}")
     else:
         print(format_hits(SearchIndex(args.db).search(args.query, args.k)))

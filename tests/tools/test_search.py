@@ -121,3 +121,53 @@ def test_web_backend_through_the_safe_fetcher():
     finally:
         srv.shutdown()
         srv.server_close()
+
+
+def test_stemming_and_folding_match_inflections_in_both_languages(tmp_path):
+    d = tmp_path / "d"
+    d.mkdir()
+    (d / "capitales.md").write_text("# Capitales\n\nOttawa est la capitale du Canada.\n", encoding="utf-8")
+    (d / "vote.md").write_text("# Vote\n\nLes élections municipales ont lieu tous les six ans.\n", encoding="utf-8")
+    (d / "bees.md").write_text("# Bees\n\nHoneybees pollinate flowering plants and make honey.\n")
+    (d / "other.md").write_text("# Other\n\nNothing to see here about running.\n")
+    stem = SearchIndex.build([d], tmp_path / "s.db")
+    base = SearchIndex.build([d], tmp_path / "f.db", analyzer="fold")
+    assert (stem.format, stem.analyzer, base.analyzer) == (2, "snowball-fr-en", "fold")
+    for q, want in (("capitales", "capitales.md"), ("election", "vote.md"), ("Élection municipale", "vote.md"),
+                    ("capital", "capitales.md"), ("honeybee", "bees.md"), ("run", "other.md")):
+        hits = stem.search(q)
+        assert hits and hits[0].path.endswith(want), (q, hits)
+    assert base.search("elections municipales")[0].path.endswith("vote.md")   # folding alone still matches
+    assert base.search("election") == [] and base.search("honeybee") == []   # ... but not other inflections
+    assert "élections" in stem.search("election")[0].snippet                   # the snippet shows the real text
+
+
+def test_snippet_window_and_index_formats(tmp_path):
+    import sqlite3
+
+    from hessgpt.tools.search import best_snippet
+
+    body = " ".join(f"w{i}" for i in range(100)) + " saffron rice " + " ".join(f"x{i}" for i in range(100))
+    s = best_snippet(body, "saffron", "snowball-fr-en", n_words=10)
+    assert "saffron" in s and s.startswith("… ") and s.endswith(" …") and len(s.split()) <= 12
+    assert best_snippet("short text", "nothing", "fold") == "short text"
+    # a format-1 index (built before format 2: no meta table) is still read with FTS5's own folding
+    old = tmp_path / "old.db"
+    conn = sqlite3.connect(old)
+    conn.execute("CREATE VIRTUAL TABLE passages USING fts5(path UNINDEXED, title, body, "
+                 "tokenize = 'unicode61 remove_diacritics 2')")
+    conn.execute("INSERT INTO passages VALUES ('a.md', 'Équations', 'le discriminant négatif')")
+    conn.commit()
+    conn.close()
+    idx = SearchIndex(old)
+    assert idx.format == 1 and idx.search("negatif")[0].path == "a.md"
+    # an unknown format or analyzer is refused with a message naming it
+    conn = sqlite3.connect(old)
+    conn.execute("CREATE TABLE hessgpt_meta (key TEXT PRIMARY KEY, value TEXT)")
+    conn.execute("INSERT INTO hessgpt_meta VALUES ('format', '9')")
+    conn.commit()
+    conn.close()
+    with pytest.raises(HessGPTError, match="format '9'"):
+        SearchIndex(old)
+    with pytest.raises(HessGPTError, match="unknown analyzer 'porter'"):
+        SearchIndex.build([tmp_path], tmp_path / "z.db", analyzer="porter")
