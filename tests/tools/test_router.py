@@ -436,3 +436,18 @@ def test_ask_and_chat_show_the_refined_program_and_why(dual):
     assert "code refined by model 2 (error: SyntaxError: '(' was never closed; used)" in text
     assert text.index("print(15 * 23\n") < text.index("print(15 * 23)") < text.index("345")
     assert "print(15 * 23)" in turn_["code"]
+
+
+def test_eval_tools_model2_block_on_the_real_dual_backend(dual):
+    """eval tools --model2 on the real backend: the item model 2 changed runs again with it off, exactly."""
+    from hessgpt.eval import tools as T
+
+    samples = [T.Sample(id=p, lang="fr", messages=[{"role": "user", "content": p}], needs_code=True, category="maths")
+               for p in (BROKEN, RIGHT)]
+    r = T.evaluate(dual, samples, SamplingParams(max_new_tokens=40), progress=False, model2=True)
+    m = r["model2"]
+    assert (m["calls"], m["changed"], m["fixed"], m["broke"]) == (1, 1, 1, 0)
+    assert m["executable_with"] == 1.0 and m["executable_without"] == 0.5
+    broken = r["samples"][0]
+    assert broken["results"] == ["ok"] and broken["without"]["results"] == ["error"] and "without" not in r["samples"][1]
+    assert dual.router.config.refine_with_model2   # turned back on
