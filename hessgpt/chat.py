@@ -49,7 +49,7 @@ def add_backend_args(p: argparse.ArgumentParser, positional: bool = True) -> Non
     if positional:
         p.add_argument("ckpt", nargs="?", help="HessGPT checkpoint (same as --model1)")
     p.add_argument("--model1", help="model 1: the assistant checkpoint")
-    p.add_argument("--model2", help="model 2: the code specialist that refines code before it runs (optional)")
+    p.add_argument("--model2", help="model 2: the code specialist, asked to repair model 1's code when it fails (optional)")
     p.add_argument("--hf-model", help="a local Hugging Face causal LM directory instead of HessGPT checkpoints")
     p.add_argument("--adapter", help="a PEFT LoRA adapter directory for --hf-model")
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
