@@ -1,4 +1,4 @@
-"""`hessgpt eval {ppl,bench,tools,refine,report}`.
+"""`hessgpt eval {ppl,bench,tools,refine,search,report}`.
 
 Every command saves its JSON result where `hessgpt eval report` finds it: `--out FILE`, by default
 `<ckpt>/eval/<kind>.json` (ppl.json, bench.json, tools.json) for a checkpoint folder, or
@@ -249,6 +249,16 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_search(args) -> int:
+    from hessgpt.eval.search import CORPUS, DEFAULT_SETS, evaluate, format_table
+
+    res = evaluate(args.corpus or CORPUS, args.sets or DEFAULT_SETS)
+    print(format_table(res))
+    if args.out:
+        print(f"saved {save_json({**_header('search', None), **res}, args.out)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="hessgpt eval", description="Evaluate HessGPT checkpoints.")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -304,6 +314,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the policy also asks model 2 when a number of the request is missing from the code")
     f.add_argument("--out", default=None, help="result JSON (default MODEL2/eval/refine.json)")
     f.set_defaults(func=cmd_refine)
+
+    s = sub.add_parser("search", help="recall@1/@5 of the local search index on a labelled question set, with and without stems")
+    s.add_argument("--corpus", default=None, help="corpus folder (default: the shipped hessgpt/data/search_corpus/docs)")
+    s.add_argument("--sets", nargs="+", default=None, help="labelled JSONL files (default: prompts/search_{fr,en}.jsonl)")
+    s.add_argument("--out", default=None, help="result JSON (optional)")
+    s.set_defaults(func=cmd_search)
 
     r = sub.add_parser("report", help="Markdown + JSON + plots comparing runs/checkpoints")
     r.add_argument("paths", nargs="+", help="run folders (metrics.jsonl) and/or checkpoint folders (eval/*.json)")
