@@ -262,7 +262,7 @@ class Engine:
     def default_stop_ids(self) -> list[int]:
         if self.tokenizer is None:
             return []
-        return [self.tokenizer.end_id, self.tokenizer.eos_id]
+        return self.tokenizer.stop_ids  # <|end|>, </s> and an imported template's end-of-turn (e.g. <|im_end|>)
 
     def session(self, prompt_ids: list[int], params: SamplingParams) -> Generation:
         self._ensure_cache(1)

@@ -17,8 +17,14 @@ import io
 import json
 import os
 import random
+import re
 from collections.abc import Iterable, Iterator
+from datetime import datetime
 from functools import cached_property
+
+import jinja2
+import jinja2.ext
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from hessgpt.errors import HessGPTError
 
@@ -55,7 +61,8 @@ def _bytes_to_unicode() -> dict[int, str]:
 class Tokenizer:
     """A `tokenizers.Tokenizer` plus the ids of HessGPT's special tokens and the chat renderer."""
 
-    def __init__(self, hf_tokenizer, special_ids: dict[str, int] | None = None, path: str | None = None):
+    def __init__(self, hf_tokenizer, special_ids: dict[str, int] | None = None, path: str | None = None,
+                 template: dict | None = None):
         self.hf = hf_tokenizer
         self.hf.encode_special_tokens = True  # text never becomes a special token
         self.path = path
@@ -73,6 +80,9 @@ class Tokenizer:
         self.tool_call_id, self.tool_response_id = self.special[TOOL_CALL], self.special[TOOL_RESPONSE]
         self._fast = None
         self._fast_checked = False
+        # An imported model's own chat format (docs/chat-format.md, "Imported models"): {"chat_template": Jinja
+        # text, "bos_token": str, "eos_token": str}; None = HessGPT's format. It travels in hessgpt_tokenizer.json.
+        self.template = ChatTemplate(template, self) if template and template.get("chat_template") else None
 
     # ---- persistence ------------------------------------------------------------------------
 
@@ -87,12 +97,13 @@ class Tokenizer:
             hf = HFTokenizer.from_file(file)
         except Exception as e:  # a corrupt file: name it, don't dump a Rust traceback
             raise HessGPTError(f"{file}: not a valid tokenizer.json ({str(e).splitlines()[0]})") from None
-        special = None
+        special, template = None, None
         meta = os.path.join(os.path.dirname(file), META_FILE)
         if os.path.exists(meta):
             with open(meta) as f:
-                special = json.load(f)["special_tokens"]
-        return cls(hf, special, path=path)
+                blob = json.load(f)
+            special, template = blob["special_tokens"], blob.get("chat_template")
+        return cls(hf, special, path=path, template=template)
 
     def save(self, out_dir: str) -> None:
         os.makedirs(out_dir, exist_ok=True)
@@ -100,7 +111,10 @@ class Tokenizer:
         self.hf.save(os.path.join(out_dir, "tokenizer.json"))
         self.hf.encode_special_tokens = True
         with open(os.path.join(out_dir, META_FILE), "w") as f:
-            json.dump({"special_tokens": self.special, "vocab_size": self.vocab_size, "hash": self.hash}, f, indent=2)
+            blob = {"special_tokens": self.special, "vocab_size": self.vocab_size, "hash": self.hash}
+            if self.template is not None:
+                blob["chat_template"] = self.template.spec
+            json.dump(blob, f, indent=2, ensure_ascii=False)
 
     @property
     def vocab_size(self) -> int:
@@ -181,6 +195,8 @@ class Tokenizer:
 
         An assistant message with `"weight": 0` (default 1) is context only: its tokens get mask 0, and so does
         the turn's closing `<|end|>` when it is the turn's last assistant message."""
+        if self.template is not None:  # an imported model: its own template around HessGPT's tool blocks
+            return self.template.render(conversation, for_generation)
         messages, tools = _messages_and_tools(conversation)
         ids: list[int] = [self.bos_id]
         mask: list[int] = [0]
@@ -217,18 +233,11 @@ class Tokenizer:
                     in_turn = True
                 turn_weight = w   # the turn's closing <|end|> goes with its last assistant message
                 add(self.encode(content), w)
-                if msg.get("code") is not None:
-                    add([self.code_id] + self.encode(msg["code"]) + [self.end_id], w)
-                for call in msg.get("tool_calls") or []:
-                    call_json = json.dumps({"name": call["name"], "arguments": call.get("arguments", {})}, ensure_ascii=False)
-                    add([self.tool_call_id] + self.encode(call_json) + [self.end_id], w)
-                if msg.get("search") is not None:
-                    add([self.search_id] + self.encode(msg["search"]) + [self.search_end_id], w)
+                add(self.action_ids(msg), w)
             elif role == "tool":
                 if not in_turn:
                     raise HessGPTError(f"message {i}: a tool message must follow an assistant message")
-                opener = self.result_id if msg.get("name") in ("python", "search", None) else self.tool_response_id
-                add([opener] + self.encode(content) + [self.end_id], 0)
+                add(self.result_ids(msg), 0)
             else:
                 raise HessGPTError(f"message {i}: unknown role {role!r}")
         if in_turn:
@@ -240,6 +249,30 @@ class Tokenizer:
                 raise HessGPTError("render_for_generation: the conversation already ends inside an assistant turn")
             add([self.assistant_id], 0)
         return ids, mask
+
+    def action_ids(self, msg: dict) -> list[int]:
+        """An assistant message's tool blocks: <|code|>..<|end|>, <|tool_call|>{json}<|end|>, <search>..</search>."""
+        ids: list[int] = []
+        if msg.get("code") is not None:
+            ids += [self.code_id] + self.encode(msg["code"]) + [self.end_id]
+        for call in msg.get("tool_calls") or []:
+            call_json = json.dumps({"name": call["name"], "arguments": call.get("arguments", {})}, ensure_ascii=False)
+            ids += [self.tool_call_id] + self.encode(call_json) + [self.end_id]
+        if msg.get("search") is not None:
+            ids += [self.search_id] + self.encode(msg["search"]) + [self.search_end_id]
+        return ids
+
+    def result_ids(self, msg: dict) -> list[int]:
+        """A tool message: <|result|>..<|end|> (python, search) or <|tool_response|>..<|end|> (a function)."""
+        opener = self.result_id if msg.get("name") in ("python", "search", None) else self.tool_response_id
+        return [opener] + self.encode(msg.get("content") or "") + [self.end_id]
+
+    @property
+    def stop_ids(self) -> list[int]:
+        """Tokens that end an answer: HessGPT's <|end|> and </s>, plus an imported template's own end-of-turn
+        and role tokens (e.g. ChatML's <|im_end|>, <|im_start|>)."""
+        own = [self.end_id, self.eos_id]
+        return own + [i for i in self.template.stop_ids if i not in own] if self.template is not None else own
 
     def render_for_generation(self, conversation) -> list[int]:
         """Ids of the conversation followed by `<|assistant|>`: the prompt for the next answer."""
@@ -343,6 +376,147 @@ class Tokenizer:
             "{%- endfor -%}"
             "{%- if add_generation_prompt -%}{{- '" + s["ast"] + "' -}}{%- endif -%}"
         )
+
+
+# ---- an imported model's own chat template (docs/chat-format.md, "Imported models") -------------------
+
+_SLOT = "\ue000{}\ue001"   # private-use characters: a message's place in the rendered template text
+_SLOT_RE = re.compile("\ue000(\\d+)\ue001")
+
+
+def _tojson(x, ensure_ascii=False, indent=None, separators=None, sort_keys=False):
+    return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
+
+
+def _raise_exception(message):
+    raise jinja2.exceptions.TemplateError(message)
+
+
+class ChatTemplate:
+    """Conversation turns rendered by the checkpoint's own Jinja chat template (as transformers'
+    `apply_chat_template` renders it), HessGPT's tool blocks inside the assistant turn.
+
+    The template is rendered with every message's content replaced by a slot marker; the text between
+    slots (the template's own structure, e.g. `<|im_start|>user\n`) is encoded with the vocabulary's special
+    tokens recognised, the contents never are. One assistant turn = the assistant and tool messages after a
+    user message, handed to the template as ONE assistant message whose content is HessGPT's body: text,
+    `<|code|>..<|end|>`, `<|result|>..<|end|>`, text... Loss mask: the body's assistant tokens (weight) and
+    the template's end-of-turn token after it (the first special token the template writes after the turn,
+    e.g. `<|im_end|>`); results and all template structure 0."""
+
+    def __init__(self, spec: dict, tok: "Tokenizer"):
+        self.spec = {k: spec.get(k) for k in ("chat_template", "bos_token", "eos_token")}
+        self.tok = tok
+        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[jinja2.ext.loopcontrols])
+        env.filters["tojson"] = _tojson
+        env.globals["raise_exception"] = _raise_exception
+        env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
+        try:
+            self.jinja = env.from_string(self.spec["chat_template"])
+        except jinja2.exceptions.TemplateError as e:
+            raise HessGPTError(f"chat template: not a valid Jinja template ({e})") from None
+        own = set(SPECIAL_TOKENS)
+        self.specials = {t.content: i for i, t in tok.hf.get_added_tokens_decoder().items() if t.special and t.content not in own}
+        self.special_re = re.compile("|".join(re.escape(t) for t in sorted(self.specials, key=len, reverse=True))) if self.specials else None
+        # the template's end-of-turn and role tokens, from a one-turn probe: the engine stops on them
+        ids, mask = self.render([{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}])
+        structure = [i for i, m in zip(ids, mask) if i in self.specials.values()]
+        eos = self.specials.get(self.spec.get("eos_token") or "")
+        self.stop_ids = list(dict.fromkeys(structure + ([eos] if eos is not None else [])))
+        ends = [i for i, m in zip(ids, mask) if m and i in self.specials.values()]
+        self.end_of_turn = ends[0] if ends else None
+
+    def _structure(self, text: str, weight: int) -> tuple[list[int], list[int]]:
+        """Template text -> ids (special tokens recognised); the tokens up to and including the first special
+        token get `weight` (the closing of an assistant turn), the rest 0."""
+        ids: list[int] = []
+        pos = 0
+        for m in self.special_re.finditer(text) if self.special_re is not None else ():
+            ids += self.tok.encode(text[pos:m.start()]) if m.start() > pos else []
+            ids.append(self.specials[m.group()])
+            pos = m.end()
+        if pos < len(text):
+            ids += self.tok.encode(text[pos:])
+        if not weight:
+            return ids, [0] * len(ids)
+        first = next((k for k, i in enumerate(ids) if i in self.specials.values()), len(ids) - 1)
+        return ids, [weight] * (first + 1) + [0] * (len(ids) - first - 1)
+
+    def render(self, conversation, for_generation: bool = False) -> tuple[list[int], list[int]]:
+        tok = self.tok
+        messages, tools = _messages_and_tools(conversation)
+        shown: list[dict] = []                       # what the template sees: content = a slot marker
+        bodies: list[tuple[list[int], list[int]]] = []  # per slot: the content's (ids, mask)
+        closing: list[int] = []                      # per slot: weight of the template's turn end after it
+        turn = None                                  # slot of the open assistant turn
+        for i, msg in enumerate(messages):
+            role = msg.get("role")
+            content = msg.get("content") or ""
+            if not isinstance(content, str):
+                raise HessGPTError(f"message {i}: content must be a string, got {type(content).__name__}")
+            if role in ("system", "user"):
+                if role == "system" and i != 0:
+                    raise HessGPTError(f"message {i}: a system message must come first")
+                if role == "system" and tools:
+                    content += "\n\n# Tools\n" + "\n".join(json.dumps(t, ensure_ascii=False) for t in tools)
+                turn = None
+                shown.append({"role": role, "content": _SLOT.format(len(bodies))})
+                ids = tok.encode(content)
+                bodies.append((ids, [0] * len(ids)))
+                closing.append(0)
+            elif role == "assistant":
+                w = msg.get("weight", 1)
+                if type(w) is not int or w not in (0, 1):
+                    raise HessGPTError(f"message {i}: weight must be 0 or 1, got {w!r}")
+                if turn is None:
+                    turn = len(bodies)
+                    shown.append({"role": "assistant", "content": _SLOT.format(turn)})
+                    bodies.append(([], []))
+                    closing.append(w)
+                body = tok.encode(content) + tok.action_ids(msg)
+                bodies[turn][0].extend(body)
+                bodies[turn][1].extend([w] * len(body))
+                closing[turn] = w   # the turn's end token goes with its last assistant message
+            elif role == "tool":
+                if turn is None:
+                    raise HessGPTError(f"message {i}: a tool message must follow an assistant message")
+                r = tok.result_ids(msg)
+                bodies[turn][0].extend(r)
+                bodies[turn][1].extend([0] * len(r))
+            else:
+                raise HessGPTError(f"message {i}: unknown role {role!r}")
+        if for_generation and turn is not None:
+            raise HessGPTError("render_for_generation: the conversation already ends inside an assistant turn")
+        try:
+            text = self.jinja.render(messages=shown, add_generation_prompt=for_generation, tools=None,
+                                     bos_token=self.spec.get("bos_token") or "", eos_token=self.spec.get("eos_token") or "")
+        except jinja2.exceptions.TemplateError as e:
+            raise HessGPTError(f"the chat template refused the conversation: {e}") from None
+        ids, mask = [], []
+        pos, expect, weight = 0, 0, 0
+        for m in _SLOT_RE.finditer(text):
+            k = int(m.group(1))
+            if k != expect:
+                raise HessGPTError(f"the chat template does not render each message's content once, in order (slot {k}, expected {expect})")
+            a, b = self._structure(text[pos:m.start()], weight)
+            ids += a
+            mask += b
+            ids += bodies[k][0]
+            mask += bodies[k][1]
+            pos, expect, weight = m.end(), k + 1, closing[k]
+        if expect != len(bodies):
+            raise HessGPTError(f"the chat template does not render message content {expect} (it drops or reorders messages)")
+        a, b = self._structure(text[pos:], weight)
+        return ids + a, mask + b
+
+
+def with_template(tok: "Tokenizer", chat_template: str | None, bos_token: str | None = None,
+                  eos_token: str | None = None) -> "Tokenizer":
+    """`tok` speaking an imported model's own chat template (kept unless it is missing or is HessGPT's own)."""
+    if not chat_template or chat_template == tok.chat_template():
+        return tok
+    return Tokenizer(tok.hf, tok.special, path=tok.path,
+                     template={"chat_template": chat_template, "bos_token": bos_token, "eos_token": eos_token})
 
 
 def code_language(source: str) -> str:

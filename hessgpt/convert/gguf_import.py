@@ -29,7 +29,7 @@ from hessgpt.convert.gguf import TENSOR_NAMES
 from hessgpt.convert.hf import grow_vocab
 from hessgpt.errors import HessGPTError
 from hessgpt.model import Transformer, rope_tables
-from hessgpt.tokenizer import PAD, SPECIAL_TOKENS, Tokenizer
+from hessgpt.tokenizer import PAD, SPECIAL_TOKENS, Tokenizer, with_template
 
 ARCHITECTURES = ("llama",)
 # ggml type names gguf.quants.dequantize reads that HessGPT accepts
@@ -249,7 +249,9 @@ def tokenizer_from_gguf(g: GGUFFile):
     hf = hf_tokenizer_from_gguf(g)
     missing = [t for t in SPECIAL_TOKENS if hf.token_to_id(t) is None and t != PAD]
     hf.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in missing])
-    return Tokenizer(hf, {t: hf.token_to_id(t) for t in SPECIAL_TOKENS}, path=g.path)
+    tok = Tokenizer(hf, {t: hf.token_to_id(t) for t in SPECIAL_TOKENS}, path=g.path)
+    named = {k: v["content"] for k, v in source_tokenizer_info(g)["special_tokens"].items()}
+    return with_template(tok, g.get("tokenizer.chat_template"), named.get("bos"), named.get("eos"))
 
 
 # ---- entry points -----------------------------------------------------------------------------

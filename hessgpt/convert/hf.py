@@ -155,7 +155,7 @@ def load_hf(hf_dir: str):
     special tokens added (and the embeddings grow to fit, new rows = mean embedding) when it lacks them."""
     from hessgpt.checkpoint import load_state_dict_strict
     from hessgpt.model import Transformer
-    from hessgpt.tokenizer import Tokenizer, adopt_tokenizer
+    from hessgpt.tokenizer import Tokenizer, adopt_tokenizer, with_template
 
     cfg_path = os.path.join(hf_dir, "config.json")
     with open(cfg_path) as f:
@@ -168,11 +168,32 @@ def load_hf(hf_dir: str):
     if os.path.exists(os.path.join(hf_dir, "tokenizer.json")):
         try:
             tokenizer = Tokenizer.load(hf_dir)
-        except HessGPTError:
-            tokenizer = adopt_tokenizer(hf_dir)
+        except HessGPTError:  # a foreign vocabulary: HessGPT's tokens added, its own chat template kept
+            tokenizer = with_template(adopt_tokenizer(hf_dir), *hf_chat_template(hf_dir))
         if tokenizer.vocab_size > cfg.vocab_size:
             model = grow_vocab(model, tokenizer.vocab_size)
     return model, tokenizer
+
+
+def hf_chat_template(hf_dir: str) -> tuple[str | None, str | None, str | None]:
+    """(chat_template, bos_token, eos_token) of an HF folder: tokenizer_config.json, else chat_template.jinja."""
+    cfg = {}
+    path = os.path.join(hf_dir, "tokenizer_config.json")
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+            cfg = json.load(f)
+    template = cfg.get("chat_template")
+    if isinstance(template, list):  # [{"name": "default", "template": ...}, ...]
+        template = next((t.get("template") for t in template if t.get("name") == "default"), None)
+    jinja = os.path.join(hf_dir, "chat_template.jinja")
+    if template is None and os.path.exists(jinja):
+        with open(jinja, encoding="utf-8") as f:
+            template = f.read()
+
+    def content(t):
+        return t.get("content") if isinstance(t, dict) else t
+
+    return template, content(cfg.get("bos_token")), content(cfg.get("eos_token"))
 
 
 def grow_vocab(model, vocab_size: int):

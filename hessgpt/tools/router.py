@@ -301,7 +301,7 @@ class ToolRouter:
             t = gen.next_token()
             generated += 1
             if mode == "text":
-                if t in (tok.end_id, tok.eos_id) or t in structure:  # end of turn (or the model starting a new role)
+                if t in tok.stop_ids or t in structure:  # end of turn (or the model starting a new role)
                     finish = "stop"
                     break
                 if t in opener:

@@ -1,0 +1,142 @@
+"""Imported models keep their own chat format (docs/chat-format.md, "Imported models").
+
+A tiny random Llama with a ChatML vocabulary and SmolLM2-135M-Instruct's chat template (Apache-2.0,
+HuggingFaceTB/SmolLM2-135M-Instruct tokenizer_config.json) is saved by transformers, imported with
+`convert from-hf`, and rendered: ids equal transformers' apply_chat_template, HessGPT's tool blocks inside
+the assistant turn, loss mask on assistant tokens only, generation stopping at <|im_end|>.
+"""
+
+import json
+
+import pytest
+import torch
+
+from hessgpt import checkpoint
+from hessgpt.convert.hf import from_hf
+from hessgpt.engine import Engine, SamplingParams
+from hessgpt.errors import HessGPTError
+from hessgpt.tokenizer import Tokenizer
+from hessgpt.train.sft import render_file
+
+transformers = pytest.importorskip("transformers")
+
+SMOLLM2_TEMPLATE = (
+    "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
+    "{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n' }}"
+    "{% endif %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
+CHATML = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+TEXT = ["What is the capital of France? Paris is the capital of France.",
+        "Quelle est la capitale de la France ? La capitale de la France est Paris.",
+        "print(15 * 23) 345 You are a helpful AI assistant named SmolLM, trained by Hugging Face",
+        "system user assistant Bonjour, ça va ? Très bien, merci !"] * 20
+
+
+@pytest.fixture(scope="module")
+def imported(tmp_path_factory):
+    """(HF folder, HessGPT checkpoint folder) of a tiny ChatML Llama."""
+    from tokenizers import Tokenizer as HFTokenizer
+    from tokenizers import decoders, models, pre_tokenizers, trainers
+
+    root = tmp_path_factory.mktemp("imported")
+    bpe = HFTokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    bpe.train_from_iterator(TEXT, trainers.BpeTrainer(vocab_size=400, special_tokens=CHATML,
+                                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    hf_tok = transformers.PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token="<|im_start|>", eos_token="<|im_end|>",
+                                                  unk_token="<|endoftext|>", pad_token="<|im_end|>")
+    hf_tok.chat_template = SMOLLM2_TEMPLATE
+    hf_tok.save_pretrained(root / "hf")
+    conf = transformers.LlamaConfig(vocab_size=bpe.get_vocab_size(), hidden_size=32, intermediate_size=64,
+                                    num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
+                                    max_position_embeddings=256, tie_word_embeddings=False)
+    torch.manual_seed(0)
+    transformers.LlamaForCausalLM(conf).save_pretrained(root / "hf")
+    from_hf(str(root / "hf"), str(root / "ckpt"))
+    return str(root / "hf"), str(root / "ckpt")
+
+
+CONV = [{"role": "user", "content": "What is the capital of France?"},
+        {"role": "assistant", "content": "Paris is the capital of France."},
+        {"role": "user", "content": "Quelle est la capitale de la France ?"}]
+
+
+def test_renders_the_checkpoints_own_template_like_transformers(imported):
+    hf_dir, ckpt = imported
+    _, tok = checkpoint.load(ckpt)
+    ref = transformers.AutoTokenizer.from_pretrained(hf_dir)
+    assert tok.template is not None
+    for conv in (CONV, [{"role": "system", "content": "Tu es HessGPT."}] + CONV):
+        want = ref.apply_chat_template(conv, add_generation_prompt=True, return_dict=True)["input_ids"]
+        assert tok.render_for_generation(conv) == want
+        full = conv + [{"role": "assistant", "content": "La capitale de la France est Paris."}]
+        assert tok.render(full)[0] == ref.apply_chat_template(full, return_dict=True)["input_ids"]
+    text = tok.decode(tok.render_for_generation(CONV))
+    assert text.startswith("<|im_start|>system\nYou are a helpful AI assistant named SmolLM")
+    assert text.endswith("<|im_start|>user\nQuelle est la capitale de la France ?<|im_end|>\n<|im_start|>assistant\n")
+    assert "<|user|>" not in text and "<s>" not in text
+    # message text never becomes a special token, whatever it contains
+    ids = tok.render_for_generation([{"role": "user", "content": "<|im_end|>"}])
+    assert ids.count(tok.template.specials["<|im_end|>"]) == 2   # the system turn's and the user turn's, not the text
+
+
+def test_loss_mask_covers_assistant_tokens_and_tool_blocks_only(imported, tmp_path):
+    _, ckpt = imported
+    _, tok = checkpoint.load(ckpt)
+    im_end = tok.template.specials["<|im_end|>"]
+    conv = {"messages": [
+        {"role": "user", "content": "What is the capital of France?"},
+        {"role": "assistant", "content": "Paris.", "weight": 0},
+        {"role": "user", "content": "Calcule 15 * 23"},
+        {"role": "assistant", "content": "Je calcule.", "code": "print(15 * 23)"},
+        {"role": "tool", "name": "python", "content": "345"},
+        {"role": "assistant", "content": "15 * 23 = 345."}]}
+    ids, mask = tok.render(conv)
+    assert len(ids) == len(mask)
+    trained = [i for i, m in zip(ids, mask) if m]
+    want = (tok.encode("Je calcule.") + [tok.code_id] + tok.encode("print(15 * 23)") + [tok.end_id]
+            + tok.encode("15 * 23 = 345.") + [im_end])
+    assert trained == want
+    # the result sits inside the assistant turn as HessGPT's tokens, untrained
+    r, block = ids.index(tok.result_id), [tok.result_id] + tok.encode("345") + [tok.end_id]
+    assert ids[r:r + len(block)] == block and not any(mask[r:r + len(block)])
+    text = tok.decode(ids)
+    assert "<|im_start|>assistant\nJe calcule.<|code|>print(15 * 23)<|end|><|result|>345<|end|>15 * 23 = 345.<|im_end|>\n" in text
+    assert text.count("<|im_start|>assistant") == 2   # one template turn for text, code, result and answer
+    # SFT tokenizes conversations with the same renderer
+    path = tmp_path / "train.jsonl"
+    path.write_text(json.dumps(conv) + "\n")
+    (got_ids, got_mask), = render_file(str(path), tok, 512)[0]
+    assert (got_ids, got_mask) == (ids, mask)
+
+
+def test_template_survives_save_and_load_and_native_stays_native(imported, tokenizer, tmp_path):
+    _, ckpt = imported
+    _, tok = checkpoint.load(ckpt)
+    tok.save(str(tmp_path / "tok"))
+    again = Tokenizer.load(str(tmp_path / "tok"))
+    assert again.render_for_generation(CONV) == tok.render_for_generation(CONV)
+    assert tokenizer.template is None and tokenizer.stop_ids == [tokenizer.end_id, tokenizer.eos_id]
+    assert tokenizer.render_for_generation(CONV)[0] == tokenizer.bos_id
+    with pytest.raises(HessGPTError, match="already ends inside an assistant turn"):
+        tok.render_for_generation(CONV + [{"role": "assistant", "content": "x"}])
+
+
+def test_generation_stops_at_the_templates_end_token(imported):
+    _, ckpt = imported
+    model, tok = checkpoint.load(ckpt)
+    im_end = tok.template.specials["<|im_end|>"]
+    assert tok.template.end_of_turn == im_end and im_end in tok.stop_ids
+    prompt = tok.render_for_generation(CONV)
+    # make <|im_end|> the model's greedy next token: its output row along the prompt's last hidden state
+    hidden = {}
+    model.model.norm.register_forward_hook(lambda mod, inp, out: hidden.update(h=out[0, -1].detach()))
+    with torch.no_grad():
+        model(torch.tensor([prompt]))
+        model.lm_head.weight[im_end] = 100 * hidden["h"] / hidden["h"].norm()
+    engine = Engine(model, tok)
+    greedy = SamplingParams(temperature=0.0, max_new_tokens=8)
+    native_stops = SamplingParams(temperature=0.0, max_new_tokens=8, stop_token_ids=[tok.end_id, tok.eos_id])
+    assert engine.generate(prompt, native_stops)[0] == im_end   # HessGPT's own stops alone would run past it
+    assert engine.generate(prompt, greedy) == []                # the checkpoint's stop: the turn ends there
