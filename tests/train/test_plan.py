@@ -17,7 +17,8 @@ from hessgpt.train.plan import GiB, LoRAShape, Step, estimate
 from .conftest import REPO
 
 RECIPES = os.path.join(REPO, "recipes")
-LORA_STAGES = ["--only", "model1-chat-lora", "--only", "model1-routing-lora", "--only", "model2-code-lora"]
+LORA_STAGES = ["--only", "model1-chat-lora", "--only", "model1-routing-lora", "--only", "model2-code-lora",
+               "--only", "model2-refine-lora"]
 
 
 def plan(capsys, recipe, *args):
@@ -65,7 +66,7 @@ def test_shipped_gpu_recipes_fit_their_gpu(capsys, tmp_path, recipe, gpu, extra)
     code, out = plan(capsys, recipe, "--gpu", gpu, "--workdir", str(tmp_path), *extra)
     assert code == 0, out
     n = len(re.findall(r"^  memory .* -> fits", out, re.M))
-    assert n == (3 if extra else 5) and "DOES NOT FIT" not in out
+    assert n == (4 if extra else 6) and "DOES NOT FIT" not in out
     assert f"training stages fit on {gpu}" in out
     assert re.search(r"tokens/s; 3800 steps .* -> \d+h\d\dm", out) or extra   # wall time of model 1's pretraining
 
