@@ -347,8 +347,16 @@ class Tokenizer:
 
     # ---- Hugging Face export ----------------------------------------------------------------
 
+    @property
+    def turn_end_id(self) -> int:
+        """The token that closes an assistant turn: <|end|>, or an imported template's own (e.g. <|im_end|>)."""
+        t = self.template
+        return t.end_of_turn if t is not None and t.end_of_turn is not None else self.end_id
+
     def chat_template(self) -> str:
         """A Jinja template rendering the same text as `render` (for `transformers.apply_chat_template`)."""
+        if self.template is not None:
+            return self.template.hf_template()
         s = {k: v for k, v in zip(["bos", "sys", "usr", "ast", "end", "code", "res", "srch", "srch_end", "call", "resp"],
                                   [BOS, SYSTEM, USER, ASSISTANT, END, CODE, RESULT, SEARCH, SEARCH_END, TOOL_CALL, TOOL_RESPONSE])}
         return (
@@ -425,6 +433,34 @@ class ChatTemplate:
         self.stop_ids = list(dict.fromkeys(structure + ([eos] if eos is not None else [])))
         ends = [i for i, m in zip(ids, mask) if m and i in self.specials.values()]
         self.end_of_turn = ends[0] if ends else None
+
+    def hf_template(self) -> str:
+        """The checkpoint's template behind a Jinja prelude that folds each assistant turn (text, tool blocks,
+        results) into one assistant message as `render` does, and the tools into the system text: for
+        `transformers.apply_chat_template` on the exported model (same text as `render`)."""
+        prelude = (
+            "{%- set hg = namespace(out=[], body='', open=false) -%}"
+            "{%- for m in messages -%}"
+            "{%- if m.role in ['system', 'user'] -%}"
+            "{%- if hg.open -%}{%- set hg.out = hg.out + [{'role': 'assistant', 'content': hg.body}] -%}{%- set hg.open = false -%}{%- endif -%}"
+            "{%- set hg.body = m.content or '' -%}"
+            "{%- if m.role == 'system' and tools -%}{%- set hg.body = hg.body + '\n\n# Tools\n' -%}"
+            "{%- for t in tools -%}{%- set hg.body = hg.body + (t | tojson) + ('' if loop.last else '\n') -%}{%- endfor -%}{%- endif -%}"
+            "{%- set hg.out = hg.out + [{'role': m.role, 'content': hg.body}] -%}"
+            "{%- elif m.role == 'assistant' -%}"
+            "{%- if not hg.open -%}{%- set hg.body = '' -%}{%- set hg.open = true -%}{%- endif -%}"
+            "{%- set hg.body = hg.body + (m.content or '') -%}"
+            "{%- if m.code is defined and m.code is not none -%}{%- set hg.body = hg.body + '" + CODE + "' + m.code + '" + END + "' -%}{%- endif -%}"
+            "{%- if m.tool_calls -%}{%- for c in m.tool_calls -%}{%- set f = c.function if c.function is defined else c -%}"
+            "{%- set hg.body = hg.body + '" + TOOL_CALL + "' + ({'name': f.name, 'arguments': f.arguments} | tojson) + '" + END + "' -%}{%- endfor -%}{%- endif -%}"
+            "{%- if m.search is defined and m.search is not none -%}{%- set hg.body = hg.body + '" + SEARCH + "' + m.search + '" + SEARCH_END + "' -%}{%- endif -%}"
+            "{%- elif m.role == 'tool' -%}"
+            "{%- set hg.body = hg.body + ('" + RESULT + "' if m.name in ['python', 'search'] or m.name is not defined or m.name is none else '" + TOOL_RESPONSE + "') + m.content + '" + END + "' -%}"
+            "{%- endif -%}"
+            "{%- endfor -%}"
+            "{%- if hg.open -%}{%- set hg.out = hg.out + [{'role': 'assistant', 'content': hg.body}] -%}{%- endif -%}"
+            "{%- set messages = hg.out %}")
+        return prelude + self.spec["chat_template"]
 
     def _structure(self, text: str, weight: int) -> tuple[list[int], list[int]]:
         """Template text -> ids (special tokens recognised); the tokens up to and including the first special

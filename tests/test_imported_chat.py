@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from hessgpt import checkpoint
-from hessgpt.convert.hf import from_hf
+from hessgpt.convert.hf import from_hf, to_hf
 from hessgpt.engine import Engine, SamplingParams
 from hessgpt.errors import HessGPTError
 from hessgpt.tokenizer import Tokenizer
@@ -140,3 +140,28 @@ def test_generation_stops_at_the_templates_end_token(imported):
     native_stops = SamplingParams(temperature=0.0, max_new_tokens=8, stop_token_ids=[tok.end_id, tok.eos_id])
     assert engine.generate(prompt, native_stops)[0] == im_end   # HessGPT's own stops alone would run past it
     assert engine.generate(prompt, greedy) == []                # the checkpoint's stop: the turn ends there
+
+
+def test_hf_export_keeps_the_template_with_the_tool_blocks(imported, tmp_path):
+    _, ckpt = imported
+    model, tok = checkpoint.load(ckpt)
+    to_hf(ckpt, str(tmp_path / "hf"))
+    ref = transformers.AutoTokenizer.from_pretrained(str(tmp_path / "hf"))
+    tools = [{"name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}]
+    conv = [{"role": "system", "content": "Tu es HessGPT."},
+            {"role": "user", "content": "Calcule 15 * 23"},
+            {"role": "assistant", "content": "Je calcule.", "code": "print(15 * 23)"},
+            {"role": "tool", "name": "python", "content": "345"},
+            {"role": "assistant", "content": "", "tool_calls": [{"name": "get_weather", "arguments": {"city": "Paris"}}]},
+            {"role": "tool", "name": "get_weather", "content": "{\"temp\": 20}"},
+            {"role": "assistant", "content": "15 * 23 = 345, 20 degrés."}]
+    got = ref.apply_chat_template(conv, tools=tools, return_dict=True)["input_ids"]
+    assert got == tok.render({"messages": conv, "tools": tools})[0]
+    assert (ref.apply_chat_template(CONV, add_generation_prompt=True, return_dict=True)["input_ids"]
+            == tok.render_for_generation(CONV))
+    assert ref.eos_token == "<|im_end|>"
+    hf = transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path / "hf")).eval()
+    assert hf.generation_config.eos_token_id[0] == tok.template.specials["<|im_end|>"]
+    ids = torch.tensor([got])
+    with torch.no_grad():
+        assert (hf(ids).logits - model(ids)).abs().max().item() < 1e-4

@@ -156,8 +156,8 @@ def to_gguf(ckpt: str, out: str, type: str = "f16") -> dict:
         w.add_token_types(toktypes)
         w.add_token_merges(merges)
         w.add_bos_token_id(tokenizer.bos_id)
-        w.add_eos_token_id(tokenizer.end_id)      # a chat turn ends with <|end|> (as in the HF export)
-        w.add_eot_token_id(tokenizer.end_id)
+        w.add_eos_token_id(tokenizer.turn_end_id)  # a chat turn ends with <|end|> (an imported model: its own, e.g. <|im_end|>)
+        w.add_eot_token_id(tokenizer.turn_end_id)
         w.add_unk_token_id(tokenizer.special["<unk>"])
         w.add_pad_token_id(tokenizer.pad_id)
         w.add_add_bos_token(False)                # the chat template writes <s> itself

@@ -58,7 +58,7 @@ def config_from_hf(hf: dict, source: str = "config.json") -> ModelConfig:
 def config_to_hf(cfg: ModelConfig, tokenizer=None) -> dict:
     special = {}
     if tokenizer is not None:
-        special = {"bos_token_id": tokenizer.bos_id, "eos_token_id": tokenizer.end_id, "pad_token_id": tokenizer.pad_id}
+        special = {"bos_token_id": tokenizer.bos_id, "eos_token_id": tokenizer.turn_end_id, "pad_token_id": tokenizer.pad_id}
     return {
         "architectures": ["MistralForCausalLM"],
         "model_type": "mistral",
@@ -101,19 +101,20 @@ def to_hf(ckpt: str, out: str) -> None:
         if tokenizer is not None:
             write_hf_tokenizer(tokenizer, tmp)
             with open(os.path.join(tmp, "generation_config.json"), "w") as f:
-                json.dump({"bos_token_id": tokenizer.bos_id, "eos_token_id": [tokenizer.end_id, tokenizer.eos_id],
+                json.dump({"bos_token_id": tokenizer.bos_id, "eos_token_id": list(dict.fromkeys([tokenizer.turn_end_id] + tokenizer.stop_ids)),
                            "pad_token_id": tokenizer.pad_id}, f, indent=2)
 
     atomic_dir_write(out, write)
 
 
 def write_hf_tokenizer(tokenizer, out_dir: str) -> None:
-    from hessgpt.tokenizer import BOS, END, PAD, UNK
+    from hessgpt.tokenizer import BOS, PAD, UNK
 
     tokenizer.save(out_dir)  # tokenizer.json (+ hessgpt_tokenizer.json, ignored by transformers)
+    own = tokenizer.template.spec if tokenizer.template is not None else {}   # an imported model's bos/eos
     cfg = {
         "tokenizer_class": "PreTrainedTokenizerFast",
-        "bos_token": BOS, "eos_token": END, "unk_token": UNK, "pad_token": PAD if tokenizer.special.get(PAD) is not None else UNK,
+        "bos_token": own.get("bos_token") or BOS, "eos_token": tokenizer.token_str(tokenizer.turn_end_id), "unk_token": UNK, "pad_token": PAD if tokenizer.special.get(PAD) is not None else UNK,
         "add_bos_token": False, "add_eos_token": False,
         "model_max_length": 1_000_000,
         "clean_up_tokenization_spaces": False,
