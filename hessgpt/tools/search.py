@@ -44,7 +44,8 @@ _TAG = re.compile(r"<(script|style)\b.*?</\1>|<[^>]+>", re.S | re.I)
 INDEX_FORMAT = 2
 ANALYZERS = ("snowball-fr-en", "fold")
 SNIPPET_WORDS = 32
-_STEMMERS = (snowballstemmer.stemmer("french"), snowballstemmer.stemmer("english"))
+_STEMMERS = (snowballstemmer.stemmer("french"), snowballstemmer.stemmer("english"))   # PyStemmer (C) when installed
+STEMMER = "PyStemmer" if snowballstemmer.cext_available else "snowballstemmer"   # recorded in the index, for audits
 
 
 @dataclass
@@ -131,7 +132,8 @@ def variants(word: str, analyzer: str = "snowball-fr-en") -> tuple[str, ...]:
     if analyzer == "fold":
         return (folded,)
     low = word.lower()
-    out = {fold(st.stemWord(w)) for st in _STEMMERS for w in (low, folded)}
+    forms = (low,) if low == folded else (low, folded)   # most words have no accent: stem them once
+    out = {fold(st.stemWord(w)) for st in _STEMMERS for w in forms}
     return tuple(sorted(out))
 
 
@@ -214,7 +216,8 @@ class SearchIndex:
                 raise HessGPTError(f"this Python's SQLite has no FTS5 ({e}); install a Python built with FTS5") from None
             conn.execute("CREATE TABLE hessgpt_meta (key TEXT PRIMARY KEY, value TEXT)")
             conn.executemany("INSERT INTO hessgpt_meta VALUES (?, ?)",
-                             [("format", str(INDEX_FORMAT)), ("analyzer", analyzer), ("chunk_chars", str(chunk_chars))])
+                             [("format", str(INDEX_FORMAT)), ("analyzer", analyzer), ("chunk_chars", str(chunk_chars)),
+                              ("stemmer", STEMMER)])
             it = files
             if progress:
                 from tqdm import tqdm
