@@ -189,6 +189,168 @@ class Generation:
         return int(sample(self.logits, self.params, self.generator, self.seen)[0])
 
 
+@dataclass
+class _Row:
+    """One sequence of a BatchDecoder: its own cache slot, position, next-token logits, sampler and stops."""
+
+    slot: int
+    params: SamplingParams
+    stop_ids: set
+    generator: torch.Generator | None
+    seen: torch.Tensor                 # [1, V] bool: tokens in the sequence (repetition penalty)
+    logits: torch.Tensor | None = None # [1, V] fp32 next-token logits
+    pos: int = 0                       # tokens in the cache slot
+    out: list = field(default_factory=list)   # generated tokens (stop token excluded)
+    limit: int = 0                     # len(out) at which the row stops (max_new_tokens, or set by feed)
+    unfed: list = field(default_factory=list) # the last token, when the row finished on it (not in the cache)
+    done: bool = False
+
+
+class BatchDecoder:
+    """Several sequences decoded together, one batched forward per step, on a cache of `max_rows` slots.
+    Rows join (`admit`) and leave (`release`) between steps; a released row's slot goes back to the free
+    pool and the next admitted row reuses it. The loop a server drives:
+
+        batch = engine.batch(max_rows=8)
+        row = batch.admit(prompt_ids, params)       # prefill into a free slot -> row id
+        while batch.active():
+            for row, tok in batch.step().items():   # one token for every running row
+                ...                                 # stream it
+            for row in batch.finished():
+                batch.release(row)
+
+    Each row has its own SamplingParams (temperature, top-k/p, repetition penalty, seed, max_new_tokens,
+    stop token ids, stop strings) and so decodes exactly what `Engine.generate` decodes for it alone (greedy:
+    token for token, up to float rounding between the batched GEMM and the batch-1 kernels). `feed(row, ids)`
+    injects tokens into one row (a tool result), like `Generation.feed`.
+    Runs on `InferenceModel.forward_rows` (PyTorch GEMMs: each weight read once per step for all rows);
+    single-sequence generation keeps the native batch-1 kernels."""
+
+    def __init__(self, engine: "Engine", max_rows: int = 8):
+        if max_rows < 1:
+            raise HessGPTError(f"max_rows must be >= 1, got {max_rows}")
+        if engine.fast is None:
+            raise HessGPTError("batched decoding needs the engine's fast path (CPU or CUDA), not fast=False")
+        engine._refresh_fast()
+        self.engine, self.fast, self.max_rows = engine, engine.fast, max_rows
+        self.cache = self.fast.new_slot_cache(max_rows, engine.max_len)
+        self.free = list(range(max_rows - 1, -1, -1))   # free slots, the lowest popped first
+        self.rows: dict[int, _Row] = {}
+        self._next_id = 0
+
+    def admit(self, prompt_ids: list[int], params: SamplingParams, generator: torch.Generator | None = None) -> int:
+        """Prefill `prompt_ids` into a free slot; returns the row id. `generator` overrides the one made from
+        params.seed (rows sharing one generator)."""
+        params.validate()
+        prompt_ids = list(prompt_ids)
+        if not prompt_ids:
+            raise HessGPTError("the prompt is empty")
+        if len(prompt_ids) > self.engine.max_len:
+            raise HessGPTError(f"prompt of {len(prompt_ids)} tokens exceeds the context window ({self.engine.max_len})")
+        if not self.free:
+            raise HessGPTError(f"the batch is full ({self.max_rows} rows); release a finished row first")
+        dev = self.engine.device
+        row = _Row(slot=self.free.pop(), params=params,
+                   stop_ids=set(params.stop_token_ids or self.engine.default_stop_ids()),
+                   generator=generator if generator is not None else make_generator(params.seed, dev),
+                   seen=torch.zeros(1, self.engine.vocab_size, dtype=torch.bool, device=dev))
+        rid, self._next_id = self._next_id, self._next_id + 1
+        self.rows[rid] = row
+        self._feed(row, prompt_ids)
+        row.limit = params.max_new_tokens
+        row.done = row.limit == 0
+        return rid
+
+    def _feed(self, row: _Row, ids: list[int]) -> None:
+        if row.pos + len(ids) > self.engine.max_len:
+            raise HessGPTError(f"sequence of {row.pos + len(ids)} tokens exceeds the context window ({self.engine.max_len})")
+        dev = self.engine.device
+        x = torch.tensor([ids], dtype=torch.long, device=dev)
+        row.logits = self.fast.forward_rows(x, torch.tensor([row.pos], device=dev), [row.slot], self.cache).float()
+        row.seen[0, x[0]] = True
+        row.pos += len(ids)
+
+    def feed(self, row: int, ids: list[int], max_new_tokens: int | None = None) -> None:
+        """Append `ids` (e.g. an injected tool result) to one row, after its last generated token; its next
+        token is sampled after them. A finished row runs again, for `max_new_tokens` more tokens (default: its
+        params' max_new_tokens). A stop token that ended the row is not in the sequence: include it in `ids`
+        if it belongs there."""
+        r = self._get(row)
+        ids = r.unfed + list(ids)
+        if max_new_tokens is not None and max_new_tokens < 0:
+            raise HessGPTError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
+        if ids:
+            self._feed(r, ids)
+            r.unfed = []
+        if r.done:
+            r.limit = len(r.out) + (r.params.max_new_tokens if max_new_tokens is None else max_new_tokens)
+            r.done = r.limit == len(r.out)
+
+    def _get(self, row: int) -> _Row:
+        if row not in self.rows:
+            raise HessGPTError(f"no row {row} in the batch (released, or never admitted)")
+        return self.rows[row]
+
+    def active(self) -> list[int]:
+        """Rows still decoding."""
+        return [rid for rid, r in self.rows.items() if not r.done]
+
+    def finished(self) -> list[int]:
+        """Rows done (stop token, stop string, max_new_tokens or the context window), not yet released."""
+        return [rid for rid, r in self.rows.items() if r.done]
+
+    def output(self, row: int) -> list[int]:
+        """The tokens generated so far for `row` (its stop token excluded)."""
+        return list(self._get(row).out)
+
+    def release(self, row: int) -> list[int]:
+        """Remove `row` (finished or not, e.g. a client gone); its slot is reused. Returns its tokens."""
+        self._get(row)
+        r = self.rows.pop(row)
+        self.free.append(r.slot)
+        self.free.sort(reverse=True)
+        return r.out
+
+    def _stop_string(self, r: _Row) -> bool:
+        tok = self.engine.tokenizer
+        if not r.params.stop or tok is None:
+            return False
+        window = 4 * max(len(s) for s in r.params.stop) + 4   # a character is at most 4 byte tokens
+        text = tok.decode(r.out[-window:])
+        return any(s and s in text for s in r.params.stop)
+
+    def step(self) -> dict[int, int]:
+        """Sample one token for every running row, then run all rows that continue through one batched
+        forward. Returns {row: token} for the tokens generated this step (a stop token is not returned: the
+        row is just marked finished)."""
+        emitted: dict[int, int] = {}
+        cont: list[tuple[_Row, int]] = []
+        for rid, r in self.rows.items():
+            if r.done:
+                continue
+            tok = int(sample(r.logits, r.params, r.generator, r.seen)[0])
+            if tok in r.stop_ids:
+                r.done = True
+                continue
+            r.out.append(tok)
+            emitted[rid] = tok
+            if len(r.out) >= r.limit or r.pos >= self.engine.max_len or self._stop_string(r):
+                r.done, r.unfed = True, [tok]
+                continue
+            cont.append((r, tok))
+        if cont:
+            dev = self.engine.device
+            cont.sort(key=lambda c: c[0].slot)                       # slot order: contiguous slots read as views
+            ids = torch.tensor([[t] for _, t in cont], dtype=torch.long, device=dev)          # [B, 1]
+            pos = torch.tensor([r.pos for r, _ in cont], dtype=torch.long, device=dev)        # [B]
+            logits = self.fast.forward_rows(ids, pos, [r.slot for r, _ in cont], self.cache).float()   # [B, V]
+            for i, (r, t) in enumerate(cont):
+                r.logits = logits[i:i + 1]
+                r.seen[0, t] = True
+                r.pos += 1
+        return emitted
+
+
 class Engine:
     """Generation on a model. On CPU and CUDA the engine decodes through `InferenceModel` (model.py), an
     inference-only, pre-laid-out copy of the weights built here (fused projections, in-place RoPE, its own KV
@@ -230,10 +392,13 @@ class Engine:
             self.fast = InferenceModel(self.model)
         self._fast_key = self._weights_key()
 
+    def _refresh_fast(self) -> None:
+        if self._fast_key != self._weights_key():   # weights changed since the view was built
+            self._build_fast()
+
     def _ensure_cache(self, batch: int) -> None:
         if self.fast is not None:
-            if self._fast_key != self._weights_key():   # weights changed since the view was built
-                self._build_fast()
+            self._refresh_fast()
             self.fast.setup_cache(batch, self.max_len)
             return
         if self._cache_batch != batch or self.model.cache_len != self.max_len:
@@ -302,9 +467,37 @@ class Engine:
 
     # ---- batched generation ---------------------------------------------------------------
 
-    def generate_batch(self, prompts: list[list[int]], params: SamplingParams) -> list[list[int]]:
-        """Several prompts at once: left-padded, pad keys masked out (RoPE is relative, so the shift is exact
-        up to float rounding). Returns each row's new tokens, cut at its first stop token."""
+    def batch(self, max_rows: int = 8) -> BatchDecoder:
+        """A step-level batched decoder (rows join and leave between steps) on its own slot cache."""
+        return BatchDecoder(self, max_rows)
+
+    def generate_batch(self, prompts: list[list[int]], params: "SamplingParams | list[SamplingParams]") -> list[list[int]]:
+        """Several prompts at once, each at its own positions (no padding), one batched forward per step.
+        `params`: one SamplingParams for all rows (they share one seeded generator) or one per prompt (each its
+        own). Returns each row's new tokens, cut at its first stop token."""
+        if self.fast is None:
+            if isinstance(params, list):
+                raise HessGPTError("per-row SamplingParams need the fast path (fast=True)")
+            return self._generate_batch_padded(prompts, params)
+        per_row = params if isinstance(params, list) else [params] * len(prompts)
+        if len(per_row) != len(prompts):
+            raise HessGPTError(f"{len(per_row)} SamplingParams for {len(prompts)} prompts")
+        if any(not p for p in prompts):
+            raise HessGPTError("a prompt in the batch is empty")
+        if not prompts:
+            return []
+        for p in per_row:
+            p.validate()
+        shared = None if isinstance(params, list) else make_generator(params.seed, self.device)
+        dec = BatchDecoder(self, max_rows=len(prompts))
+        rows = [dec.admit(p, sp, shared) for p, sp in zip(prompts, per_row)]
+        while dec.active():
+            dec.step()
+        return [dec.release(r) for r in rows]
+
+    def _generate_batch_padded(self, prompts: list[list[int]], params: SamplingParams) -> list[list[int]]:
+        """fast=False: left-padded, pad keys masked out (RoPE is relative, so the shift is exact up to float
+        rounding). Returns each row's new tokens, cut at its first stop token."""
         params.validate()
         B = len(prompts)
         if B == 0:

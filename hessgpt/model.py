@@ -17,6 +17,7 @@ for speed (fused q|k|v and gate|up, interleaved RoPE, its own cache), built from
 """
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
@@ -394,6 +395,22 @@ class DenseLinear:
         return self.wt.numel() * self.wt.element_size()
 
 
+@dataclass
+class SlotCache:
+    """K and V per layer, [slots, n_kv, max_len, hd] each: one independent sequence per slot (batched decode)."""
+
+    k: list
+    v: list
+
+    @property
+    def slots(self) -> int:
+        return self.k[0].shape[0]
+
+    @property
+    def max_len(self) -> int:
+        return self.k[0].shape[2]
+
+
 class InferenceModel:
     """A read-only, pre-laid-out copy of a `Transformer` for generation, with its own KV cache.
 
@@ -475,6 +492,58 @@ class InferenceModel:
         for k, v in zip(self.k_cache, self.v_cache):
             k.copy_(k.index_select(0, rows))
             v.copy_(v.index_select(0, rows))
+
+    def new_slot_cache(self, slots: int, max_len: int) -> "SlotCache":
+        """A KV cache of `slots` independent rows for batched decoding (`forward_rows`), separate from the
+        cache `forward` uses (a batch keeps running while single-sequence calls use theirs)."""
+        if max_len > self.freqs_cis.shape[0]:
+            self._rope(max_len)
+        shape = (slots, self.n_kv, max_len, self.hd)
+        return SlotCache([torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in self.layers],
+                         [torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in self.layers])
+
+    @torch.inference_mode()
+    def forward_rows(self, ids: torch.Tensor, pos: torch.Tensor, slots: list[int], cache: "SlotCache") -> torch.Tensor:
+        """Batched step with per-row positions: row b's ids [b, :T] are written at positions pos[b]..pos[b]+T-1
+        of cache slot slots[b] and attend to that slot's positions 0..pos[b]+t only -> logits [B, V] of each
+        row's last position. ids [B, T] long, pos [B] long (on the model's device), slots: distinct cache rows.
+        PyTorch ops only (batched GEMMs read each weight once per step for all rows); the native batch-1
+        kernels are not used here."""
+        B, T = ids.shape
+        H, Hkv, hd = self.n_heads, self.n_kv, self.hd
+        P = pos[:, None] + torch.arange(T, device=ids.device)          # [B, T] absolute positions
+        L = int(P.max()) + 1
+        if L > cache.max_len:
+            raise ValueError(f"position {L} is past the cache length {cache.max_len}")
+        s0 = slots[0]
+        contiguous = list(slots) == list(range(s0, s0 + B))            # cache rows readable as a view
+        rows = torch.tensor(slots, device=ids.device)
+        mask = (torch.arange(L, device=ids.device)[None, None] <= P[:, :, None])[:, None]   # [B, 1, T, L]
+        cis = self.freqs_cis[P][:, :, None]                             # [B, T, 1, hd/2]
+        x = F.embedding(ids.reshape(-1), self.embed)                    # [B*T, D]
+        for i, (ln1, qkv_proj, o_proj, ln2, gate_up, down) in enumerate(self.layers):
+            qkv = qkv_proj(self._norm(x, ln1)).view(B, T, H + 2 * Hkv, hd)
+            if qkv.dtype == torch.float32:
+                torch.view_as_complex(qkv.view(B, T, H + 2 * Hkv, hd // 2, 2))[:, :, : H + Hkv].mul_(cis)
+            else:
+                qk = qkv[:, :, : H + Hkv].float()
+                torch.view_as_complex(qk.view(B, T, H + Hkv, hd // 2, 2)).mul_(cis)
+                qkv[:, :, : H + Hkv] = qk
+            kc, vc = cache.k[i], cache.v[i]                             # [slots, Hkv, max_len, hd]
+            kc[rows[:, None], :, P] = qkv[:, :, H:H + Hkv]              # [B, T, Hkv, hd] into each row's slot
+            vc[rows[:, None], :, P] = qkv[:, :, H + Hkv:]
+            if contiguous:
+                k, v = kc[s0:s0 + B, :, :L], vc[s0:s0 + B, :, :L]       # [B, Hkv, L, hd] views
+            else:
+                k, v = kc[rows, :, :L], vc[rows, :, :L]                 # gathered copies of the L used positions
+            q = qkv[:, :, :H].transpose(1, 2)                           # [B, H, T, hd]
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=1.0, enable_gqa=Hkv != H)
+            x = o_proj.add_to(x, y.transpose(1, 2).reshape(B * T, H * hd))
+            gu = gate_up.raw(self._norm(x, ln2))                        # [B*T, 2 hidden]
+            act = F.silu(gu[:, : self.hidden]).mul_(gu[:, self.hidden:])
+            x = down.add_to(x, act)
+        x = x.view(B, T, -1)[:, -1]                                     # [B, D]
+        return self.head(self._norm(x, self.norm))
 
     def _norm(self, x, w):
         # RMSNorm in fp32 like the training module (x is fp32 here unless the model is bf16)

@@ -1,0 +1,153 @@
+"""Batched decoding (engine.BatchDecoder, InferenceModel.forward_rows): every row decodes what it decodes alone."""
+
+import contextlib
+
+import pytest
+
+from hessgpt import kernels
+from hessgpt.config import ModelConfig
+from hessgpt.engine import Engine, SamplingParams
+from hessgpt.errors import HessGPTError
+from hessgpt.model import Transformer
+
+CFG = dict(vocab_size=300, dim=96, n_layers=2, n_heads=4, n_kv_heads=2, hidden_dim=160, context_length=96,
+           tie_embeddings=False)
+PROMPTS = [[5, 17, 42], [7] * 11 + [250, 3], [99], [1, 2, 3, 4, 5, 6, 7]]   # lengths 3, 13, 1, 7
+
+
+@pytest.fixture(scope="module")
+def model():
+    return Transformer(ModelConfig(**CFG)).init_weights(7).eval()
+
+
+def greedy(n: int, **kw) -> SamplingParams:
+    return SamplingParams(max_new_tokens=n, stop_token_ids=[-1], **kw)
+
+
+def alone(engine: Engine, prompt, params) -> list[int]:
+    return engine.generate(prompt, params)   # batch-1 path (native kernels when they build here)
+
+
+def test_greedy_batch_of_mixed_lengths_equals_each_alone(model):
+    engine = Engine(model)
+    p = greedy(20)
+    ref = [alone(engine, q, p) for q in PROMPTS]
+    assert all(len(r) == 20 for r in ref) and len({tuple(r) for r in ref}) == len(ref)
+    assert engine.generate_batch(PROMPTS, p) == ref
+    per_row = [greedy(n) for n in (5, 20, 1, 12)]                     # per-row max_new_tokens
+    assert engine.generate_batch(PROMPTS, per_row) == [alone(engine, q, sp) for q, sp in zip(PROMPTS, per_row)]
+
+
+def test_rows_joining_late_and_leaving_reuse_slots_and_stay_exact(model):
+    engine = Engine(model)
+    batch = engine.batch(max_rows=2)
+    a = batch.admit(PROMPTS[1], greedy(30))              # 13-token prompt: its slot is filled up to ~40
+    b = batch.admit(PROMPTS[0], greedy(25))
+    slot_a = batch.rows[a].slot
+    streamed = {a: [], b: []}
+    for _ in range(10):
+        for row, tok in batch.step().items():
+            streamed[row].append(tok)
+    with pytest.raises(HessGPTError, match="batch is full"):
+        batch.admit(PROMPTS[2], greedy(4))
+    cut = batch.release(a)                                # a leaves mid-way (a client gone)
+    assert cut == streamed[a] == alone(engine, PROMPTS[1], greedy(30))[:10]
+    c = batch.admit(PROMPTS[2], greedy(18))              # 1-token prompt into a's slot: stale keys must be hidden
+    assert batch.rows[c].slot == slot_a
+    streamed[c] = []
+    d = None
+    while batch.active():
+        for row, tok in batch.step().items():
+            streamed[row].append(tok)
+        if b in batch.finished():
+            assert batch.release(b) == streamed[b] == alone(engine, PROMPTS[0], greedy(25))
+            d = batch.admit(PROMPTS[3], greedy(6))       # joins after b left, in b's slot
+            streamed[d] = []
+    assert batch.finished() == [c, d] and batch.active() == []
+    assert streamed[c] == batch.output(c) == alone(engine, PROMPTS[2], greedy(18))
+    assert streamed[d] == alone(engine, PROMPTS[3], greedy(6))
+    with pytest.raises(HessGPTError, match="no row 0 in the batch"):
+        batch.feed(a, [1])
+
+
+def test_seeded_sampling_per_row_is_reproducible_and_matches_alone(model):
+    engine = Engine(model)
+    params = [SamplingParams(max_new_tokens=16, temperature=0.9, top_k=40, top_p=0.95, repetition_penalty=1.2,
+                             seed=s, stop_token_ids=[-1]) for s in (1, 2, 3, 4)]
+    first = engine.generate_batch(PROMPTS, params)
+    assert engine.generate_batch(PROMPTS, params) == first
+    assert first == [alone(engine, q, sp) for q, sp in zip(PROMPTS, params)]
+    same_prompt = engine.generate_batch([PROMPTS[0]] * 2, [params[0], params[1]])
+    assert same_prompt[0] != same_prompt[1]                           # each row its own generator
+
+
+def test_stop_tokens_and_stop_strings_end_one_row_only(model):
+    engine = Engine(model)
+    ref = alone(engine, PROMPTS[0], greedy(20))
+    stop_tok = ref[6]
+    cut = ref[:ref.index(stop_tok)]
+    out = engine.generate_batch(PROMPTS[:2], [SamplingParams(max_new_tokens=20, stop_token_ids=[stop_tok]), greedy(20)])
+    assert out == [cut, alone(engine, PROMPTS[1], greedy(20))]
+
+
+def test_feed_injects_tokens_into_one_row_like_a_generation(model):
+    engine = Engine(model)
+    inject = [11, 12, 13, 14]
+    gen = engine.session(PROMPTS[3], greedy(8))               # reference: 4 tokens, injection, 4 more
+    want = []
+    for _ in range(4):
+        want.append(gen.next_token())
+        gen.feed([want[-1]])
+    gen.feed(inject)
+    for _ in range(4):
+        want.append(gen.next_token())
+        gen.feed([want[-1]])
+    batch = engine.batch(max_rows=3)
+    other = batch.admit(PROMPTS[1], greedy(12))
+    row = batch.admit(PROMPTS[3], greedy(4))
+    while row in batch.active():
+        batch.step()
+    batch.feed(row, inject, max_new_tokens=4)                 # a tool result, mid-batch; 4 more tokens
+    while batch.active():
+        batch.step()
+    assert batch.output(row) == want
+    assert batch.output(other) == alone(engine, PROMPTS[1], greedy(12))
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_int8_engine_batches_on_the_same_path(model, native):
+    """int8 rows in a batch go through Int8Linear (bf16 activations) like the PyTorch batch-1 path; with the
+    native kernels the batch-1 path is the C step (fp32 activations), so the reference there is a batch of one."""
+    if native and not kernels.available():
+        pytest.skip("native kernels not available here")
+    with (contextlib.nullcontext() if native else kernels.disabled()):
+        engine = Engine(model, int8=True)
+    p = greedy(12)
+    got = engine.generate_batch(PROMPTS, p)
+    one_by_one = [engine.generate_batch([q], p)[0] for q in PROMPTS]
+    assert got == one_by_one and all(len(r) == 12 for r in got)
+    if not native:
+        assert got == [alone(engine, q, p) for q in PROMPTS]
+
+
+def test_batch_errors_name_the_value(model):
+    engine = Engine(model)
+    with pytest.raises(HessGPTError, match="max_rows must be >= 1, got 0"):
+        engine.batch(0)
+    batch = engine.batch(2)
+    with pytest.raises(HessGPTError, match="the prompt is empty"):
+        batch.admit([], greedy(3))
+    with pytest.raises(HessGPTError, match="prompt of 97 tokens exceeds the context window \\(96\\)"):
+        batch.admit([1] * 97, greedy(3))
+    with pytest.raises(HessGPTError, match="2 SamplingParams for 3 prompts"):
+        engine.generate_batch(PROMPTS[:3], [greedy(2), greedy(2)])
+    with pytest.raises(HessGPTError, match="needs the engine's fast path"):
+        Engine(model, fast=False).batch(2)
+
+
+def test_rows_reaching_the_context_window_finish(model):
+    engine = Engine(model)
+    long = list(range(1, 90))                                 # 89 tokens, window 96: 7 fit after it, then stop
+    out = engine.generate_batch([long, PROMPTS[0]], greedy(50))
+    assert out == [alone(engine, long, greedy(50)), alone(engine, PROMPTS[0], greedy(50))]
+    assert len(out[0]) == 8
