@@ -165,3 +165,38 @@ def test_hf_export_keeps_the_template_with_the_tool_blocks(imported, tmp_path):
     ids = torch.tensor([got])
     with torch.no_grad():
         assert (hf(ids).logits - model(ids)).abs().max().item() < 1e-4
+
+
+def test_lora_trains_the_new_token_rows_and_peft_loads_them(imported, tmp_path):
+    peft = pytest.importorskip("peft")
+    from hessgpt.train.merge import merge
+    from hessgpt.train.sft import main as sft_main
+
+    _, ckpt = imported
+    base, tok = checkpoint.load(ckpt)
+    conv = {"messages": [{"role": "user", "content": "Calcule 15 * 23"},
+                         {"role": "assistant", "content": "Je calcule.", "code": "print(15 * 23)"},
+                         {"role": "tool", "name": "python", "content": "345"},
+                         {"role": "assistant", "content": "15 * 23 = 345."}]}
+    data = tmp_path / "train.jsonl"
+    data.write_text((json.dumps(conv) + "\n") * 4)
+    out = str(tmp_path / "adapter")
+    assert sft_main(["--base", ckpt, "--data", str(data), "--out", out, "--lora", "--rank", "4", "--alpha", "8",
+                     "--dropout", "0", "--steps", "3", "--lr", "1e-2", "--batch-size", "2", "--seq-len", "128",
+                     "--dtype", "fp32", "--no-progress", "--eval-every", "0", "--device", "cpu"]) == 0
+    rows = sorted(set(tok.special.values()) - {None})
+    with open(f"{out}/adapter_config.json") as f:
+        assert json.load(f)["trainable_token_indices"] == {"embed_tokens": rows, "lm_head": rows}   # untied head
+    merge(ckpt, out, str(tmp_path / "merged"))
+    merged, _ = checkpoint.load(str(tmp_path / "merged"))
+    emb = lambda m: m.model.embed_tokens.weight.detach()
+    assert (emb(merged)[tok.code_id] - emb(base)[tok.code_id]).abs().max() > 0      # the new rows were trained
+    others = [i for i in range(tok.vocab_size) if i not in rows]
+    assert torch.equal(emb(merged)[others], emb(base)[others])                     # and only they
+    # transformers + peft on the base's HF export, with the adapter: the merged checkpoint's logits
+    to_hf(ckpt, str(tmp_path / "hf"))
+    hf = transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path / "hf"), dtype=torch.float32)
+    pm = peft.PeftModel.from_pretrained(hf, out).eval()
+    ids = torch.tensor([tok.render(conv)[0]])
+    with torch.no_grad():
+        assert (pm(input_ids=ids).logits - merged(ids)).abs().max().item() < 1e-4

@@ -42,9 +42,11 @@ class LoRAConfig:
     alpha: float = 32.0
     dropout: float = 0.05
     targets: tuple[str, ...] = ATTENTION_TARGETS
+    token_rows: tuple[int, ...] = ()   # embedding (and output) rows trained whole: peft's trainable_token_indices
 
     def __post_init__(self):
         self.targets = tuple(self.targets)
+        self.token_rows = tuple(sorted(set(int(i) for i in self.token_rows)))
         if not self.targets:
             raise HessGPTError("--targets: name at least one module")
         for t in self.targets:
@@ -87,6 +89,54 @@ class LoRALinear(nn.Module):
         return self.scaling * (self.lora_B.weight.float() @ self.lora_A.weight.float())
 
 
+class TrainableRows(nn.Module):
+    """Rows of a frozen [V, D] weight trained as their own values (peft's TrainableTokensLayer): the weight used
+    is W with W[indices] = trainable_tokens_delta (peft's name; it holds the rows' values, not a difference)."""
+
+    def __init__(self, weight: nn.Parameter, indices: tuple[int, ...]):
+        super().__init__()
+        if not indices or min(indices) < 0 or max(indices) >= weight.shape[0]:
+            raise HessGPTError(f"trainable token rows {list(indices)[:5]}... are outside the vocabulary (0..{weight.shape[0] - 1})")
+        self.register_buffer("indices", torch.tensor(indices, dtype=torch.long, device=weight.device), persistent=False)
+        self.trainable_tokens_delta = nn.Parameter(weight.detach()[self.indices].clone())   # [n, D]
+
+    def weight_of(self, base: torch.Tensor) -> torch.Tensor:
+        return base.index_copy(0, self.indices, self.trainable_tokens_delta.to(base.dtype))   # [V, D]
+
+
+class RowsEmbedding(nn.Module):
+    """nn.Embedding whose rows `token_adapter.indices` are trainable (module path as peft's: ...embed_tokens.token_adapter)."""
+
+    def __init__(self, base: nn.Embedding, rows: TrainableRows):
+        super().__init__()
+        self.weight, self.token_adapter = base.weight, rows
+
+    def forward(self, idx):
+        return F.embedding(idx, self.token_adapter.weight_of(self.weight))   # [B, T] -> [B, T, D]
+
+
+class RowsLinear(nn.Module):
+    """The output head with the same rows trainable (tied: the embedding's own TrainableRows, shared)."""
+
+    def __init__(self, base: nn.Linear, rows: TrainableRows):
+        super().__init__()
+        self.in_features, self.out_features = base.in_features, base.out_features
+        self.weight, self.token_adapter = base.weight, rows
+
+    def forward(self, x):
+        return F.linear(x, self.token_adapter.weight_of(self.weight))   # [..., D] -> [..., V]
+
+
+def _row_modules(model: nn.Module) -> dict[str, TrainableRows]:
+    """Module path (embed_tokens / lm_head) -> its TrainableRows, each shared one once (the embedding's)."""
+    out, seen = {}, set()
+    for name, m in model.named_modules(remove_duplicate=False):
+        if isinstance(m, (RowsEmbedding, RowsLinear)) and id(m.token_adapter) not in seen:
+            seen.add(id(m.token_adapter))
+            out[name] = m.token_adapter
+    return out
+
+
 def _check_targets(model: nn.Module, targets) -> None:
     present = {name.rsplit(".", 1)[-1] for name, m in model.named_modules() if isinstance(m, nn.Linear)}
     for t in targets:
@@ -105,6 +155,13 @@ def apply_lora(model: nn.Module, cfg: LoRAConfig) -> list[str]:
             parent_name, child = name.rsplit(".", 1)
             setattr(model.get_submodule(parent_name), child, LoRALinear(module, cfg.r, cfg.alpha, cfg.dropout))
             wrapped.append(name)
+    if cfg.token_rows:
+        emb, head = model.model.embed_tokens, model.lm_head
+        tied = head.weight is emb.weight
+        rows = TrainableRows(emb.weight, cfg.token_rows)
+        model.model.embed_tokens = RowsEmbedding(emb, rows)
+        model.lm_head = RowsLinear(head, rows if tied else TrainableRows(head.weight, cfg.token_rows))
+        wrapped += ["model.embed_tokens"] + ([] if tied else ["lm_head"])
     return wrapped
 
 
@@ -126,6 +183,8 @@ def adapter_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     for name, m in lora_modules(model).items():
         sd[f"{PREFIX}{name}.lora_A.weight"] = _full(m.lora_A.weight)
         sd[f"{PREFIX}{name}.lora_B.weight"] = _full(m.lora_B.weight)
+    for name, rows in _row_modules(model).items():
+        sd[f"{PREFIX}{name}.token_adapter.trainable_tokens_delta"] = _full(rows.trainable_tokens_delta)
     return sd
 
 
@@ -141,6 +200,12 @@ def load_adapter_weights(model: nn.Module, sd: dict[str, torch.Tensor], source: 
                 raise HessGPTError(f"{source}: {key} has shape {tuple(sd[key].shape)}, the model expects {tuple(w.shape)}")
             with torch.no_grad():
                 w.copy_(sd[key])
+    for name, rows in _row_modules(model).items():
+        key = f"{PREFIX}{name}.token_adapter.trainable_tokens_delta"
+        if key not in sd or tuple(sd[key].shape) != tuple(rows.trainable_tokens_delta.shape):
+            raise HessGPTError(f"{source}: missing or misshaped trainable token rows {key}")
+        with torch.no_grad():
+            rows.trainable_tokens_delta.copy_(sd[key])
 
 
 def merge_lora(model: nn.Module) -> nn.Module:
@@ -151,6 +216,18 @@ def merge_lora(model: nn.Module) -> nn.Module:
         with torch.no_grad():
             lin.weight.copy_((m.weight.float() + m.delta()).to(m.weight.dtype))
         setattr(model.get_submodule(parent_name), child, lin)
+    emb, head = model.model.embed_tokens, model.lm_head
+    if isinstance(emb, RowsEmbedding):
+        tied = head.token_adapter is emb.token_adapter
+        with torch.no_grad():
+            emb.weight.copy_(emb.token_adapter.weight_of(emb.weight))
+            if not tied:
+                head.weight.copy_(head.token_adapter.weight_of(head.weight))
+        plain = nn.Embedding(emb.weight.shape[0], emb.weight.shape[1], device=emb.weight.device, dtype=emb.weight.dtype)
+        plain.weight = emb.weight
+        lin = nn.Linear(head.in_features, head.out_features, bias=False, device=head.weight.device, dtype=head.weight.dtype)
+        lin.weight = emb.weight if tied else head.weight
+        model.model.embed_tokens, model.lm_head = plain, lin
     for p in model.parameters():
         p.requires_grad_(True)
     return model
@@ -176,7 +253,12 @@ def weights_hash(path: str) -> str:
 # ---- adapter folders (PEFT format) --------------------------------------------------------------
 
 
-def peft_config(cfg: LoRAConfig, base_path: str) -> dict:
+def row_targets(cfg: LoRAConfig, tied: bool) -> list[str]:
+    """peft's trainable_token_indices keys: the embedding (a tied head follows it), and an untied head too."""
+    return [] if not cfg.token_rows else ["embed_tokens"] + ([] if tied else ["lm_head"])
+
+
+def peft_config(cfg: LoRAConfig, base_path: str, tied: bool = True) -> dict:
     return {
         "peft_type": "LORA",
         "task_type": "CAUSAL_LM",
@@ -192,6 +274,7 @@ def peft_config(cfg: LoRAConfig, base_path: str) -> dict:
         "use_rslora": False,
         "use_dora": False,
         "modules_to_save": None,
+        "trainable_token_indices": {m: list(cfg.token_rows) for m in row_targets(cfg, tied)} or None,
         "layers_to_transform": None,
         "layers_pattern": None,
         "rank_pattern": {},
@@ -207,10 +290,11 @@ def write_adapter(out_dir: str, model: nn.Module | None, cfg: LoRAConfig, base_p
     from safetensors.torch import save_file
 
     os.makedirs(out_dir, exist_ok=True)
+    state = state if state is not None else adapter_state_dict(model)
+    tied = f"{PREFIX}lm_head.token_adapter.trainable_tokens_delta" not in state
     with open(os.path.join(out_dir, CONFIG_FILE), "w") as f:
-        json.dump(peft_config(cfg, os.path.abspath(base_path)), f, indent=2)
-    save_file(state if state is not None else adapter_state_dict(model), os.path.join(out_dir, WEIGHTS_FILE),
-              metadata={"format": "pt"})
+        json.dump(peft_config(cfg, os.path.abspath(base_path), tied), f, indent=2)
+    save_file(state, os.path.join(out_dir, WEIGHTS_FILE), metadata={"format": "pt"})
     with open(os.path.join(out_dir, INFO_FILE), "w") as f:
         json.dump({"base_path": os.path.abspath(base_path), "base_hash": base_hash,
                    "tokenizer_hash": getattr(tokenizer, "hash", None)}, f, indent=2)
@@ -240,8 +324,15 @@ def read_adapter(path: str) -> tuple[LoRAConfig, dict[str, torch.Tensor], dict]:
     targets = pc.get("target_modules") or []
     if isinstance(targets, str):
         raise HessGPTError(f"{path}/{CONFIG_FILE}: target_modules as a regex is not supported; list module names")
+    rows = pc.get("trainable_token_indices") or {}
+    if isinstance(rows, list):
+        rows = {"embed_tokens": rows}
+    if any(k not in ("embed_tokens", "lm_head") for k in rows) or len({tuple(sorted(v)) for v in rows.values()}) > 1:
+        raise HessGPTError(f"{path}/{CONFIG_FILE}: trainable_token_indices {rows} is not supported "
+                           "(the same rows of embed_tokens and, untied, lm_head)")
     cfg = LoRAConfig(r=int(pc["r"]), alpha=float(pc["lora_alpha"]), dropout=float(pc.get("lora_dropout", 0.0)),
-                     targets=tuple(t.rsplit(".", 1)[-1] for t in targets))
+                     targets=tuple(t.rsplit(".", 1)[-1] for t in targets),
+                     token_rows=tuple(next(iter(rows.values()), ())))
     sd = load_file(os.path.join(path, WEIGHTS_FILE))
     info = {}
     if os.path.exists(os.path.join(path, INFO_FILE)):
@@ -265,6 +356,10 @@ def adapter_deltas(cfg: LoRAConfig, sd: dict[str, torch.Tensor], source: str) ->
     """{'<module path>.weight': scaling * B @ A} for every adapted module."""
     out = {}
     for key in sd:
+        if key.endswith(".token_adapter.trainable_tokens_delta"):   # rows replaced, not added: see merge_state_dict
+            out[key.removeprefix(PREFIX).removesuffix(".token_adapter.trainable_tokens_delta") + ".weight"] = \
+                TokenRows(cfg.token_rows, sd[key].float())
+            continue
         if not key.endswith(".lora_A.weight"):
             continue
         module = key[: -len(".lora_A.weight")]
@@ -273,9 +368,16 @@ def adapter_deltas(cfg: LoRAConfig, sd: dict[str, torch.Tensor], source: str) ->
             raise HessGPTError(f"{source}: {key} has no matching {b_key}")
         name = module.removeprefix(PREFIX)
         out[name + ".weight"] = cfg.scaling * (sd[b_key].float() @ sd[key].float())
-    if not out:
+    if not any(not isinstance(d, TokenRows) for d in out.values()):
         raise HessGPTError(f"{source}: no lora_A/lora_B weights found")
     return out
+
+
+@dataclass
+class TokenRows:
+    """Trainable token rows of an adapter: weight[indices] = values when merged."""
+    indices: tuple[int, ...]
+    values: torch.Tensor   # [n, D]
 
 
 def merge_state_dict(state: dict[str, torch.Tensor], deltas: dict[str, torch.Tensor], source: str) -> dict[str, torch.Tensor]:
@@ -285,6 +387,11 @@ def merge_state_dict(state: dict[str, torch.Tensor], deltas: dict[str, torch.Ten
         if key not in state:
             raise HessGPTError(f"{source}: the adapter targets {key}, which the base does not have")
         w = state[key]
+        if isinstance(d, TokenRows):
+            if len(d.indices) != d.values.shape[0] or d.values.shape[1:] != w.shape[1:] or max(d.indices) >= w.shape[0]:
+                raise HessGPTError(f"{source}: trainable token rows for {key} do not fit its shape {tuple(w.shape)}")
+            out[key] = w.index_copy(0, torch.tensor(d.indices), d.values.to(w.dtype))
+            continue
         if tuple(w.shape) != tuple(d.shape):
             raise HessGPTError(f"{source}: {key} is {tuple(w.shape)} in the base but the adapter's update is {tuple(d.shape)}")
         out[key] = (w.float() + d).to(w.dtype)

@@ -259,6 +259,9 @@ def parse_args(argv):
     lo.add_argument("--dropout", type=float, default=0.05, help="dropout on the LoRA input (design: 0.05-0.1)")
     lo.add_argument("--targets", default=",".join(L.ATTENTION_TARGETS),
                     help=f"comma-separated modules to adapt (any of {','.join(L.ALL_TARGETS)})")
+    lo.add_argument("--token-rows", choices=["auto", "none"], default="auto",
+                    help="auto: a base speaking an imported chat template trains the embedding (and output) rows of "
+                         "HessGPT's special tokens with the adapter (peft trainable_token_indices); none: LoRA only")
     p.add_argument("--chunk", help="K/N: train the K-th of N equal parts of the steps, save OUT/last and stop (K>1 resumes)")
     p.add_argument("--activation-checkpointing", action="store_true",
                    help="recompute each block in backward, keeping only its input (less memory, ~1/3 more compute)")
@@ -304,6 +307,9 @@ def train(args) -> int:
     model, tokenizer = checkpoint.load(args.base)
     if tokenizer is None:
         raise HessGPTError(f"--base {args.base}: no tokenizer.json beside the weights")
+    if lora_cfg is not None and args.token_rows == "auto" and tokenizer.template is not None:
+        # the rows added at import for <|code|>, <|result|>, ... : never trained, learned with the adapter
+        lora_cfg.token_rows = tuple(sorted({i for i in tokenizer.special.values() if i is not None}))
     base_hash = L.weights_hash(args.base) if lora_cfg is not None else None
     if resuming and lora_cfg is None:
         model, _ = checkpoint.load(last)
