@@ -31,6 +31,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import sys
 import tempfile
 from collections import Counter
@@ -188,6 +189,11 @@ def _le(de: str, name: str) -> str:
     return ("le " + name) if de.startswith("du ") else ("l'" + name) if de.startswith("de l'") else ("la " + name)
 
 
+def states(text: str, value: str) -> bool:
+    """Does `text` hold `value` as whole words, accents and case aside? ("Lisbonne" does not state "Lisbon".)"""
+    return re.search(rf"(?<!\w){re.escape(fold(value))}(?!\w)", fold(text)) is not None
+
+
 def _norm(s: str) -> str:
     return " ".join(fold(w) for w in s.replace("?", " ").replace(",", " ").split())
 
@@ -266,7 +272,7 @@ class SearchConversations:
         qtpl, query = self._query(rng, lang, relation, names, split)
         hits = self._search(query)
         value = e[lang][relation]
-        n = next((i for i, h in enumerate(hits, 1) if fold(value) in fold(h.snippet)), None)
+        n = next((i for i, h in enumerate(hits, 1) if states(h.snippet, value)), None)
         if n is None:
             st["dropped_answer_not_retrieved"] += 1
             self.misses.append(query)

@@ -34,11 +34,17 @@ def test_facts_table_matches_the_shipped_pages():
         for lang in R.LANGS:
             page = pages[f"{lang}/{e['id']}"]
             for rel in R.RELATIONS:
-                assert fold(e[lang][rel]) in page, (e["id"], lang, rel)
+                assert R.states(page, e[lang][rel]), (e["id"], lang, rel)
     for page in pages.values():                       # nothing the unanswerable questions ask is in the corpus
         assert not any(w in page for ws in R.ABSENT_WORDS.values() for w in ws)
         for e in facts.absent:
             assert not any(re.search(rf"\b{re.escape(fold(e[l]['name']))}\b", page) for l in R.LANGS), e["id"]
+
+
+def test_states_matches_whole_words():
+    assert R.states("Sa capitale est Lisbonne.", "Lisbonne") and not R.states("Sa capitale est Lisbonne.", "Lisbon")
+    assert R.states("La monnaie est l'euro.", "l'euro") and R.states("Brasilia, capitale", "Brasília")
+    assert not R.states("Berne", "Bern")
 
 
 def test_three_kinds_in_both_languages_in_every_split(splits):
@@ -111,7 +117,7 @@ def test_answerable_hits_hold_the_answer_and_the_answer_cites_them(splits):
         assert r["reference"] == {"type": "string", "value": value}
         hits = re.split(r"(?m)^(?=\[\d+\] )", r["messages"][2]["content"])
         cited = next(h for h in hits if h.startswith(f"[{r['rank']}] "))
-        assert fold(value) in fold(cited) and f"({r['passage']}.md)" in cited.splitlines()[0]
+        assert R.states(cited, value) and f"({r['passage']}.md)" in cited.splitlines()[0]
         assert (R.CORPUS / "docs" / f"{r['passage']}.md").exists()
         final = r["messages"][3]["content"]
         assert value in final and f"[{r['rank']}]" in final
