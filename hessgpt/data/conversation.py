@@ -12,6 +12,8 @@ import tempfile
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator
 
+from hessgpt.tools.calls import ToolCall  # the one call type (name, arguments, id), re-exported here
+
 ROLES = ("system", "user", "assistant", "tool")
 CODE_LANGS = ("python", "html", "css", "js")
 
@@ -23,15 +25,6 @@ class Skip(Exception):
         super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason = reason
         self.detail = detail
-
-
-@dataclass
-class ToolCall:
-    name: str
-    arguments: dict[str, Any]
-
-    def to_dict(self) -> dict:
-        return {"name": self.name, "arguments": self.arguments}
 
 
 @dataclass

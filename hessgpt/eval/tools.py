@@ -38,6 +38,7 @@ from typing import Any
 from hessgpt.errors import HessGPTError
 from hessgpt.events import Event
 from hessgpt.eval.scoring import detect_lang, score_result
+from hessgpt.tools.calls import ToolCallParseError, parse_arguments
 
 
 @dataclass
@@ -74,9 +75,7 @@ def _exact_calls(calls: list[dict]) -> list[dict]:
     """[{name, arguments}] -> BFCL possible-answer form [{name: {arg: [value]}}] (exactly these values)."""
     out = []
     for c in calls:
-        args = c.get("arguments") or {}
-        if isinstance(args, str):
-            args = json.loads(args)
+        args = parse_arguments(c.get("arguments"), c["name"])   # the router's parser: dict or JSON text
         out.append({c["name"]: {k: [v] for k, v in args.items()}})
     return out
 
@@ -234,13 +233,11 @@ def call_matches(call: dict, expected: dict) -> bool:
     (name, params), = expected.items()
     if call.get("name") != name:
         return False
-    args = call.get("arguments") or {}
-    if isinstance(args, str):
-        try:
-            args = json.loads(args)
-        except json.JSONDecodeError:
-            return False
-    if not isinstance(args, dict) or set(args) - set(params):
+    try:
+        args = parse_arguments(call.get("arguments"), name)   # the calls come from the router/backend's parser
+    except ToolCallParseError:
+        return False
+    if set(args) - set(params):
         return False  # an argument the answer does not know
     for arg, allowed in params.items():
         if arg not in args:

@@ -601,6 +601,8 @@ def create_app(backend: ChatBackend, cfg: ServeConfig | None = None, shutdown_ti
             text, calls, done = [], [], {}
             try:
                 async for ev in rest(events, first):
+                    if ev.type == "tool_call" and ev.data.get("error"):
+                        continue   # a call the backend could not read: its error went back to the model
                     if ev.type == "tool_call":
                         calls.append(_tool_call_obj(ev, len(calls)))
                     elif ev.type == "done":
@@ -621,6 +623,8 @@ def create_app(backend: ChatBackend, cfg: ServeConfig | None = None, shutdown_ti
             out = [_chunk(cid, created, model_id, {"role": "assistant", "content": ""})]
             try:
                 async for ev in rest(events, first):
+                    if ev.type == "tool_call" and ev.data.get("error"):
+                        continue   # a call the backend could not read: its error went back to the model
                     if ev.type == "tool_call":
                         out.append(_chunk(cid, created, model_id, {"tool_calls": [_tool_call_obj(ev, n_calls)]}))
                         n_calls += 1

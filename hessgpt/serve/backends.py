@@ -46,7 +46,7 @@ from hessgpt.device import inference_dtype, pick_device
 from hessgpt.engine import SamplingParams
 from hessgpt.errors import HessGPTError
 from hessgpt.events import Event
-from hessgpt.tools.calls import to_chat_format  # noqa: F401  (part of the backend contract)
+from hessgpt.tools.calls import ToolCallError, read_tool_call, to_chat_format  # to_chat_format: part of the backend contract
 
 
 class ContextLengthError(HessGPTError):
@@ -364,8 +364,9 @@ class HFBackend:
       (at most `max_tool_rounds` times). The KV cache is kept across those rounds: only the tokens after the
       longest common prefix with what the model has already seen are prefilled. Without it, code blocks stay
       ordinary Markdown.
-    - function `tools` are taught with a ```tool_call JSON block; one is returned as a "tool_call" event and the
-      turn ends with finish_reason "tool_calls".
+    - function `tools` are taught with a ```tool_call JSON block; one is read by hessgpt.tools.calls (leniently, as
+      the router does), returned as a "tool_call" event and the turn ends with finish_reason "tool_calls". A block
+      that cannot be read is a "tool_call" event with data["error"] quoting it, fed back to the model (one round).
     - `registry` (a ToolRegistry: calculator, search, http_request, as HessGPT's router has): its tools are offered
       the same way beside the request's; a call to one is run here ("tool_call" then "tool_result" events, with
       its duration), fed back, and generation continues, within the same `max_tool_rounds` and KV cache.
@@ -542,13 +543,21 @@ class HFBackend:
             if cancel is not None and cancel.is_set():
                 yield done_event("cancelled", prompt_tokens, completion)
                 return
-            if pending is not None and pending.type == "tool_call" and (pending.data["name"] in client or not self.registry):
+            bad_call = pending is not None and pending.type == "tool_call" and pending.data.get("error")
+            if bad_call and rounds >= self.max_tool_rounds:
+                yield done_event("stop", prompt_tokens, completion)
+                return
+            if not bad_call and pending is not None and pending.type == "tool_call" and \
+                    (pending.data["name"] in client or not self.registry):
                 yield done_event("tool_calls", prompt_tokens, completion)
                 return
             if pending is not None:
                 rounds += 1
                 t0 = time.perf_counter()
-                if pending.type == "tool_call":  # a registry tool (calculator, search, http_request): run it here
+                if bad_call:  # the parse error goes back to the model, which may write the call again
+                    conv = conv + [{"role": "assistant", "content": answer + "\n```tool_call\n" + pending.text + "\n```"},
+                                   {"role": "user", "content": f"Result of the tool call:\n```\n{pending.data['error']}\n```"}]
+                elif pending.type == "tool_call":  # a registry tool (calculator, search, http_request): run it here
                     name = pending.data["name"]
                     output = self.registry.call(name, pending.data["arguments"])
                     yield Event("tool_result", output, data={"name": name, "id": pending.data["id"],
@@ -581,11 +590,8 @@ class HFBackend:
             return Event("artifact", src, data={"lang": "html"})
         if lang == "python":
             return Event("code", src, data={"lang": "python"})
-        # tool_call: {"name": ..., "arguments": {...}}
-        try:
-            call = json.loads(src)
-            name, args = call["name"], call.get("arguments", {})
-        except (json.JSONDecodeError, KeyError, TypeError):
-            return Event("text", "```tool_call\n" + src + "\n```")
-        return Event("tool_call", data={"name": str(name), "arguments": args if isinstance(args, dict) else {},
-                                        "id": f"call_{os.urandom(6).hex()}"})
+        # tool_call: {"name": ..., "arguments": {...}}, read leniently (hessgpt.tools.calls, as the router does)
+        call = read_tool_call(src, f"call_{os.urandom(6).hex()}")
+        if isinstance(call, ToolCallError):  # an error event quoting the text; its message goes back to the model
+            return Event("tool_call", src, data={"name": None, "arguments": {}, "error": call.message})
+        return Event("tool_call", data={"name": call.name, "arguments": call.arguments, "id": call.id})

@@ -6,8 +6,12 @@ A small model writes imperfect JSON, so parsing is lenient:
     (a literal parser: it never evaluates code);
   - `arguments` given as a JSON string (OpenAI style) is decoded; `parameters` / `args` are aliases;
   - a missing `arguments` means {}.
-What still cannot be read becomes a ToolCallError whose message says why, so the router can return it
-to the model as the tool's result and let it try again (instead of silently dropping the call).
+What still cannot be read becomes a ToolCallError whose message says why and quotes the text, so the router
+can return it to the model as the tool's result and let it try again (instead of silently dropping the call).
+
+This is the one parser of the call markup: the router, the HF backend, the API's `tool_calls` conversion, the
+function-calling data adapters and the evaluation all read calls here, and `ToolCall` is the one call type
+(hessgpt.data.conversation re-exports it).
 
 Several `<|tool_call|>...<|end|>` blocks in one assistant message are parallel calls.
 """
@@ -112,9 +116,15 @@ def parse_tool_call(text: str, call_id: str = "") -> ToolCall:
         name = obj.get("name")
     if not isinstance(name, str) or not name.strip():
         raise ToolCallParseError('missing "name" (a string): expected {"name": ..., "arguments": {...}}')
-    args: Any = obj.get("arguments", obj.get("parameters", obj.get("args", {})))
+    args = parse_arguments(obj.get("arguments", obj.get("parameters", obj.get("args", {}))), name)
+    return ToolCall(name=name.strip(), arguments=args, id=call_id)
+
+
+def parse_arguments(args: Any, name: str = "") -> dict:
+    """A call's `arguments` as written -> dict: a dict, None (= {}), or a string holding a JSON / Python-literal
+    object (OpenAI style, possibly with text around it). Raises ToolCallParseError."""
     if args is None:
-        args = {}
+        return {}
     if isinstance(args, str):   # OpenAI-style: arguments encoded as a JSON string
         try:
             args = _loads_lenient(_first_object(args)) if args.strip() else {}
@@ -122,7 +132,17 @@ def parse_tool_call(text: str, call_id: str = "") -> ToolCall:
             raise ToolCallParseError(f'"arguments" of {name!r} is a string that is not a JSON object: {e}') from None
     if not isinstance(args, dict):
         raise ToolCallParseError(f'"arguments" of {name!r} must be a JSON object, got {type(args).__name__}')
-    return ToolCall(name=name.strip(), arguments=args, id=call_id)
+    return args
+
+
+def read_tool_call(text: str, call_id: str = "") -> ToolCall | ToolCallError:
+    """parse_tool_call that never raises: a ToolCallError whose message says what is wrong and quotes the text."""
+    try:
+        return parse_tool_call(text, call_id)
+    except ToolCallParseError as e:
+        body = text.strip()
+        shown = body if len(body) <= 200 else body[:200] + "..."
+        return ToolCallError(text=body, message=f"could not parse tool call: {e}; the call was {shown!r}", id=call_id)
 
 
 def split_tool_calls(text: str) -> list[str]:
@@ -150,11 +170,7 @@ def parse_tool_calls(text: str, id_prefix: str = "call_") -> list[ToolCall | Too
     bodies = split_tool_calls(text) if TOOL_CALL_OPEN in text else [text]
     out: list[ToolCall | ToolCallError] = []
     for k, body in enumerate(bodies):
-        call_id = f"{id_prefix}{k}"
-        try:
-            out.append(parse_tool_call(body, call_id))
-        except ToolCallParseError as e:
-            out.append(ToolCallError(text=body.strip(), message=f"could not parse tool call: {e}", id=call_id))
+        out.append(read_tool_call(body, f"{id_prefix}{k}"))
     return out
 
 
@@ -177,12 +193,10 @@ def to_chat_format(messages: list[dict]) -> list[dict]:
             calls = []
             for c in m["tool_calls"]:
                 fn = c.get("function", c)
-                args = fn.get("arguments", {})
-                if isinstance(args, str):
-                    try:
-                        args = json.loads(args) if args.strip() else {}
-                    except json.JSONDecodeError:
-                        args = {"_raw": args}
+                try:
+                    args = parse_arguments(fn.get("arguments", {}), fn["name"])
+                except ToolCallParseError:
+                    args = {"_raw": fn.get("arguments")}   # kept verbatim: the model sees what the client sent
                 calls.append({"name": fn["name"], "arguments": args})
             msg["tool_calls"] = calls
         if m["role"] == "tool":

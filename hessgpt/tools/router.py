@@ -24,6 +24,7 @@ from hessgpt.engine import Engine, Generation, SamplingParams, TextDecoder
 from hessgpt.errors import HessGPTError
 from hessgpt.events import Event
 from hessgpt.tokenizer import code_language
+from hessgpt.tools.calls import ToolCallError, read_tool_call, to_chat_format
 
 MAX_RESULT_CHARS = 1500  # what is injected back into model 1's context (the event carries the full output)
 
@@ -244,15 +245,12 @@ class ToolRouter:
     def call_function(self, call_text: str, client_tools: set[str]) -> Iterator[Event | str | None]:
         """Events for one function call; last item: the response text to inject, or None to hand the call
         to the API client (a tool it declared, not one HessGPT runs)."""
-        try:
-            call = json.loads(call_text)
-            name, args = call["name"], call.get("arguments", {})
-            if not isinstance(args, dict):
-                raise TypeError
-        except (json.JSONDecodeError, KeyError, TypeError):
-            yield Event("tool_call", call_text, {"name": None, "arguments": {}, "error": "unparsable"})
-            yield json.dumps({"error": "the tool call is not valid JSON {\"name\": ..., \"arguments\": {...}}"})
+        call = read_tool_call(call_text)   # lenient: text around the object, Python literals, string arguments
+        if isinstance(call, ToolCallError):  # returned to the model as the call's response, so it can retry
+            yield Event("tool_call", call_text, {"name": None, "arguments": {}, "error": call.message})
+            yield call.as_result()
             return
+        name, args = call.name, call.arguments
         call_id = f"call_{abs(hash((name, call_text))) % 10**10}"
         yield Event("tool_call", "", {"name": name, "arguments": args, "id": call_id})
         if name in client_tools:
@@ -434,8 +432,6 @@ class DualModelBackend:
     def stream_chat(self, messages: list[dict], params: SamplingParams, tools: list[dict] | None = None,
                     cancel=None) -> Iterator[Event]:
         from hessgpt.engine import ChatHistory
-
-        from hessgpt.tools.calls import to_chat_format
 
         msgs = flatten_history(to_chat_format(messages))   # earlier tool turns as the eval and training data render them
         system = msgs[0]["content"] if msgs and msgs[0]["role"] == "system" else None

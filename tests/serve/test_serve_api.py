@@ -166,6 +166,82 @@ def test_tool_call_round_trip(serve, stream):
     assert conv[1]["tool_calls"] == [{"name": "get_weather", "arguments": {"city": "Paris"}}]
 
 
+class _ScriptedModel1:
+    """Stands in for model 1's Engine: each session replays `script` (token ids) and records what it was fed."""
+
+    def __init__(self, tokenizer, script):
+        self.tokenizer, self.script, self.max_len, self.fed = tokenizer, list(script), 4096, []
+
+    def session(self, prompt_ids, params):
+        model = self
+
+        class Generation:
+            space_left = 10_000
+
+            def next_token(self):
+                return model.script.pop(0) if model.script else model.tokenizer.end_id
+
+            def feed(self, ids):
+                model.fed.extend(ids)
+
+        return Generation()
+
+
+def _router_backend(tokenizer, script):
+    """HessGPT's own backend (DualModelBackend: the router) over a scripted model 1, no checkpoint loaded."""
+    from hessgpt.tools.router import DualModelBackend, ToolRouter
+
+    b = DualModelBackend.__new__(DualModelBackend)
+    b.engine = _ScriptedModel1(tokenizer, script)
+    b.tokenizer, b.generation_config, b.model2, b.sandbox = tokenizer, {}, None, None
+    b.router, b.model_id, b.context_length = ToolRouter(b.engine), "tiny", 4096
+    return b
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("body", ['Sure: {"name": "get_weather", "arguments": {"city": "Paris"}}',
+                                  "{'name': 'get_weather', 'arguments': {'city': 'Paris'}}",
+                                  '{"name": "get_weather", "arguments": "{\\"city\\": \\"Paris\\"}"}'])
+def test_router_call_written_loosely_reaches_the_client_as_tool_calls(serve, tokenizer, body, stream):
+    tok = tokenizer
+    srv = serve(_router_backend(tok, [tok.tool_call_id] + tok.encode(body) + [tok.end_id]))
+    c = client(srv)
+    messages = [{"role": "user", "content": "Weather in Paris?"}]
+    if stream:
+        name, args, finish = None, "", None
+        for chunk in c.chat.completions.create(model="tiny", messages=messages, tools=[WEATHER_TOOL], stream=True):
+            for ch in chunk.choices:
+                for tc in ch.delta.tool_calls or []:
+                    name, args = tc.function.name or name, args + (tc.function.arguments or "")
+                finish = ch.finish_reason or finish
+    else:
+        r = c.chat.completions.create(model="tiny", messages=messages, tools=[WEATHER_TOOL])
+        tc = r.choices[0].message.tool_calls[0]
+        name, args, finish = tc.function.name, tc.function.arguments, r.choices[0].finish_reason
+    assert (name, json.loads(args), finish) == ("get_weather", {"city": "Paris"}, "tool_calls")
+
+
+def test_router_call_it_cannot_read_is_not_sent_as_tool_calls(serve, tokenizer):
+    tok = tokenizer
+    body = '{"name": get_weather, "arguments": {"city": "Paris"}}'
+    backend = _router_backend(tok, [tok.tool_call_id] + tok.encode(body) + [tok.end_id] + tok.encode("Sorry.") + [tok.end_id])
+    srv = serve(backend)
+    r = client(srv).chat.completions.create(model="tiny", messages=[{"role": "user", "content": "Weather?"}],
+                                            tools=[WEATHER_TOOL])
+    assert r.choices[0].message.tool_calls is None and r.choices[0].finish_reason == "stop"
+    assert r.choices[0].message.content == "Sorry."
+    fed = tok.decode(backend.engine.fed)
+    assert "invalid JSON" in fed and "get_weather" in fed   # the parse error, quoting the call, went back to the model
+
+
+def test_assistant_tool_calls_sent_by_a_client_are_read_leniently():
+    conv = to_chat_format([{"role": "assistant", "content": None, "tool_calls": [
+        {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{'city': 'Paris', 'metric': True}"}},
+        {"id": "c2", "type": "function", "function": {"name": "g", "arguments": "not an object"}}]}])
+    assert conv[0]["tool_calls"] == [{"name": "f", "arguments": {"city": "Paris", "metric": True}},
+                                     {"name": "g", "arguments": {"_raw": "not an object"}}]
+
+
 def test_tool_choice_none_hides_tools(serve):
     backend = ScriptedBackend([Event("text", "no tools")], model_id="tiny")
     srv = serve(backend)

@@ -371,3 +371,27 @@ def test_registry_tools_run_in_the_backend(base):
     b.registry, b.context_length = reg, 4096
     _, events = run(b, messages=[{"role": "user", "content": "Weather?"}], tools=weather)
     assert events[-1].data["finish_reason"] == "tool_calls" and "get_weather" in b.prompts[0] and '"add"' in b.prompts[0]
+
+
+def test_tool_calls_are_parsed_leniently_and_a_bad_one_goes_back_to_the_model(base):
+    """The HF backend reads ```tool_call blocks with the router's parser (hessgpt.tools.calls): text around the object,
+    a Python literal, string arguments; a block it cannot read is an error event quoting it, fed back (no exception)."""
+    from hessgpt.tools.registry import Tool, ToolRegistry
+
+    reg = ToolRegistry([Tool("add", "Add two integers", {"type": "object", "properties": {"a": {"type": "integer"},
+                             "b": {"type": "integer"}}, "required": ["a", "b"]}, lambda a, b: a + b)])
+    for body in ['Sure: {"name": "add", "arguments": {"a": 15, "b": 27}}', "{'name': 'add', 'arguments': {'a': 15, 'b': 27}}",
+                 '{"name": "add", "arguments": "{\\"a\\": 15, \\"b\\": 27}"}']:
+        b = ScriptedHF(base, [["```tool_call\n", body, "\n```"], ["= 42."]])
+        b.registry, b.context_length = reg, 4096
+        _, events = run(b, messages=[{"role": "user", "content": "15 + 27 ?"}])
+        call = next(e for e in events if e.type == "tool_call")
+        assert (call.data["name"], call.data["arguments"]) == ("add", {"a": 15, "b": 27}), body
+        assert next(e for e in events if e.type == "tool_result").text == "42"
+    b = ScriptedHF(base, [["```tool_call\n", '{"name": add}', "\n```"], ["Sorry."]])
+    b.registry, b.context_length = reg, 4096
+    text, events = run(b, messages=[{"role": "user", "content": "15 + 27 ?"}])
+    [bad] = [e for e in events if e.type == "tool_call"]
+    assert bad.data["name"] is None and "invalid JSON" in bad.data["error"] and "'{\"name\": add}'" in bad.data["error"]
+    assert not any(e.type == "tool_result" for e in events) and text == "Sorry." and events[-1].data["finish_reason"] == "stop"
+    assert "invalid JSON" in b.prompts[1]   # the model saw why and may write the call again

@@ -257,6 +257,50 @@ def test_function_call_registered_and_client_side(tokenizer, sandbox):
     assert events[-1].data["finish_reason"] == "tool_calls"
 
 
+def _add_registry():
+    from hessgpt.tools.registry import Tool, ToolRegistry
+
+    return ToolRegistry([Tool("add", "Add", {"type": "object", "properties": {"a": {"type": "number"},
+                              "b": {"type": "number"}}, "required": ["a", "b"]}, lambda a, b: a + b)])
+
+
+@pytest.mark.parametrize("body", [
+    'Sure: {"name": "add", "arguments": {"a": 2, "b": 3}} I will add them.',   # text around the object
+    "{'name': 'add', 'arguments': {'a': 2, 'b': 3}}",                          # Python literal
+    '{"name": "add", "arguments": "{\\"a\\": 2, \\"b\\": 3}"}',                   # arguments as a JSON string
+])
+def test_function_call_is_parsed_leniently(tokenizer, body):
+    """What a small model writes runs through the router's one parser (hessgpt.tools.calls), not a strict json.loads."""
+    router = ToolRouter(ScriptedEngine(tokenizer), registry=_add_registry())
+    *events, response = router.call_function(body, set())
+    assert [e.type for e in events] == ["tool_call", "tool_result"]
+    assert events[0].data["name"] == "add" and events[0].data["arguments"] == {"a": 2, "b": 3}
+    assert response == "5" and "error" not in events[0].data
+    call = [tokenizer.tool_call_id] + tokenizer.encode(body) + [tokenizer.end_id]
+    eng = ScriptedEngine(tokenizer, call + tokenizer.encode("5") + [tokenizer.end_id])
+    events = run(ToolRouter(eng, registry=_add_registry()), tokenizer)   # the live loop, through the tokenizer
+    assert [e.data["arguments"] for e in events if e.type == "tool_call"] == [{"a": 2, "b": 3}]
+    assert next(e for e in events if e.type == "tool_result").text == "5"
+    assert tokenizer.decode(eng.sessions[0].fed).endswith("5")   # the result went into model 1's context
+
+
+@pytest.mark.parametrize("body, why", [
+    ('{"name": add, "arguments": {"a": 2}}', "invalid JSON"),
+    ("I would call add with 2 and 3", "no JSON object"),
+    ('{"name": "add", "arguments": [2, 3]}', "must be a JSON object, got list"),
+])
+def test_malformed_function_call_is_an_error_event_quoting_it(tokenizer, body, why):
+    call = [tokenizer.tool_call_id] + tokenizer.encode(body) + [tokenizer.end_id]
+    eng = ScriptedEngine(tokenizer, call + tokenizer.encode("Sorry.") + [tokenizer.end_id])
+    events = run(ToolRouter(eng, registry=_add_registry()), tokenizer)   # no exception
+    [ev] = [e for e in events if e.type == "tool_call"]
+    assert ev.data["name"] is None and ev.text == body
+    assert why in ev.data["error"] and repr(body) in ev.data["error"]   # says why and names the offending text
+    assert not any(e.type == "tool_result" for e in events) and events[-1].data["finish_reason"] == "stop"
+    fed = tokenizer.decode(eng.sessions[0].fed)
+    assert why in fed and text_of(events).endswith("Sorry.")   # the error went back to the model, which went on
+
+
 def test_real_engine_tool_loop_injects_into_the_kv_cache(tiny_ckpt, sandbox):
     """With the real engine the injected result must land in the cache exactly as a prompt would."""
     import hessgpt

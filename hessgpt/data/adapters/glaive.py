@@ -12,7 +12,8 @@ import re
 
 from hessgpt.data.adapters import field, json_field, record_id, register, role
 from hessgpt.data.adapters.xlam import convert_tool
-from hessgpt.data.conversation import Conversation, Message, Skip, ToolCall
+from hessgpt.data.conversation import Conversation, Message, Skip
+from hessgpt.tools.calls import ToolCall, ToolCallParseError, parse_arguments, parse_tool_call
 
 _SPEAKER = re.compile(r"(?:^|\n)[ \t]*(USER|ASSISTANT|FUNCTION RESPONSE):[ \t]*")
 _EOT = "<|endoftext|>"
@@ -37,23 +38,17 @@ def parse_call(text: str) -> ToolCall:
     """'{"name": "f", "arguments": '{"a": 1}'}' (or valid JSON) -> ToolCall; Skip if unparsable."""
     text = text.replace(_EOT, "").strip()
     try:
-        obj = json.loads(text)
-    except json.JSONDecodeError:
-        m = re.fullmatch(r"""\{\s*"name"\s*:\s*"([^"]+)"\s*,\s*"arguments"\s*:\s*'(.*)'\s*\}""", text, flags=re.S)
-        if not m:
-            raise Skip("unparsable_tool_call", text[:80]) from None
-        obj = {"name": m.group(1), "arguments": m.group(2)}
-    if not isinstance(obj, dict) or not isinstance(obj.get("name"), str):
-        raise Skip("unparsable_tool_call", text[:80])
-    args = obj.get("arguments", {})
-    if isinstance(args, str):  # glaive's quoted arguments, or double-encoded JSON
-        try:
-            args = json.loads(args) if args.strip() else {}
-        except json.JSONDecodeError:
-            raise Skip("unparsable_tool_call", f"arguments {args[:60]!r}") from None
-    if not isinstance(args, dict):
-        raise Skip("unparsable_tool_call", f"arguments is {type(args).__name__}")
-    return ToolCall(obj["name"], args)
+        return parse_tool_call(text)   # the router's lenient parser (glaive's '...' arguments are a Python literal)
+    except ToolCallParseError as e:
+        error = e
+    # '...' arguments holding an apostrophe ('{"q": "l'eau"}') are no Python literal: cut them out by shape
+    m = re.fullmatch(r"""\{\s*"name"\s*:\s*"([^"]+)"\s*,\s*"arguments"\s*:\s*'(.*)'\s*\}""", text, flags=re.S)
+    if not m:
+        raise Skip("unparsable_tool_call", f"{error}: {text[:80]!r}")
+    try:
+        return ToolCall(m.group(1), parse_arguments(m.group(2), m.group(1)))
+    except ToolCallParseError as e:
+        raise Skip("unparsable_tool_call", str(e)) from None
 
 
 def add_calls(msgs: list[Message], calls: list[ToolCall], text: str = "") -> None:

@@ -7,12 +7,12 @@ The recipe names the API list with the option `api_list: {path, config, split}`;
 attaches each query's tool definitions. Licence: CC-BY-NC-4.0, and it is evaluation data.
 """
 
-import ast
 import json
 
 from hessgpt.data.adapters import field, register
 from hessgpt.data.adapters.schema import tool_schema
-from hessgpt.data.conversation import Conversation, Message, Skip, ToolCall
+from hessgpt.data.conversation import Conversation, Message, Skip
+from hessgpt.tools.calls import ToolCall, ToolCallParseError, parse_arguments
 
 
 def api_tool(row: dict) -> dict:
@@ -45,17 +45,11 @@ def attach_tools(rows, api_list: dict | None = None, **_options):
 
 
 def _args(value) -> dict:
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except json.JSONDecodeError:
-            try:
-                value = ast.literal_eval(value)  # some rows hold a Python dict repr
-            except (ValueError, SyntaxError):
-                raise Skip("unparsable_tool_call", value[:80]) from None
-    if not isinstance(value, dict):
-        raise Skip("unparsable_tool_call", f"python_args_dict is {type(value).__name__}")
-    return value
+    """python_args_dict: a dict, JSON text or a Python dict repr (some rows), read by the router's parser."""
+    try:
+        return parse_arguments(value, "python_args_dict")
+    except ToolCallParseError as e:
+        raise Skip("unparsable_tool_call", f"{e}: {str(value)[:80]!r}") from None
 
 
 @register("Nexusflow/NexusRaven_API_evaluation", "nexusraven", prepare=attach_tools)

@@ -8,11 +8,11 @@ already in the conversation format (assistant `code`, `weight`, ... as `hessgpt 
 taken as they are, so the routing data (multi-turn included) can go into a `data prepare` mix.
 """
 
-import json
 import re
 
 from hessgpt.data.adapters import field, record_id, register, role
-from hessgpt.data.conversation import Conversation, Message, Skip, ToolCall, message_from_dict
+from hessgpt.data.conversation import Conversation, Message, Skip, message_from_dict
+from hessgpt.tools.calls import ToolCallParseError, parse_tool_call
 
 _MARK = re.compile(
     r"<\|code\|>(?P<code>.*?)<\|end\|>"
@@ -60,10 +60,9 @@ def parse_assistant(text: str, msgs: list[Message]) -> None:
             msgs.append(Message("assistant", pending.strip(), search=body.strip()))
         elif kind == "call":
             try:
-                obj = json.loads(body)
-                call = ToolCall(obj["name"], obj.get("arguments") or {})
-            except (json.JSONDecodeError, KeyError, TypeError):
-                raise Skip("unparsable_tool_call", body[:80]) from None
+                call = parse_tool_call(body)   # the router's lenient parser: the data reads calls as production does
+            except ToolCallParseError as e:
+                raise Skip("unparsable_tool_call", f"{e}: {body[:80]!r}") from None
             last = msgs[-1] if msgs else None
             if last is not None and last.role == "assistant" and last.tool_calls and not pending.strip():
                 last.tool_calls.append(call)  # consecutive calls = parallel calls

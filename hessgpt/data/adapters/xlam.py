@@ -7,7 +7,8 @@ The conversation ends on the assistant's calls (the dataset has no function resp
 
 from hessgpt.data.adapters import field, json_field, record_id, register
 from hessgpt.data.adapters.schema import tool_schema
-from hessgpt.data.conversation import Conversation, Message, Skip, ToolCall
+from hessgpt.data.conversation import Conversation, Message, Skip
+from hessgpt.tools.calls import ToolCall, ToolCallParseError, parse_arguments
 
 
 def convert_tool(t: dict) -> dict:
@@ -25,9 +26,12 @@ def convert_tool(t: dict) -> dict:
 def parse_calls(answers: list) -> list[ToolCall]:
     calls = []
     for a in answers:
-        if not isinstance(a, dict) or not isinstance(a.get("name"), str) or not isinstance(a.get("arguments", {}), dict):
+        if not isinstance(a, dict) or not isinstance(a.get("name"), str):
             raise Skip("unparsable_tool_call", repr(a)[:80])
-        calls.append(ToolCall(a["name"], a.get("arguments") or {}))
+        try:
+            calls.append(ToolCall(a["name"], parse_arguments(a.get("arguments"), a["name"])))
+        except ToolCallParseError as e:
+            raise Skip("unparsable_tool_call", f"{e}: {repr(a)[:80]}") from None
     return calls
 
 
