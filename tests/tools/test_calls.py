@@ -61,6 +61,18 @@ def test_glaive_quoted_arguments_with_an_apostrophe():
     assert conv.messages[2].tool_calls == [ToolCall("translate", {"text": "l'eau", "to": "en"})]
 
 
+def test_sharegpt_tool_call_written_as_a_python_literal():
+    row = {"conversations": [{"from": "human", "value": "2+3"},
+                             {"from": "function_call", "value": "{'name': 'add', 'arguments': {'a': 2, 'b': 3}}"},
+                             {"from": "observation", "value": "5"}, {"from": "gpt", "value": "5"}]}
+    conv = get_adapter("sharegpt-tools").convert(row)
+    assert conv.messages[1].tool_calls == [ToolCall("add", {"a": 2, "b": 3})] and conv.messages[2].name == "add"
+    with pytest.raises(Skip) as e:
+        get_adapter("sharegpt-tools").convert(dict(row, conversations=[row["conversations"][0],
+                                                                       {"from": "function_call", "value": "add 2 3"}]))
+    assert e.value.reason == "unparsable_tool_call" and "add 2 3" in e.value.detail
+
+
 def test_xlam_and_nexusraven_string_arguments():
     xlam = get_adapter("xlam").convert({"id": 1, "query": "2+3", "tools": '[{"name": "add", "parameters": {}}]',
                                         "answers": '[{"name": "add", "arguments": "{\\"a\\": 2}"}]'})

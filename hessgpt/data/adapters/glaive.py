@@ -115,11 +115,11 @@ def sharegpt_tools(row: dict) -> Conversation:
             raise Skip("wrong_type", f"value is {type(value).__name__}")
         if who == "function_call":
             try:
-                obj = json.loads(value)
+                obj = json.loads(value)   # one call, or a list of parallel calls
             except json.JSONDecodeError:
-                raise Skip("unparsable_tool_call", value[:80]) from None
+                obj = value               # not JSON: parse_call reads it leniently (or says why not)
             items = obj if isinstance(obj, list) else [obj]
-            add_calls(msgs, [parse_call(json.dumps(o)) for o in items])
+            add_calls(msgs, [parse_call(o if isinstance(o, str) else json.dumps(o)) for o in items])
         elif who == "observation":
             add_result(msgs, value)
         else:
