@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch.nn.attention.flex_attention import BlockMask, create_block_mask, flex_attention
 from torch.utils.checkpoint import checkpoint
 
+from hessgpt import kernels
 from hessgpt.config import ModelConfig
 
 # Rows of the LM head computed at once by `chunked_cross_entropy`: its fp32 logits are [CE_CHUNK, V] at a
@@ -438,6 +439,11 @@ class InferenceModel:
             if kernels.available():
                 dense = kernels.KernelLinear
         make_linear = make_linear or dense
+        self.native_rows = False  # forward_rows' linears through kernels.rows_matmul (CPU, fp32 activations)
+        if self.device.type == "cpu" and self.dtype == torch.float32:
+            from hessgpt import kernels
+
+            self.native_rows = kernels.available()
         self.decode_step = None   # native whole-step decoder (hessgpt/kernels), set by setup_cache when it applies
         perm_q = rope_interleave_perm(cfg.n_heads, cfg.head_dim).to(self.device)
         perm_k = rope_interleave_perm(cfg.n_kv_heads, cfg.head_dim).to(self.device)
@@ -507,8 +513,8 @@ class InferenceModel:
         """Batched step with per-row positions: row b's ids [b, :T] are written at positions pos[b]..pos[b]+T-1
         of cache slot slots[b] and attend to that slot's positions 0..pos[b]+t only -> logits [B, V] of each
         row's last position. ids [B, T] long, pos [B] long (on the model's device), slots: distinct cache rows.
-        PyTorch ops only (batched GEMMs read each weight once per step for all rows); the native batch-1
-        kernels are not used here."""
+        On CPU with the native kernels, the linears of a decode batch (B*T <= kernels.GEMM_ROWS) run through
+        kernels.rows_matmul (each weight read once per step for all rows); everything else is PyTorch ops."""
         B, T = ids.shape
         H, Hkv, hd = self.n_heads, self.n_kv, self.hd
         P = pos[:, None] + torch.arange(T, device=ids.device)          # [B, T] absolute positions
@@ -522,7 +528,7 @@ class InferenceModel:
         cis = self.freqs_cis[P][:, :, None]                             # [B, T, 1, hd/2]
         x = F.embedding(ids.reshape(-1), self.embed)                    # [B*T, D]
         for i, (ln1, qkv_proj, o_proj, ln2, gate_up, down) in enumerate(self.layers):
-            qkv = qkv_proj(self._norm(x, ln1)).view(B, T, H + 2 * Hkv, hd)
+            qkv = self._rows_linear(qkv_proj, self._norm(x, ln1)).view(B, T, H + 2 * Hkv, hd)
             if qkv.dtype == torch.float32:
                 torch.view_as_complex(qkv.view(B, T, H + 2 * Hkv, hd // 2, 2))[:, :, : H + Hkv].mul_(cis)
             else:
@@ -538,12 +544,22 @@ class InferenceModel:
                 k, v = kc[rows, :, :L], vc[rows, :, :L]                 # gathered copies of the L used positions
             q = qkv[:, :, :H].transpose(1, 2)                           # [B, H, T, hd]
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=1.0, enable_gqa=Hkv != H)
-            x = o_proj.add_to(x, y.transpose(1, 2).reshape(B * T, H * hd))
-            gu = gate_up.raw(self._norm(x, ln2))                        # [B*T, 2 hidden]
+            x = self._rows_linear(o_proj, y.transpose(1, 2).reshape(B * T, H * hd), x)
+            gu = self._rows_linear(gate_up, self._norm(x, ln2), raw=True)   # [B*T, 2 hidden]
             act = F.silu(gu[:, : self.hidden]).mul_(gu[:, self.hidden:])
-            x = down.add_to(x, act)
+            x = self._rows_linear(down, act, x)
         x = x.view(B, T, -1)[:, -1]                                     # [B, D]
-        return self.head(self._norm(x, self.norm))
+        return self._rows_linear(self.head, self._norm(x, self.norm))
+
+    def _rows_linear(self, lin, x, res=None, raw: bool = False):
+        """lin(x) (+ res) for forward_rows: the native batched GEMM when it applies, else the linear itself."""
+        if self.native_rows:
+            y = kernels.rows_matmul(lin, x, res)
+            if y is not None:
+                return y
+        if res is not None:
+            return lin.add_to(res, x)
+        return lin.raw(x) if raw else lin(x)
 
     def _norm(self, x, w):
         # RMSNorm in fp32 like the training module (x is fp32 here unless the model is bf16)

@@ -3,6 +3,7 @@
 import contextlib
 
 import pytest
+import torch
 
 from hessgpt import kernels
 from hessgpt.config import ModelConfig
@@ -115,19 +116,35 @@ def test_feed_injects_tokens_into_one_row_like_a_generation(model):
 
 
 @pytest.mark.parametrize("native", [True, False])
-def test_int8_engine_batches_on_the_same_path(model, native):
-    """int8 rows in a batch go through Int8Linear (bf16 activations) like the PyTorch batch-1 path; with the
-    native kernels the batch-1 path is the C step (fp32 activations), so the reference there is a batch of one."""
+def test_int8_engine_batches_equal_each_alone(model, native):
+    """int8 rows: with the native kernels both paths keep fp32 activations (hg_gemm in a batch, the C step
+    alone); without them both go through Int8Linear (bf16 activations)."""
     if native and not kernels.available():
         pytest.skip("native kernels not available here")
     with (contextlib.nullcontext() if native else kernels.disabled()):
         engine = Engine(model, int8=True)
+    assert engine.fast.native_rows == native
     p = greedy(12)
     got = engine.generate_batch(PROMPTS, p)
-    one_by_one = [engine.generate_batch([q], p)[0] for q in PROMPTS]
-    assert got == one_by_one and all(len(r) == 12 for r in got)
-    if not native:
-        assert got == [alone(engine, q, p) for q in PROMPTS]
+    assert all(len(r) == 12 for r in got)
+    assert got == [alone(engine, q, p) for q in PROMPTS]
+
+
+@pytest.mark.skipif(not kernels.available(), reason="native kernels not available here")
+@pytest.mark.parametrize("rows", [1, 3, 16])
+def test_native_rows_matmul_equals_the_reference_fp32_and_int8(rows):
+    from hessgpt.quantize import Int8Linear
+
+    g = torch.Generator().manual_seed(rows)
+    w = torch.randn(72, 200, generator=g)                     # odd split across threads, tail of 200 % 16
+    x, res = torch.randn(rows, 200, generator=g), torch.randn(rows, 72, generator=g)
+    fp32 = kernels.KernelLinear(w)
+    assert torch.allclose(kernels.rows_matmul(fp32, x), x @ w.T, atol=1e-4)
+    assert torch.allclose(kernels.rows_matmul(fp32, x, res), res + x @ w.T, atol=1e-4)
+    q8 = Int8Linear(w)
+    deq = q8.q.float() * q8.scale_f32[:, None]
+    assert torch.allclose(kernels.rows_matmul(q8, x, res), res + x @ deq.T, atol=1e-4)
+    assert kernels.rows_matmul(fp32, torch.randn(kernels.GEMM_ROWS + 1, 200)) is None   # prefill: MKL's GEMM
 
 
 def test_batch_errors_name_the_value(model):

@@ -9,6 +9,8 @@ decode.c).
                                         and/or quantize.Int8Linear weights, or None when it does not apply
                                         (not CPU/fp32 activations, batch > 1, another make_linear)
     huge_page_copy(tensor)              large weights live in 2 MiB pages (fewer TLB misses when streamed)
+    rows_matmul(linear, x [N, in])      batched decode (InferenceModel.forward_rows): N <= GEMM_ROWS rows through
+                                        one native GEMM reading each fp32/int8 weight once for all rows
 
 Everything else (prefill, batched decode, masks, bf16, CUDA) stays on the PyTorch path, and so does
 everything when the kernels cannot be built (no compiler, no AVX2/FMA, not x86-64) or are turned off with
@@ -115,6 +117,27 @@ class KernelLinear:
 
     def nbytes(self) -> int:
         return self.w.numel() * self.w.element_size()
+
+
+GEMM_ROWS = 16   # up to this many rows (a decode batch) go through hg_gemm; more (prefill) through MKL's GEMM
+
+
+def rows_matmul(lin, x: torch.Tensor, res: torch.Tensor | None = None) -> torch.Tensor | None:
+    """x [N, in] fp32 -> x @ W.T (+ res [N, out]) through the native hg_gemm (each weight read once for all N
+    rows, fp32 activations, int8 weights dequantized per row like the batch-1 step) when `lin` is a
+    KernelLinear or a CPU Int8Linear and 1 <= N <= GEMM_ROWS; None when it does not apply."""
+    n = x.shape[0]
+    if not (1 <= n <= GEMM_ROWS and x.dtype == torch.float32 and x.device.type == "cpu" and _native(lin)):
+        return None
+    if res is not None and not (res.dtype == torch.float32 and res.shape == (n, lin.out_features)):
+        return None
+    w, scale = _weight(lin)
+    x = x.contiguous()
+    res = None if res is None else res.contiguous()
+    y = torch.empty(n, w.shape[0])
+    lib().hg_gemm(w.data_ptr(), None if scale is None else scale.data_ptr(), x.data_ptr(), y.data_ptr(),
+                  None if res is None else res.data_ptr(), n, w.shape[0], w.shape[1], torch.get_num_threads())
+    return y
 
 
 class _Model(ctypes.Structure):

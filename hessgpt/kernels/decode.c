@@ -1,6 +1,7 @@
 /* HessGPT native CPU kernels for batch-1 decoding, fp32 or int8 weights (llama2.c / llama.cpp style).
  *
  *   hg_gemv    y = W x (+ res)              W row-major [out, in], rows split across threads
+ *   hg_gemm    Y = X W^T (+ res)            a few rows of X (batched decode), W fp32 or int8, read once
  *   hg_decode  one whole decode step        token at position pos -> logits [vocab], KV cache written in place;
  *                                           weights fp32, or int8 with per-row scales (fp32 activations)
  *
@@ -459,6 +460,49 @@ void hg_gemv(const float *W, const float *x, float *y, const float *res, long ou
     gemv_arg a = {W, x, res, y, out, in};
     /* small matrices: one thread (waking a worker costs more than it saves) */
     run(gemv_task, &a, out * in < 32768 ? 1 : nthreads);
+}
+
+/* ---- batched GEMM for decode (a few rows) ---------------------------------------------------------------- */
+
+typedef struct {
+    weight_t W;
+    const float *x, *res;
+    float *y;
+    long rows, out, in;
+} gemm_arg;
+
+/* y[b, r] = W[r] . x[b] (+ res[b, r]) for this thread's weight rows r, every batch row b: each pair of weight
+ * rows is streamed from memory once and reused from L1 for all b (the weights are read once per step). */
+static void gemm_task(void *p, int tid, int nth) {
+    gemm_arg *a = p;
+    long r0, r1;
+    split(a->out, tid, nth, 16, &r0, &r1);
+    long h = (r1 - r0) / 2, in = a->in, out = a->out;
+    float o[2];
+    for (long r = r0; r < r0 + h; r++) {
+        for (long b = 0; b < a->rows; b++) {
+            rows2(a->W, r, r + h, a->x + b * in, in, o);
+            float *y = a->y + b * out;
+            const float *res = a->res ? a->res + b * out : NULL;
+            y[r] = res ? res[r] + o[0] : o[0];
+            y[r + h] = res ? res[r + h] + o[1] : o[1];
+        }
+    }
+    if ((r1 - r0) & 1) {
+        for (long b = 0; b < a->rows; b++) {
+            float s = row1(a->W, r1 - 1, a->x + b * in, in);
+            a->y[b * out + r1 - 1] = a->res ? a->res[b * out + r1 - 1] + s : s;
+        }
+    }
+}
+
+/* y[rows, out] = x[rows, in] W[out, in]^T (+ res[rows, out]); W fp32, or int8 with per-row fp32 scales
+ * (scale not NULL). For decode batches (a few rows): MKL's GEMM is slow at such shapes here, and this reads
+ * each weight once for all rows, like hg_gemv does for one. */
+void hg_gemm(const void *W, const float *scale, const float *x, float *y, const float *res, long rows, long out,
+             long in, int nthreads) {
+    gemm_arg a = {{W, scale}, x, res, y, rows, out, in};
+    run(gemm_task, &a, out * in * rows < 32768 ? 1 : nthreads);
 }
 
 /* ---- one whole decode step ------------------------------------------------------------------------------- */
