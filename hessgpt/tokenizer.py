@@ -11,6 +11,7 @@ it reproduces `tokenizers`' ids exactly (checked at load on a probe text; ~4x fa
 """
 
 import argparse
+import bisect
 import gzip
 import hashlib
 import io
@@ -250,22 +251,32 @@ class Tokenizer:
             add([self.assistant_id], 0)
         return ids, mask
 
-    def action_ids(self, msg: dict) -> list[int]:
-        """An assistant message's tool blocks: <|code|>..<|end|>, <|tool_call|>{json}<|end|>, <search>..</search>."""
-        ids: list[int] = []
+    def action_blocks(self, msg: dict) -> list[int | str]:
+        """An assistant message's tool blocks as special ids and texts: <|code|>..<|end|>,
+        <|tool_call|>{json}<|end|>, <search>..</search>."""
+        out: list[int | str] = []
         if msg.get("code") is not None:
-            ids += [self.code_id] + self.encode(msg["code"]) + [self.end_id]
+            out += [self.code_id, msg["code"], self.end_id]
         for call in msg.get("tool_calls") or []:
             call_json = json.dumps({"name": call["name"], "arguments": call.get("arguments", {})}, ensure_ascii=False)
-            ids += [self.tool_call_id] + self.encode(call_json) + [self.end_id]
+            out += [self.tool_call_id, call_json, self.end_id]
         if msg.get("search") is not None:
-            ids += [self.search_id] + self.encode(msg["search"]) + [self.search_end_id]
-        return ids
+            out += [self.search_id, msg["search"], self.search_end_id]
+        return out
 
-    def result_ids(self, msg: dict) -> list[int]:
+    def result_blocks(self, msg: dict) -> list[int | str]:
         """A tool message: <|result|>..<|end|> (python, search) or <|tool_response|>..<|end|> (a function)."""
         opener = self.result_id if msg.get("name") in ("python", "search", None) else self.tool_response_id
-        return [opener] + self.encode(msg.get("content") or "") + [self.end_id]
+        return [opener, msg.get("content") or "", self.end_id]
+
+    def _ids(self, blocks: list[int | str]) -> list[int]:
+        return [i for b in blocks for i in ([b] if isinstance(b, int) else self.encode(b))]
+
+    def action_ids(self, msg: dict) -> list[int]:
+        return self._ids(self.action_blocks(msg))
+
+    def result_ids(self, msg: dict) -> list[int]:
+        return self._ids(self.result_blocks(msg))
 
     @property
     def stop_ids(self) -> list[int]:
@@ -423,8 +434,9 @@ class ChatTemplate:
             self.jinja = env.from_string(self.spec["chat_template"])
         except jinja2.exceptions.TemplateError as e:
             raise HessGPTError(f"chat template: not a valid Jinja template ({e})") from None
-        own = set(SPECIAL_TOKENS)
-        self.specials = {t.content: i for i, t in tok.hf.get_added_tokens_decoder().items() if t.special and t.content not in own}
+        # every special token of the vocabulary (a Llama 2 template's "</s>" is the model's own </s>)
+        self.specials = {t.content: i for i, t in tok.hf.get_added_tokens_decoder().items() if t.special}
+        self.special_text = {i: t for t, i in self.specials.items()}
         self.special_re = re.compile("|".join(re.escape(t) for t in sorted(self.specials, key=len, reverse=True))) if self.specials else None
         # the template's end-of-turn and role tokens, from a one-turn probe: the engine stops on them
         ids, mask = self.render([{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}])
@@ -462,29 +474,79 @@ class ChatTemplate:
             "{%- set messages = hg.out %}")
         return prelude + self.spec["chat_template"]
 
-    def _structure(self, text: str, weight: int) -> tuple[list[int], list[int]]:
-        """Template text -> ids (special tokens recognised); the tokens up to and including the first special
-        token get `weight` (the closing of an assistant turn), the rest 0."""
-        ids: list[int] = []
-        pos = 0
+    def _structure(self, text: str, weight: int) -> list[tuple[int | str, int]]:
+        """Template text -> (special id or text, weight) pieces; the text up to and including the first special
+        token gets `weight` (the closing of an assistant turn, e.g. `<|im_end|>`), the rest 0."""
+        out: list[tuple[int | str, int]] = []
+        pos, w = 0, weight
         for m in self.special_re.finditer(text) if self.special_re is not None else ():
-            ids += self.tok.encode(text[pos:m.start()]) if m.start() > pos else []
-            ids.append(self.specials[m.group()])
-            pos = m.end()
+            if m.start() > pos:
+                out.append((text[pos:m.start()], w))
+            out.append((self.specials[m.group()], w))
+            pos, w = m.end(), 0
         if pos < len(text):
-            ids += self.tok.encode(text[pos:])
-        if not weight:
-            return ids, [0] * len(ids)
-        first = next((k for k, i in enumerate(ids) if i in self.specials.values()), len(ids) - 1)
-        return ids, [weight] * (first + 1) + [0] * (len(ids) - first - 1)
+            out.append((text[pos:], w))
+        return out
+
+    def _encode_run(self, text: str, after: int | None) -> list[tuple[int, tuple[int, int]]]:
+        """(id, char offsets) of a text run, encoded as it is inside the whole string: after the special token
+        `after` (a SentencePiece "first" prefix is not repeated there). A run holding a special-token string is
+        encoded on its own (the string stays text)."""
+        hf = self.tok.hf
+        prefix = self.special_text.get(after) if after is not None else None
+        if prefix is None or self.special_re.search(text):
+            enc = hf.encode(text, add_special_tokens=False)
+            return list(zip(enc.ids, enc.offsets))
+        hf.encode_special_tokens = False   # the prefix is a special token; the run has none
+        try:
+            enc = hf.encode(prefix + text, add_special_tokens=False)
+        finally:
+            hf.encode_special_tokens = True
+        if not enc.ids or enc.ids[0] != after:
+            raise HessGPTError(f"chat template: {prefix!r} + text did not encode as that special token first")
+        k = len(prefix)
+        return [(i, (a - k, b - k)) for i, (a, b) in zip(enc.ids[1:], enc.offsets[1:])]
+
+    def _encode(self, pieces: list[tuple[int | str, int]]) -> tuple[list[int], list[int]]:
+        """(special id or text, weight) pieces -> (ids, mask). The texts between two special tokens are encoded
+        as ONE run (as a tokenizer encodes the whole rendered string: SentencePiece's leading "▁" per run, merges
+        across the template/content boundary), special-token strings inside them staying text; a token's weight
+        is that of the piece holding its last character."""
+        ids: list[int] = []
+        mask: list[int] = []
+        run: list[tuple[str, int]] = []
+
+        def flush() -> None:
+            if not run:
+                return
+            text = "".join(t for t, _ in run)
+            ends, weights, n = [], [], 0
+            for t, w in run:
+                n += len(t)
+                ends.append(n)
+                weights.append(w)
+            for i, (a, b) in self._encode_run(text, ids[-1] if ids else None):
+                ids.append(i)
+                mask.append(weights[min(bisect.bisect_right(ends, max(a, b - 1)), len(ends) - 1)])
+            run.clear()
+
+        for piece, w in pieces:
+            if isinstance(piece, int):
+                flush()
+                ids.append(piece)
+                mask.append(w)
+            elif piece:
+                run.append((piece, w))
+        flush()
+        return ids, mask
 
     def render(self, conversation, for_generation: bool = False) -> tuple[list[int], list[int]]:
         tok = self.tok
         messages, tools = _messages_and_tools(conversation)
-        shown: list[dict] = []                       # what the template sees: content = a slot marker
-        bodies: list[tuple[list[int], list[int]]] = []  # per slot: the content's (ids, mask)
-        closing: list[int] = []                      # per slot: weight of the template's turn end after it
-        turn = None                                  # slot of the open assistant turn
+        shown: list[dict] = []                                # what the template sees: content = a slot marker
+        bodies: list[list[tuple[int | str, int]]] = []        # per slot: the content's pieces (weighted)
+        closing: list[int] = []                               # per slot: weight of the template's turn end after it
+        turn = None                                           # slot of the open assistant turn
         for i, msg in enumerate(messages):
             role = msg.get("role")
             content = msg.get("content") or ""
@@ -497,8 +559,7 @@ class ChatTemplate:
                     content += "\n\n# Tools\n" + "\n".join(json.dumps(t, ensure_ascii=False) for t in tools)
                 turn = None
                 shown.append({"role": role, "content": _SLOT.format(len(bodies))})
-                ids = tok.encode(content)
-                bodies.append((ids, [0] * len(ids)))
+                bodies.append([(content, 0)])
                 closing.append(0)
             elif role == "assistant":
                 w = msg.get("weight", 1)
@@ -507,18 +568,14 @@ class ChatTemplate:
                 if turn is None:
                     turn = len(bodies)
                     shown.append({"role": "assistant", "content": _SLOT.format(turn)})
-                    bodies.append(([], []))
+                    bodies.append([])
                     closing.append(w)
-                body = tok.encode(content) + tok.action_ids(msg)
-                bodies[turn][0].extend(body)
-                bodies[turn][1].extend([w] * len(body))
+                bodies[turn] += [(b, w) for b in [content] + tok.action_blocks(msg)]
                 closing[turn] = w   # the turn's end token goes with its last assistant message
             elif role == "tool":
                 if turn is None:
                     raise HessGPTError(f"message {i}: a tool message must follow an assistant message")
-                r = tok.result_ids(msg)
-                bodies[turn][0].extend(r)
-                bodies[turn][1].extend([0] * len(r))
+                bodies[turn] += [(b, 0) for b in tok.result_blocks(msg)]
             else:
                 raise HessGPTError(f"message {i}: unknown role {role!r}")
         if for_generation and turn is not None:
@@ -528,22 +585,17 @@ class ChatTemplate:
                                      bos_token=self.spec.get("bos_token") or "", eos_token=self.spec.get("eos_token") or "")
         except jinja2.exceptions.TemplateError as e:
             raise HessGPTError(f"the chat template refused the conversation: {e}") from None
-        ids, mask = [], []
+        pieces: list[tuple[int | str, int]] = []
         pos, expect, weight = 0, 0, 0
         for m in _SLOT_RE.finditer(text):
             k = int(m.group(1))
             if k != expect:
                 raise HessGPTError(f"the chat template does not render each message's content once, in order (slot {k}, expected {expect})")
-            a, b = self._structure(text[pos:m.start()], weight)
-            ids += a
-            mask += b
-            ids += bodies[k][0]
-            mask += bodies[k][1]
+            pieces += self._structure(text[pos:m.start()], weight) + bodies[k]
             pos, expect, weight = m.end(), k + 1, closing[k]
         if expect != len(bodies):
             raise HessGPTError(f"the chat template does not render message content {expect} (it drops or reorders messages)")
-        a, b = self._structure(text[pos:], weight)
-        return ids + a, mask + b
+        return self._encode(pieces + self._structure(text[pos:], weight))
 
 
 def with_template(tok: "Tokenizer", chat_template: str | None, bos_token: str | None = None,

@@ -200,3 +200,52 @@ def test_lora_trains_the_new_token_rows_and_peft_loads_them(imported, tmp_path):
     ids = torch.tensor([tok.render(conv)[0]])
     with torch.no_grad():
         assert (pm(input_ids=ids).logits - merged(ids)).abs().max().item() < 1e-4
+
+
+LLAMA2_STYLE = ("{{ bos_token }}{% for message in messages %}{% if message['role'] == 'user' %}"
+                "{{ '[INST] ' + message['content'] + ' [/INST]' }}{% elif message['role'] == 'assistant' %}"
+                "{{ message['content'] + eos_token }}{% endif %}{% endfor %}")
+
+
+def test_sentencepiece_gguf_with_its_template_renders_like_transformers(tmp_path):
+    """A SentencePiece (Llama 2 / Mistral style) GGUF the test writes, with an [INST] template: the text runs
+    between special tokens are encoded as transformers encodes the whole string (no extra "▁" per piece)."""
+    gguf = pytest.importorskip("gguf")
+    from hessgpt.config import ModelConfig
+    from hessgpt.convert.gguf import gguf_tensors
+    from hessgpt.convert.gguf_import import load_gguf
+    from hessgpt.model import Transformer
+
+    pieces = (["<unk>", "<s>", "</s>"] + [f"<0x{b:02X}>" for b in range(256)]
+              + ["▁", *"abcdefghijklmnopqrstuvwxyzéàçBLPIT[]/N", "▁l", "▁le", "▁la", "es", "en", "on", "▁de", "▁c",
+                 "▁ch", "▁cha", "▁chat", "er", "re", "▁p", "▁pa", "▁par", "ar", "ri", "is", "▁Pa", "▁Par", "▁Paris",
+                 "▁[", "IN", "INST", "▁[/"])
+    n_normal = len(pieces) - 259
+    cfg = ModelConfig(vocab_size=len(pieces), dim=32, n_layers=1, n_heads=2, n_kv_heads=1, hidden_dim=64,
+                      context_length=64, rope_theta=10000.0, tie_embeddings=True)
+    path = str(tmp_path / "spm.gguf")
+    w = gguf.GGUFWriter(path, "llama")
+    for add, v in [(w.add_context_length, 64), (w.add_embedding_length, 32), (w.add_block_count, 1),
+                   (w.add_feed_forward_length, 64), (w.add_head_count, 2), (w.add_head_count_kv, 1),
+                   (w.add_rope_dimension_count, 16), (w.add_rope_freq_base, 10000.0), (w.add_layer_norm_rms_eps, cfg.norm_eps),
+                   (w.add_tokenizer_model, "llama"), (w.add_token_list, pieces),
+                   (w.add_token_scores, [0.0] * 259 + [-float(i) for i in range(n_normal)]),
+                   (w.add_token_types, [2, 3, 3] + [6] * 256 + [1] * n_normal),   # UNKNOWN, CONTROL, BYTE, NORMAL
+                   (w.add_bos_token_id, 1), (w.add_eos_token_id, 2), (w.add_unk_token_id, 0), (w.add_chat_template, LLAMA2_STYLE)]:
+        add(v)
+    for name, t in gguf_tensors(Transformer(cfg).init_weights(2)):
+        w.add_tensor(name, t.numpy())
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file(progress=False)
+    w.close()
+
+    _, tok = load_gguf(path)
+    ref = transformers.AutoTokenizer.from_pretrained(str(tmp_path), gguf_file="spm.gguf")
+    conv = [{"role": "user", "content": "le chat de Paris"}, {"role": "assistant", "content": "la chaine par ici"},
+            {"role": "user", "content": "Paris"}]
+    assert tok.render(conv[:2])[0] == ref.apply_chat_template(conv[:2], return_dict=True)["input_ids"]
+    assert tok.render_for_generation(conv) == ref.apply_chat_template(conv, add_generation_prompt=True, return_dict=True)["input_ids"]
+    ids, mask = tok.render(conv[:2])
+    assert tok.template.end_of_turn == tok.eos_id == 2   # the model's own </s> closes the turn
+    assert tok.decode([i for i, m in zip(ids, mask) if m]) == "la chaine par ici</s>"
