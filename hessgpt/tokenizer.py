@@ -437,6 +437,9 @@ class ChatTemplate:
         # every special token of the vocabulary (a Llama 2 template's "</s>" is the model's own </s>)
         self.specials = {t.content: i for i, t in tok.hf.get_added_tokens_decoder().items() if t.special}
         self.special_text = {i: t for t, i in self.specials.items()}
+        # a copy of the vocabulary that matches special-token strings (the tokenizer's own never does)
+        self.hf_specials = type(tok.hf).from_str(tok.hf.to_str())
+        self.hf_specials.encode_special_tokens = False
         self.special_re = re.compile("|".join(re.escape(t) for t in sorted(self.specials, key=len, reverse=True))) if self.specials else None
         # the template's end-of-turn and role tokens, from a one-turn probe: the engine stops on them
         ids, mask = self.render([{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}])
@@ -497,11 +500,7 @@ class ChatTemplate:
         if prefix is None or self.special_re.search(text):
             enc = hf.encode(text, add_special_tokens=False)
             return list(zip(enc.ids, enc.offsets))
-        hf.encode_special_tokens = False   # the prefix is a special token; the run has none
-        try:
-            enc = hf.encode(prefix + text, add_special_tokens=False)
-        finally:
-            hf.encode_special_tokens = True
+        enc = self.hf_specials.encode(prefix + text, add_special_tokens=False)   # the prefix is special; the run has none
         if not enc.ids or enc.ids[0] != after:
             raise HessGPTError(f"chat template: {prefix!r} + text did not encode as that special token first")
         k = len(prefix)
