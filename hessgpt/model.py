@@ -514,7 +514,20 @@ class InferenceModel:
         of cache slot slots[b] and attend to that slot's positions 0..pos[b]+t only -> logits [B, V] of each
         row's last position. ids [B, T] long, pos [B] long (on the model's device), slots: distinct cache rows.
         On CPU with the native kernels, the linears of a decode batch (B*T <= kernels.GEMM_ROWS) run through
-        kernels.rows_matmul (each weight read once per step for all rows); everything else is PyTorch ops."""
+        kernels.rows_matmul (each weight read once per step for all rows) on the kernels' thread pool, and the
+        small attention/norm ops on one thread, so PyTorch's OpenMP workers do not fight the pool's spinning
+        workers for the cores (measured 2 threads on this 2-core box: 10-20x slower otherwise); everything else
+        is PyTorch ops on the usual threads."""
+        nth = torch.get_num_threads()
+        if not (self.native_rows and ids.numel() <= kernels.GEMM_ROWS and nth > 1):
+            return self._forward_rows(ids, pos, slots, cache, nth)
+        torch.set_num_threads(1)
+        try:
+            return self._forward_rows(ids, pos, slots, cache, nth)
+        finally:
+            torch.set_num_threads(nth)
+
+    def _forward_rows(self, ids, pos, slots, cache, nth: int) -> torch.Tensor:
         B, T = ids.shape
         H, Hkv, hd = self.n_heads, self.n_kv, self.hd
         P = pos[:, None] + torch.arange(T, device=ids.device)          # [B, T] absolute positions
@@ -525,10 +538,11 @@ class InferenceModel:
         contiguous = list(slots) == list(range(s0, s0 + B))            # cache rows readable as a view
         rows = torch.tensor(slots, device=ids.device)
         mask = (torch.arange(L, device=ids.device)[None, None] <= P[:, :, None])[:, None]   # [B, 1, T, L]
+        hide = ~mask                                                    # decode: [B, 1, 1, L] keys to drop
         cis = self.freqs_cis[P][:, :, None]                             # [B, T, 1, hd/2]
         x = F.embedding(ids.reshape(-1), self.embed)                    # [B*T, D]
         for i, (ln1, qkv_proj, o_proj, ln2, gate_up, down) in enumerate(self.layers):
-            qkv = self._rows_linear(qkv_proj, self._norm(x, ln1)).view(B, T, H + 2 * Hkv, hd)
+            qkv = self._rows_linear(nth, qkv_proj, self._norm(x, ln1)).view(B, T, H + 2 * Hkv, hd)
             if qkv.dtype == torch.float32:
                 torch.view_as_complex(qkv.view(B, T, H + 2 * Hkv, hd // 2, 2))[:, :, : H + Hkv].mul_(cis)
             else:
@@ -542,19 +556,25 @@ class InferenceModel:
                 k, v = kc[s0:s0 + B, :, :L], vc[s0:s0 + B, :, :L]       # [B, Hkv, L, hd] views
             else:
                 k, v = kc[rows, :, :L], vc[rows, :, :L]                 # gathered copies of the L used positions
-            q = qkv[:, :, :H].transpose(1, 2)                           # [B, H, T, hd]
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=1.0, enable_gqa=Hkv != H)
-            x = self._rows_linear(o_proj, y.transpose(1, 2).reshape(B * T, H * hd), x)
-            gu = self._rows_linear(gate_up, self._norm(x, ln2), raw=True)   # [B*T, 2 hidden]
+            if T == 1:   # decode: q heads grouped by their kv head, two small matmuls (no SDPA dispatch)
+                q = qkv[:, 0, :H].reshape(B, Hkv, H // Hkv, hd)         # [B, Hkv, rep, hd]
+                att = torch.einsum("bgrd,bgld->bgrl", q, k).masked_fill_(hide, float("-inf"))  # [B, Hkv, rep, L]
+                y = torch.matmul(att.softmax(-1), v).reshape(B, H * hd)
+            else:
+                q = qkv[:, :, :H].transpose(1, 2)                       # [B, H, T, hd]
+                y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=1.0, enable_gqa=Hkv != H)
+                y = y.transpose(1, 2).reshape(B * T, H * hd)
+            x = self._rows_linear(nth, o_proj, y, x)
+            gu = self._rows_linear(nth, gate_up, self._norm(x, ln2), raw=True)   # [B*T, 2 hidden]
             act = F.silu(gu[:, : self.hidden]).mul_(gu[:, self.hidden:])
-            x = self._rows_linear(down, act, x)
+            x = self._rows_linear(nth, down, act, x)
         x = x.view(B, T, -1)[:, -1]                                     # [B, D]
-        return self._rows_linear(self.head, self._norm(x, self.norm))
+        return self._rows_linear(nth, self.head, self._norm(x, self.norm))
 
-    def _rows_linear(self, lin, x, res=None, raw: bool = False):
+    def _rows_linear(self, nth: int, lin, x, res=None, raw: bool = False):
         """lin(x) (+ res) for forward_rows: the native batched GEMM when it applies, else the linear itself."""
         if self.native_rows:
-            y = kernels.rows_matmul(lin, x, res)
+            y = kernels.rows_matmul(lin, x, res, nth)
             if y is not None:
                 return y
         if res is not None:

@@ -34,7 +34,9 @@ def test_greedy_batch_of_mixed_lengths_equals_each_alone(model):
     p = greedy(20)
     ref = [alone(engine, q, p) for q in PROMPTS]
     assert all(len(r) == 20 for r in ref) and len({tuple(r) for r in ref}) == len(ref)
+    threads = torch.get_num_threads()
     assert engine.generate_batch(PROMPTS, p) == ref
+    assert torch.get_num_threads() == threads          # forward_rows runs its small ops on one thread, then restores
     per_row = [greedy(n) for n in (5, 20, 1, 12)]                     # per-row max_new_tokens
     assert engine.generate_batch(PROMPTS, per_row) == [alone(engine, q, sp) for q, sp in zip(PROMPTS, per_row)]
 

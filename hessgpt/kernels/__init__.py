@@ -122,7 +122,7 @@ class KernelLinear:
 GEMM_ROWS = 16   # up to this many rows (a decode batch) go through hg_gemm; more (prefill) through MKL's GEMM
 
 
-def rows_matmul(lin, x: torch.Tensor, res: torch.Tensor | None = None) -> torch.Tensor | None:
+def rows_matmul(lin, x: torch.Tensor, res: torch.Tensor | None = None, nthreads: int | None = None) -> torch.Tensor | None:
     """x [N, in] fp32 -> x @ W.T (+ res [N, out]) through the native hg_gemm (each weight read once for all N
     rows, fp32 activations, int8 weights dequantized per row like the batch-1 step) when `lin` is a
     KernelLinear or a CPU Int8Linear and 1 <= N <= GEMM_ROWS; None when it does not apply."""
@@ -136,7 +136,7 @@ def rows_matmul(lin, x: torch.Tensor, res: torch.Tensor | None = None) -> torch.
     res = None if res is None else res.contiguous()
     y = torch.empty(n, w.shape[0])
     lib().hg_gemm(w.data_ptr(), None if scale is None else scale.data_ptr(), x.data_ptr(), y.data_ptr(),
-                  None if res is None else res.data_ptr(), n, w.shape[0], w.shape[1], torch.get_num_threads())
+                  None if res is None else res.data_ptr(), n, w.shape[0], w.shape[1], nthreads or torch.get_num_threads())
     return y
 
 
