@@ -441,6 +441,10 @@ class ChatTemplate:
         self.hf_specials = type(tok.hf).from_str(tok.hf.to_str())
         self.hf_specials.encode_special_tokens = False
         self.special_re = re.compile("|".join(re.escape(t) for t in sorted(self.specials, key=len, reverse=True))) if self.specials else None
+        # does the template strip message contents (Llama 3's `content | trim`)? then render strips them too
+        self.trims = False
+        probe = [{"role": "user", "content": " " + _SLOT.format(0) + " "}, {"role": "assistant", "content": " " + _SLOT.format(1) + " "}]
+        self.trims = " " + _SLOT.format(0) not in self._jinja(probe, False)
         # the template's end-of-turn and role tokens, from a one-turn probe: the engine stops on them
         ids, mask = self.render([{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}])
         structure = [i for i, m in zip(ids, mask) if i in self.specials.values()]
@@ -539,6 +543,13 @@ class ChatTemplate:
         flush()
         return ids, mask
 
+    def _jinja(self, messages: list[dict], add_generation_prompt: bool) -> str:
+        try:
+            return self.jinja.render(messages=messages, add_generation_prompt=add_generation_prompt, tools=None,
+                                     bos_token=self.spec.get("bos_token") or "", eos_token=self.spec.get("eos_token") or "")
+        except jinja2.exceptions.TemplateError as e:
+            raise HessGPTError(f"the chat template refused the conversation: {e}") from None
+
     def render(self, conversation, for_generation: bool = False) -> tuple[list[int], list[int]]:
         tok = self.tok
         messages, tools = _messages_and_tools(conversation)
@@ -579,11 +590,13 @@ class ChatTemplate:
                 raise HessGPTError(f"message {i}: unknown role {role!r}")
         if for_generation and turn is not None:
             raise HessGPTError("render_for_generation: the conversation already ends inside an assistant turn")
-        try:
-            text = self.jinja.render(messages=shown, add_generation_prompt=for_generation, tools=None,
-                                     bos_token=self.spec.get("bos_token") or "", eos_token=self.spec.get("eos_token") or "")
-        except jinja2.exceptions.TemplateError as e:
-            raise HessGPTError(f"the chat template refused the conversation: {e}") from None
+        if self.trims:
+            for body in bodies:
+                if body and isinstance(body[0][0], str):
+                    body[0] = (body[0][0].lstrip(), body[0][1])
+                if body and isinstance(body[-1][0], str):
+                    body[-1] = (body[-1][0].rstrip(), body[-1][1])
+        text = self._jinja(shown, for_generation)
         pieces: list[tuple[int | str, int]] = []
         pos, expect, weight = 0, 0, 0
         for m in _SLOT_RE.finditer(text):

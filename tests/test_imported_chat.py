@@ -249,3 +249,23 @@ def test_sentencepiece_gguf_with_its_template_renders_like_transformers(tmp_path
     ids, mask = tok.render(conv[:2])
     assert tok.template.end_of_turn == tok.eos_id == 2   # the model's own </s> closes the turn
     assert tok.decode([i for i, m in zip(ids, mask) if m]) == "la chaine par ici</s>"
+
+
+def test_a_template_that_trims_contents_is_followed(imported, tmp_path):
+    """Llama 3 style `message['content'] | trim`: contents with surrounding blanks render as transformers'."""
+    hf_dir, _ = imported
+    trimming = ("{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n\n' + message['content'] | trim "
+                "+ '<|im_end|>' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n\n' }}{% endif %}")
+    ref = transformers.AutoTokenizer.from_pretrained(hf_dir)
+    ref.chat_template = trimming
+    ref.save_pretrained(tmp_path / "hf")
+    for name in ("config.json", "model.safetensors"):
+        (tmp_path / "hf" / name).write_bytes(open(f"{hf_dir}/{name}", "rb").read())
+    from_hf(str(tmp_path / "hf"), str(tmp_path / "ckpt"))
+    _, tok = checkpoint.load(str(tmp_path / "ckpt"))
+    assert tok.template.trims
+    conv = [{"role": "user", "content": "  What is the capital of France?\n"}, {"role": "assistant", "content": "\nParis. "},
+            {"role": "user", "content": " Quelle est la capitale de la France ? "}]
+    assert tok.render_for_generation(conv) == ref.apply_chat_template(conv, add_generation_prompt=True, return_dict=True)["input_ids"]
+    _, plain = checkpoint.load(imported[1])
+    assert not plain.template.trims
