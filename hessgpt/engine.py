@@ -8,6 +8,12 @@ batched generation, beam search, and the token-level hooks the tool loop (tools/
 The tool loop uses a `Generation`: `tok = gen.next_token()` samples from the current logits; `gen.feed(ids)`
 runs those ids (the sampled token, or an injected `<|result|>...<|end|>`) through the model and the cache.
 `naive_generate` (a full forward per step, no cache) is the reference the engine must match token for token.
+
+Several sequences at once: `engine.batch(max_rows)` is a `BatchDecoder` (admit a prompt -> row id, `step()` ->
+{row: token} for every running row in one batched forward, `feed(row, ids)`, `release(row)` frees the slot for
+the next row); `generate_batch` runs it to the end. Each row keeps its own positions, cache slot and
+SamplingParams, and decodes the same tokens as alone. On CPU its linears go through the native batched GEMM
+(kernels.rows_matmul: each weight read once per step for all rows); a single sequence keeps the batch-1 C step.
 """
 
 from collections.abc import Iterator

@@ -12,7 +12,7 @@ decode.c).
     rows_matmul(linear, x [N, in])      batched decode (InferenceModel.forward_rows): N <= GEMM_ROWS rows through
                                         one native GEMM reading each fp32/int8 weight once for all rows
 
-Everything else (prefill, batched decode, masks, bf16, CUDA) stays on the PyTorch path, and so does
+Everything else (prefill, masks, bf16, CUDA, the attention of a decode batch) stays on the PyTorch path, and so does
 everything when the kernels cannot be built (no compiler, no AVX2/FMA, not x86-64) or are turned off with
 HESSGPT_KERNELS=0 or `with kernels.disabled(): ...` (checked when an InferenceModel is built).
 """
