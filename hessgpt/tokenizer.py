@@ -28,6 +28,7 @@ import jinja2.ext
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from hessgpt.errors import HessGPTError
+from hessgpt.tools.calls import ToolCall, read_tool_call
 
 # Fixed ids for tokenizers HessGPT trains (docs/chat-format.md, section 2).
 PAD, BOS, EOS, UNK = "<pad>", "<s>", "</s>", "<unk>"
@@ -327,11 +328,9 @@ class Tokenizer:
                     cur["search"], i = read_until(i + 1, self.search_end_id)
                 else:
                     text, i = read_until(i + 1, self.end_id)
-                    try:
-                        call = json.loads(text)
-                        call = {"name": call["name"], "arguments": call.get("arguments", {})}
-                    except (json.JSONDecodeError, KeyError, TypeError):
-                        call = {"name": None, "arguments": text}  # unparsable: kept verbatim for the caller to report
+                    read = read_tool_call(text)           # the one lenient parser (hessgpt/tools/calls.py)
+                    # unparsable: kept verbatim for the caller to report
+                    call = read.to_dict() if isinstance(read, ToolCall) else {"name": None, "arguments": text}
                     cur.setdefault("tool_calls", []).append(call)
                     calls.append(call)
             elif t in (self.result_id, self.tool_response_id):

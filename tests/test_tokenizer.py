@@ -97,6 +97,18 @@ def test_parse_inverts_render(tokenizer):
     assert tokenizer.parse(ids) == CONV["messages"]
 
 
+def test_parse_reads_tool_calls_with_the_lenient_parser(tokenizer):
+    # a small model's call with text around it / as a Python literal is read like the router reads it
+    def call_ids(body):
+        return [tokenizer.assistant_id, tokenizer.tool_call_id, *tokenizer.encode(body), tokenizer.end_id, tokenizer.end_id]
+    got = tokenizer.parse(call_ids('Sure: {"name": "get_weather", "arguments": {"city": "Lyon"}}'))
+    assert got[-1]["tool_calls"] == [{"name": "get_weather", "arguments": {"city": "Lyon"}}]
+    got = tokenizer.parse(call_ids("{'name': 'add', 'arguments': '{\"a\": 2}'}"))
+    assert got[-1]["tool_calls"] == [{"name": "add", "arguments": {"a": 2}}]
+    got = tokenizer.parse(call_ids("no call here"))            # unparsable: kept verbatim for the caller to report
+    assert got[-1]["tool_calls"] == [{"name": None, "arguments": "no call here"}]
+
+
 def test_render_for_generation_ends_with_assistant(tokenizer):
     msgs = CONV["messages"][:5] + [{"role": "user", "content": "Merci"}]
     ids = tokenizer.render_for_generation(msgs)
