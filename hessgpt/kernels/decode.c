@@ -479,9 +479,25 @@ static void gemm_task(void *p, int tid, int nth) {
     split(a->out, tid, nth, 16, &r0, &r1);
     long h = (r1 - r0) / 2, in = a->in, out = a->out;
     float o[2];
+    /* int8 weights, several rows: each pair of weight rows converted to fp32 once (exact), then fp32 dots for
+     * every batch row, instead of converting the int8 weights again for each of them */
+    const int8_t *Q = a->W.scale && a->rows > 1 ? a->W.w : NULL;
+    float *f0 = Q ? scratch(tid, 2 * in) : NULL, *f1 = f0 ? f0 + in : NULL;
     for (long r = r0; r < r0 + h; r++) {
+        if (f0) {
+            for (long k = 0; k < in; k++) {
+                f0[k] = (float)Q[r * in + k];
+                f1[k] = (float)Q[(r + h) * in + k];
+            }
+        }
         for (long b = 0; b < a->rows; b++) {
-            rows2(a->W, r, r + h, a->x + b * in, in, o);
+            if (f0) {
+                dot2(f0, f1, a->x + b * in, in, o);
+                o[0] *= a->W.scale[r];
+                o[1] *= a->W.scale[r + h];
+            } else {
+                rows2(a->W, r, r + h, a->x + b * in, in, o);
+            }
             float *y = a->y + b * out;
             const float *res = a->res ? a->res + b * out : NULL;
             y[r] = res ? res[r] + o[0] : o[0];
