@@ -170,3 +170,19 @@ def test_rows_reaching_the_context_window_finish(model):
     out = engine.generate_batch([long, PROMPTS[0]], greedy(50))
     assert out == [alone(engine, long, greedy(50)), alone(engine, PROMPTS[0], greedy(50))]
     assert len(out[0]) == 8
+
+
+def test_bf16_rows_match_the_training_forward():
+    """bf16 weights (no native kernels): forward_rows' per-row positions and slots against the full forward."""
+    model = Transformer(ModelConfig(**CFG)).init_weights(3).eval().bfloat16()
+    fast = Engine(model).fast
+    cache = fast.new_slot_cache(3, 96)
+    seqs = [torch.randint(0, 300, (n,), generator=torch.Generator().manual_seed(n)) for n in (9, 4)]
+    slots = [2, 0]                                            # not contiguous: gathered reads
+    for s, q in zip(slots, seqs):                             # prefill all but the last token, one row each
+        fast.forward_rows(q[None, :-1], torch.tensor([0]), [s], cache)
+    last = torch.stack([q[-1:] for q in seqs])                # [2, 1]: one decode step at positions 8 and 3
+    got = fast.forward_rows(last, torch.tensor([len(q) - 1 for q in seqs]), slots, cache).float()
+    with torch.no_grad():
+        want = torch.cat([model(q[None])[:, -1].float() for q in seqs])
+    assert (got - want).abs().max() < 0.05 * want.abs().max()
