@@ -229,8 +229,9 @@ class BatchDecoder:
     stop token ids, stop strings) and so decodes exactly what `Engine.generate` decodes for it alone (greedy:
     token for token, up to float rounding between the batched GEMM and the batch-1 kernels). `feed(row, ids)`
     injects tokens into one row (a tool result), like `Generation.feed`.
-    Runs on `InferenceModel.forward_rows` (PyTorch GEMMs: each weight read once per step for all rows);
-    single-sequence generation keeps the native batch-1 kernels."""
+    Runs on `InferenceModel.forward_rows`: on CPU its linears are the native hg_gemm (each weight read once
+    per step for all rows), attention and norms PyTorch ops; single-sequence generation keeps the batch-1 C
+    step. The cache holds max_rows x context_length positions per layer (allocated here)."""
 
     def __init__(self, engine: "Engine", max_rows: int = 8):
         if max_rows < 1:
