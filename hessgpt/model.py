@@ -17,7 +17,7 @@ for speed (fused q|k|v and gate|up, interleaved RoPE, its own cache), built from
 """
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn as nn
@@ -402,6 +402,7 @@ class SlotCache:
 
     k: list
     v: list
+    steps: dict = field(default_factory=dict)   # slot -> native batch-1 step on that slot (or None), lazily
 
     @property
     def slots(self) -> int:
@@ -517,7 +518,16 @@ class InferenceModel:
         kernels.rows_matmul (each weight read once per step for all rows) on the kernels' thread pool, and the
         small attention/norm ops on one thread, so PyTorch's OpenMP workers do not fight the pool's spinning
         workers for the cores (measured 2 threads on this 2-core box: 10-20x slower otherwise); everything else
-        is PyTorch ops on the usual threads."""
+        is PyTorch ops on the usual threads. One row and one token (a batch with one running row): the native
+        batch-1 C step on that slot (kernels.decode_step(self, cache, slot)), as fast as `forward`'s."""
+        if self.native_rows and ids.numel() == 1:   # one row, one token: the whole step in one native call
+            if slots[0] not in cache.steps:
+                cache.steps[slots[0]] = kernels.decode_step(self, cache, slots[0])
+            step = cache.steps[slots[0]]
+            if step is not None:
+                if int(pos[0]) >= cache.max_len:
+                    raise ValueError(f"position {int(pos[0]) + 1} is past the cache length {cache.max_len}")
+                return step(int(ids[0, 0]), int(pos[0]))
         nth = torch.get_num_threads()
         if not (self.native_rows and ids.numel() <= kernels.GEMM_ROWS and nth > 1):
             return self._forward_rows(ids, pos, slots, cache, nth)

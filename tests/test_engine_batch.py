@@ -69,6 +69,8 @@ def test_rows_joining_late_and_leaving_reuse_slots_and_stay_exact(model):
     assert batch.finished() == [c, d] and batch.active() == []
     assert streamed[c] == batch.output(c) == alone(engine, PROMPTS[2], greedy(18))
     assert streamed[d] == alone(engine, PROMPTS[3], greedy(6))
+    if kernels.available():   # d ran alone for its last steps: the native batch-1 step on its slot
+        assert batch.cache.steps.get(batch.rows[d].slot) is not None
     with pytest.raises(HessGPTError, match="no row 0 in the batch"):
         batch.feed(a, [1])
 

@@ -161,16 +161,20 @@ class DecodeStep:
     Linear weights are fp32 (KernelLinear) or int8 with per-row scales (quantize.Int8Linear), per matrix.
     Holds raw pointers to the InferenceModel's tensors: rebuild it whenever they are reallocated (setup_cache)."""
 
-    def __init__(self, fm):
+    def __init__(self, fm, k_rows: list | None = None, v_rows: list | None = None, max_len: int | None = None):
+        """k_rows, v_rows: per layer [Hkv, max_len, hd] contiguous cache rows to use instead of fm's batch row 0
+        (a slot of a model.SlotCache, whose length is max_len)."""
         self.lib = lib()
         cfg = fm.config
+        max_len = max_len or fm.max_len
         H, Hkv, hd, D, F_ = fm.n_heads, fm.n_kv, fm.hd, fm.dim, fm.hidden
         self.vocab = cfg.vocab_size
         self.rope = torch.view_as_real(fm.freqs_cis)             # [len, hd/2, 2] (cos, sin), shares storage
-        assert self.rope.is_contiguous() and self.rope.shape[0] >= fm.max_len
+        assert self.rope.is_contiguous() and self.rope.shape[0] >= max_len
         self.scratch = [torch.zeros(n) for n in (D, D, (H + 2 * Hkv) * hd, H * hd, F_)]   # x, xb, qkv, y, act
         # [Hkv, max_len, hd] views of batch row 0
-        self.caches = [c[0] for c in fm.k_cache], [c[0] for c in fm.v_cache]
+        self.caches = (k_rows, v_rows) if k_rows is not None else ([c[0] for c in fm.k_cache], [c[0] for c in fm.v_cache])
+        assert all(c.is_contiguous() and c.shape[1] == max_len for c in self.caches[0] + self.caches[1])
         self.keep = [fm.embed, fm.norm]                           # keep every tensor we point to alive
         self.arrays = []
 
@@ -190,7 +194,7 @@ class DecodeStep:
             scales[name] = ptrs([s for _, s in ws]) if has_scale[0] else None
         head, head_scale = _weight(fm.head)
         self.keep += [head] + ([head_scale] if head_scale is not None else [])
-        self.m = _Model(D, F_, len(fm.layers), H, Hkv, hd, self.vocab, fm.max_len, fm.eps,
+        self.m = _Model(D, F_, len(fm.layers), H, Hkv, hd, self.vocab, max_len, fm.eps,
                         fm.embed.data_ptr(), fm.norm.data_ptr(), head.data_ptr(), self.rope.data_ptr(),
                         ptrs(list(ln1)), weights["qkv"], weights["o"], ptrs(list(ln2)), weights["gu"], weights["down"],
                         ptrs(self.caches[0]), ptrs(self.caches[1]),
@@ -222,14 +226,19 @@ def _native(lin) -> bool:
     return isinstance(lin, Int8Linear) and lin.q.device.type == "cpu" and lin.q.is_contiguous()
 
 
-def decode_step(fm) -> DecodeStep | None:
+def decode_step(fm, cache=None, slot: int = 0) -> DecodeStep | None:
     """A DecodeStep for InferenceModel `fm` if it qualifies (CPU, fp32 activations, batch-1 cache, linears that
-    are KernelLinear or Int8Linear, contiguous embedding), else None."""
-    if not available() or fm.batch != 1 or fm.device.type != "cpu" or fm.dtype != torch.float32:
+    are KernelLinear or Int8Linear, contiguous embedding), else None. With `cache` (a model.SlotCache): the
+    step of one row in slot `slot` of it (a batch whose other rows are idle this step)."""
+    if not available() or fm.device.type != "cpu" or fm.dtype != torch.float32:
+        return None
+    if cache is None and fm.batch != 1:
         return None
     linears = [lin for layer in fm.layers for lin in (layer[1], layer[2], layer[4], layer[5])] + [fm.head]
     if not all(_native(lin) for lin in linears):
         return None
     if not fm.embed.is_contiguous() or fm.embed.dtype != torch.float32 or fm.n_heads % fm.n_kv or fm.hd % 2:
         return None
+    if cache is not None:
+        return DecodeStep(fm, [k[slot] for k in cache.k], [v[slot] for v in cache.v], cache.max_len)
     return DecodeStep(fm)
