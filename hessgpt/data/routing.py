@@ -2125,8 +2125,9 @@ def validate_file(path: str, out: str | None, workers: int = 2, sandbox=None) ->
 # ---------------------------------------------------------------------------------------------------
 # CLI
 # ---------------------------------------------------------------------------------------------------
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="hessgpt data routing", description=__doc__.split("\n\n")[0],
+def build_parser(prog: str = "hessgpt data routing") -> argparse.ArgumentParser:
+    """The routing CLI's arguments (hessgpt.data.routing_mix adds --search-share to the same parser)."""
+    ap = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=20000, help="number of samples (train + val)")
     ap.add_argument("--out", help="output JSONL (train); the validation split goes to OUT.val.jsonl, stats to OUT.stats.json")
@@ -2141,16 +2142,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), help="sandbox workers")
     ap.add_argument("--validate", metavar="FILE", help="check an externally generated file instead of generating")
     ap.add_argument("--no-progress", action="store_true")
-    args = ap.parse_args(argv)
+    return ap
 
-    if args.validate:
-        out = args.out or str(Path(args.validate).with_suffix("")) + ".valid.jsonl"
-        rep = validate_file(args.validate, out, workers=args.workers)
-        for lineno, problem in rep["problems"]:
-            print(f"{args.validate}:{lineno}: dropped: {problem}")
-        print(f"checked {rep['records']} records ({rep['code_runs']} code blocks run in the sandbox): "
-              f"kept {rep['kept']}, dropped {rep['dropped']} -> {out}")
-        return 0
+
+def run_validate(args) -> int:
+    """--validate FILE: run every code block of an externally generated file, drop the wrong samples."""
+    out = args.out or str(Path(args.validate).with_suffix("")) + ".valid.jsonl"
+    rep = validate_file(args.validate, out, workers=args.workers)
+    for lineno, problem in rep["problems"]:
+        print(f"{args.validate}:{lineno}: dropped: {problem}")
+    print(f"checked {rep['records']} records ({rep['code_runs']} code blocks run in the sandbox): "
+          f"kept {rep['kept']}, dropped {rep['dropped']} -> {out}")
+    return 0
+
+
+def check_args(args) -> tuple[str, ...]:
+    """Refuse bad sizes with a one-line error; the requested languages."""
     if not args.out:
         raise HessGPTError("--out FILE is required (or --validate FILE)")
     if args.n <= 0:
@@ -2161,10 +2168,11 @@ def main(argv: list[str] | None = None) -> int:
         raise HessGPTError(f"--multiturn-share must be in [0, 1], got {args.multiturn_share}")
     if args.test_n < 0:
         raise HessGPTError(f"--test-n must be >= 0, got {args.test_n}")
-    langs = tuple(l.strip() for l in args.langs.split(",") if l.strip())
-    splits, d = generate_splits(args.n, args.test_n, args.val_fraction, langs, args.seed, args.negative_fraction,
-                                workers=args.workers, progress=not args.no_progress and sys.stderr.isatty(),
-                                multiturn_share=args.multiturn_share)
+    return tuple(l.strip() for l in args.langs.split(",") if l.strip())
+
+
+def write_and_report(args, splits: dict[str, list[dict]], d: dict) -> None:
+    """Write the three splits and the stats beside --out, print the summary and any short split."""
     train_p, val_p, stats_p = split_paths(args.out)
     test_p = test_path(args.out)
     _write_jsonl(train_p, splits["train"])
@@ -2182,8 +2190,20 @@ def main(argv: list[str] | None = None) -> int:
     if mt:
         print("  multi-turn conversations: " + ", ".join(f"{k} {v}" for k, v in mt.items()))
     want = {"train": args.n - round(args.n * args.val_fraction), "dev": round(args.n * args.val_fraction), "test": args.test_n}
-    want = {k: v + mt.get(k, 0) for k, v in want.items()}
+    want = {k: v + mt.get(k, 0) + d.get("search", {}).get("sizes", {}).get(k, 0)
+            - d.get("search", {}).get("dropped_conflicts", {}).get(k, 0) for k, v in want.items()}
     for k, v in want.items():
         if len(splits[k]) < v:
             print(f"  warning: {k}: only {len(splits[k])} of {v} requested samples (not enough distinct prompts)", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.validate:
+        return run_validate(args)
+    langs = check_args(args)
+    splits, d = generate_splits(args.n, args.test_n, args.val_fraction, langs, args.seed, args.negative_fraction,
+                                workers=args.workers, progress=not args.no_progress and sys.stderr.isatty(),
+                                multiturn_share=args.multiturn_share)
+    write_and_report(args, splits, d)
     return 0
