@@ -6,7 +6,8 @@ Routes
 - GET  /v1/models, /v1/models/{id}, GET /health, GET / (web page), /static/* (page assets)
 
 Generation runs in worker threads behind a bounded queue (`Scheduler`): at most `concurrency` backend calls
-at once, at most `queue_size` more waiting, anything beyond gets 429 + Retry-After. Each request owns a
+at once (for a batching backend, its `max_batch`: `hessgpt serve --model1` decodes that many requests together
+on one engine loop, serve/batching.py), at most `queue_size` more waiting, anything beyond gets 429 + Retry-After. Each request owns a
 `threading.Event` that is set when its client disconnects, a stop string is hit or the server shuts down;
 the backend sees it and stops.
 """
@@ -30,7 +31,7 @@ from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.datastructures import MutableHeaders
 
-from hessgpt.engine import SamplingParams
+from hessgpt.engine import SamplingParams, StopMatcher
 from hessgpt.errors import HessGPTError
 from hessgpt.events import Event
 from hessgpt.serve.backends import ChatBackend, ContextLengthError
@@ -278,7 +279,9 @@ class Job:
 class Scheduler:
     def __init__(self, backend: ChatBackend, cfg: ServeConfig):
         self.backend, self.cfg = backend, cfg
-        self.pool = ThreadPoolExecutor(max_workers=cfg.concurrency, thread_name_prefix="hessgpt-gen")
+        # a batching backend (serve/batching.py) decodes max_batch requests together: one worker per row
+        self.concurrency = int(getattr(backend, "max_batch", None) or cfg.concurrency)
+        self.pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="hessgpt-gen")
         self.lock = threading.Lock()
         self.jobs: set[Job] = set()
         self.running = 0
@@ -289,9 +292,9 @@ class Scheduler:
         with self.lock:
             if self.closing:
                 raise APIError(503, "the server is shutting down", code="shutting_down", type_="server_error")
-            if len(self.jobs) >= self.cfg.concurrency + self.cfg.queue_size:
-                waiting = len(self.jobs) - self.cfg.concurrency + 1
-                retry = max(1, min(60, round(self.avg_seconds * waiting / self.cfg.concurrency)))
+            if len(self.jobs) >= self.concurrency + self.cfg.queue_size:
+                waiting = len(self.jobs) - self.concurrency + 1
+                retry = max(1, min(60, round(self.avg_seconds * waiting / self.concurrency)))
                 raise APIError(429, f"the server is busy ({len(self.jobs)} requests in flight); retry in {retry} s",
                                code="queue_full", type_="rate_limit_error", headers={"Retry-After": str(retry)})
             job = Job(req, asyncio.get_running_loop())
@@ -335,8 +338,11 @@ class Scheduler:
 
     def stats(self) -> dict:
         with self.lock:
-            return {"running": self.running, "waiting": len(self.jobs) - self.running,
-                    "concurrency": self.cfg.concurrency, "queue_size": self.cfg.queue_size}
+            out = {"running": self.running, "waiting": len(self.jobs) - self.running,
+                   "concurrency": self.concurrency, "queue_size": self.cfg.queue_size}
+        if hasattr(self.backend, "stats"):   # the engine loop of a batching backend: rows, steps, mean batch
+            out["batch"] = self.backend.stats()
+        return out
 
     def shutdown(self, timeout: float = 10.0) -> None:
         """Refuse new work, let in-flight requests finish for up to `timeout` s, then cancel the rest."""
@@ -354,34 +360,18 @@ class Scheduler:
         self.pool.shutdown(wait=True, cancel_futures=False)
 
 
-class StopFilter:
-    """Cuts "text" deltas at the first stop string; holds back a tail that may be the start of one."""
+class StopFilter(StopMatcher):
+    """Cuts "text" deltas at the first stop string, holding back a tail that may be the start of one: the
+    engine's StopMatcher (the one `Engine.stream_text` uses), plus `hit` once a stop string was found."""
 
     def __init__(self, stops: list[str]):
-        self.stops = stops
-        self.held = ""
+        super().__init__(stops)
         self.hit = False
 
     def feed(self, delta: str) -> str:
-        if not self.stops:
-            return delta
-        text = self.held + delta
-        cut = min((i for i in (text.find(s) for s in self.stops) if i >= 0), default=-1)
-        if cut >= 0:
-            self.hit, self.held = True, ""
-            return text[:cut]
-        keep = 0  # longest suffix of text that is a proper prefix of some stop string
-        for s in self.stops:
-            for k in range(min(len(s) - 1, len(text)), 0, -1):
-                if text.endswith(s[:k]):
-                    keep = max(keep, k)
-                    break
-        self.held = text[len(text) - keep:] if keep else ""
-        return text[: len(text) - keep]
-
-    def flush(self) -> str:
-        out, self.held = self.held, ""
-        return out
+        text, stopped = self.push(delta)
+        self.hit = self.hit or stopped
+        return text
 
 
 async def _events(request: Request, job: Job, poll_disconnect: bool):

@@ -1,6 +1,7 @@
 """`hessgpt serve`: the OpenAI-compatible API and the web chat page in one process.
 
     hessgpt serve --model1 runs/sft/ckpt.pt [--model2 runs/coder/ckpt.pt]   # HessGPT dual model + tools
+                                                                           # (--max-batch 8 requests decode together)
     hessgpt serve --hf-model ./my-hf-model [--adapter ./lora]              # any local HF causal LM
     hessgpt serve --demo                                                   # scripted answers, no model
 
@@ -35,7 +36,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; others need --api-key)")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--api-key", default=os.environ.get("HESSGPT_API_KEY"), help="Bearer key for /v1/* (env HESSGPT_API_KEY)")
-    p.add_argument("--concurrency", type=int, default=1, help="generations running at once (default 1)")
+    p.add_argument("--max-batch", type=int, default=8,
+                   help="--model1: requests decoded together on one engine loop (continuous batching; default 8, "
+                        "1 = one at a time)")
+    p.add_argument("--prefill-chunk", type=int, default=256,
+                   help="--model1 with --max-batch >= 2: prompt tokens prefilled between two decode steps (default 256)")
+    p.add_argument("--concurrency", type=int, default=1,
+                   help="--hf-model/--demo: generations running at once (default 1; --model1 uses --max-batch)")
     p.add_argument("--queue-size", type=int, default=16, help="requests that may wait; more get 429 (default 16)")
     p.add_argument("--max-tokens-limit", type=int, default=4096, help="largest max_tokens a request may ask for")
     p.add_argument("--max-messages", type=int, default=256, help="most messages in one request")
@@ -72,8 +79,13 @@ def build_backend(args: argparse.Namespace):
         from hessgpt.tools.router import DualModelBackend
     except ImportError as e:
         raise HessGPTError(f"--model1 needs hessgpt.tools.router.DualModelBackend, which is not available ({e})") from e
-    return DualModelBackend(args.model1, args.model2, tools=not args.no_tools, search_index=args.search_index,
+    dual = DualModelBackend(args.model1, args.model2, tools=not args.no_tools, search_index=args.search_index,
                             http_allow=args.http_allow or None)
+    if args.max_batch == 1:
+        return dual   # one request at a time, batch-1 decoding (the Scheduler runs one call at once)
+    from hessgpt.serve.batching import BatchedDualBackend
+
+    return BatchedDualBackend(dual, args.max_batch, args.prefill_chunk)
 
 
 def main(argv: list[str]) -> int:
@@ -86,7 +98,10 @@ def main(argv: list[str]) -> int:
         raise HessGPTError("--model2 goes with --model1")
     if not is_loopback(args.host) and not args.api_key:
         raise HessGPTError(f"--host {args.host}: binding a non-loopback address needs --api-key (or HESSGPT_API_KEY)")
-    for name in ("concurrency", "port", "max_tokens_limit", "max_messages", "max_chars"):
+    if args.model1 and args.concurrency != 1:
+        raise HessGPTError(f"--concurrency {args.concurrency}: --model1 shares one model and KV cache between "
+                           f"requests; use --max-batch {args.concurrency} (requests decoded together)")
+    for name in ("concurrency", "max_batch", "prefill_chunk", "port", "max_tokens_limit", "max_messages", "max_chars"):
         if getattr(args, name) < 1:
             raise HessGPTError(f"--{name.replace('_', '-')} {getattr(args, name)}: must be at least 1")
     if args.queue_size < 0:

@@ -1,0 +1,324 @@
+"""Continuous batching for `hessgpt serve --model1`: one engine loop, many conversations decoding together.
+
+    loop = EngineLoop(engine, max_rows=8)          # one thread owning an engine.BatchDecoder
+    backend = BatchedDualBackend(dual, loop)       # a DualModelBackend whose turns decode on the loop
+
+The engine loop is the only thread that touches model 1's weights and KV cache. Between two decode steps it
+releases the rows whose request ended (finished, cancelled, client gone), admits waiting requests into free
+slots, feeds one prefill chunk of each new prompt (`prefill_chunk` tokens, so a long prompt does not stall
+the streams already running) and the injected tool results, then runs one batched step for every row whose
+turn is waiting for its next token.
+
+Each request keeps the full dual-model router (`hessgpt.tools.router.ToolRouter`: code -> sandbox -> model 2
+when the run fails -> `<|result|>` injected, function calls, search), running unchanged in its own worker
+thread: the router's `Generation` is a `BatchedRow` here, whose `next_token()` waits for the loop's next
+step and whose `feed(ids)` queues the ids for the loop (`BatchDecoder.feed(row, ids)`). A row whose router
+is busy (the sandbox running, model 2 rewriting) is left out of the steps until it asks for a token again,
+so the others keep decoding. Model 2 (batch 1, its own cache) is shared under a lock.
+
+Rows sample with their own SamplingParams and seeded generator, exactly as `Engine.generate` does for one
+sequence (engine.BatchDecoder), so a request decodes the same tokens batched as alone (greedy: token for
+token, up to float rounding between the batched GEMM and the batch-1 kernels).
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import replace
+
+from hessgpt.engine import BatchDecoder, Engine, SamplingParams
+from hessgpt.errors import HessGPTError
+from hessgpt.events import Event
+from hessgpt.tools.router import ToolRouter
+
+
+class ParkedBatch(BatchDecoder):
+    """A BatchDecoder whose step runs only the given rows: the others keep their slot, position and logits
+    untouched (their router is busy, or their prompt is still being prefilled)."""
+
+    def step_rows(self, rows: set[int]) -> dict[int, int]:
+        parked = {rid: r for rid, r in self.rows.items() if rid not in rows}
+        for rid in parked:
+            del self.rows[rid]
+        try:
+            return self.step()
+        finally:
+            self.rows.update(parked)
+
+
+class BatchedRow:
+    """One conversation's sequence on the engine loop; the `Generation` interface the router drives.
+
+    `next_token()` blocks until the loop's next step has sampled this row's token. The batch feeds a sampled
+    token into the row's cache in the same step, so the router's following `feed([token])` only confirms it;
+    anything else it feeds (a closing token's result, a tool response) is queued for the loop. `pos` and
+    `space_left` count what the router has fed, as `Generation` does.
+    """
+
+    def __init__(self, loop: "EngineLoop", prompt_ids: list[int], params: SamplingParams):
+        if not prompt_ids:
+            raise HessGPTError("the prompt is empty")
+        if len(prompt_ids) > loop.engine.max_len:
+            raise HessGPTError(f"prompt of {len(prompt_ids)} tokens exceeds the context window ({loop.engine.max_len})")
+        self.loop, self.params = loop, params.validate()
+        self.prefill: list[int] = list(prompt_ids)   # prompt tokens not in the cache yet (the loop feeds chunks)
+        self.feeds: deque[list[int]] = deque()         # injected ids waiting for the loop
+        self.rid: int | None = None                    # row id in the BatchDecoder, once admitted
+        self.want = False                              # the router waits for a token
+        self.token: int | None = None                  # the token the loop sampled for it
+        self.error: BaseException | None = None
+        self.closed = False
+        self.pending: int | None = None                # sampled (and already in the cache), not yet confirmed by feed
+        self.pos = len(prompt_ids)
+        self.space_left_limit = loop.engine.max_len
+
+    @property
+    def space_left(self) -> int:
+        return self.space_left_limit - self.pos
+
+    def next_token(self) -> int:
+        if self.pending is not None:
+            raise HessGPTError("a batched row samples its next token only after its last one was fed")
+        with self.loop.cond:
+            if self.closed:
+                raise HessGPTError("the row was released")
+            self.want, self.token = True, None
+            self.loop.cond.notify_all()
+            while self.token is None and self.error is None:
+                if self.loop.closed:
+                    raise HessGPTError("the engine loop stopped (server shutting down)")
+                self.loop.cond.wait()
+            if self.error is not None:
+                raise self.error
+            self.pending, self.token = self.token, None
+            return self.pending
+
+    def feed(self, ids: list[int]) -> None:
+        ids = list(ids)
+        if not ids:
+            return
+        if self.pos + len(ids) > self.space_left_limit:
+            raise HessGPTError(f"sequence of {self.pos + len(ids)} tokens exceeds the context window ({self.space_left_limit})")
+        self.pos += len(ids)
+        if self.pending is not None:
+            if ids[0] != self.pending:
+                raise HessGPTError(f"a batched row must feed its sampled token {self.pending} first, got {ids[0]}")
+            ids, self.pending = ids[1:], None   # the step already put it in the cache
+        if ids:
+            with self.loop.cond:
+                self.feeds.append(ids)
+                self.loop.cond.notify_all()
+
+    def close(self) -> None:
+        """The turn is over (or its client gone): the loop releases the row before its next step."""
+        with self.loop.cond:
+            self.closed = True
+            self.loop.cond.notify_all()
+
+
+class EngineLoop:
+    """The thread that owns model 1's BatchDecoder and runs every forward of the served conversations.
+
+    `open(prompt_ids, params) -> BatchedRow` (from any thread) queues a conversation; it is admitted when a
+    slot is free (at most `max_rows` at once). `straggler_s`: after a step, how long the loop waits for the
+    routers that just got a token to ask for the next one (so they join the next step instead of the one
+    after); a router still busy then (a tool running) is simply not waited for.
+    """
+
+    def __init__(self, engine: Engine, max_rows: int = 8, prefill_chunk: int = 256, straggler_s: float = 0.005):
+        if max_rows < 1:
+            raise HessGPTError(f"max_rows must be >= 1, got {max_rows}")
+        if prefill_chunk < 1:
+            raise HessGPTError(f"prefill_chunk must be >= 1, got {prefill_chunk}")
+        self.engine, self.max_rows, self.prefill_chunk, self.straggler_s = engine, max_rows, prefill_chunk, straggler_s
+        self.batch = ParkedBatch(engine, max_rows)
+        self.cond = threading.Condition()
+        self.rows: list[BatchedRow] = []      # admitted or waiting for a slot, in arrival order
+        self.closed = False
+        self.steps = 0                        # batched steps run
+        self.stepped_rows = 0                 # sum of the rows in those steps (mean batch = stepped_rows / steps)
+        self.widest = 0                       # most rows in one step
+        self.thread = threading.Thread(target=self._run, name="hessgpt-engine-loop", daemon=True)
+        self.thread.start()
+
+    def open(self, prompt_ids: list[int], params: SamplingParams) -> BatchedRow:
+        row = BatchedRow(self, prompt_ids, params)
+        with self.cond:
+            if self.closed:
+                raise HessGPTError("the engine loop stopped (server shutting down)")
+            self.rows.append(row)
+            self.cond.notify_all()
+        return row
+
+    def stats(self) -> dict:
+        with self.cond:
+            admitted = sum(r.rid is not None for r in self.rows)
+            return {"max_batch": self.max_rows, "rows": admitted, "waiting_rows": len(self.rows) - admitted,
+                    "steps": self.steps, "mean_batch": round(self.stepped_rows / self.steps, 2) if self.steps else 0.0,
+                    "widest_step": self.widest}
+
+    def close(self, timeout: float = 5.0) -> None:
+        with self.cond:
+            self.closed = True
+            self.cond.notify_all()
+        self.thread.join(timeout)
+
+    # ---- the loop thread ----------------------------------------------------------------------
+
+    def _batch_params(self, params: SamplingParams) -> SamplingParams:
+        """The row's sampling as the batch runs it: every token comes back to the router, which decides where
+        the turn ends (stop tokens, structure tokens, max_new_tokens, stop strings are the server's)."""
+        return replace(params, stop=[], stop_token_ids=[-1], max_new_tokens=self.engine.max_len)
+
+    def _has_work(self) -> bool:
+        free = len(self.batch.free)
+        for r in self.rows:
+            if r.closed:
+                return True
+            if r.error is None and (r.feeds or (r.rid is not None and r.prefill) or (r.rid is None and free) or
+                                    (r.want and r.rid is not None and not r.prefill)):
+                return True
+        return False
+
+    def _run(self) -> None:
+        while True:
+            with self.cond:
+                while not self.closed and not self._has_work():
+                    self.cond.wait()
+                if self.closed:
+                    for r in self.rows:
+                        r.error = r.error or HessGPTError("the engine loop stopped (server shutting down)")
+                    self.cond.notify_all()
+                    return
+                release = [r for r in self.rows if r.closed]
+                self.rows = [r for r in self.rows if not r.closed]
+                free = len(self.batch.free) + sum(r.rid is not None for r in release)
+                admit = [r for r in self.rows if r.rid is None and r.error is None][:free]
+                chunks = []                                   # (row, ids, is prefill)
+                for r in self.rows:
+                    if r.error is not None:
+                        continue
+                    if r.rid is not None and r.prefill:
+                        chunks.append((r, r.prefill[:self.prefill_chunk], True))
+                    elif r.rid is not None and r.feeds:
+                        chunks.append((r, r.feeds.popleft(), False))
+            for r in release:
+                if r.rid is not None:
+                    self.batch.release(r.rid)
+            for r in admit:                                   # the first chunk of the prompt is the admit's prefill
+                try:
+                    first = r.prefill[:self.prefill_chunk]
+                    r.rid = self.batch.admit(first, self._batch_params(r.params))
+                    r.prefill = r.prefill[len(first):]
+                except Exception as e:
+                    self._fail(r, e)
+            for r, ids, is_prefill in chunks:
+                try:
+                    self.batch.feed(r.rid, ids)
+                    if is_prefill:
+                        r.prefill = r.prefill[len(ids):]
+                except Exception as e:
+                    self._fail(r, e)
+            with self.cond:
+                ready = {r.rid: r for r in self.rows
+                         if r.want and r.rid is not None and not r.prefill and not r.feeds and r.error is None}
+            if not ready:
+                continue
+            try:
+                out = self.batch.step_rows(set(ready))
+            except Exception as e:
+                for r in ready.values():
+                    self._fail(r, e)
+                continue
+            self.steps += 1
+            self.stepped_rows += len(ready)
+            self.widest = max(self.widest, len(ready))
+            with self.cond:
+                for rid, r in ready.items():
+                    r.want = False
+                    if rid in out:
+                        r.token = out[rid]
+                    else:   # the row hit the end of its slot (the router checks space_left before, so never in a turn)
+                        r.error = HessGPTError(f"row {rid} reached the context window ({self.engine.max_len})")
+                self.cond.notify_all()
+                deadline = time.monotonic() + self.straggler_s
+                while not self.closed and any(not (r.want or r.feeds or r.closed) for r in ready.values()):
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    self.cond.wait(left)
+
+    def _fail(self, r: BatchedRow, e: BaseException) -> None:
+        with self.cond:
+            r.error = e
+            r.want = False
+            self.cond.notify_all()
+
+
+class _LoopEngine:
+    """What a ToolRouter needs of an engine (tokenizer, max_len, session), decoding on the engine loop.
+    One per request: it remembers the rows it opened so the request releases them when it ends."""
+
+    def __init__(self, loop: EngineLoop):
+        self.loop, self.tokenizer, self.max_len = loop, loop.engine.tokenizer, loop.engine.max_len
+        self.opened: list[BatchedRow] = []
+
+    def session(self, prompt_ids: list[int], params: SamplingParams) -> BatchedRow:
+        row = self.loop.open(list(prompt_ids), params)
+        self.opened.append(row)
+        return row
+
+
+class _LockedEngine:
+    """Model 2 (a batch-1 Engine with one KV cache) shared by the requests' routers: one generation at a time."""
+
+    def __init__(self, engine: Engine):
+        self.engine, self.tokenizer, self.max_len = engine, engine.tokenizer, engine.max_len
+        self.lock = threading.Lock()
+
+    def generate(self, prompt_ids: list[int], params: SamplingParams) -> list[int]:
+        with self.lock:
+            return self.engine.generate(prompt_ids, params)
+
+
+class BatchedDualBackend:
+    """A `DualModelBackend` (hessgpt.tools.router) whose turns decode together on an `EngineLoop`.
+
+    Same ChatBackend contract and the same events; `stream_chat` may be called from up to `max_batch` threads
+    at once (the server sizes its worker pool from `max_batch`). Built by `hessgpt serve --model1 ...
+    --max-batch N` for N >= 2.
+    """
+
+    def __init__(self, dual, max_batch: int = 8, prefill_chunk: int = 256):
+        if dual.engine.fast is None:
+            raise HessGPTError(f"--max-batch {max_batch}: batched decoding needs model 1 on CPU or CUDA "
+                               f"(it is on {dual.engine.device}); use --max-batch 1")
+        self.dual = dual
+        self.max_batch = max_batch
+        self.loop = EngineLoop(dual.engine, max_batch, prefill_chunk)
+        self.model2 = _LockedEngine(dual.model2) if dual.model2 is not None else None
+        self.model_id, self.context_length = dual.model_id, dual.context_length
+        self.generation_config = dual.generation_config
+
+    def stream_chat(self, messages: list[dict], params: SamplingParams, tools: list[dict] | None = None,
+                    cancel=None) -> Iterator[Event]:
+        r = self.dual.router
+        engine = _LoopEngine(self.loop)
+        turn = copy.copy(self.dual)   # DualModelBackend.stream_chat (prompt, history, client tools) with this router
+        turn.router = ToolRouter(engine, r.sandbox, self.model2, r.registry, r.search, r.config)
+        try:
+            yield from turn.stream_chat(messages, params, tools, cancel)
+        finally:
+            for row in engine.opened:
+                row.close()
+
+    def stats(self) -> dict:
+        return self.loop.stats()
+
+    def close(self) -> None:
+        self.loop.close()
+        self.dual.close()
