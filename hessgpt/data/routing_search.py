@@ -224,29 +224,53 @@ def _names(lang: str, e: dict) -> dict:
     return {"name": x["name"]}
 
 
+class CorpusSearch:
+    """A SearchIndex whose hits name their page by its path under `root` ("fr/canada.md"), not by a path of
+    this machine: what the generated conversations inject, and what `eval tools` gives the router, so the
+    model reads at eval time the hits it was trained on."""
+
+    def __init__(self, index: SearchIndex, root: Path | None = None):
+        self.index, self.root = index, root
+
+    def page_id(self, path: str) -> str:
+        p = Path(path)
+        if self.root is not None:
+            try:
+                p = p.resolve().relative_to(Path(self.root).resolve())
+            except ValueError:
+                pass
+        return p.with_suffix("").as_posix()
+
+    def search(self, query: str, k: int = K) -> list[Hit]:
+        return [Hit(path=self.page_id(h.path) + Path(h.path).suffix, title=h.title, snippet=h.snippet, score=h.score)
+                for h in self.index.search(query, k=k)]
+
+    def close(self) -> None:
+        self.index.close()
+
+
+def shipped_search(folder: str | os.PathLike, corpus: Path = CORPUS) -> CorpusSearch:
+    """The shipped corpus (corpus/docs) indexed into folder/search.db, as a CorpusSearch."""
+    docs = Path(corpus) / "docs"
+    return CorpusSearch(SearchIndex.build([docs], Path(folder) / "search.db"), docs)
+
+
 class SearchConversations:
     """Generates records split by split; `index` is a SearchIndex over the corpus pages."""
 
     def __init__(self, facts: Facts, index: SearchIndex, k: int = K, corpus_docs: Path | None = None):
-        self.facts, self.index, self.k = facts, index, k
-        self.docs = corpus_docs
+        self.facts, self.k = facts, k
+        self.search = CorpusSearch(index, corpus_docs)
         self.stats = {s: Counter() for s in SPLITS}
         self._wrap_rng = SplitRandom(0)
         self.misses: list[str] = []   # queries whose hits did not hold the answer (dropped samples)
 
     def _pid(self, path: str) -> str:
-        p = Path(path)
-        if self.docs is not None:
-            try:
-                p = p.resolve().relative_to(self.docs.resolve())
-            except ValueError:
-                pass
-        return p.with_suffix("").as_posix()
+        return self.search.page_id(path)
 
     def _search(self, query: str) -> list[Hit]:
         """The index's hits, their paths made relative to the corpus (no machine-specific path in the data)."""
-        return [Hit(path=self._pid(h.path) + Path(h.path).suffix, title=h.title, snippet=h.snippet, score=h.score)
-                for h in self.index.search(query, k=self.k)]
+        return self.search.search(query, k=self.k)
 
     def _pick(self, rng: random.Random, items: list, split: str):
         """A random item of this split's part of `items` (entities are partitioned by their id)."""

@@ -123,7 +123,8 @@ def cmd_tools(args) -> int:
     single-turn tables at the top level; multi-turn files go to "conversations" (keyed by stem)."""
     from hessgpt.engine import SamplingParams
     from hessgpt.eval.tools import (BASELINES, evaluate, evaluate_conversations, format_conversations, format_metrics,
-                                    format_model2, is_multiturn_file, load_conversations, load_samples, metrics)
+                                    format_model2, format_search, has_search, is_multiturn_file, load_conversations,
+                                    load_samples, metrics)
 
     singles, multis = {}, {}
     for path in args.data:
@@ -135,6 +136,7 @@ def cmd_tools(args) -> int:
         else:
             singles[stem] = load_samples(path, args.answers if len(args.data) == 1 else None, args.limit)
     backend = load_backend(args.model1, args.model2)
+    search_db = _search_for_router(args, backend)
     params = SamplingParams(max_new_tokens=args.max_new_tokens, temperature=0.0, seed=0)
     samples = [s for ss in singles.values() for s in ss]
     with_model2 = args.model2 is not None   # model 2's effect measured on the same items (model2 block)
@@ -147,7 +149,7 @@ def cmd_tools(args) -> int:
         per_data[stem] = _split(result, rows)
         start += len(ss)
     model2 = {"checkpoint": args.model2, **result["model2"]} if "model2" in result else None
-    out_obj = {**_header("tools", args.model1), "model2": model2, "data": args.data,
+    out_obj = {**_header("tools", args.model1), "model2": model2, "data": args.data, "search_index": search_db,
                "model": model, "baselines": result.get("baselines", {}), "per_data": per_data,
                # kept for readers of the earlier layout (eval report, quickstart)
                "overall": model["overall"], "per_lang": model["per_lang"]}
@@ -164,10 +166,14 @@ def cmd_tools(args) -> int:
     out = save_json(out_obj, args.out or default_out(args.model1, "tools"))
     for stem, table in per_data.items():
         print(f"## {stem}\n{format_metrics(table)}\n")
+        if has_search(table):
+            print(f"{format_search(table)}\n")
         if "model2" in table:
             print(f"{format_model2(table['model2'])}\n")
     if len(per_data) > 1:
         print(f"## combined\n{format_metrics(result)}\n")
+        if has_search(result):
+            print(f"{format_search(result)}\n")
         if model2:
             print(f"{format_model2(model2)}\n")
     for stem, conv in out_obj.get("conversations", {}).items():
@@ -178,6 +184,25 @@ def cmd_tools(args) -> int:
               f"({', '.join(ov['ids']) or 'none'}); without them:\n{format_metrics(ov['clean'])}\n")
     print(f"saved {out}")
     return 0
+
+
+def _search_for_router(args, backend) -> str | None:
+    """The index the router answers `<search>` from: --search-index, else the shipped corpus
+    (hessgpt/data/search_corpus, the one the search training data was generated from) indexed into
+    <out folder>/search.db, its hits named by page ("fr/canada.md") as in that data. The path used, or
+    None when the backend has no router (scripted, plain)."""
+    from hessgpt.data.routing_search import shipped_search
+    from hessgpt.eval.tools import attach_search
+    from hessgpt.tools.search import SearchIndex
+
+    if not hasattr(backend, "router"):
+        return None
+    if args.search_index:
+        attach_search(backend, SearchIndex(args.search_index))
+        return args.search_index
+    folder = Path(args.out or default_out(args.model1, "tools")).parent
+    attach_search(backend, shipped_search(folder))
+    return str(folder / "search.db")
 
 
 def _overlap(result: dict, samples: list, train_files: list[str]) -> dict:
@@ -302,6 +327,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--answers", default=None, help="BFCL possible-answer file (default: DATA_possible_answer.jsonl)")
     t.add_argument("--limit", type=int, default=None, help="at most this many samples per file")
     t.add_argument("--max-new-tokens", type=int, default=512)
+    t.add_argument("--search-index", default=None, metavar="DB",
+                   help="a `hessgpt search build` index answering the model's <search> blocks (default: the shipped "
+                        "corpus hessgpt/data/search_corpus, indexed beside the result JSON)")
     t.add_argument("--out", default=None, help="result JSON (default MODEL1/eval/tools.json)")
     t.set_defaults(func=cmd_tools)
 

@@ -466,3 +466,63 @@ def score_result(reference: dict | float, final_text: str, question: str = "",
         ok = (yes and not no) if value else (no and not yes)
         return ok, "ok" if ok else "wrong_value"
     raise HessGPTError(f"unknown reference type {kind!r} (expected number, symbolic, list, string, bool or set_of_numbers)")
+
+
+# ---------------------------------------------------------------------------- search answers (eval tools)
+
+# An answer that says the documents do not hold it, or that it does not know (normalize()d text: lower case,
+# no accents, straight apostrophes). Written from the generator's "not found" sentences and the usual ways of
+# declining, in both languages; a constant "I don't know." declines too (the baseline shows what that is worth).
+DECLINE_RE = re.compile(
+    r"pas trouve|ne (?:le |la |les |l')?trouve pas|trouve rien|rien trouve|aucun (?:document|passage|resultat|source)|"
+    r"ne (?:mentionne|mentionnent|parle|parlent|dit|disent|contient|contiennent|precise|precisent|indique|indiquent)\w* pas|"
+    r"rien (?:dans|sur)|je ne (?:sais|peux) pas|pas (?:d'information|de reponse|en mesure)|introuvable|"
+    r"(?:could not|couldn't|cannot|can't|can not|did not|didn't|was unable to|am unable to) (?:find|locate)|no (?:document|passage|result|information|source)|"
+    r"none of the (?:document|passage|result)|nothing in the|(?:do|does|did)(?: not|n't) (?:mention|say|state|cover|contain|know)|"
+    r"not (?:found|mentioned|stated)|i (?:do not|don't) know|unable to find")
+_CITATION_RE = re.compile(r"\[\d+\]")
+
+
+def declines(text: str) -> bool:
+    """Does the answer say it found nothing / does not know (rather than state a fact)?"""
+    return DECLINE_RE.search(normalize(text)) is not None
+
+
+def _without_article(value: str) -> str:
+    """"le dollar canadien" -> "dollar canadien", "l'euro" -> "euro": the fact, however the sentence is built."""
+    return re.sub(r"^(?:le|la|les|l'|the)\s*", "", normalize(value))
+
+
+def states_value(text: str, value: str) -> bool:
+    """`value` (article aside) as whole words of `text`, case and accents aside ("Bern" is not "Berne")."""
+    v = _without_article(value)
+    return bool(v) and re.search(rf"(?<!\w){re.escape(v)}(?!\w)", normalize(text)) is not None
+
+
+def score_search(spec: dict, searched: bool, final_text: str, question: str = "", lang: str | None = None) -> tuple[bool, str]:
+    """One search item (`spec` = {"needed": bool, "answerable": bool | None, "value": str | None}) of `eval tools`.
+
+    - answerable: right iff the answer after the hits states the value and does not decline ("ok",
+      "declined", "wrong_value", "wrong_language"); whether it searched is scored apart (search recall).
+    - unanswerable: right iff it declines and states no number beyond the question's, citations aside ("ok",
+      "invented": no decline, "number_stated": declines but gives a number).
+    - no_search: right iff it did not search and answered something ("ok", "searched", "empty").
+    """
+    if not spec.get("needed"):
+        if searched:
+            return False, "searched"
+        return (True, "ok") if final_text.strip() else (False, "empty")
+    if spec.get("answerable"):
+        if lang in LANGS:
+            got = confident_lang(final_text)
+            if got is not None and got != lang:
+                return False, "wrong_language"
+        if declines(final_text):
+            return False, "declined"
+        ok = states_value(final_text, str(spec.get("value") or ""))
+        return ok, "ok" if ok else "wrong_value"
+    if not declines(final_text):
+        return False, "invented"
+    if numbers_beyond_question(_CITATION_RE.sub(" ", final_text), question):
+        return False, "number_stated"
+    return True, "ok"

@@ -22,6 +22,14 @@ text after the last tool result against the reference: hessgpt/eval/scoring.py),
 negatives answered without code (and those whose question contains a digit), and function-call exact match (BFCL's AST rule:
 same function names, every required argument present, no unknown argument, each value in the allowed list).
 
+Search items (records of hessgpt.data.routing_search, `category: "search"`, e.g. in a routing test split built
+with `--search-share`) get their own table (`search_metrics`, `format_search`): `<search>` precision/recall
+(searched iff the record searches), answerable ones right when the answer states the fact, unanswerable ones
+right when the answer declines ("not found") and states no number, no-search ones right without a search
+(hessgpt.eval.scoring.score_search); with the baselines, `always_search` (searches the question, then "not
+found") beside `constant` (never searches, "I don't know."). The router needs an index for `<search>`:
+`eval tools` gives it the shipped corpus (hessgpt.data.routing_search.shipped_search) unless --search-index.
+
 With model 2 (`evaluate(..., model2=True)`, `eval tools --model2`): its effect on the same items in the same run,
 under "model2" (`model2_summary`: asked, changed, fixed, broke, exact answers and execution with and without).
 `evaluate_refinement` (`eval refine`) measures model 2 alone behind the router's policy on mutated programs.
@@ -37,7 +45,7 @@ from typing import Any
 
 from hessgpt.errors import HessGPTError
 from hessgpt.events import Event
-from hessgpt.eval.scoring import detect_lang, score_result
+from hessgpt.eval.scoring import detect_lang, score_result, score_search
 from hessgpt.tools.calls import ToolCallParseError, parse_arguments
 
 
@@ -52,6 +60,7 @@ class Sample:
     tools: list[dict] | None = None
     expected_calls: list[dict] | None = None  # [{name: {arg: [allowed values]}}] (BFCL possible-answer form)
     source: str = ""
+    search: dict | None = None                # search items: {"needed", "answerable", "value"} (see search_spec)
 
 
 # ---------------------------------------------------------------------------- loading
@@ -103,6 +112,19 @@ def _category(record: dict, rid: str, needs_code: bool | None) -> str | None:
     return "negative" if needs_code is False else None
 
 
+def search_spec(record: dict) -> dict | None:
+    """A search record of hessgpt.data.routing_search (`category: "search"` with `route`): {"needed": bool,
+    "answerable": bool | None, "value": the fact an answerable one must state}; None for any other record."""
+    route = record.get("route")
+    if record.get("category") != "search" or not isinstance(route, dict) or "search" not in route:
+        return None
+    ref = record.get("reference") if isinstance(record.get("reference"), dict) else {}
+    answerable = route.get("answerable") if route["search"] else None
+    if answerable and not ref.get("value"):
+        raise HessGPTError(f"search record {record.get('id')!r}: answerable but no reference value")
+    return {"needed": bool(route["search"]), "answerable": answerable, "value": ref.get("value") if answerable else None}
+
+
 def _lang_of(record: dict, text: str) -> str:
     return record.get("lang") or detect_lang(text) or "en"
 
@@ -131,10 +153,14 @@ def sample_from_record(record: dict, n: int, answers: dict[str, list] | None = N
             outputs = [m["content"] for m in turn if m["role"] == "tool" and m.get("name") == "python"]
             reference = _last_number(outputs[-1]) if outputs else None
         calls = [c for m in turn if m["role"] == "assistant" for c in (m.get("tool_calls") or [])]
+        search = search_spec(record)
+        if search is not None:   # scored by score_search (the search table), not by the code-answer tables
+            reference = None
         return Sample(rid, _lang_of(record, prompt[-1]["content"]), prompt, needs_code=needs_code,
                       reference=reference if reference is None or isinstance(reference, dict) else float(reference),
                       tools=record.get("tools"), expected_calls=_exact_calls(calls) if calls else None,
-                      source=record.get("source", "conversation"), category=_category(record, rid, needs_code))
+                      source=record.get("source", "conversation"), category=_category(record, rid, needs_code),
+                      search=search)
     if isinstance(record.get("question"), str) and "answer" in record:  # GSM8K
         try:
             ref = gsm8k_reference(record["answer"])
@@ -276,6 +302,7 @@ class Outcome:
     refine_calls: int = 0                                # model 2 asked (refined_code events)
     refined_used: int = 0                                # ... and its program's result replaced model 1's
     refine_skipped: int = 0                              # model 2 needed but not asked (refine_skipped events)
+    searches: list[str] = field(default_factory=list)   # the queries of the turn's <search> blocks
 
 
 def run_sample(backend, sample: Sample, params) -> Outcome:
@@ -297,6 +324,7 @@ def run_messages(backend, messages: list[dict], params, tools=None) -> Outcome:
             out.final_text = ""
         elif ev.type == "search":
             after_code = False
+            out.searches.append(ev.text)
         elif ev.type == "text":
             out.text += ev.text
             out.final_text += ev.text
@@ -308,6 +336,16 @@ def run_messages(backend, messages: list[dict], params, tools=None) -> Outcome:
         elif ev.type == "refine_skipped":
             out.refine_skipped += 1
     return out
+
+
+def attach_search(backend, search) -> bool:
+    """Give the backend's router (a DualModelBackend's `router`) `search` for its `<search>` blocks; False
+    when the backend has no router (a scripted or plain backend answers searches itself, or never)."""
+    router = getattr(backend, "router", None)
+    if router is None or not hasattr(router, "search"):
+        return False
+    router.search = search
+    return True
 
 
 def _prompt_tokens(backend, messages: list[dict], tools) -> int | None:
@@ -373,6 +411,7 @@ def metrics(rows: list[dict]) -> dict:
 
     return {
         "n": len(rows),
+        "search": search_metrics(rows),
         "skipped": sum(bool(r.get("skipped")) for r in rows),
         "routing": {"tp": tp, "fp": fp, "fn": fn, "tn": tn, "precision": precision, "recall": recall, "f1": f1,
                     "accuracy": _ratio(tp + tn, len(routed))},
@@ -383,6 +422,30 @@ def metrics(rows: list[dict]) -> dict:
         "negatives_no_code": no_code(neg), "negatives_with_digits_no_code": no_code(neg_digits),
         "function_call": {"n": len(called), "exact_match": _ratio(sum(r["calls_correct"] for r in called), len(called))},
     }
+
+
+def search_metrics(rows: list[dict]) -> dict:
+    """Search items (rows with a "search" spec): <search> precision/recall (searched iff needed), answerable
+    ones answered right (the fact stated), unanswerable ones declined ("not found", no invented fact),
+    no-search ones answered without a search; and how often the other items searched. One denominator per line:
+    every item of its kind, skipped ones included (not right)."""
+    items = [r for r in rows if r.get("search")]
+    need = [r for r in items if r["search"]["needed"]]
+    tp = sum(r["searched"] for r in need)
+    fp = sum(r["searched"] for r in items if not r["search"]["needed"])
+    fn = len(need) - tp
+
+    def rate(sub):
+        ok = sum(bool(r["search_right"]) for r in sub)
+        return {"n": len(sub), "right": ok, "rate": _ratio(ok, len(sub))}
+
+    others = [r for r in rows if not r.get("search")]
+    return {"n": len(items), "tp": tp, "fp": fp, "fn": fn, "tn": len(items) - len(need) - fp,
+            "precision": _ratio(tp, tp + fp), "recall": _ratio(tp, tp + fn),
+            "answerable": rate([r for r in need if r["search"]["answerable"]]),
+            "unanswerable": rate([r for r in need if not r["search"]["answerable"]]),
+            "no_search": rate([r for r in items if not r["search"]["needed"]]),
+            "other_items_searched": {"n": len(others), "searched": sum(bool(r.get("searched")) for r in others)}}
 
 
 def _default_params():
@@ -401,6 +464,8 @@ def sample_row(backend, s: Sample, params) -> dict:
     right, reason = (False, skip) if skip else (False, "no_reference")
     if not skip and s.reference is not None:
         right, reason = score_result(s.reference, o.final_text, question, s.lang)
+    search_right, search_reason = (None, None) if s.search is None else (False, skip) if skip else \
+        score_search(s.search, bool(o.searches), o.final_text, question, s.lang)
     return {
         "id": s.id, "lang": s.lang, "source": s.source, "category": s.category, "needs_code": s.needs_code,
         "coded": o.code_blocks > 0, "results": o.results, "reference": s.reference,
@@ -410,6 +475,8 @@ def sample_row(backend, s: Sample, params) -> dict:
         "calls_correct": not skip and s.expected_calls is not None and calls_match(o.tool_calls, s.expected_calls),
         "answer": o.text, "final_text": o.final_text,
         "refine_calls": o.refine_calls, "refined_used": o.refined_used, "refine_skipped": o.refine_skipped,
+        "search": s.search, "searched": bool(o.searches), "search_queries": o.searches,
+        "search_right": search_right, "search_reason": search_reason,
     }
 
 
@@ -500,6 +567,23 @@ class RegexRouterBackend(ConstantBackend):
 BASELINES = {"constant": ConstantBackend, "regex": RegexRouterBackend}
 
 
+class AlwaysSearchBackend(ConstantBackend):
+    """Search baseline: always `<search>` the question itself, then say the documents do not have it (never
+    invents, never answers). With the constant one (never searches, "I don't know."), what a model adds on
+    search items: recall 1 and every unanswerable item right come for free; the answerable ones do not."""
+
+    SENTENCES = {"fr": "Je n'ai pas trouvé la réponse dans les documents.", "en": "I could not find the answer in the documents."}
+
+    def stream_chat(self, messages, params, tools=None, cancel=None):
+        yield Event("search", _last_user(messages))
+        yield Event("result", "No results.", {"status": "ok", "tool": "search"})
+        yield Event("text", self.answer(messages))
+        yield Event("done", data={"finish_reason": "stop"})
+
+
+SEARCH_BASELINES = {"always_search": AlwaysSearchBackend}   # added to `baselines` when search items are scored
+
+
 def evaluate(backend, samples: list[Sample], params=None, progress: bool = True, baselines: bool = False,
              model2: bool = False) -> dict:
     """Run every sample through the backend; metrics overall and per language, per-sample rows, the skipped
@@ -515,8 +599,9 @@ def evaluate(backend, samples: list[Sample], params=None, progress: bool = True,
     if model2:
         result["model2"] = model2_summary(rows)
     if baselines:
+        extra = SEARCH_BASELINES if any(s.search for s in samples) else {}
         result["baselines"] = {name: tables([sample_row(cls(), s, params) for s in samples])
-                               for name, cls in BASELINES.items()}
+                               for name, cls in {**BASELINES, **extra}.items()}
     return result
 
 
@@ -653,6 +738,34 @@ def format_metrics(result: dict) -> str:
     return "\n".join(lines)
 
 
+SEARCH_ROWS = [("search items", ("n",)), ("<search> precision", ("precision",)), ("<search> recall", ("recall",)),
+               ("answerable: fact stated", ("answerable", "rate")), ("unanswerable: not found", ("unanswerable", "rate")),
+               ("no-search: answered without search", ("no_search", "rate"))]
+
+
+def has_search(result: dict) -> bool:
+    return bool((result.get("overall") or {}).get("search", {}).get("n"))
+
+
+def format_search(result: dict) -> str:
+    """The search table: one column per language, then overall, each as model | always_search | constant."""
+    cols = [c for c in result["per_lang"] if result["per_lang"][c].get("search", {}).get("n")] + ["overall"]
+    systems = [("", result)] + [(f" {n}", result["baselines"][n]) for n in ("always_search", "constant")
+                                if n in result.get("baselines", {})]
+    heads = [c + name if name else c for c in cols for name, _ in systems]
+    lines = ["| search | " + " | ".join(heads) + " |", "|---" * (len(heads) + 1) + "|"]
+    for label, path in SEARCH_ROWS:
+        vals = []
+        for c in cols:
+            for _, res in systems:
+                v = (res["overall"] if c == "overall" else res["per_lang"].get(c, {})).get("search")
+                for k in path:
+                    v = None if v is None else v.get(k)
+                vals.append(_fmt(v))
+        lines.append(f"| {label} | " + " | ".join(vals) + " |")
+    return "\n".join(lines)
+
+
 def format_model2(block: dict) -> str:
     """One Markdown table: exact answers and execution with and without model 2, and what it did."""
     def pct(x):
@@ -684,4 +797,5 @@ def format_conversations(result: dict) -> str:
 
 __all__ = ["Sample", "load_samples", "load_conversations", "sample_from_record", "evaluate", "evaluate_conversations",
            "metrics", "tables", "model2_summary", "format_model2", "evaluate_refinement", "format_refinement", "calls_match", "call_matches", "value_matches", "format_metrics", "format_conversations",
-           "gsm8k_reference", "ConstantBackend", "RegexRouterBackend", "BASELINES", "is_multiturn_file"]
+           "gsm8k_reference", "ConstantBackend", "RegexRouterBackend", "BASELINES", "is_multiturn_file",
+           "AlwaysSearchBackend", "SEARCH_BASELINES", "attach_search", "search_spec", "search_metrics", "format_search", "has_search"]
