@@ -238,3 +238,83 @@ def test_serve_flags(tmp_path):
         serve_main(["--model1", str(tmp_path / "ckpt.pt"), "--concurrency", "2"])
     with pytest.raises(HessGPTError, match="--max-batch 0: must be at least 1"):
         serve_main(["--model1", str(tmp_path / "ckpt.pt"), "--max-batch", "0"])
+
+
+# ---- a tool round inside a batch ----------------------------------------------------------------------
+# A model whose next token depends only on the last one (every block's output projections are zero, so the
+# residual stream is the token's embedding; the chain tokens' embeddings are basis vectors and the head maps
+# each to its successor): it answers "Je calcule." + a <|code|> block + "Voilà." whatever the prompt, so the
+# real router runs the sandbox and injects <|result|>42<|end|> into that row while the others decode.
+
+TEXT1, CODE, TEXT2 = "Je calcule.", "print(6*7)", " Voilà !"
+
+
+@pytest.fixture(scope="module")
+def scripted_dual(tmp_path_factory, tokenizer):
+    import torch
+
+    from hessgpt.config import ModelConfig
+    from hessgpt.model import Transformer
+
+    tok = tokenizer
+    chain = [tok.assistant_id, *tok.encode(TEXT1), tok.code_id, *tok.encode(CODE), tok.end_id, *tok.encode(TEXT2), tok.eos_id]
+    keys = chain[:-1]
+    assert len(set(keys)) == len(keys), "the chain needs distinct tokens (each has one successor)"
+    cfg = ModelConfig.preset("tiny", vocab_size=tok.vocab_size, tie_embeddings=False)
+    model = Transformer(cfg).init_weights(seed=0)
+    with torch.no_grad():
+        for layer in model.model.layers:
+            layer.self_attn.o_proj.weight.zero_()
+            layer.mlp.down_proj.weight.zero_()
+        model.lm_head.weight.zero_()
+        for i, (a, b) in enumerate(zip(chain, chain[1:])):
+            basis = torch.zeros(cfg.dim)
+            basis[i] = 1.0
+            model.model.embed_tokens.weight[a] = basis
+            model.lm_head.weight[b] += basis
+    path = str(tmp_path_factory.mktemp("ckpt") / "tiny")
+    checkpoint.save(path, model, tok, meta={"stage": "test"})
+    backend = DualModelBackend(path, tools=True)
+    yield backend
+    backend.close()
+
+
+def events_of(url: str, payload: dict) -> list:
+    out = []
+    with httpx.stream("POST", url + "/v1/chat/events", json=payload, timeout=60) as r:
+        assert r.status_code == 200, r.read()
+        for line in r.iter_lines():
+            if line.startswith("data: ") and line != "data: [DONE]":
+                ev = json.loads(line[6:])
+                keep = {k: ev["data"][k] for k in ("finish_reason", "completion_tokens", "status") if k in ev["data"]}
+                out.append((ev["type"], ev["text"], keep))
+    return out
+
+
+def test_tool_rounds_inside_a_batch_equal_alone(serve, scripted_dual):
+    payloads = [{"model": "tiny", "messages": [{"role": "user", "content": f"Combien font 6 x 7 ? ({i})"}],
+                 "max_tokens": n, "temperature": 0} for i, n in enumerate((64, 5, 64, 64, 12))]   # 5, 12: cut before/inside the code
+    srv = serve(scripted_dual)
+    alone = [events_of(srv.url, p) for p in payloads]
+    assert ("code", CODE, {}) in alone[0] and ("result", "42\n", {"status": "ok"}) in alone[0]
+    assert "".join(t for ty, t, _ in alone[0] if ty == "text") == TEXT1 + "\n\n" + TEXT2.strip()
+    backend = BatchedDualBackend(scripted_dual, max_batch=4)
+    try:
+        slow_steps(backend, delay=0.005)
+        srv2 = serve(backend, queue_size=4)
+        got = [None] * len(payloads)
+        start = threading.Barrier(len(payloads))
+
+        def client(i):
+            start.wait()
+            got[i] = events_of(srv2.url, payloads[i])
+
+        threads = [threading.Thread(target=client, args=(i,)) for i in range(len(payloads))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert got == alone
+        assert backend.stats()["widest_step"] >= 2
+    finally:
+        backend.loop.close()
