@@ -445,6 +445,8 @@ def search_metrics(rows: list[dict]) -> dict:
             "answerable": rate([r for r in need if r["search"]["answerable"]]),
             "unanswerable": rate([r for r in need if not r["search"]["answerable"]]),
             "no_search": rate([r for r in items if not r["search"]["needed"]]),
+            # the answerable ones again with the router's index removed (add_without_search): what the hits add
+            "answerable_without_search": rate([r["without_search"] for r in need if r.get("without_search")]),
             "other_items_searched": {"n": len(others), "searched": sum(bool(r.get("searched")) for r in others)}}
 
 
@@ -478,6 +480,25 @@ def sample_row(backend, s: Sample, params) -> dict:
         "search": s.search, "searched": bool(o.searches), "search_queries": o.searches,
         "search_right": search_right, "search_reason": search_reason,
     }
+
+
+def add_without_search(backend, samples: list[Sample], rows: list[dict], params) -> bool:
+    """The answerable search items run again with the backend's router holding no index (its `<search>` gets
+    "search is not configured"), as row["without_search"] = {search_right, search_reason, answer}: the answer
+    correctness with vs without search, on the same items. False (nothing run) when the backend has no router."""
+    router = getattr(backend, "router", None)
+    if router is None or not hasattr(router, "search"):
+        return False
+    old, router.search = router.search, None
+    try:
+        for s, r in zip(samples, rows):
+            if s.search and s.search["answerable"]:
+                w = sample_row(backend, s, params)
+                r["without_search"] = {"search_right": w["search_right"], "search_reason": w["search_reason"],
+                                       "searched": w["searched"], "answer": w["answer"]}
+    finally:
+        router.search = old
+    return True
 
 
 def _good(r: dict) -> bool:
@@ -585,16 +606,20 @@ SEARCH_BASELINES = {"always_search": AlwaysSearchBackend}   # added to `baseline
 
 
 def evaluate(backend, samples: list[Sample], params=None, progress: bool = True, baselines: bool = False,
-             model2: bool = False) -> dict:
+             model2: bool = False, search_ablation: bool = True) -> dict:
     """Run every sample through the backend; metrics overall and per language, per-sample rows, the skipped
     items, and (baselines=True) the same tables for the constant and regex-router baselines under "baselines".
-    model2=True: model 2's effect under "model2" (`model2_summary`), the items it changed run again without it."""
+    model2=True: model 2's effect under "model2" (`model2_summary`), the items it changed run again without it.
+    search_ablation (with a router backend and answerable search items): those items again without the index
+    (`add_without_search`), scored under search.answerable_without_search."""
     from tqdm import tqdm
 
     params = params or _default_params()
     rows = [sample_row(backend, s, params) for s in tqdm(samples, desc="tools", disable=not progress)]
     if model2:
         add_without_model2(backend, samples, rows, params)
+    if search_ablation and any(s.search and s.search["answerable"] for s in samples):
+        add_without_search(backend, samples, rows, params)
     result = tables(rows)
     if model2:
         result["model2"] = model2_summary(rows)
@@ -740,7 +765,8 @@ def format_metrics(result: dict) -> str:
 
 SEARCH_ROWS = [("search items", ("n",)), ("<search> precision", ("precision",)), ("<search> recall", ("recall",)),
                ("answerable: fact stated", ("answerable", "rate")), ("unanswerable: not found", ("unanswerable", "rate")),
-               ("no-search: answered without search", ("no_search", "rate"))]
+               ("no-search: answered without search", ("no_search", "rate")),
+               ("answerable, index removed: fact stated", ("answerable_without_search", "rate"))]
 
 
 def has_search(result: dict) -> bool:
@@ -798,4 +824,5 @@ def format_conversations(result: dict) -> str:
 __all__ = ["Sample", "load_samples", "load_conversations", "sample_from_record", "evaluate", "evaluate_conversations",
            "metrics", "tables", "model2_summary", "format_model2", "evaluate_refinement", "format_refinement", "calls_match", "call_matches", "value_matches", "format_metrics", "format_conversations",
            "gsm8k_reference", "ConstantBackend", "RegexRouterBackend", "BASELINES", "is_multiturn_file",
-           "AlwaysSearchBackend", "SEARCH_BASELINES", "attach_search", "search_spec", "search_metrics", "format_search", "has_search"]
+           "AlwaysSearchBackend", "SEARCH_BASELINES", "attach_search", "search_spec", "search_metrics", "format_search", "has_search",
+           "add_without_search"]

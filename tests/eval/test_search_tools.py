@@ -148,3 +148,37 @@ def test_cli_scores_search_with_the_shipped_index(records, tmp_path, monkeypatch
     searched = [r for r in records[:8] if r["kind"] != "no_search"]
     assert backend.hits and [R.format_hits(h) for h in backend.hits] == [r["messages"][2]["content"] for r in searched]
     assert "| <search> recall |" in capsys.readouterr().out
+
+
+def test_answer_with_and_without_the_index(records, tmp_path):
+    """A model that answers from the hits: right with the index, "not found" once the router has none."""
+
+    class Router:
+        search = "an index"
+
+    class Grounded(Replay):
+        def __init__(self, recs):
+            super().__init__(recs)
+            self.router = Router()
+
+        def stream_chat(self, messages, params, tools=None, cancel=None):
+            r = self.by_prompt[messages[-1]["content"]]
+            m = r["messages"]
+            if m[1].get("search"):
+                yield Event("search", m[1]["search"])
+                yield Event("result", m[2]["content"] if self.router.search else "(search is not configured)", {"status": "ok"})
+            if self.router.search or r["kind"] == "no_search":
+                yield Event("text", m[-1]["content"])
+            else:
+                yield Event("text", "I could not find it." if r["lang"] == "en" else "Je n'ai rien trouvé.")
+
+    samples, _ = _samples(records, tmp_path)
+    backend = Grounded(records)
+    res = T.evaluate(backend, samples, progress=False)
+    s = res["overall"]["search"]
+    assert s["answerable"]["rate"] == 1.0 and s["answerable_without_search"] == {**s["answerable"], "right": 0, "rate": 0.0}
+    assert backend.router.search == "an index"                     # restored after the ablation
+    assert "| answerable, index removed: fact stated |" in T.format_search(res)
+    assert all(("without_search" in r) == bool(r["search"]["answerable"]) for r in res["samples"])   # only those rerun
+    off = T.evaluate(backend, samples, progress=False, search_ablation=False)["overall"]["search"]
+    assert off["answerable_without_search"]["n"] == 0
