@@ -293,13 +293,13 @@ class BatchedDualBackend:
     --max-batch N` for N >= 2.
     """
 
-    def __init__(self, dual, max_batch: int = 8, prefill_chunk: int = 256):
+    def __init__(self, dual, max_batch: int = 8, prefill_chunk: int = 256, straggler_s: float = 0.005):
         if dual.engine.fast is None:
             raise HessGPTError(f"--max-batch {max_batch}: batched decoding needs model 1 on CPU or CUDA "
                                f"(it is on {dual.engine.device}); use --max-batch 1")
         self.dual = dual
         self.max_batch = max_batch
-        self.loop = EngineLoop(dual.engine, max_batch, prefill_chunk)
+        self.loop = EngineLoop(dual.engine, max_batch, prefill_chunk, straggler_s)
         self.model2 = _LockedEngine(dual.model2) if dual.model2 is not None else None
         self.model_id, self.context_length = dual.model_id, dual.context_length
         self.generation_config = dual.generation_config
