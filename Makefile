@@ -1,6 +1,6 @@
 # HessGPT: two commands do all the set-up on a fresh machine.
 #   make demo   build the whole dual-model system at small scale on this CPU, then chat with it
-#   make test   the test suite
+#   make test   the import contract (lint-imports, [tool.importlinter] in pyproject.toml), then the test suite
 # Both create/update .venv in the repo and install everything they need; the system packages
 # (scripts/install-system-deps.sh) are checked first and installed when run as root.
 
@@ -35,6 +35,7 @@ demo: demo-deps install
 	$(PY) -m hessgpt quickstart --out runs/quickstart
 
 test: install system-deps
+	$(VENV)/bin/lint-imports --no-cache
 	$(PY) -m pytest -q
 
 test-fast: install

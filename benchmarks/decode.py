@@ -230,7 +230,7 @@ def batch_run(name: str, system: str, batch: int, tokens: int, threads: int) -> 
 
 def bench_model(name: str, rounds: int, tokens: int, threads: int, batch: int, bw: float, peak: float, tmp: str) -> dict:
     from hessgpt import checkpoint, kernels
-    from hessgpt.convert.gguf import to_gguf
+    from hessgpt.convert.export import to_gguf
     from hessgpt.engine import Engine
 
     model = make_model(name)

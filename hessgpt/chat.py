@@ -36,7 +36,7 @@ def add_sampling_args(p: argparse.ArgumentParser, max_new_tokens: int = 256) -> 
 
 def sampling_from_args(args, generation_config: dict | None = None) -> SamplingParams:
     """Flags over the model's generation_config (a flag left unset keeps the checkpoint's value)."""
-    from hessgpt.checkpoint import sampling_params
+    from hessgpt.engine import sampling_params
 
     gen = dict(generation_config or {})
     gen.setdefault("max_new_tokens", getattr(args, "_default_max_new_tokens", 256))
@@ -69,7 +69,7 @@ def backend_from_args(args):
             raise HessGPTError("give either a HessGPT checkpoint (--model1) or --hf-model, not both")
         from hessgpt.serve.backends import HFBackend
 
-        from hessgpt.tools.registry import default_registry
+        from hessgpt.tools.defaults import default_registry
         from hessgpt.tools.router import sandbox_run_code
 
         return HFBackend(args.hf_model, adapter=args.adapter, device=args.device, dtype=args.dtype,

@@ -11,6 +11,10 @@
 
 Writes are atomic: everything goes to a sibling temp folder, then is swapped in with renames, so a crash
 leaves either the previous checkpoint or the new one, never a half-written folder that half-loads.
+
+The int8 variant (quantize.py writes it) is the same folder where model.safetensors holds, for each quantized
+weight NAME, an int8 tensor NAME [out, in] plus NAME.scale fp32 [out], and meta.json a "quantization" entry;
+`load` reads both. Other kinds of path (legacy .pt, Hugging Face folders, GGUF files) are loader.py's.
 """
 
 import json
@@ -20,9 +24,13 @@ import tempfile
 import time
 
 import torch
+from safetensors.torch import load_file, save_file
 
 from hessgpt.config import ModelConfig
 from hessgpt.errors import HessGPTError
+from hessgpt.kernels.int8 import dequantize_weight
+from hessgpt.model import Transformer, rope_tables
+from hessgpt.tokenizer import Tokenizer
 
 FORMAT = "hessgpt-checkpoint"
 VERSION = 1
@@ -153,17 +161,6 @@ def full_generation_config(partial: dict | None) -> dict:
     return {**DEFAULT_GENERATION_CONFIG, **(partial or {})}
 
 
-def sampling_params(gen: dict | None = None, **overrides):
-    """SamplingParams from a generation config; `overrides` whose value is None keep the config's value."""
-    from hessgpt.engine import SamplingParams
-
-    g = full_generation_config(gen)
-    kw = {"temperature": g["temperature"], "top_k": g["top_k"] or 0, "top_p": g["top_p"],
-          "repetition_penalty": g["repetition_penalty"], "max_new_tokens": g["max_new_tokens"]}
-    kw.update({k: v for k, v in overrides.items() if v is not None})
-    return SamplingParams(**kw).validate()
-
-
 def _generation_config_for_save(model, meta: dict | None, explicit: dict | None) -> dict:
     """explicit argument > the model's own (loaded from its checkpoint) > the parent's file (sft, merge, import
     copy their base's) > greedy defaults."""
@@ -182,8 +179,6 @@ def save(path: str, model, tokenizer=None, meta: dict | None = None, train_state
          generation_config: dict | None = None) -> None:
     """Write a checkpoint folder atomically. `generation_config` (the recommended sampling) defaults to the
     model's own, else the parent checkpoint's (meta["parent"]), else greedy (DEFAULT_GENERATION_CONFIG)."""
-    from safetensors.torch import save_file
-
     gen = _generation_config_for_save(model, meta, generation_config)
 
     def write(tmp: str) -> None:
@@ -204,8 +199,8 @@ def save(path: str, model, tokenizer=None, meta: dict | None = None, train_state
     atomic_dir_write(path, write)
 
 
-def _recover(path: str) -> str:
-    """If a swap was interrupted after moving the old folder aside, use the old one."""
+def recover(path: str) -> str:
+    """`path`, or if a swap was interrupted after moving the old folder aside, the old one moved back."""
     path = path.rstrip("/")
     if os.path.exists(path):
         return path
@@ -223,12 +218,8 @@ def read_meta(path: str) -> dict:
 
 
 def load_model(path: str, device=None, dtype=None):
-    """The Transformer of a HessGPT checkpoint folder (no tokenizer)."""
-    from safetensors.torch import load_file
-
-    from hessgpt.model import Transformer
-
-    path = _recover(path)
+    """The Transformer of a HessGPT checkpoint folder with fp32 weights (no tokenizer)."""
+    path = recover(path)
     cfg_path = os.path.join(path, "config.json")
     if not os.path.exists(cfg_path):
         raise HessGPTError(f"{path}: not a checkpoint (no config.json)")
@@ -244,8 +235,6 @@ def load_model(path: str, device=None, dtype=None):
         raise HessGPTError(f"{weights}: unreadable safetensors file ({e})") from None
     model.to_empty(device="cpu")
     load_state_dict_strict(model, sd, source=weights)
-    from hessgpt.model import rope_tables
-
     model.rope_cos, model.rope_sin = rope_tables(cfg.head_dim, cfg.context_length, cfg.rope_theta)
     model.generation_config = read_generation_config(path)
     return model.to(device=device or "cpu", dtype=dtype) if (device or dtype) else model
@@ -273,61 +262,53 @@ def load_state_dict_strict(model, sd: dict, source: str) -> None:
         model.lm_head.weight = model.model.embed_tokens.weight
 
 
-# ---- legacy single-file .pt checkpoints (HessGPT v1 style) ---------------------------------------
+# ---- the int8 variant of the folder (written by quantize.save_quantized) -----------------------------
 
-_LEGACY_CONFIG_KEYS = {
-    "vocab_size": "vocab_size", "d_model": "dim", "n_embd": "dim", "dim": "dim", "embed_dim": "dim",
-    "n_layer": "n_layers", "n_layers": "n_layers", "num_layers": "n_layers",
-    "n_head": "n_heads", "n_heads": "n_heads", "num_heads": "n_heads",
-    "n_kv_heads": "n_kv_heads", "num_kv_heads": "n_kv_heads",
-    "hidden_dim": "hidden_dim", "d_ff": "hidden_dim", "intermediate_size": "hidden_dim",
-    "max_seq_len": "context_length", "block_size": "context_length", "context_length": "context_length", "max_len": "context_length",
-    "rope_theta": "rope_theta", "norm_eps": "norm_eps", "tie_embeddings": "tie_embeddings", "dropout": "dropout",
-}
+QUANTIZATION_METHOD = "int8-weight-only"
 
 
-def _legacy_blob(path: str) -> tuple[dict, dict]:
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise HessGPTError(f"{path}: cannot read as a PyTorch checkpoint ({str(e).splitlines()[0]})") from None
-    if not isinstance(blob, dict):
-        raise HessGPTError(f"{path}: expected a dict (state dict or {{'model': ..., 'config': ...}})")
-    sd = blob.get("model") or blob.get("model_state_dict") or blob.get("state_dict") or blob
-    cfg = blob.get("config") or blob.get("model_config") or blob.get("model_args")
-    if not isinstance(cfg, dict):
-        raise HessGPTError(f"{path}: no 'config' dict stored beside the weights; cannot rebuild the model")
-    sd = {k.removeprefix("_orig_mod.").removeprefix("module."): v for k, v in sd.items() if isinstance(v, torch.Tensor)}
-    return sd, cfg
+def is_quantized(path: str) -> bool:
+    meta = os.path.join(str(path), "meta.json")
+    if not os.path.exists(meta):
+        return False
+    with open(meta) as f:
+        return (json.load(f).get("quantization") or {}).get("method") == QUANTIZATION_METHOD
 
 
-def load_legacy_config(path: str) -> ModelConfig:
-    sd, cfg = _legacy_blob(path)
-    mapped = {}
-    for k, v in cfg.items():
-        if k in _LEGACY_CONFIG_KEYS:
-            mapped[_LEGACY_CONFIG_KEYS[k]] = v
-    if "lm_head.weight" not in sd and "tie_embeddings" not in mapped:
-        mapped["tie_embeddings"] = True
-    return ModelConfig.from_dict(mapped, source=f"{path} config")
-
-
-def load_legacy(path: str):
-    from hessgpt.model import Transformer
-
-    sd, _ = _legacy_blob(path)
-    cfg = load_legacy_config(path)
-    model = Transformer(cfg)
+def load_quantized(path: str, device=None):
+    """(model, tokenizer) from an int8 checkpoint: a Transformer with the dequantized weights and
+    `model.int8_state = {name: (q, scale)}`, so `Engine(model)` decodes in int8 with exactly these weights."""
+    path = str(path)
+    if not is_quantized(path):
+        raise HessGPTError(f"{path}: not an int8 checkpoint (meta.json has no quantization entry)")
+    cfg = ModelConfig.from_json(os.path.join(path, "config.json"))
+    raw = load_file(os.path.join(path, "model.safetensors"))
+    sd, state = {}, {}
+    for k, v in raw.items():
+        if k.endswith(".scale"):
+            continue
+        if v.dtype == torch.int8:
+            if k + ".scale" not in raw:
+                raise HessGPTError(f"{path}/model.safetensors: int8 tensor {k} has no {k}.scale")
+            state[k] = (v, raw[k + ".scale"].float())
+            sd[k] = dequantize_weight(*state[k])
+        else:
+            sd[k] = v.float()
+    with torch.device("meta"):
+        model = Transformer(cfg)
+    model.to_empty(device="cpu")
     load_state_dict_strict(model, sd, source=path)
-    return model
+    model.rope_cos, model.rope_sin = rope_tables(cfg.head_dim, cfg.context_length, cfg.rope_theta)
+    if device is not None:
+        model = model.to(device)
+    model.int8_state = state
+    return model.eval(), find_tokenizer(path)
 
 
-# ---- one entry point ----------------------------------------------------------------------------
+# ---- (model, tokenizer) of a folder -----------------------------------------------------------------
 
 
 def find_tokenizer(path: str):
-    from hessgpt.tokenizer import Tokenizer
-
     d = path if os.path.isdir(path) else os.path.dirname(path)
     if os.path.exists(os.path.join(d, "tokenizer.json")):
         return Tokenizer.load(d)
@@ -341,49 +322,23 @@ def check_vocab(model, tokenizer, source: str) -> None:
 
 
 def load(path: str, device=None, dtype=None):
-    """(model, tokenizer) from a HessGPT checkpoint, a legacy .pt file, a Hugging Face directory or a .gguf file.
-
-    `model.generation_config` is the folder's recommended sampling (read_generation_config; {} when none)."""
-    model, tokenizer = _load(path, device, dtype)
-    path = str(path)
-    model.generation_config = read_generation_config(path) if os.path.isdir(path) else {}
-    return model, tokenizer
-
-
-def _load(path: str, device=None, dtype=None):
+    """(model, tokenizer) of a HessGPT checkpoint folder, fp32 or int8 (int8: dequantized weights plus
+    `model.int8_state` for the engine). `model.generation_config` is the folder's recommended sampling
+    (read_generation_config; {} when none). Any other kind of path: `hessgpt.load` (loader.py)."""
     path = str(path)
     if not os.path.exists(path):
-        path = _recover(path)
-    if os.path.isfile(path) and path.endswith(".gguf"):  # llama-architecture GGUF, dequantized to fp32
-        from hessgpt.convert.gguf_import import load_gguf
-
-        model, tokenizer = load_gguf(path)
+        path = recover(path)
+    if not os.path.isdir(path):
+        raise HessGPTError(f"{path!r} is not a HessGPT checkpoint folder (hessgpt.load also reads .pt, Hugging Face and .gguf)")
+    if is_quantized(path):
+        model, tokenizer = load_quantized(path, device)
         check_vocab(model, tokenizer, path)
-        return model.to(device=device or "cpu", dtype=dtype).eval(), tokenizer
-    if os.path.isfile(path) and path.endswith(".pt"):
-        model = load_legacy(path)
-    elif os.path.isdir(path) and os.path.exists(os.path.join(path, "config.json")):
-        with open(os.path.join(path, "config.json")) as f:
-            try:
-                cfg = json.load(f)
-            except json.JSONDecodeError as e:
-                raise HessGPTError(f"{path}/config.json: not valid JSON ({e})") from None
-        if "model_type" in cfg:
-            from hessgpt.convert.hf import load_hf
-
-            model, tokenizer = load_hf(path)
-            check_vocab(model, tokenizer, path)
-            return model.to(device=device or "cpu", dtype=dtype).eval(), tokenizer
-        from hessgpt import quantize
-
-        if quantize.is_quantized(path):  # int8 weights: dequantized copy + the int8 tensors for the engine
-            model, tokenizer = quantize.load_quantized(path, device)
-            check_vocab(model, tokenizer, path)
-            return model.eval(), tokenizer
-        model = load_model(path)
+        model = model.eval()
     else:
-        raise HessGPTError(f"{path!r} is not a HessGPT checkpoint folder, a .pt file, a Hugging Face directory or a .gguf file")
-    tokenizer = find_tokenizer(path)
-    check_vocab(model, tokenizer, path)
-    model = model.to(device=device or "cpu", dtype=dtype) if (device or dtype) else model
-    return model.eval(), tokenizer
+        model = load_model(path)
+        tokenizer = find_tokenizer(path)
+        check_vocab(model, tokenizer, path)
+        model = model.to(device=device or "cpu", dtype=dtype) if (device or dtype) else model
+        model = model.eval()
+    model.generation_config = read_generation_config(path)
+    return model, tokenizer

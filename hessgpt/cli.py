@@ -13,7 +13,7 @@ import sys
 COMMANDS = {
     "model": ("hessgpt.cli", "model_main", "presets, `model info PRESET|CKPT`, `model init PRESET --out DIR` (random weights)"),
     "tokenizer": ("hessgpt.tokenizer", "cli_main", "train or adopt a BPE tokenizer: `hessgpt tokenizer train ...`"),
-    "convert": ("hessgpt.convert", "cli_main", "convert checkpoints: to-hf, from-hf, to-gguf, from-gguf"),
+    "convert": ("hessgpt.convert.cli", "cli_main", "convert checkpoints: to-hf, from-hf, to-gguf, from-gguf"),
     "generate": ("hessgpt.chat", "generate_main", "generate text from a prompt"),
     "chat": ("hessgpt.chat", "chat_main", "multi-turn chat in the terminal"),
     "ask": ("hessgpt.chat", "ask_main", "one question through the dual model and its tools, showing each step"),
@@ -41,10 +41,10 @@ def _usage() -> str:
 
 
 def model_main(argv: list[str]) -> int:
-    """`hessgpt model presets|info` (hessgpt.config, no torch) and `hessgpt model init` (the model and checkpoint code)."""
+    """`hessgpt model presets|info` (hessgpt.loader) and `hessgpt model init` (the model and checkpoint code)."""
     if argv[:1] != ["init"]:
         try:
-            return importlib.import_module("hessgpt.config").cli_main(argv)
+            return importlib.import_module("hessgpt.loader").cli_main(argv)
         except SystemExit as e:  # argparse's --help / usage error
             if argv[:1] in (["-h"], ["--help"]):
                 print("\n`hessgpt model init PRESET --tokenizer DIR --out DIR`: a random-weight checkpoint (--help for flags)")
@@ -62,7 +62,7 @@ def model_main(argv: list[str]) -> int:
     args = p.parse_args(argv[1:])
     pretrain = importlib.import_module("hessgpt.train.pretrain")
     pretrain.init_checkpoint(args.preset, args.tokenizer, args.out, pretrain.parse_overrides(args.set), args.seed)
-    cfg = importlib.import_module("hessgpt.config").load_config(args.out)
+    cfg = importlib.import_module("hessgpt.loader").load_config(args.out)
     print(f"wrote {args.out}: {args.preset}, {cfg.num_params():,} parameters (vocab {cfg.vocab_size}, context "
           f"{cfg.context_length}), random weights (seed {args.seed})")
     return 0

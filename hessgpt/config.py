@@ -3,13 +3,12 @@
     cfg = ModelConfig.preset("tiny", vocab_size=tokenizer.vocab_size)
     cfg.to_json("config.json"); ModelConfig.from_json("config.json")
 
-`hessgpt model info PRESET|CHECKPOINT` prints a config and its parameter count.
+`hessgpt model info PRESET|CHECKPOINT` prints a config and its parameter count (loader.py, which also reads
+the config of any kind of checkpoint path: `loader.load_config`).
 """
 
-import argparse
 import dataclasses
 import json
-import os
 from dataclasses import dataclass
 
 from hessgpt.errors import HessGPTError
@@ -135,58 +134,3 @@ PRESETS: dict[str, dict] = {
     "model1-0.5b": dict(vocab_size=32008, dim=1280, n_layers=22, n_heads=20, n_kv_heads=5, hidden_dim=3840,
                         context_length=2048, rope_theta=1000000.0, tie_embeddings=False),
 }
-
-
-def load_config(spec: str) -> ModelConfig:
-    """A preset name, a config.json, or a checkpoint folder holding one."""
-    if spec in PRESETS:
-        return ModelConfig.preset(spec)
-    if os.path.isdir(spec):
-        path = os.path.join(spec, "config.json")
-        if not os.path.exists(path):
-            raise HessGPTError(f"{spec}: not a checkpoint (no config.json) and not a preset ({', '.join(PRESETS)})")
-        with open(path) as f:
-            d = json.load(f)
-        if "model_type" in d:  # a Hugging Face directory
-            from hessgpt.convert.hf import config_from_hf
-
-            return config_from_hf(d, source=path)
-        return ModelConfig.from_dict(d, source=path)
-    if os.path.isfile(spec) and spec.endswith(".json"):
-        return ModelConfig.from_json(spec)
-    if os.path.isfile(spec) and spec.endswith(".pt"):
-        from hessgpt.checkpoint import load_legacy_config
-
-        return load_legacy_config(spec)
-    raise HessGPTError(f"{spec!r} is neither a preset ({', '.join(PRESETS)}) nor an existing checkpoint path")
-
-
-def _fmt(n: int) -> str:
-    return f"{n / 1e9:.2f}B" if n >= 1e9 else f"{n / 1e6:.1f}M"
-
-
-def cli_main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="hessgpt model", description="Inspect model presets and checkpoints.")
-    sub = p.add_subparsers(dest="cmd", required=True)
-    info = sub.add_parser("info", help="print a config and its parameter count")
-    info.add_argument("spec", help="preset name or checkpoint path")
-    info.add_argument("--json", action="store_true", help="print JSON only")
-    sub.add_parser("presets", help="list the named presets")
-    args = p.parse_args(argv)
-    if args.cmd == "presets":
-        for name in PRESETS:
-            cfg = ModelConfig.preset(name)
-            print(f"{name:<13} {_fmt(cfg.num_params()):>8}  dim {cfg.dim:<5} layers {cfg.n_layers:<3} "
-                  f"heads {cfg.n_heads}/{cfg.n_kv_heads} ctx {cfg.context_length} vocab {cfg.vocab_size}")
-        return 0
-    cfg = load_config(args.spec)
-    if args.json:
-        print(json.dumps({**cfg.to_dict(), "num_params": cfg.num_params()}, indent=2))
-        return 0
-    print(f"model: {args.spec}")
-    for k, v in cfg.to_dict().items():
-        print(f"  {k:<15} {v}")
-    n, n_body = cfg.num_params(), cfg.num_params(embeddings=False)
-    print(f"  parameters      {n:,} ({_fmt(n)}; {_fmt(n_body)} without embeddings)")
-    print(f"  fp32 weights    {n * 4 / 2**20:,.0f} MiB; bf16 {n * 2 / 2**20:,.0f} MiB")
-    return 0

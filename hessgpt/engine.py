@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import torch
 
 from hessgpt.errors import HessGPTError
+from hessgpt.model import InferenceModel, int8_inference_model
 
 
 @dataclass
@@ -47,6 +48,20 @@ class SamplingParams:
         if self.repetition_penalty <= 0:
             raise HessGPTError(f"repetition_penalty must be > 0, got {self.repetition_penalty}")
         return self
+
+
+GENERATION_KEYS = ("temperature", "top_k", "top_p", "repetition_penalty", "max_new_tokens")
+
+
+def sampling_params(gen: dict | None = None, **overrides) -> SamplingParams:
+    """SamplingParams from a generation config (checkpoint.read_generation_config: the keys a folder sets; the
+    others keep SamplingParams' defaults, which are checkpoint.DEFAULT_GENERATION_CONFIG). `overrides` whose
+    value is None keep the config's value; a top_k of None means off (0)."""
+    kw = {k: v for k, v in (gen or {}).items() if k in GENERATION_KEYS}
+    if "top_k" in kw:
+        kw["top_k"] = kw["top_k"] or 0
+    kw.update({k: v for k, v in overrides.items() if v is not None})
+    return SamplingParams(**kw).validate()
 
 
 # ---- sampling -----------------------------------------------------------------------------------
@@ -362,7 +377,7 @@ class Engine:
     """Generation on a model. On CPU and CUDA the engine decodes through `InferenceModel` (model.py), an
     inference-only, pre-laid-out copy of the weights built here (fused projections, in-place RoPE, its own KV
     cache; `fast=False` uses the Transformer's own cache instead). `int8=True` stores the linear weights as
-    int8 with per-output-channel scales (quantize.py) for CPU chat. The view is rebuilt if the model's weights
+    int8 with per-output-channel scales (kernels/int8.py; `quantize_int8()` switches an existing engine) for CPU chat. The view is rebuilt if the model's weights
     change (e.g. an Engine kept across training steps)."""
 
     def __init__(self, model, tokenizer=None, max_len: int | None = None, device=None, int8: bool = False,
@@ -389,15 +404,16 @@ class Engine:
         return tuple((id(p), p._version) for p in self.model.parameters())
 
     def _build_fast(self) -> None:
-        from hessgpt.model import InferenceModel
-
-        if self.int8:
-            from hessgpt.quantize import int8_inference_model
-
-            self.fast = int8_inference_model(self.model)
-        else:
-            self.fast = InferenceModel(self.model)
+        self.fast = int8_inference_model(self.model) if self.int8 else InferenceModel(self.model)
         self._fast_key = self._weights_key()
+
+    def quantize_int8(self) -> None:
+        """Switch this engine to int8 weights (kernels/int8.py) in place; the model itself is not modified."""
+        if self.fast is None:
+            raise HessGPTError("int8 weights need the fast decode path (CPU or CUDA)")
+        self.int8 = True
+        self._build_fast()
+        self.fast.setup_cache(max(self._cache_batch, 1), self.max_len)
 
     def _refresh_fast(self) -> None:
         if self._fast_key != self._weights_key():   # weights changed since the view was built

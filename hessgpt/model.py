@@ -27,6 +27,7 @@ from torch.utils.checkpoint import checkpoint
 
 from hessgpt import kernels
 from hessgpt.config import ModelConfig
+from hessgpt.kernels.int8 import Int8Linear
 
 # Rows of the LM head computed at once by `chunked_cross_entropy`: its fp32 logits are [CE_CHUNK, V] at a
 # time (262 MB at V=32008) instead of [B*T, V] (4.2 GB at B=16, T=2048, and as much for their gradient),
@@ -416,12 +417,12 @@ class SlotCache:
 class InferenceModel:
     """A read-only, pre-laid-out copy of a `Transformer` for generation, with its own KV cache.
 
-        fast = InferenceModel(model)             # or InferenceModel(model, linear=Int8Linear) (quantize.py)
+        fast = InferenceModel(model)             # or int8_inference_model(model) (kernels/int8.py weights)
         fast.setup_cache(batch=1, max_len=2048)
         logits = fast.forward(ids, pos)          # ids [B, T] at absolute positions pos..pos+T-1 -> [B, V] (last)
 
     `make_linear(weight [out, in]) -> object with __call__(x) and add_to(res, x)` chooses the matmul kernel
-    (dense fp32/bf16 here; int8 weight-only in quantize.py). The default (None) is the native AVX2/AVX-512
+    (dense fp32/bf16 here; int8 weight-only in kernels/int8.py). The default (None) is the native AVX2/AVX-512
     kernels of hessgpt/kernels for an fp32 model on CPU when they can be built there, else DenseLinear; with
     them, a batch-1 cache decodes each token in one native call (`decode_step`, the whole step in C).
     """
@@ -435,15 +436,11 @@ class InferenceModel:
         self.device, self.dtype = p.device, p.dtype
         dense = DenseLinear   # fp32/bf16 weights: the native GEMV layout when those kernels apply
         if self.device.type == "cpu" and self.dtype == torch.float32:
-            from hessgpt import kernels
-
             if kernels.available():
                 dense = kernels.KernelLinear
         make_linear = make_linear or dense
         self.native_rows = False  # forward_rows' linears through kernels.rows_matmul (CPU, fp32 activations)
         if self.device.type == "cpu" and self.dtype == torch.float32:
-            from hessgpt import kernels
-
             self.native_rows = kernels.available()
         self.decode_step = None   # native whole-step decoder (hessgpt/kernels), set by setup_cache when it applies
         perm_q = rope_interleave_perm(cfg.n_heads, cfg.head_dim).to(self.device)
@@ -490,8 +487,6 @@ class InferenceModel:
             self._rope(max_len)
         self.decode_step = None
         if self.device.type == "cpu" and self.dtype == torch.float32:
-            from hessgpt import kernels
-
             self.decode_step = kernels.decode_step(self)   # None unless batch 1 with the native linears
 
     def reorder_cache(self, rows: torch.Tensor) -> None:
@@ -642,3 +637,10 @@ class InferenceModel:
             x = x.view(B, T, -1)[:, -1]                             # [B, D]: the head only for the last position
         logits = self.head(self._norm(x, self.norm))
         return logits.view(B, T, -1) if all_logits else logits
+
+
+def int8_inference_model(model: Transformer, quantize_head: bool = True) -> InferenceModel:
+    """`InferenceModel` of `model` with int8 linear weights (kernels/int8.py). Fused weights (q|k|v, gate|up) are
+    quantized per output row, so fusing first or after gives the same int8 weights (scales are per row).
+    Activations, norms and the KV cache stay in the model's dtype (the model is not modified)."""
+    return InferenceModel(model, make_linear=Int8Linear, quantize_head=quantize_head)

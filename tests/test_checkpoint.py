@@ -3,8 +3,9 @@ import os
 import pytest
 import torch
 
-from hessgpt import checkpoint
+from hessgpt import checkpoint, loader
 from hessgpt.config import ModelConfig
+from hessgpt.engine import SamplingParams, sampling_params
 from hessgpt.errors import HessGPTError
 from hessgpt.model import Transformer
 
@@ -28,12 +29,10 @@ def test_interrupted_write_keeps_previous_checkpoint(tmp_path, tokenizer, monkey
     first = Transformer(cfg).init_weights(1)
     checkpoint.save(path, first, tokenizer, meta={"step": 1})
 
-    import safetensors.torch
-
     def crash(*a, **k):
         raise KeyboardInterrupt("killed mid-write")
 
-    monkeypatch.setattr(safetensors.torch, "save_file", crash)
+    monkeypatch.setattr(checkpoint, "save_file", crash)   # safetensors' writer, as checkpoint.py calls it
     with pytest.raises(KeyboardInterrupt):
         checkpoint.save(path, Transformer(cfg).init_weights(2), tokenizer, meta={"step": 2})
     monkeypatch.undo()
@@ -58,10 +57,21 @@ def test_legacy_pt_checkpoint_loads(tmp_path):
     blob = {"model": {"_orig_mod." + k: v for k, v in m.state_dict().items()},
             "config": {"vocab_size": 500, "d_model": 128, "n_layer": 4, "n_head": 4, "n_kv_heads": 2, "d_ff": 384, "max_seq_len": 256}}
     torch.save(blob, tmp_path / "HessGpt_pretrain.pt")
-    loaded, tok = checkpoint.load(str(tmp_path / "HessGpt_pretrain.pt"))
+    loaded, tok = loader.load(str(tmp_path / "HessGpt_pretrain.pt"))
     ids = torch.randint(0, 500, (1, 10))
     with torch.no_grad():
         assert torch.equal(loaded(ids), m.eval()(ids))
+    assert loader.load_config(str(tmp_path / "HessGpt_pretrain.pt")) == cfg
+
+
+def test_checkpoint_load_is_its_own_folder_only(tmp_path):
+    """Other kinds of path are loader.py's: checkpoint.load names the path and where to go instead."""
+    f = tmp_path / "x.pt"
+    f.write_bytes(b"")
+    with pytest.raises(HessGPTError, match=r"x\.pt.*not a HessGPT checkpoint folder.*hessgpt\.load"):
+        checkpoint.load(str(f))
+    with pytest.raises(HessGPTError, match="is not a HessGPT checkpoint folder, a .pt file"):
+        loader.load(str(tmp_path))
 
 
 def test_mismatched_weights_name_the_keys(tmp_path, tokenizer):
@@ -123,8 +133,15 @@ def test_generation_config_written_greedy_and_loaded(tiny_ckpt):
     assert saved == checkpoint.DEFAULT_GENERATION_CONFIG and saved["temperature"] == 0.0
     model, _ = checkpoint.load(tiny_ckpt)
     assert model.generation_config == saved
-    p = checkpoint.sampling_params(model.generation_config)
+    p = sampling_params(model.generation_config)
     assert (p.temperature, p.top_k, p.top_p, p.max_new_tokens) == (0.0, 0, 1.0, 256)
+
+
+def test_sampling_params_defaults_are_the_default_generation_config():
+    """engine.sampling_params fills the keys a folder does not set from SamplingParams' own defaults."""
+    d = SamplingParams()
+    assert {k: getattr(d, k) for k in checkpoint.DEFAULT_GENERATION_CONFIG} == {**checkpoint.DEFAULT_GENERATION_CONFIG, "top_k": 0}
+    assert sampling_params({"top_k": None, "eos_token_id": 2}).top_k == 0
 
 
 def test_generation_config_explicit_missing_and_overrides(tmp_path, tokenizer):
@@ -133,11 +150,11 @@ def test_generation_config_explicit_missing_and_overrides(tmp_path, tokenizer):
     model, _ = checkpoint.load(path)
     assert model.generation_config["temperature"] == 0.7 and model.generation_config["top_k"] == 40
     assert model.generation_config["top_p"] == 1.0  # unset keys get the defaults on save
-    p = checkpoint.sampling_params(model.generation_config, temperature=None, max_new_tokens=9)
+    p = sampling_params(model.generation_config, temperature=None, max_new_tokens=9)
     assert (p.temperature, p.top_k, p.max_new_tokens) == (0.7, 40, 9)  # None = keep the checkpoint's
     os.remove(os.path.join(path, "generation_config.json"))  # an older checkpoint: today's defaults
     model, _ = checkpoint.load(path)
-    assert model.generation_config == {} and checkpoint.sampling_params({}).temperature == 0.0
+    assert model.generation_config == {} and sampling_params({}).temperature == 0.0
 
 
 @pytest.mark.parametrize("key, value", [("temperature", -1), ("temperature", "hot"), ("top_p", 0), ("top_k", 2.5),

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from hessgpt import checkpoint
-from hessgpt.convert.hf import from_hf, to_hf
+from hessgpt.convert.export import to_hf
+from hessgpt.convert.hf import from_hf
 
 transformers = pytest.importorskip("transformers")
 

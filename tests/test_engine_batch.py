@@ -137,7 +137,7 @@ def test_int8_engine_batches_equal_each_alone(model, native):
 @pytest.mark.skipif(not kernels.available(), reason="native kernels not available here")
 @pytest.mark.parametrize("rows", [1, 3, 16])
 def test_native_rows_matmul_equals_the_reference_fp32_and_int8(rows):
-    from hessgpt.quantize import Int8Linear
+    from hessgpt.kernels.int8 import Int8Linear
 
     g = torch.Generator().manual_seed(rows)
     w = torch.randn(72, 200, generator=g)                     # odd split across threads, tail of 200 % 16

@@ -8,9 +8,10 @@ import torch
 
 gguf = pytest.importorskip("gguf")
 
-from hessgpt import checkpoint  # noqa: E402
+from hessgpt import checkpoint, loader  # noqa: E402
 from hessgpt.config import ModelConfig  # noqa: E402
-from hessgpt.convert.gguf import gguf_name, to_gguf  # noqa: E402
+from hessgpt.convert.export import to_gguf  # noqa: E402
+from hessgpt.convert.gguf import gguf_name  # noqa: E402
 from hessgpt.errors import HessGPTError  # noqa: E402
 from hessgpt.model import Transformer  # noqa: E402
 
@@ -347,7 +348,7 @@ def test_import_errors_are_one_line(tmp_path, exported, capsys):
     notgguf = tmp_path / "x.gguf"
     notgguf.write_text("hello")
     with pytest.raises(HessGPTError, match="not a readable GGUF file"):
-        checkpoint.load(str(notgguf))
+        loader.load(str(notgguf))
     assert cli_main(["convert", "from-gguf", other, str(tmp_path / "out")]) == 1
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "architecture 'qwen2'" in err

@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from hessgpt import checkpoint
-from hessgpt.convert.hf import from_hf, to_hf
+from hessgpt.convert.export import to_hf
+from hessgpt.convert.hf import from_hf
 from hessgpt.engine import Engine, SamplingParams
 from hessgpt.errors import HessGPTError
 from hessgpt.tokenizer import Tokenizer

@@ -13,7 +13,7 @@ from hessgpt.engine import Engine, SamplingParams
 from hessgpt.errors import HessGPTError
 from hessgpt.model import Transformer
 from hessgpt.quantize import (cli_main, dequantize_weight, greedy_agreement, is_quantized, load_quantized, perplexity,
-                              quantize_weight)
+                              quantize_engine, quantize_weight)
 
 from .conftest import TEXT_FILES
 
@@ -115,6 +115,9 @@ def test_quantize_cli_checkpoint_format_and_load(trained, tokenizer, tmp_path, c
     prompt = tokenizer.encode("Le chat")
     p = SamplingParams(max_new_tokens=24, stop_token_ids=[-1])
     assert engine.generate(prompt, p) == Engine(model, tokenizer, int8=True).generate(prompt, p)
+    again = Engine(model, tokenizer)
+    quantize_engine(again)                      # the module-level name, kept for callers
+    assert again.int8 and again.generate(prompt, p) == engine.generate(prompt, p)
     with pytest.raises(HessGPTError, match="already"):
         cli_main([out, "--int8", "--out", str(tmp_path / "again")])
     with pytest.raises(HessGPTError, match="not an int8"):
@@ -122,13 +125,11 @@ def test_quantize_cli_checkpoint_format_and_load(trained, tokenizer, tmp_path, c
 
 
 def test_quantize_engine_in_place(trained, tokenizer):
-    from hessgpt.quantize import quantize_engine
-
     model, _ = trained
     engine = Engine(model, tokenizer)
     prompt = tokenizer.encode("The city of")
     p = SamplingParams(max_new_tokens=16, stop_token_ids=[-1])
     engine.generate(prompt, p)
-    quantize_engine(engine)
+    engine.quantize_int8()
     assert engine.int8 and engine.fast.head.kind == "int8"
     assert engine.generate(prompt, p) == Engine(model, tokenizer, int8=True).generate(prompt, p)

@@ -11,7 +11,8 @@ Written with the format's own writer (`gguf.GGUFWriter`) as the `llama` architec
     one-token-per-digit split, i.e. digits isolated then GPT-2's regex, which differs from HessGPT's single regex
     only on a run of 2+ spaces before a digit; "gpt-2" for GPT-2's regex), token types (special tokens CONTROL),
     merges, bos/eos/eot/pad/unk ids, and the chat template.
-The reverse, GGUF -> HessGPT, is gguf_import.py.
+`write_gguf(model, tokenizer, out)` writes a loaded model; `to_gguf(ckpt, out)`, which reads anything hessgpt.load
+reads, is in export.py. The reverse, GGUF -> HessGPT, is gguf_import.py.
 Types: f32, f16 (1-D tensors stay f32, as llama.cpp expects) and q8_0 (blocks of 32; a matrix whose rows are
 not a multiple of 32 falls back to f16).
 """
@@ -23,6 +24,7 @@ import numpy as np
 import torch
 
 from hessgpt.errors import HessGPTError
+from hessgpt.tokenizer import DIGITS_PATTERN, GPT2_PATTERN, _split_pattern
 
 TYPES = ("f32", "f16", "q8_0")
 
@@ -77,8 +79,6 @@ def gguf_tensors(model) -> list[tuple[str, torch.Tensor]]:
 def _pre_type(tokenizer) -> str:
     """llama.cpp's pre-tokenizer kind that splits text like this tokenizer: "gpt-2" for GPT-2's regex, "smollm"
     (every digit alone, then GPT-2's regex) for HessGPT's default one-token-per-digit split."""
-    from hessgpt.tokenizer import DIGITS_PATTERN, GPT2_PATTERN, _split_pattern
-
     pattern = _split_pattern(json.loads(tokenizer.hf.to_str()).get("pre_tokenizer"))
     kinds = {GPT2_PATTERN: "gpt-2", DIGITS_PATTERN: "smollm"}
     if pattern not in kinds:
@@ -114,17 +114,19 @@ def _vocab(tokenizer, vocab_size: int) -> tuple[list[str], list[int], list[str]]
     return tokens, toktypes, merges
 
 
-def to_gguf(ckpt: str, out: str, type: str = "f16") -> dict:
-    """Write `out` (a .gguf file, atomically). Returns {"tensors", "bytes", "type"}."""
-    import gguf
-
-    from hessgpt import checkpoint
-
+def check_type(type: str) -> None:
     if type not in TYPES:
         raise HessGPTError(f"--type {type!r}: use one of {', '.join(TYPES)}")
-    model, tokenizer = checkpoint.load(ckpt)
+
+
+def write_gguf(model, tokenizer, out: str, type: str = "f16", name: str = "model") -> dict:
+    """Write `model` and its tokenizer as `out` (a .gguf file, atomically), named "HessGPT {name}".
+    Returns {"tensors", "bytes", "type"}."""
+    import gguf   # the optional `gguf` extra
+
+    check_type(type)
     if tokenizer is None:
-        raise HessGPTError(f"{ckpt}: no tokenizer beside the weights; a GGUF file needs one")
+        raise HessGPTError(f"GGUF export of {name!r}: no tokenizer; a GGUF file needs one")
     cfg = model.config
     ftype = {"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16, "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0}[type]
 
@@ -133,7 +135,6 @@ def to_gguf(ckpt: str, out: str, type: str = "f16") -> dict:
     tmp = out + f".tmp-{os.getpid()}"
     w = gguf.GGUFWriter(tmp, "llama")
     try:
-        name = os.path.basename(os.path.normpath(ckpt))
         w.add_name(f"HessGPT {name}")
         w.add_file_type(int(ftype))
         w.add_context_length(cfg.context_length)

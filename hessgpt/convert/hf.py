@@ -2,16 +2,21 @@
 
 HessGPT's parameter names *are* HF Mistral's, so the weight key map is the identity; what needs care is the
 config (names, tied embeddings, rope base: transformers 5 writes `rope_parameters` instead of `rope_theta`)
-and the tokenizer (special tokens, chat template).
+and the tokenizer (special tokens, chat template). `load_hf` is the reader loader.py uses for HF folders;
+`to_hf(ckpt, out)`, which reads anything hessgpt.load reads, is in export.py.
 """
 
 import json
 import os
 
 import torch
+from safetensors.torch import load_file, save_file
 
+from hessgpt.checkpoint import atomic_dir_write, load_state_dict_strict, save
 from hessgpt.config import ModelConfig
 from hessgpt.errors import HessGPTError
+from hessgpt.model import Transformer
+from hessgpt.tokenizer import BOS, PAD, UNK, Tokenizer, adopt_tokenizer, with_template
 
 # HF config key -> HessGPT ModelConfig field
 CONFIG_KEY_MAP = {
@@ -83,13 +88,9 @@ def config_to_hf(cfg: ModelConfig, tokenizer=None) -> dict:
     }
 
 
-def to_hf(ckpt: str, out: str) -> None:
-    """Write a directory that `AutoModelForCausalLM` and `AutoTokenizer` load offline."""
-    from safetensors.torch import save_file
-
-    from hessgpt.checkpoint import atomic_dir_write, load
-
-    model, tokenizer = load(ckpt)
+def save_hf(model, tokenizer, out: str) -> None:
+    """Write `model` (and `tokenizer`) as a directory that `AutoModelForCausalLM` and `AutoTokenizer` load
+    offline, atomically."""
 
     def write(tmp: str) -> None:
         with open(os.path.join(tmp, "config.json"), "w") as f:
@@ -108,8 +109,6 @@ def to_hf(ckpt: str, out: str) -> None:
 
 
 def write_hf_tokenizer(tokenizer, out_dir: str) -> None:
-    from hessgpt.tokenizer import BOS, PAD, UNK
-
     tokenizer.save(out_dir)  # tokenizer.json (+ hessgpt_tokenizer.json, ignored by transformers)
     own = tokenizer.template.spec if tokenizer.template is not None else {}   # an imported model's bos/eos
     cfg = {
@@ -129,8 +128,6 @@ def write_hf_tokenizer(tokenizer, out_dir: str) -> None:
 
 
 def read_hf_state_dict(hf_dir: str) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
     index = os.path.join(hf_dir, "model.safetensors.index.json")
     single = os.path.join(hf_dir, "model.safetensors")
     if os.path.exists(single):
@@ -154,10 +151,6 @@ def read_hf_state_dict(hf_dir: str) -> dict[str, torch.Tensor]:
 def load_hf(hf_dir: str):
     """(Transformer, Tokenizer or None) from a Mistral/Llama HF directory; the tokenizer gets HessGPT's
     special tokens added (and the embeddings grow to fit, new rows = mean embedding) when it lacks them."""
-    from hessgpt.checkpoint import load_state_dict_strict
-    from hessgpt.model import Transformer
-    from hessgpt.tokenizer import Tokenizer, adopt_tokenizer, with_template
-
     cfg_path = os.path.join(hf_dir, "config.json")
     with open(cfg_path) as f:
         cfg = config_from_hf(json.load(f), source=cfg_path)
@@ -199,8 +192,6 @@ def hf_chat_template(hf_dir: str) -> tuple[str | None, str | None, str | None]:
 
 def grow_vocab(model, vocab_size: int):
     """Resize embeddings (and untied head) to `vocab_size`; new rows are the mean of the old ones."""
-    from hessgpt.model import Transformer
-
     old = model.config
     cfg = ModelConfig.from_dict({**old.to_dict(), "vocab_size": vocab_size})
     new = Transformer(cfg)
@@ -214,7 +205,5 @@ def grow_vocab(model, vocab_size: int):
 
 
 def from_hf(hf_dir: str, out: str) -> None:
-    from hessgpt.checkpoint import save
-
     model, tokenizer = load_hf(hf_dir)
     save(out, model, tokenizer, meta={"stage": "import", "parent": os.path.abspath(hf_dir)})

@@ -28,7 +28,7 @@ def export_for_hf(path: str, out_dir: str | None = None) -> str:
         raise HessGPTError(f"no such checkpoint {path}")
     if not is_checkpoint(path):
         return path  # an HF directory (or a legacy file HFLM will reject with its own message)
-    from hessgpt.convert.hf import to_hf
+    from hessgpt.convert.export import to_hf
 
     out = out_dir or os.path.join(tempfile.mkdtemp(prefix="hessgpt-lm-eval-"), "hf")
     to_hf(path, out)

@@ -6,7 +6,7 @@ decode.c).
     KernelLinear(weight [out, in])      make_linear hook for fp32 weights: a 1-row x goes through the
                                         AVX2/AVX-512 GEMV, anything else (prefill, batches) through F.linear
     decode_step(inference_model)        the whole decode step of one token in C (batch 1) on KernelLinear
-                                        and/or quantize.Int8Linear weights, or None when it does not apply
+                                        and/or kernels.int8.Int8Linear weights, or None when it does not apply
                                         (not CPU/fp32 activations, batch > 1, another make_linear)
     huge_page_copy(tensor)              large weights live in 2 MiB pages (fewer TLB misses when streamed)
     rows_matmul(linear, x [N, in])      batched decode (InferenceModel.forward_rows): N <= GEMM_ROWS rows through
@@ -158,7 +158,7 @@ class DecodeStep:
         step = DecodeStep(fast)           # after fast.setup_cache(1, max_len)
         logits = step(token, pos)         # [1, V] fp32; writes k, v at `pos` of fast.k_cache / fast.v_cache
 
-    Linear weights are fp32 (KernelLinear) or int8 with per-row scales (quantize.Int8Linear), per matrix.
+    Linear weights are fp32 (KernelLinear) or int8 with per-row scales (kernels.int8.Int8Linear), per matrix.
     Holds raw pointers to the InferenceModel's tensors: rebuild it whenever they are reallocated (setup_cache)."""
 
     def __init__(self, fm, k_rows: list | None = None, v_rows: list | None = None, max_len: int | None = None):
@@ -219,11 +219,10 @@ def _weight(lin) -> tuple[torch.Tensor, torch.Tensor | None]:
 
 
 def _native(lin) -> bool:
-    from hessgpt.quantize import Int8Linear
-
+    """A KernelLinear (fp32) or a CPU Int8Linear (kernels/int8.py, recognised by its `kind`), contiguous."""
     if isinstance(lin, KernelLinear):
         return lin.w.dtype == torch.float32 and lin.w.is_contiguous()
-    return isinstance(lin, Int8Linear) and lin.q.device.type == "cpu" and lin.q.is_contiguous()
+    return getattr(lin, "kind", None) == "int8" and lin.q.device.type == "cpu" and lin.q.is_contiguous()
 
 
 def decode_step(fm, cache=None, slot: int = 0) -> DecodeStep | None:

@@ -69,7 +69,7 @@ def build_backend(args: argparse.Namespace):
     if args.hf_model:
         from hessgpt.serve.backends import HFBackend
 
-        from hessgpt.tools.registry import default_registry
+        from hessgpt.tools.defaults import default_registry
         from hessgpt.tools.router import sandbox_run_code
 
         return HFBackend(args.hf_model, args.adapter, dtype=args.dtype, load_in_4bit=args.load_in_4bit,

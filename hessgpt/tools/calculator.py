@@ -14,6 +14,8 @@ import math
 import operator
 from typing import Any
 
+from hessgpt.tools.registry import Tool
+
 MAX_EXPR_CHARS = 500
 MAX_NODES = 200
 MAX_EXPONENT = 10_000
@@ -155,8 +157,6 @@ def format_number(x: int | float) -> str:
 
 def calculator_tool():
     """The calculator as a registry Tool named `calculator`."""
-    from hessgpt.tools.registry import Tool
-
     def run(expression: str) -> str:
         return format_number(calculate(expression))
 

@@ -24,12 +24,15 @@ in for a public host (with an injected `resolver`). Never set it in real use.
 
 import http.client
 import ipaddress
+import json
 import socket
 import ssl
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 from urllib.parse import urljoin, urlsplit
+
+from hessgpt.tools.registry import Tool
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -293,10 +296,6 @@ class HttpFetcher:
 
 def http_tool(fetcher: HttpFetcher):
     """`http_request` as a registry Tool: returns JSON text {url, status, content_type, body, truncated}."""
-    import json
-
-    from hessgpt.tools.registry import Tool
-
     def run(url: str, method: str = "GET", headers: dict | None = None, body: str | None = None) -> str:
         try:
             return json.dumps(fetcher.request(url, method, headers, body).to_dict(), ensure_ascii=False)

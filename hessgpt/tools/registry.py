@@ -13,6 +13,7 @@
 `call` never raises for a mistake the model made (unknown tool, bad arguments, a tool that fails): it
 returns the error as the result text, `{"error": "..."}`, so the model reads what went wrong and can
 retry. Only programming errors of the caller (registering twice, a bad schema) raise.
+The standard set (calculator, search, http_request) is `tools.defaults.default_registry`.
 """
 
 import json
@@ -208,20 +209,3 @@ class ToolRegistry:
     def run_text(self, text: str) -> list[dict]:
         """Parse every <|tool_call|>...<|end|> in `text`, run them, return the tool messages."""
         return self.execute(parse_tool_calls(text))
-
-
-def default_registry(search_index: str | None = None, http_allowed_hosts: list[str] | None = None) -> ToolRegistry:
-    """The standard tools: `calculator`, plus `search` when an index path is given and `http_request`
-    when an allowlist is given (nothing reaches the network without one)."""
-    from hessgpt.tools.calculator import calculator_tool
-
-    reg = ToolRegistry([calculator_tool()])
-    if search_index:
-        from hessgpt.tools.search import SearchIndex, search_tool
-
-        reg.register(search_tool(SearchIndex(search_index)))
-    if http_allowed_hosts:
-        from hessgpt.tools.http import HttpFetcher, http_tool
-
-        reg.register(http_tool(HttpFetcher(allowed_hosts=http_allowed_hosts)))
-    return reg

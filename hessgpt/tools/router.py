@@ -410,7 +410,7 @@ class DualModelBackend:
 
             search = SearchIndex(search_index)
         if registry is None and tools:
-            from hessgpt.tools.registry import default_registry
+            from hessgpt.tools.defaults import default_registry
 
             registry = default_registry(search_index, http_allow)
         self.router = ToolRouter(self.engine, sandbox, self.model2, registry, search, config)

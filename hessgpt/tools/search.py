@@ -37,6 +37,7 @@ from typing import Iterable, Protocol
 import snowballstemmer
 
 from hessgpt.errors import HessGPTError
+from hessgpt.tools.registry import Tool
 
 TEXT_SUFFIXES = {".txt", ".md", ".markdown", ".rst", ".html", ".htm", ".py", ".json", ".jsonl", ".csv", ".tex", ".org"}
 _WORD = re.compile(r"\w+", re.UNICODE)
@@ -273,8 +274,6 @@ def format_hits(hits: list[Hit]) -> str:
 
 def search_tool(backend: SearchBackend, k: int = 5):
     """The search backend as a registry Tool named `search` (returns format_hits text)."""
-    from hessgpt.tools.registry import Tool
-
     return Tool(
         name="search",
         description="Search the user's documents (or the web, depending on the backend) and return the best passages.",

@@ -103,7 +103,7 @@ def merge(base: str, adapter: str, out: str, fmt: str | None = None) -> str:
     elif fmt == "hessgpt":
         merge_checkpoint(base, adapter, out)
     else:  # HessGPT in, HF out
-        from hessgpt.convert.hf import to_hf
+        from hessgpt.convert.export import to_hf
 
         with tempfile.TemporaryDirectory(dir=os.path.dirname(os.path.abspath(out))) as tmp:
             merge_checkpoint(base, adapter, os.path.join(tmp, "ckpt"))

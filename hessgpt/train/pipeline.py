@@ -432,7 +432,8 @@ class Pipeline:
 
     def model_config(self, ref) -> "ModelConfig":
         """The config of the model a stage reference (`@stage`), preset or checkpoint path stands for."""
-        from hessgpt.config import PRESETS, ModelConfig, load_config
+        from hessgpt.config import PRESETS, ModelConfig
+        from hessgpt.loader import load_config
         from hessgpt.train.pretrain import parse_overrides
 
         if isinstance(ref, str) and ref.startswith("@"):

@@ -26,7 +26,7 @@ import sys
 
 import torch
 
-from hessgpt import checkpoint
+from hessgpt import checkpoint, loader
 from hessgpt.config import PRESETS, ModelConfig
 from hessgpt.device import autocast, autocast_dtype, grad_scaler, peak_flops, setup_matmul_precision
 from hessgpt.errors import HessGPTError
@@ -81,7 +81,7 @@ def build_model(args, tokenizer) -> tuple[Transformer, str | None]:
         return model, None
     if args.set:
         raise HessGPTError("--set changes a preset's shape; it cannot be used when --model is a checkpoint")
-    model, _ = checkpoint.load(args.model)
+    model, _ = loader.load(args.model)
     if model.config.vocab_size < tokenizer.vocab_size:
         raise HessGPTError(f"--model {args.model}: vocab_size {model.config.vocab_size} is smaller than the tokenizer's "
                            f"{tokenizer.vocab_size}; use the checkpoint's own tokenizer or a preset")

@@ -41,7 +41,7 @@ import time
 
 import torch
 
-from hessgpt import checkpoint
+from hessgpt import checkpoint, loader
 from hessgpt.device import autocast, autocast_dtype, grad_scaler, peak_flops, setup_matmul_precision
 from hessgpt.errors import HessGPTError
 from hessgpt.model import Transformer
@@ -304,7 +304,7 @@ def train(args) -> int:
     state = common.load_train_state(last) if resuming else None
 
     # -- model and tokenizer --
-    model, tokenizer = checkpoint.load(args.base)
+    model, tokenizer = loader.load(args.base)
     if tokenizer is None:
         raise HessGPTError(f"--base {args.base}: no tokenizer.json beside the weights")
     if lora_cfg is not None and args.token_rows == "auto" and tokenizer.template is not None:

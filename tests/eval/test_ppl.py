@@ -85,7 +85,7 @@ def test_parity_with_transformers_on_hf_export(tiny_ckpt, tmp_path):
     """`hessgpt eval ppl` numbers == the transformers perplexity loop on the `hessgpt convert to-hf` export."""
     transformers = pytest.importorskip("transformers")
     import hessgpt
-    from hessgpt.convert.hf import to_hf
+    from hessgpt.convert.export import to_hf
 
     text_dir = os.path.join(os.path.dirname(__file__), "..", "fixtures", "text")
     TEXT_FILES = [os.path.join(text_dir, "fr_ud_gsd.txt"), os.path.join(text_dir, "en_c4.txt")]

@@ -9,7 +9,7 @@ from hessgpt.config import ModelConfig
 from hessgpt.engine import Engine, SamplingParams, naive_generate
 from hessgpt.kernels import build
 from hessgpt.model import DenseLinear, InferenceModel, Transformer
-from hessgpt.quantize import Int8Linear
+from hessgpt.kernels.int8 import Int8Linear
 
 REASON = build.unavailable_reason()
 if REASON is None and kernels.lib() is None:

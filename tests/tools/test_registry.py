@@ -5,7 +5,8 @@ import json
 import pytest
 
 from hessgpt.tools.calls import ToolCall, ToolCallError, parse_tool_call, parse_tool_calls, render_tool_calls
-from hessgpt.tools.registry import Tool, ToolRegistry, default_registry, validate
+from hessgpt.tools.defaults import default_registry
+from hessgpt.tools.registry import Tool, ToolRegistry, validate
 
 WEATHER = {
     "type": "object",

@@ -16,8 +16,7 @@ from .conftest import REPO, make_conversations, run_cli, write_jsonl
 
 gguf = pytest.importorskip("gguf")
 
-from hessgpt.convert.gguf import to_gguf  # noqa: E402
-from hessgpt.convert.hf import to_hf  # noqa: E402
+from hessgpt.convert.export import to_gguf, to_hf  # noqa: E402
 
 TRAIN = {"threads": 1, "dtype": "fp32", "device": "cpu", "no-progress": True, "batch-size": 2, "seq-len": 64}
 

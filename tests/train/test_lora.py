@@ -65,7 +65,7 @@ def test_merge_equals_base_plus_adapter(small_base, tmp_path):
 def test_peft_applies_hessgpt_adapter_to_hf_export(small_base, tmp_path):
     transformers = pytest.importorskip("transformers")
     peft = pytest.importorskip("peft")
-    from hessgpt.convert.hf import to_hf
+    from hessgpt.convert.export import to_hf
 
     model, tok = lora_model(small_base)
     adapter = str(tmp_path / "adapter")
@@ -90,7 +90,7 @@ def test_peft_applies_hessgpt_adapter_to_hf_export(small_base, tmp_path):
 
 def test_merge_peft_adapter_onto_hf_base(small_base, tmp_path):
     transformers = pytest.importorskip("transformers")
-    from hessgpt.convert.hf import to_hf
+    from hessgpt.convert.export import to_hf
 
     hf_dir = str(tmp_path / "hf")
     to_hf(small_base, hf_dir)
