@@ -5,6 +5,8 @@
         -> data/routing.jsonl (train) + data/routing.val.jsonl (validation) + data/routing.stats.json
     hessgpt data routing --validate llm_made.jsonl [--out checked.jsonl]
         -> runs every code block of an externally generated file, reports and drops the wrong samples
+    hessgpt data routing ... --search-share 0.12
+        -> + search conversations (hessgpt.data.routing_mix: the CLI of `hessgpt data routing`)
 
 Four categories share the positive samples equally: `maths` (arithmetic, percentages, equations,
 derivatives and integrals with sympy, statistics, word problems), `algo` (sorting, search, Fibonacci,
