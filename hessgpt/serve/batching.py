@@ -185,6 +185,17 @@ class EngineLoop:
         return False
 
     def _run(self) -> None:
+        try:
+            self._loop()
+        except BaseException as e:   # a bug in the loop: fail every row (their requests answer an error), refuse new ones
+            with self.cond:
+                self.closed = True
+                for r in self.rows:
+                    r.error = r.error or HessGPTError(f"the engine loop failed: {type(e).__name__}: {e}")
+                self.cond.notify_all()
+            raise
+
+    def _loop(self) -> None:
         while True:
             with self.cond:
                 while not self.closed and not self._has_work():

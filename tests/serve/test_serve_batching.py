@@ -318,3 +318,22 @@ def test_tool_rounds_inside_a_batch_equal_alone(serve, scripted_dual):
         assert backend.stats()["widest_step"] >= 2
     finally:
         backend.loop.close()
+
+
+def test_a_failing_step_fails_its_requests_only_and_the_loop_goes_on(serve, batched, alone):
+    backend = batched(max_batch=2)
+    step = backend.loop.batch.step_rows
+    calls = []
+
+    def broken_once(rows):
+        calls.append(rows)
+        if len(calls) == 1:
+            raise RuntimeError("simulated kernel failure")
+        return step(rows)
+
+    backend.loop.batch.step_rows = broken_once
+    srv = serve(backend)
+    r = httpx.post(srv.url + "/v1/chat/completions", json=body(0, stream=False), timeout=60)
+    assert r.status_code == 500 and "simulated kernel failure" in r.json()["error"]["message"]
+    assert wait_until(lambda: backend.stats()["rows"] == 0)     # its row was released
+    assert stream_text(srv.url, body(1)) == alone[1]
