@@ -27,7 +27,9 @@ The contract (`ChatBackend`):
       "completion_tokens"})`. Errors a user can fix raise `HessGPTError` (`ContextLengthError` when the
       prompt does not fit) before the first event, so the API can answer 400 instead of a broken stream.
     - it is called from a worker thread; the server runs at most `--concurrency` calls at once (1 by
-      default), so a backend does not need to be thread-safe unless it is served with more.
+      default), so a backend does not need to be thread-safe unless it is served with more. A backend with a
+      `max_batch` attribute (serve/batching.py's `BatchedDualBackend`, what `--model1` serves) gets that many
+      worker threads instead, and is thread-safe.
 
 Stop strings are enforced by the server on the "text" deltas (a backend may also honour `params.stop`).
 """
