@@ -337,3 +337,17 @@ def test_a_failing_step_fails_its_requests_only_and_the_loop_goes_on(serve, batc
     assert r.status_code == 500 and "simulated kernel failure" in r.json()["error"]["message"]
     assert wait_until(lambda: backend.stats()["rows"] == 0)     # its row was released
     assert stream_text(srv.url, body(1)) == alone[1]
+
+
+def test_model1_serves_batched_unless_max_batch_is_1(tiny_ckpt):
+    from hessgpt.serve import app
+
+    batched_backend = app.build_backend(app.build_parser().parse_args(["--model1", tiny_ckpt, "--no-tools", "--max-batch", "3",
+                                                                       "--prefill-chunk", "64"]))
+    try:
+        assert isinstance(batched_backend, BatchedDualBackend)
+        assert batched_backend.max_batch == 3 and batched_backend.loop.prefill_chunk == 64
+    finally:
+        batched_backend.close()
+    single = app.build_backend(app.build_parser().parse_args(["--model1", tiny_ckpt, "--no-tools", "--max-batch", "1"]))
+    assert isinstance(single, DualModelBackend)
