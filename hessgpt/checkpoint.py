@@ -328,17 +328,21 @@ def load(path: str, device=None, dtype=None):
     path = str(path)
     if not os.path.exists(path):
         path = recover(path)
-    if not os.path.isdir(path):
+    if not os.path.isdir(path) or _is_hf_folder(path):
         raise HessGPTError(f"{path!r} is not a HessGPT checkpoint folder (hessgpt.load also reads .pt, Hugging Face and .gguf)")
     if is_quantized(path):
-        model, tokenizer = load_quantized(path, device)
-        check_vocab(model, tokenizer, path)
-        model = model.eval()
+        model, tokenizer = load_quantized(path, device)   # int8 tensors + their dequantized copy (fp32)
     else:
-        model = load_model(path)
-        tokenizer = find_tokenizer(path)
-        check_vocab(model, tokenizer, path)
+        model, tokenizer = load_model(path), find_tokenizer(path)
         model = model.to(device=device or "cpu", dtype=dtype) if (device or dtype) else model
-        model = model.eval()
+    check_vocab(model, tokenizer, path)
     model.generation_config = read_generation_config(path)
-    return model, tokenizer
+    return model.eval(), tokenizer
+
+
+def _is_hf_folder(path: str) -> bool:
+    try:
+        with open(os.path.join(path, "config.json")) as f:
+            return "model_type" in json.load(f)
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError, TypeError):
+        return False   # no or unreadable config.json: load_model names the problem

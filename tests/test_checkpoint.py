@@ -72,6 +72,9 @@ def test_checkpoint_load_is_its_own_folder_only(tmp_path):
         checkpoint.load(str(f))
     with pytest.raises(HessGPTError, match="is not a HessGPT checkpoint folder, a .pt file"):
         loader.load(str(tmp_path))
+    (tmp_path / "config.json").write_text('{"model_type": "mistral"}')
+    with pytest.raises(HessGPTError, match="not a HessGPT checkpoint folder.*Hugging Face"):
+        checkpoint.load(str(tmp_path))
 
 
 def test_mismatched_weights_name_the_keys(tmp_path, tokenizer):
