@@ -270,3 +270,25 @@ def test_a_template_that_trims_contents_is_followed(imported, tmp_path):
     assert tok.render_for_generation(conv) == ref.apply_chat_template(conv, add_generation_prompt=True, return_dict=True)["input_ids"]
     _, plain = checkpoint.load(imported[1])
     assert not plain.template.trims
+
+
+def test_new_tool_token_rows_start_as_the_mean_of_the_words_they_stand_for(imported):
+    """Descriptive initialization: `<|code|>`'s new embedding and output rows are the mean of the rows of
+    "```python\\n" in the source vocabulary, each new token its own row (not all the same overall mean)."""
+    from safetensors.torch import load_file
+
+    from hessgpt.tokenizer import CODE, END, TOKEN_DESCRIPTIONS
+
+    hf_dir, ckpt = imported
+    src = load_file(f"{hf_dir}/model.safetensors")
+    ours = load_file(f"{ckpt}/model.safetensors")
+    tok = Tokenizer.load(ckpt)
+    old_vocab = src["model.embed_tokens.weight"].shape[0]
+    assert tok.code_id >= old_vocab and tok.end_id >= old_vocab
+    for key in ("model.embed_tokens.weight", "lm_head.weight"):
+        for name, i in ((CODE, tok.code_id), (END, tok.end_id)):
+            ids = tok.encode(TOKEN_DESCRIPTIONS[name])
+            assert ids and max(ids) < old_vocab
+            torch.testing.assert_close(ours[key][i], src[key][ids].mean(0))
+        assert not torch.allclose(ours[key][tok.code_id], ours[key][tok.end_id])
+        torch.testing.assert_close(ours[key][:old_vocab], src[key])

@@ -11,7 +11,7 @@ The reverse of gguf.py, read with the format's own reader (`gguf.GGUFReader`), f
     with llama.cpp's pre-tokenizer split for `tokenizer.ggml.pre`, CONTROL tokens special and USER_DEFINED
     tokens whole (as transformers' GGUF converter does); a SentencePiece vocabulary (`llama`) is handed to
     transformers' converter itself. Then HessGPT's special tokens are added where missing
-    (the embeddings grow to fit, new rows = mean embedding, as `from-hf` does);
+    (the embeddings grow to fit, each new row = the mean of the rows of the words it stands for, as `from-hf` does);
   - the file's own chat template and special tokens kept in meta.json under "source_tokenizer", so the
     imported model can still be spoken to in the format it was trained on.
 """
@@ -29,7 +29,7 @@ from hessgpt.convert.gguf import TENSOR_NAMES
 from hessgpt.convert.hf import grow_vocab
 from hessgpt.errors import HessGPTError
 from hessgpt.model import Transformer, rope_tables
-from hessgpt.tokenizer import PAD, SPECIAL_TOKENS, Tokenizer, with_template
+from hessgpt.tokenizer import PAD, SPECIAL_TOKENS, Tokenizer, description_rows, with_template
 
 ARCHITECTURES = ("llama",)
 # ggml type names gguf.quants.dequantize reads that HessGPT accepts
@@ -269,7 +269,7 @@ def load_gguf(path: str):
     load_state_dict_strict(model, state_dict_from_gguf(g, cfg), source=g.path)
     model.rope_cos, model.rope_sin = rope_tables(cfg.head_dim, cfg.context_length, cfg.rope_theta)
     if tokenizer.vocab_size > cfg.vocab_size:
-        model = grow_vocab(model, tokenizer.vocab_size)
+        model = grow_vocab(model, tokenizer.vocab_size, description_rows(tokenizer, cfg.vocab_size))
     model.source_tokenizer = source_tokenizer_info(g)
     model.source_tokenizer["tensor_types"] = dict(Counter(t.tensor_type.name for t in g.tensors.values()))
     return model.eval(), tokenizer

@@ -16,7 +16,7 @@ from hessgpt.checkpoint import atomic_dir_write, load_state_dict_strict, save
 from hessgpt.config import ModelConfig
 from hessgpt.errors import HessGPTError
 from hessgpt.model import Transformer
-from hessgpt.tokenizer import BOS, PAD, UNK, Tokenizer, adopt_tokenizer, with_template
+from hessgpt.tokenizer import BOS, PAD, UNK, Tokenizer, adopt_tokenizer, description_rows, with_template
 
 # HF config key -> HessGPT ModelConfig field
 CONFIG_KEY_MAP = {
@@ -150,7 +150,7 @@ def read_hf_state_dict(hf_dir: str) -> dict[str, torch.Tensor]:
 
 def load_hf(hf_dir: str):
     """(Transformer, Tokenizer or None) from a Mistral/Llama HF directory; the tokenizer gets HessGPT's
-    special tokens added (and the embeddings grow to fit, new rows = mean embedding) when it lacks them."""
+    special tokens added (and the embeddings grow to fit, descriptive rows: grow_vocab) when it lacks them."""
     cfg_path = os.path.join(hf_dir, "config.json")
     with open(cfg_path) as f:
         cfg = config_from_hf(json.load(f), source=cfg_path)
@@ -165,7 +165,7 @@ def load_hf(hf_dir: str):
         except HessGPTError:  # a foreign vocabulary: HessGPT's tokens added, its own chat template kept
             tokenizer = with_template(adopt_tokenizer(hf_dir), *hf_chat_template(hf_dir))
         if tokenizer.vocab_size > cfg.vocab_size:
-            model = grow_vocab(model, tokenizer.vocab_size)
+            model = grow_vocab(model, tokenizer.vocab_size, description_rows(tokenizer, cfg.vocab_size))
     return model, tokenizer
 
 
@@ -190,15 +190,19 @@ def hf_chat_template(hf_dir: str) -> tuple[str | None, str | None, str | None]:
     return template, content(cfg.get("bos_token")), content(cfg.get("eos_token"))
 
 
-def grow_vocab(model, vocab_size: int):
-    """Resize embeddings (and untied head) to `vocab_size`; new rows are the mean of the old ones."""
+def grow_vocab(model, vocab_size: int, like: dict[int, list[int]] | None = None):
+    """Resize embeddings (and untied head) to `vocab_size`. A new row `i` in `like` is the mean of the old rows
+    `like[i]` (tokenizer.description_rows: the words the token stands for); any other new row is the mean of
+    all old rows."""
     old = model.config
     cfg = ModelConfig.from_dict({**old.to_dict(), "vocab_size": vocab_size})
     new = Transformer(cfg)
     sd = model.state_dict()
     for key in ("model.embed_tokens.weight", "lm_head.weight"):
         w = sd[key]
-        extra = w.mean(0, keepdim=True).expand(vocab_size - w.shape[0], -1)
+        extra = w.mean(0, keepdim=True).repeat(vocab_size - w.shape[0], 1)
+        for i, ids in (like or {}).items():
+            extra[i - w.shape[0]] = w[ids].mean(0)
         sd[key] = torch.cat([w, extra], 0)
     new.load_state_dict(sd, strict=not cfg.tie_embeddings)
     return new
