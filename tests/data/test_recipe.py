@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from hessgpt.data.cli import main as data_main
+from hessgpt.data.cli import DELEGATED, main as data_main
 from hessgpt.data.conversation import Skip
 from hessgpt.data.recipe import SourceSpec, is_local, iter_rows, load_recipe
 from hessgpt.errors import HessGPTError
@@ -130,9 +130,10 @@ def test_hub_load_failure_is_a_user_error(monkeypatch):
 def test_cli_delegates_shards_and_routing(monkeypatch, capsys):
     seen = []
     for name in ("shards", "routing"):
-        mod = types.ModuleType(f"hessgpt.data.{name}")
+        module = DELEGATED[name][0]   # a stand-in for the module the subcommand is delegated to
+        mod = types.ModuleType(module)
         mod.main = lambda argv, name=name: seen.append((name, argv)) or 0
-        monkeypatch.setitem(sys.modules, f"hessgpt.data.{name}", mod)
+        monkeypatch.setitem(sys.modules, module, mod)
     assert data_main(["shards", "--in", "x"]) == 0
     assert data_main(["routing", "--n", "3"]) == 0
     assert seen == [("shards", ["--in", "x"]), ("routing", ["--n", "3"])]

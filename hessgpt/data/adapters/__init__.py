@@ -29,16 +29,18 @@ class Adapter:
     name: str  # the first registered name
     convert: Callable[..., "Conversation | list[Conversation]"]
     prepare: Callable | None = None  # rows -> rows, for schemas that need the whole table
+    configs: tuple[str, ...] = ()  # the hub configs whose schema this adapter reads (a recipe may name only these)
 
 
 _REGISTRY: dict[str, Adapter] = {}
 
 
-def register(*names: str, prepare: Callable | None = None):
-    """Decorator: register `fn` under each dataset name (hub id and short name), case-insensitive."""
+def register(*names: str, prepare: Callable | None = None, configs: tuple[str, ...] = ()):
+    """Decorator: register `fn` under each dataset name (hub id and short name), case-insensitive; `configs`:
+    the hub configs (datasets.load_dataset's `name`) it was written for, checked offline against the recipes."""
 
     def deco(fn):
-        adapter = Adapter(names[0], fn, prepare)
+        adapter = Adapter(names[0], fn, prepare, tuple(configs))
         for n in names:
             key = n.lower()
             if key in _REGISTRY and _REGISTRY[key].convert is not fn:

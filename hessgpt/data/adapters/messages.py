@@ -23,7 +23,7 @@ def ultrachat(row: dict) -> Conversation:
     return from_messages(row, id_keys=("prompt_id",))
 
 
-@register("HuggingFaceTB/smoltalk", "smoltalk")
+@register("HuggingFaceTB/smoltalk", "smoltalk", configs=("all",))
 def smoltalk(row: dict) -> Conversation:
     return from_messages(row)
 

@@ -52,7 +52,8 @@ def _args(value) -> dict:
         raise Skip("unparsable_tool_call", f"{e}: {str(value)[:80]!r}") from None
 
 
-@register("Nexusflow/NexusRaven_API_evaluation", "nexusraven", prepare=attach_tools)
+@register("Nexusflow/NexusRaven_API_evaluation", "nexusraven", prepare=attach_tools,
+          configs=("standardized_queries", "standardized_api_list"))
 def nexusraven(row: dict, api_list: dict | None = None) -> Conversation:
     call = ToolCall(field(row, "python_function_name"), _args(field(row, "python_args_dict", (str, dict))))
     msgs = [Message("user", field(row, "prompt").strip()), Message("assistant", "", tool_calls=[call])]

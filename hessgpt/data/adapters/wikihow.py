@@ -8,7 +8,7 @@ from hessgpt.data.adapters import field, record_id, register, single_turn
 from hessgpt.data.conversation import Conversation
 
 
-@register("wikihow", "HuggingFaceTB/cosmopedia")
+@register("wikihow", "HuggingFaceTB/cosmopedia", configs=("wikihow",))
 def wikihow(row: dict) -> Conversation:
     if isinstance(row, dict) and "prompt" in row:
         return single_turn(field(row, "prompt"), field(row, "text"), id=record_id(row, "id"))
