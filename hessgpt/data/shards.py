@@ -515,6 +515,17 @@ class _Done:
 
 
 @dataclass
+class _Batch:
+    """One tokenized batch of a source, read document by document (`_process`'s result)."""
+
+    lengths: list[int]          # per row: tokens of the kept document ([bos] + ids + [eos]), 0 when rejected
+    rejected: dict[int, str]    # row -> reason
+    ids: np.ndarray             # the kept documents, end to end
+    row: int = 0                # the next row to read
+    offset: int = 0             # where its tokens start in `ids`
+
+
+@dataclass
 class _Source:
     """The mixer's view of one source: its tasks and the tokenized batches ahead of it."""
 
@@ -522,12 +533,92 @@ class _Source:
     tasks: Iterator
     row: int = 0                      # rows of this source consumed (taken or rejected) so far
     batches: deque = field(default_factory=deque)  # AsyncResults, in stream order
-    cur: list | None = None           # [lengths, rejected, ids, next document index, next token offset]
+    cur: "_Batch | None" = None       # the batch being read
     read_all: bool = False
     done: bool = False
 
 
 # ---- the writer ----------------------------------------------------------------------------------------------
+
+
+SPLITS = ("train", "val")
+
+
+@dataclass
+class SourceCounts:
+    """What one source gave a chunk: tokens and documents per split, rejected rows by reason."""
+
+    train_tokens: int = 0
+    val_tokens: int = 0
+    train_docs: int = 0
+    val_docs: int = 0
+    rejected: dict[str, int] = field(default_factory=dict)
+
+    def add(self, split: str, tokens: int) -> None:
+        setattr(self, f"{split}_tokens", getattr(self, f"{split}_tokens") + tokens)
+        setattr(self, f"{split}_docs", getattr(self, f"{split}_docs") + 1)
+
+    def reject(self, reason: str) -> None:
+        self.rejected[reason] = self.rejected.get(reason, 0) + 1
+
+
+@dataclass
+class ChunkState:
+    """One chunk's resume state, saved as progress/cCC.json after every shard (`to_json` keeps the file's
+    keys and their order). Per source (lists indexed like the recipe's sources): rows consumed, exhausted,
+    tokens taken by the mixer, and its counts; `carry` names the files holding each split's partial buffer."""
+
+    fingerprint: str
+    chunk: int
+    chunks: int
+    complete: bool = False
+    shards: list[dict] = field(default_factory=list)    # {file, split, chunk, tokens}, in writing order
+    rows: list[int] = field(default_factory=list)
+    exhausted: list[bool] = field(default_factory=list)
+    mix_tokens: list[int] = field(default_factory=list)
+    docs: int = 0                                        # documents taken (both splits): drives the val share
+    split_tokens: dict[str, int] = field(default_factory=lambda: {"train": 0, "val": 0})
+    sources: list[SourceCounts] = field(default_factory=list)
+    carry: dict[str, str | None] = field(default_factory=lambda: {"train": None, "val": None})
+    seq: int = 0                                         # saves so far: names the carry files
+
+    @classmethod
+    def fresh(cls, fingerprint: str, chunk: int, chunks: int, n_sources: int) -> "ChunkState":
+        return cls(fingerprint, chunk, chunks, rows=[0] * n_sources, exhausted=[False] * n_sources,
+                   mix_tokens=[0] * n_sources, sources=[SourceCounts() for _ in range(n_sources)])
+
+    @classmethod
+    def from_json(cls, d: dict) -> "ChunkState":
+        return cls(**{**d, "sources": [SourceCounts(**s) for s in d["sources"]]})
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class SplitBuffer:
+    """The tokens of one split not yet written to a shard (documents run across shard boundaries)."""
+
+    split: str
+    arrays: list[np.ndarray]
+    written: int                           # shards of this split this chunk has written (names the next one)
+    tokens: int = field(init=False)        # len of the arrays together
+
+    def __post_init__(self):
+        self.tokens = sum(len(a) for a in self.arrays)
+
+    def append(self, doc: np.ndarray) -> None:
+        self.arrays.append(doc)
+        self.tokens += len(doc)
+
+    def take(self, n: int) -> np.ndarray:
+        """The first n tokens (all of them when fewer), removed from the buffer."""
+        arr = np.concatenate(self.arrays)
+        head, rest = arr[:n], arr[n:]
+        self.arrays[:] = [rest] if len(rest) else []
+        self.tokens = len(rest)
+        return head
+
 
 
 def _dtype_for(vocab_size: int) -> str:
@@ -583,25 +674,16 @@ class _Writer:
 
     # -- state ------------------------------------------------------------------------------------
 
-    def _fresh_state(self) -> dict:
-        n = len(self.recipe.sources)
-        return {"fingerprint": self.fingerprint, "chunk": self.chunk, "chunks": self.chunks, "complete": False,
-                "shards": [], "rows": [0] * n, "exhausted": [False] * n, "mix_tokens": [0] * n,
-                "docs": 0, "split_tokens": {"train": 0, "val": 0},
-                "sources": [{"train_tokens": 0, "val_tokens": 0, "train_docs": 0, "val_docs": 0, "rejected": {}}
-                            for _ in range(n)],
-                "carry": {"train": None, "val": None}, "seq": 0}
-
-    def _load_state(self) -> dict:
+    def _load_state(self) -> ChunkState:
         if not os.path.exists(self.progress_path):
-            return self._fresh_state()
+            return ChunkState.fresh(self.fingerprint, self.chunk, self.chunks, len(self.recipe.sources))
         with open(self.progress_path) as f:
             state = json.load(f)
         if state.get("fingerprint") != self.fingerprint:
             raise HessGPTError(
                 f"{self.out}: chunk {self.chunk} was started with another recipe, tokenizer or --chunks "
                 f"(fingerprint {state.get('fingerprint')} != {self.fingerprint}); use a new --out or delete {self.out}")
-        return state
+        return ChunkState.from_json(state)
 
     def _carry_load(self, name: str | None) -> list[np.ndarray]:
         if not name:
@@ -611,22 +693,28 @@ class _Writer:
             raise HessGPTError(f"{self.out}: resume state names {path}, which is missing; delete {self.out} and start again")
         return [np.fromfile(path, dtype=self.dtype)]
 
-    def _save_state(self, state: dict, bufs: dict) -> None:
+    def _buffers(self, state: ChunkState) -> dict[str, SplitBuffer]:
+        """Each split's carried partial buffer and the count of its shards already written."""
+        return {sp: SplitBuffer(sp, self._carry_load(state.carry[sp]), sum(1 for sh in state.shards if sh["split"] == sp))
+                for sp in SPLITS}
+
+    def _save_state(self, state: ChunkState, bufs: dict[str, SplitBuffer]) -> None:
         """Carry buffers under new names, then the state that points to them (atomic), then old carries go."""
-        state["seq"] += 1
-        old = dict(state["carry"])
-        for split in ("train", "val"):
-            arr = np.concatenate(bufs[split]) if bufs[split] else np.empty(0, self.dtype)
+        state.seq += 1
+        old = dict(state.carry)
+        for split in SPLITS:
+            buf = bufs[split]
+            arr = np.concatenate(buf.arrays) if buf.arrays else np.empty(0, self.dtype)
             if len(arr):
-                name = f"c{self.chunk:02d}.{split}.{state['seq']}.carry"
+                name = f"c{self.chunk:02d}.{split}.{state.seq}.carry"
                 _atomic_write_bytes(os.path.join(self.out, "progress", name), arr)
-                bufs[split][:] = [arr]
-                state["carry"][split] = name
+                buf.arrays[:] = [arr]
+                state.carry[split] = name
             else:
-                state["carry"][split] = None
-        _atomic_write_json(self.progress_path, state)
+                state.carry[split] = None
+        _atomic_write_json(self.progress_path, state.to_json())
         for split, name in old.items():
-            if name and name != state["carry"][split]:
+            if name and name != state.carry[split]:
                 try:
                     os.remove(os.path.join(self.out, "progress", name))
                 except FileNotFoundError:
@@ -642,7 +730,7 @@ class _Writer:
         else:
             s.batches.append(pool.apply_async(_process, (s.index, task)) if pool else _Done(_process(s.index, task)))
 
-    def _next_doc(self, s: _Source, pool, depth: int, stats: dict) -> np.ndarray | None:
+    def _next_doc(self, s: _Source, pool, depth: int, counts: SourceCounts) -> np.ndarray | None:
         """The next kept document of source s (rejected rows on the way are counted), or None at its end."""
         while True:
             if s.cur is None:
@@ -650,118 +738,112 @@ class _Writer:
                     self._submit(s, pool)
                 if not s.batches:
                     return None
-                lengths, rejected, ids = s.batches.popleft().get()
-                s.cur = [lengths, rejected, ids, 0, 0]
+                s.cur = _Batch(*s.batches.popleft().get())
                 if not s.read_all:
                     self._submit(s, pool)  # keep `depth` batches in flight
-            cur = s.cur
-            lengths, i = cur[0], cur[3]
-            while i < len(lengths):
-                n = lengths[i]
+            b = s.cur
+            while b.row < len(b.lengths):
+                n = b.lengths[b.row]
                 s.row += 1
                 if not n:
-                    reason = cur[1][i]
-                    stats["rejected"][reason] = stats["rejected"].get(reason, 0) + 1
-                    i += 1
+                    counts.reject(b.rejected[b.row])
+                    b.row += 1
                     continue
-                off = cur[4]
-                cur[3], cur[4] = i + 1, off + n
-                return cur[2][off:off + n]
+                doc = b.ids[b.offset:b.offset + n]
+                b.row, b.offset = b.row + 1, b.offset + n
+                return doc
             s.cur = None
 
     # -- main loop ------------------------------------------------------------------------------------
 
-    def run(self) -> dict:
+    def _flush(self, buf: SplitBuffer, state: ChunkState, final: bool = False) -> bool:
+        """Write the full shards of `buf` (and, if final, the rest); False once max_shards new ones are written."""
+        shard_tokens = self.recipe.shard_tokens
+        while buf.tokens >= shard_tokens or (final and buf.tokens > 0):
+            shard = buf.take(shard_tokens)
+            name = f"{buf.split}-c{self.chunk:02d}-{buf.written:05d}.bin"
+            _atomic_write_bytes(os.path.join(self.out, name), shard)
+            state.shards.append({"file": name, "split": buf.split, "chunk": self.chunk, "tokens": int(len(shard))})
+            buf.written += 1
+            self.new_shards += 1
+            if self.max_shards is not None and self.new_shards >= self.max_shards and not final:
+                return False
+        return True
+
+    def _pick(self, live: list[_Source], state: ChunkState) -> _Source:
+        """The source furthest below its weight (ties: the first listed)."""
+        weights = [s.weight for s in self.recipe.sources]
+        return live[0] if len(live) == 1 else min(live, key=lambda s: (state.mix_tokens[s.index] / weights[s.index], s.index))
+
+    def _split_of(self, state: ChunkState) -> str:
+        """Document number state.docs goes to val when the running val share crosses a multiple of val_fraction."""
+        d, frac = state.docs, self.recipe.val_fraction
+        return "val" if int((d + 1) * frac) > int(d * frac) and state.split_tokens["val"] < self.val_budget else "train"
+
+    def _start_pool(self):
+        """The tokenizer processes (None for 1 worker: tasks run here, on the tokenizer loaded by _init_worker)."""
+        init = (self.tok_dir, self.encoder, self.dtype, self.filters)
+        _init_worker(*init)  # forked workers inherit the loaded tokenizer
+        if self.workers <= 1:
+            return None
+        import multiprocessing as mp
+
+        fork = sys.platform == "linux"
+        return mp.get_context("fork" if fork else "spawn").Pool(self.workers, *((None, ()) if fork else (_init_worker, init)))
+
+    def run(self) -> ChunkState:
         recipe, out = self.recipe, self.out
         os.makedirs(os.path.join(out, "progress"), exist_ok=True)
         for stale in glob.glob(os.path.join(out, "*.tmp.*")) + glob.glob(os.path.join(out, "progress", "*.tmp.*")):
             os.remove(stale)  # left by a killed run: never a finished file
         state = self._load_state()
-        if state["complete"]:
+        if state.complete:
             return state
-        bufs = {"train": self._carry_load(state["carry"]["train"]), "val": self._carry_load(state["carry"]["val"])}
-        buf_len = {k: sum(len(a) for a in v) for k, v in bufs.items()}
-        n_written = {sp: sum(1 for sh in state["shards"] if sh["split"] == sp) for sp in ("train", "val")}
-        new_shards = 0
-        weights = [s.weight for s in recipe.sources]
+        bufs = self._buffers(state)
+        self.new_shards = 0
         depth = 2 * self.workers + 2  # batches in flight per source: a worker that finishes finds the next one queued
-        init = (self.tok_dir, self.encoder, self.dtype, self.filters)
-        _init_worker(*init)  # the 1-worker path runs tasks here; forked workers inherit the loaded tokenizer
-        pool = None
-        if self.workers > 1:
-            import multiprocessing as mp
-
-            fork = sys.platform == "linux"
-            pool = mp.get_context("fork" if fork else "spawn").Pool(self.workers, *((None, ()) if fork else (_init_worker, init)))
+        pool = self._start_pool()
         srcs = []
         for i, spec in enumerate(recipe.sources):
-            tasks = _source_tasks(spec, self.chunk, self.chunks, state["rows"][i], recipe.seed + 1000 * i,
+            tasks = _source_tasks(spec, self.chunk, self.chunks, state.rows[i], recipe.seed + 1000 * i,
                                   recipe.shuffle_buffer, self.batch_chars, pool, ahead=2 * self.workers)
-            srcs.append(_Source(index=i, tasks=tasks, row=state["rows"][i], done=state["exhausted"][i]))
+            srcs.append(_Source(index=i, tasks=tasks, row=state.rows[i], done=state.exhausted[i]))
 
         bar = None
         if self.progress:
             from tqdm import tqdm
 
-            bar = tqdm(total=self.train_budget, initial=state["split_tokens"]["train"], unit="tok", unit_scale=True,
+            bar = tqdm(total=self.train_budget, initial=state.split_tokens["train"], unit="tok", unit_scale=True,
                        desc=f"chunk {self.chunk}/{self.chunks}" if self.chunks > 1 else "shards", dynamic_ncols=True)
-
-        def flush(split: str, final: bool = False) -> bool:
-            """Write full shards (and, if final, the rest) of `split`; False once max_shards is reached."""
-            nonlocal new_shards
-            while buf_len[split] >= recipe.shard_tokens or (final and buf_len[split] > 0):
-                arr = np.concatenate(bufs[split])
-                shard, rest = arr[:recipe.shard_tokens], arr[recipe.shard_tokens:]
-                name = f"{split}-c{self.chunk:02d}-{n_written[split]:05d}.bin"
-                _atomic_write_bytes(os.path.join(out, name), shard)
-                state["shards"].append({"file": name, "split": split, "chunk": self.chunk, "tokens": int(len(shard))})
-                n_written[split] += 1
-                bufs[split][:] = [rest] if len(rest) else []
-                buf_len[split] = len(rest)
-                new_shards += 1
-                if self.max_shards is not None and new_shards >= self.max_shards and not final:
-                    return False
-            return True
-
         stopped = False
         try:
             while True:
-                if self.train_budget is not None and state["split_tokens"]["train"] >= self.train_budget:
+                if self.train_budget is not None and state.split_tokens["train"] >= self.train_budget:
                     break
                 live = [s for s in srcs if not s.done]
                 if not live:
                     break
-                # the source furthest below its weight (ties: the first listed)
-                s = live[0] if len(live) == 1 else min(
-                    live, key=lambda s: (state["mix_tokens"][s.index] / weights[s.index], s.index))
-                stats = state["sources"][s.index]
-                doc = self._next_doc(s, pool, depth, stats)
-                state["rows"][s.index] = s.row
+                s = self._pick(live, state)
+                counts = state.sources[s.index]
+                doc = self._next_doc(s, pool, depth, counts)
+                state.rows[s.index] = s.row
                 if doc is None:
-                    s.done = state["exhausted"][s.index] = True
+                    s.done = state.exhausted[s.index] = True
                     if recipe.stop == "first_exhausted":
                         break
                     continue
-                n = len(doc)
-                state["mix_tokens"][s.index] += n
-                d = state["docs"]
-                state["docs"] += 1
-                # document d goes to val when the running val share crosses a multiple of val_fraction
-                to_val = (int((d + 1) * recipe.val_fraction) > int(d * recipe.val_fraction)
-                          and state["split_tokens"]["val"] < self.val_budget)
-                split = "val" if to_val else "train"
+                state.mix_tokens[s.index] += len(doc)
+                split = self._split_of(state)
+                state.docs += 1
                 if split == "train" and self.train_budget is not None:
-                    doc = doc[:self.train_budget - state["split_tokens"]["train"]]  # the budget is exact
-                    n = len(doc)
+                    doc = doc[:self.train_budget - state.split_tokens["train"]]  # the budget is exact
                 bufs[split].append(doc)
-                buf_len[split] += n
-                state["split_tokens"][split] += n
-                stats[f"{split}_tokens"] += n
-                stats[f"{split}_docs"] += 1
+                state.split_tokens[split] += len(doc)
+                counts.add(split, len(doc))
                 if bar is not None and split == "train":
-                    bar.update(n)
-                if buf_len[split] >= recipe.shard_tokens:
-                    keep_going = flush(split)
+                    bar.update(len(doc))
+                if bufs[split].tokens >= recipe.shard_tokens:
+                    keep_going = self._flush(bufs[split], state)
                     self._save_state(state, bufs)
                     if not keep_going:
                         stopped = True
@@ -774,11 +856,11 @@ class _Writer:
                 bar.close()
         if stopped:
             return state
-        if state["split_tokens"]["train"] == 0 and state["split_tokens"]["val"] > 0:
+        if state.split_tokens["train"] == 0 and state.split_tokens["val"] > 0:
             raise HessGPTError(f"chunk {self.chunk}: every kept document went to validation; lower val_fraction")
-        flush("train", final=True)
-        flush("val", final=True)
-        state["complete"] = True
+        self._flush(bufs["train"], state, final=True)
+        self._flush(bufs["val"], state, final=True)
+        state.complete = True
         self._save_state(state, bufs)
         return state
 
