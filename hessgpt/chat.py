@@ -1,7 +1,8 @@
 """Terminal front ends: `hessgpt generate`, `hessgpt chat` (REPL) and `hessgpt ask` (one question, every step).
 
-All three sit on a chat backend (hessgpt/serve/backends.py contract): the HessGPT dual model with its tool
-loop (`tools.router.DualModelBackend`) or any local Hugging Face model with an optional LoRA adapter
+`chat` and `ask` sit on a chat backend (hessgpt/serve/backends.py contract) that serve/build.py's
+`build_backend` makes from the flags (`add_backend_args`): the HessGPT dual model with its tool loop
+(`serve.dual.DualModelBackend`) or any local Hugging Face model with an optional LoRA adapter
 (`serve.backends.HFBackend`). `generate` is raw text continuation on the engine.
 """
 
@@ -12,6 +13,7 @@ import sys
 
 from hessgpt.engine import SamplingParams
 from hessgpt.errors import HessGPTError
+from hessgpt.serve.build import build_backend
 
 # ANSI styles, only when printing to a terminal
 _TTY = sys.stdout.isatty()
@@ -60,31 +62,6 @@ def add_backend_args(p: argparse.ArgumentParser, positional: bool = True) -> Non
     p.add_argument("--http-allow", action="append", default=[], metavar="HOST",
                    help="a host the http_request tool may reach (repeatable; none by default)")
     p.add_argument("--device", default=None)
-
-
-def backend_from_args(args):
-    model1 = args.model1 or getattr(args, "ckpt", None)
-    if args.hf_model:
-        if model1:
-            raise HessGPTError("give either a HessGPT checkpoint (--model1) or --hf-model, not both")
-        from hessgpt.serve.backends import HFBackend
-
-        from hessgpt.tools.defaults import default_registry
-        from hessgpt.tools.router import sandbox_run_code
-
-        return HFBackend(args.hf_model, adapter=args.adapter, device=args.device, dtype=args.dtype,
-                         load_in_4bit=args.load_in_4bit, run_code=None if args.no_tools else sandbox_run_code(),
-                         registry=None if args.no_tools else default_registry(args.search_index, args.http_allow or None))
-    if not model1:
-        raise HessGPTError("no model: give a checkpoint (or --model1 CKPT, or --hf-model DIR)")
-    if args.adapter:
-        raise HessGPTError("--adapter applies to --hf-model; merge a HessGPT adapter with `hessgpt merge`")
-    if args.load_in_4bit or args.dtype != "auto":
-        raise HessGPTError("--dtype/--load-in-4bit apply to --hf-model; quantize a HessGPT checkpoint with `hessgpt quantize`")
-    from hessgpt.tools.router import DualModelBackend
-
-    return DualModelBackend(model1, args.model2, device=args.device, tools=not args.no_tools,
-                            search_index=args.search_index, http_allow=args.http_allow or None)
 
 
 def history_text(segments: list[str]) -> str:
@@ -203,7 +180,7 @@ def ask_main(argv: list[str]) -> int:
     p.add_argument("--json", action="store_true", help="print the events as JSON lines (each turn ends with its done event)")
     add_sampling_args(p)
     args = p.parse_args(argv)
-    backend = backend_from_args(args)
+    backend = build_backend(args)
     params = sampling_from_args(args, getattr(backend, "generation_config", None))
     messages = [{"role": "system", "content": args.system}] if args.system else []
     for i, prompt in enumerate(args.prompt):
@@ -239,7 +216,7 @@ def chat_main(argv: list[str]) -> int:
     p.add_argument("--system", default=None, help="system prompt")
     add_sampling_args(p)
     args = p.parse_args(argv)
-    backend = backend_from_args(args)
+    backend = build_backend(args)
     params = sampling_from_args(args, getattr(backend, "generation_config", None))
     system = args.system
     messages: list[dict] = []

@@ -16,7 +16,7 @@ SamplingParams, and decodes the same tokens as alone. On CPU its linears go thro
 (kernels.rows_matmul: each weight read once per step for all rows); a single sequence keeps the batch-1 C step.
 """
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -68,7 +68,11 @@ def sampling_params(gen: dict | None = None, **overrides) -> SamplingParams:
 
 
 def process_logits(logits: torch.Tensor, params: SamplingParams, seen: torch.Tensor | None = None) -> torch.Tensor:
-    """logits [B, V] (fp32) -> adjusted logits [B, V]: repetition penalty, temperature, top-k, top-p."""
+    """logits [B, V] (fp32) -> adjusted logits [B, V]: repetition penalty, temperature, top-k, top-p.
+
+    `seen` [B, V] bool marks the tokens the repetition penalty applies to: every token of the sequence so far —
+    the prompt, injected tool results and generated tokens alike. That is the one rule of every backend (the
+    engine's Generation, BatchDecoder, naive_generate and serve/backends.HFBackend all build it that way)."""
     logits = logits.float()
     if params.repetition_penalty != 1.0 and seen is not None:
         # CTRL/HF convention: seen tokens' positive logits are divided, negative ones multiplied
@@ -115,26 +119,32 @@ def make_generator(seed: int | None, device) -> torch.Generator | None:
 
 
 class TextDecoder:
-    """Incremental detokenizer: emits text only once its UTF-8 bytes are complete (never half a character)."""
+    """Incremental detokenizer: emits text only once its UTF-8 bytes are complete (never half a character).
 
-    def __init__(self, tokenizer):
+    `decode(ids) -> str` defaults to `tokenizer.decode`; a backend on another tokenizer passes its own (the HF
+    backend: transformers' decode with skip_special_tokens=True)."""
+
+    def __init__(self, tokenizer=None, decode: Callable[[list[int]], str] | None = None):
+        if decode is None and tokenizer is None:
+            raise HessGPTError("TextDecoder needs a tokenizer or a decode function")
         self.tok = tokenizer
+        self.decode = decode or tokenizer.decode
         self.ids: list[int] = []
         self.prefix = 0   # start of the window decoded for context
         self.read = 0     # ids before this were already emitted
 
     def push(self, token: int) -> str:
         self.ids.append(token)
-        prefix_text = self.tok.decode(self.ids[self.prefix:self.read])
-        text = self.tok.decode(self.ids[self.prefix:])
+        prefix_text = self.decode(self.ids[self.prefix:self.read])
+        text = self.decode(self.ids[self.prefix:])
         if text.endswith("\ufffd") or len(text) <= len(prefix_text):
             return ""  # an incomplete multi-byte character: wait for more tokens
         self.prefix, self.read = self.read, len(self.ids)
         return text[len(prefix_text):]
 
     def flush(self) -> str:
-        text = self.tok.decode(self.ids[self.prefix:])
-        prefix_text = self.tok.decode(self.ids[self.prefix:self.read])
+        text = self.decode(self.ids[self.prefix:])
+        prefix_text = self.decode(self.ids[self.prefix:self.read])
         self.prefix = self.read = len(self.ids)
         return text[len(prefix_text):]
 

@@ -117,7 +117,7 @@ def test_ask_several_prompts_is_one_conversation(monkeypatch, capsys):
     from hessgpt.serve.backends import ScriptedBackend
 
     backend = ScriptedBackend(_tool_script, model_id="s")
-    monkeypatch.setattr(chat, "backend_from_args", lambda args: backend)
+    monkeypatch.setattr(chat, "build_backend", lambda args: backend)
     assert chat.ask_main(["--prompt", "Calcule 10 * 10", "--prompt", "Et divisé par 4 ?", "--prompt", "Merci !"]) == 0
     out = capsys.readouterr().out
     # each turn answered and printed in order
@@ -140,7 +140,7 @@ def test_chat_stores_an_earlier_tool_turn_as_one_plain_message(monkeypatch, caps
     from hessgpt.serve.backends import ScriptedBackend
 
     backend = ScriptedBackend(_tool_script, model_id="s")
-    monkeypatch.setattr(chat, "backend_from_args", lambda args: backend)
+    monkeypatch.setattr(chat, "build_backend", lambda args: backend)
     lines = iter(["Calcule 10 * 10", "Et la capitale de l'Italie ?", f"/save {tmp_path}/c.json", "/quit"])
     monkeypatch.setattr("builtins.input", lambda prompt="": next(lines))
     assert chat.chat_main([]) == 0

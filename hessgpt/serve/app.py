@@ -6,7 +6,7 @@
     hessgpt serve --demo                                                   # scripted answers, no model
 
 Binds 127.0.0.1 by default; any other address needs --api-key (or HESSGPT_API_KEY), checked as a Bearer
-token on /v1/*.
+token on /v1/*. The flags become a backend in serve/build.py (`build_backend`, shared with chat, ask and eval).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import ipaddress
 import os
 
 from hessgpt.errors import HessGPTError
+from hessgpt.serve.build import BackendSpec, build_backend
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,41 +62,9 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def build_backend(args: argparse.Namespace):
-    if args.demo:
-        from hessgpt.serve.backends import ScriptedBackend
-
-        return ScriptedBackend(token_delay=args.token_delay, model_id="hessgpt-demo")
-    if args.hf_model:
-        from hessgpt.serve.backends import HFBackend
-
-        from hessgpt.tools.defaults import default_registry
-        from hessgpt.tools.router import sandbox_run_code
-
-        return HFBackend(args.hf_model, args.adapter, dtype=args.dtype, load_in_4bit=args.load_in_4bit,
-                         run_code=None if args.no_tools else sandbox_run_code(),
-                         registry=None if args.no_tools else default_registry(args.search_index, args.http_allow or None))
-    try:
-        from hessgpt.tools.router import DualModelBackend
-    except ImportError as e:
-        raise HessGPTError(f"--model1 needs hessgpt.tools.router.DualModelBackend, which is not available ({e})") from e
-    dual = DualModelBackend(args.model1, args.model2, tools=not args.no_tools, search_index=args.search_index,
-                            http_allow=args.http_allow or None)
-    if args.max_batch == 1:
-        return dual   # one request at a time, batch-1 decoding (the Scheduler runs one call at once)
-    from hessgpt.serve.batching import BatchedDualBackend
-
-    return BatchedDualBackend(dual, args.max_batch, args.prefill_chunk)
-
-
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
-    if args.adapter and not args.hf_model:
-        raise HessGPTError("--adapter goes with --hf-model")
-    if (args.load_in_4bit or args.dtype != "auto") and not args.hf_model:
-        raise HessGPTError("--dtype/--load-in-4bit go with --hf-model")
-    if args.model2 and not args.model1:
-        raise HessGPTError("--model2 goes with --model1")
+    spec = BackendSpec.from_args(args).check()   # flags that do not go together, before anything loads
     if not is_loopback(args.host) and not args.api_key:
         raise HessGPTError(f"--host {args.host}: binding a non-loopback address needs --api-key (or HESSGPT_API_KEY)")
     if args.model1 and args.concurrency != 1:
@@ -111,7 +80,7 @@ def main(argv: list[str]) -> int:
 
     from hessgpt.serve.api import ServeConfig, create_app
 
-    backend = build_backend(args)
+    backend = build_backend(spec)
     cfg = ServeConfig(api_key=args.api_key, concurrency=args.concurrency, queue_size=args.queue_size,
                       max_messages=args.max_messages, max_chars=args.max_chars, max_tokens_limit=args.max_tokens_limit,
                       default_max_tokens=min(1024, args.max_tokens_limit))

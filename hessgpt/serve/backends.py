@@ -1,9 +1,11 @@
 """Chat backends: what `hessgpt serve` (API + web page) talks to.
 
 A backend turns OpenAI-style messages into a stream of `hessgpt.events.Event`s. The server never looks
-inside a model: it only calls `stream_chat`, so the HessGPT dual model (`hessgpt.tools.router.
-DualModelBackend`), any Hugging Face causal LM (`HFBackend`) and a fixed script (`ScriptedBackend`, for
-tests and demos) are interchangeable.
+inside a model: it only calls `stream_chat`, so the HessGPT dual model (`hessgpt.serve.dual.DualModelBackend`,
+batched by serve/batching.py), model 1 alone (`hessgpt.serve.plain.PlainChatBackend`), any Hugging Face causal
+LM (`HFBackend`) and a fixed script (`ScriptedBackend`, for tests and demos) are interchangeable; flags become
+one of them in hessgpt/serve/build.py. Every backend samples, detokenizes and matches stop strings with the
+engine's functions (`engine.sample`, `TextDecoder`, `StopMatcher`): one repetition-penalty rule.
 
 The contract (`ChatBackend`):
 
@@ -44,11 +46,14 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Protocol, runtime_checkable
 
+import torch
+
 from hessgpt.device import inference_dtype, pick_device
-from hessgpt.engine import SamplingParams
+from hessgpt.engine import SamplingParams, TextDecoder, make_generator, sample
 from hessgpt.errors import HessGPTError
 from hessgpt.events import Event
 from hessgpt.tools.calls import ToolCallError, read_tool_call, to_chat_format  # to_chat_format: part of the backend contract
+from hessgpt.tools.router import TurnText
 
 
 class ContextLengthError(HessGPTError):
@@ -255,52 +260,6 @@ class FenceSplitter:
         return out
 
 
-class _IncrementalDecoder:
-    """Token ids -> text deltas without re-decoding everything (prefix/read offsets, as in TGI).
-
-    Holds back text while the last token ends in an incomplete UTF-8 sequence (decodes to U+FFFD).
-    """
-
-    def __init__(self, tokenizer):
-        self.tok = tokenizer
-        self.ids: list[int] = []
-        self.prefix = 0
-        self.read = 0
-
-    def push(self, token_id: int) -> str:
-        self.ids.append(token_id)
-        prefix_text = self.tok.decode(self.ids[self.prefix: self.read], skip_special_tokens=True)
-        new_text = self.tok.decode(self.ids[self.prefix:], skip_special_tokens=True)
-        if len(new_text) > len(prefix_text) and not new_text.endswith("\ufffd"):
-            self.prefix, self.read = self.read, len(self.ids)
-            return new_text[len(prefix_text):]
-        return ""
-
-
-def _sample(logits, params: SamplingParams, generated: list[int], generator):
-    """logits: (vocab,) float32 -> next token id, applying repetition penalty, temperature, top-k, top-p."""
-    import torch
-
-    if params.repetition_penalty != 1.0 and generated:
-        idx = torch.tensor(sorted(set(generated)), device=logits.device)
-        vals = logits[idx]
-        logits[idx] = torch.where(vals > 0, vals / params.repetition_penalty, vals * params.repetition_penalty)
-    if params.temperature <= 0:
-        return int(torch.argmax(logits))
-    logits = logits / params.temperature
-    if params.top_k > 0:
-        kth = torch.topk(logits, min(params.top_k, logits.numel())).values[-1]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    probs = torch.softmax(logits, dim=-1)
-    if params.top_p < 1.0:
-        sorted_p, order = torch.sort(probs, descending=True)
-        cum = torch.cumsum(sorted_p, dim=-1)
-        drop = cum - sorted_p > params.top_p  # keep the smallest set whose mass reaches top_p
-        sorted_p = sorted_p.masked_fill(drop, 0.0)
-        probs = torch.zeros_like(probs).scatter(0, order, sorted_p)
-    return int(torch.multinomial(probs, 1, generator=generator))
-
-
 class KVState:
     """One turn's transformers KV cache and the token ids it holds (`ids`), reused across tool rounds: a round's
     prompt is the whole conversation re-encoded, so only the tokens after the longest common prefix with `ids`
@@ -462,14 +421,13 @@ class HFBackend:
                   kv: KVState | None = None) -> Iterator[str | None]:
         """Yields text deltas; ends with None after EOS (the model finished its turn). With `kv` (one per turn),
         the previous round's cache is reused for the prefix of `input_ids` it already holds."""
-        import torch
-
         kv = kv if kv is not None else KVState()
-        decoder = _IncrementalDecoder(self.tokenizer)
+        decoder = TextDecoder(decode=lambda ids: self.tokenizer.decode(ids, skip_special_tokens=True))
         start = kv.reuse(input_ids[0].tolist())
         ids = input_ids[:, start:]                     # (1, T - start): only the new tokens are prefilled
         kv.prefilled.append(int(ids.shape[1]))
         kv.sampled = generated = []
+        seen = None   # [1, V] the repetition penalty's tokens: the whole sequence, prompt included (engine.process_logits)
         with torch.inference_mode():
             for _ in range(max_new):
                 if cancel is not None and cancel.is_set():
@@ -477,8 +435,12 @@ class HFBackend:
                 out = self.model(input_ids=ids, past_key_values=kv.past, use_cache=True)
                 kv.past = out.past_key_values
                 kv.ids.extend(ids[0].tolist())
-                logits = out.logits[0, -1].float()  # (vocab,)
-                tok = _sample(logits, params, generated, generator)
+                logits = out.logits[:, -1].float()  # (1, vocab)
+                if seen is None:
+                    seen = torch.zeros_like(logits, dtype=torch.bool)
+                    seen[0, input_ids[0]] = True
+                tok = int(sample(logits, params, generator, seen)[0])
+                seen[0, tok] = True
                 generated.append(tok)
                 if tok in self.eos_ids or tok in params.stop_token_ids:
                     yield None
@@ -489,22 +451,16 @@ class HFBackend:
                 ids = torch.tensor([[tok]], device=self.device)
 
     def stream_chat(self, messages, params, tools=None, cancel=None):
-        import torch
-
         client = {t["name"] for t in tools or []}  # the caller's functions: a call to one ends the turn
         offered = list(tools or []) + [t for t in (self.registry.schemas() if self.registry else []) if t["name"] not in client]
         conv = self._template_messages(messages, offered or None)
         intercept = {"html"} | ({"python"} if self.run_code else set()) | ({"tool_call"} if offered else set())
-        generator = None
-        if params.seed is not None:
-            generator = torch.Generator(device=self.device).manual_seed(int(params.seed))
+        generator = make_generator(None if params.seed is None else int(params.seed), self.device)
         input_ids = self._encode(conv)
         prompt_tokens = int(input_ids.shape[1])
         if prompt_tokens >= self.context_length:
             raise ContextLengthError(f"the prompt is {prompt_tokens} tokens, the model's context is {self.context_length}")
         completion, rounds = 0, 0
-        from hessgpt.tools.router import TurnText
-
         spacing = TurnText()  # text before and after a code step joined with "\n\n", as the HessGPT router does
         kv = KVState()        # the KV cache, kept across this turn's tool rounds
         while True:

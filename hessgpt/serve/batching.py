@@ -1,7 +1,7 @@
 """Continuous batching for `hessgpt serve --model1`: one engine loop, many conversations decoding together.
 
-    loop = EngineLoop(engine, max_rows=8)          # one thread owning an engine.BatchDecoder
-    backend = BatchedDualBackend(dual, loop)       # a DualModelBackend whose turns decode on the loop
+    backend = BatchedDualBackend(dual, max_batch=8)  # a DualModelBackend (serve/dual.py) whose turns decode on
+                                                     # its EngineLoop: one thread owning an engine.BatchDecoder
 
 The engine loop is the only thread that touches model 1's weights and KV cache. Between two decode steps it
 releases the rows whose request ended (finished, cancelled, client gone), admits waiting requests into free
@@ -297,7 +297,7 @@ class _LockedEngine:
 
 
 class BatchedDualBackend:
-    """A `DualModelBackend` (hessgpt.tools.router) whose turns decode together on an `EngineLoop`.
+    """A `DualModelBackend` (hessgpt.serve.dual) whose turns decode together on an `EngineLoop`.
 
     Same ChatBackend contract and the same events; `stream_chat` may be called from up to `max_batch` threads
     at once (the server sizes its worker pool from `max_batch`). Built by `hessgpt serve --model1 ...

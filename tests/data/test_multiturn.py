@@ -165,10 +165,10 @@ def test_flatten_history_training_weights():
 
 
 def test_flatten_history_is_the_routers():
-    """Inference (hessgpt.tools.router) renders history with this very function: one implementation."""
-    from hessgpt.tools import router
+    """Inference (hessgpt.serve.dual, the router's backend) renders history with this very function: one implementation."""
+    from hessgpt.serve import dual
 
-    assert router.flatten_history is flatten_history
+    assert dual.flatten_history is flatten_history
 
 
 # --- multi-turn routing records ----------------------------------------------------------------------------

@@ -189,7 +189,8 @@ class _ScriptedModel1:
 
 def _router_backend(tokenizer, script):
     """HessGPT's own backend (DualModelBackend: the router) over a scripted model 1, no checkpoint loaded."""
-    from hessgpt.tools.router import DualModelBackend, ToolRouter
+    from hessgpt.serve.dual import DualModelBackend
+    from hessgpt.tools.router import ToolRouter
 
     b = DualModelBackend.__new__(DualModelBackend)
     b.engine = _ScriptedModel1(tokenizer, script)

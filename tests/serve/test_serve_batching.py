@@ -13,7 +13,7 @@ from hessgpt.engine import Engine, SamplingParams
 from hessgpt.errors import HessGPTError
 from hessgpt.serve.app import main as serve_main
 from hessgpt.serve.batching import BatchedDualBackend, EngineLoop
-from hessgpt.tools.router import DualModelBackend
+from hessgpt.serve.dual import DualModelBackend
 
 PROMPTS = ["Bonjour !", "Combien font 6 x 7 ?", "Écris un poème sur la mer, s'il te plaît.", "Hi", "Raconte une histoire",
            "What is the capital of France? Answer in one word."]
@@ -341,13 +341,14 @@ def test_a_failing_step_fails_its_requests_only_and_the_loop_goes_on(serve, batc
 
 def test_model1_serves_batched_unless_max_batch_is_1(tiny_ckpt):
     from hessgpt.serve import app
+    from hessgpt.serve.build import build_backend
 
-    batched_backend = app.build_backend(app.build_parser().parse_args(["--model1", tiny_ckpt, "--no-tools", "--max-batch", "3",
+    batched_backend = build_backend(app.build_parser().parse_args(["--model1", tiny_ckpt, "--no-tools", "--max-batch", "3",
                                                                        "--prefill-chunk", "64"]))
     try:
         assert isinstance(batched_backend, BatchedDualBackend)
         assert batched_backend.max_batch == 3 and batched_backend.loop.prefill_chunk == 64
     finally:
         batched_backend.close()
-    single = app.build_backend(app.build_parser().parse_args(["--model1", tiny_ckpt, "--no-tools", "--max-batch", "1"]))
+    single = build_backend(app.build_parser().parse_args(["--model1", tiny_ckpt, "--no-tools", "--max-batch", "1"]))
     assert isinstance(single, DualModelBackend)

@@ -10,7 +10,7 @@ import pytest
 
 from hessgpt.serve.backends import ScriptedBackend
 from hessgpt.events import Event
-from hessgpt.tools.router import DualModelBackend
+from hessgpt.serve.dual import DualModelBackend
 
 
 def ckpt_with(tmp_path, tiny_ckpt, name, gen):

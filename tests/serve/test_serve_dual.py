@@ -5,7 +5,7 @@ import pytest
 
 from hessgpt import checkpoint
 from hessgpt.engine import Engine, SamplingParams
-from hessgpt.tools.router import DualModelBackend
+from hessgpt.serve.dual import DualModelBackend
 
 
 @pytest.fixture(scope="module")

@@ -249,23 +249,32 @@ def test_dtype_rule_and_4bit_errors(tiny_model, monkeypatch):
 
 
 def test_flags_reach_the_hf_backend(monkeypatch):
+    """chat/ask's flags and serve's go through the one builder (serve/build.py) to the same HFBackend call."""
     from hessgpt import chat
-    from hessgpt.serve import app, backends
+    from hessgpt.serve import app, build
 
     seen = []
-    monkeypatch.setattr(backends, "HFBackend", lambda *a, **kw: seen.append(kw) or "backend")
+    monkeypatch.setattr(build, "HFBackend", lambda *a, **kw: seen.append(kw) or "backend")
     p = chat.argparse.ArgumentParser()
     chat.add_backend_args(p)
-    assert chat.backend_from_args(p.parse_args(["--hf-model", "m", "--dtype", "bfloat16", "--load-in-4bit", "--no-tools"])) == "backend"
+    assert build.build_backend(p.parse_args(["--hf-model", "m", "--dtype", "bfloat16", "--load-in-4bit", "--no-tools"])) == "backend"
     assert seen[-1]["dtype"] == "bfloat16" and seen[-1]["load_in_4bit"] is True and seen[-1]["registry"] is None
-    chat.backend_from_args(p.parse_args(["--hf-model", "m"]))
+    build.build_backend(p.parse_args(["--hf-model", "m"]))
     assert "calculator" in seen[-1]["registry"] and seen[-1]["run_code"] is not None
     with pytest.raises(HessGPTError, match="apply to --hf-model"):
-        chat.backend_from_args(p.parse_args(["ck", "--dtype", "float16"]))
+        build.build_backend(p.parse_args(["ck", "--dtype", "float16"]))
+    with pytest.raises(HessGPTError, match="not both"):
+        build.build_backend(p.parse_args(["ck", "--hf-model", "m"]))
     args = app.build_parser().parse_args(["--hf-model", "m", "--dtype", "float16", "--no-tools"])
-    assert app.build_backend(args) == "backend" and seen[-1]["dtype"] == "float16" and not seen[-1]["load_in_4bit"]
+    assert build.build_backend(args) == "backend" and seen[-1]["dtype"] == "float16" and not seen[-1]["load_in_4bit"]
     with pytest.raises(SystemExit):
         app.build_parser().parse_args(["--hf-model", "m", "--dtype", "int4"])
+    # the same flags on both front ends are the same spec (serve alone batches --model1: --max-batch)
+    flags = ["--model1", "ck", "--model2", "ck2", "--no-tools", "--search-index", "idx.db", "--http-allow", "a.org"]
+    spec = build.BackendSpec.from_args(p.parse_args(flags))
+    assert spec == build.BackendSpec(model1="ck", model2="ck2", tools=False, search_index="idx.db", http_allow=["a.org"])
+    assert build.BackendSpec.from_args(app.build_parser().parse_args(flags)) == build.BackendSpec(
+        **{**vars(spec), "max_batch": 8})
 
 
 # ---- the KV cache across tool rounds ------------------------------------------------------------------------

@@ -7,7 +7,8 @@ import openai
 import pytest
 
 from hessgpt.data.conversation import flatten_history
-from hessgpt.tools.router import DualModelBackend, ToolRouter
+from hessgpt.serve.dual import DualModelBackend
+from hessgpt.tools.router import ToolRouter
 
 LEAD, AFTER, JOINED = "Je lance un petit script.", "Résultat : 100.", "Je lance un petit script.\n\nRésultat : 100."
 

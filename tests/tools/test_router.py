@@ -321,7 +321,7 @@ def test_real_engine_tool_loop_injects_into_the_kv_cache(tiny_ckpt, sandbox):
 
 def test_dual_backend_wires_calculator_and_search(tiny_ckpt, tmp_path, tokenizer):
     """The real backend: the calculator tool is registered by default; a search index answers <search>."""
-    from hessgpt.tools.router import DualModelBackend
+    from hessgpt.serve.dual import DualModelBackend
     from hessgpt.tools.search import SearchIndex
 
     doc = tmp_path / "doc.md"
@@ -419,7 +419,7 @@ def dual(tokenizer, sandbox, tmp_path_factory):
     """Model 1 writes broken code for BROKEN and right code for RIGHT; model 2 learnt the refinement prompt of
     BROKEN's draft (-> the fixed program) and, if it were asked about RIGHT's draft, would print 17 * 24."""
     from hessgpt.data.refine import refine_prompt
-    from hessgpt.tools.router import DualModelBackend
+    from hessgpt.serve.dual import DualModelBackend
 
     tmp = tmp_path_factory.mktemp("dual")
     m1 = [[{"role": "user", "content": BROKEN}, {"role": "assistant", "content": "", "code": "print(15 * 23"}],
