@@ -12,9 +12,7 @@ it reproduces `tokenizers`' ids exactly (checked at load on a probe text; ~4x fa
 
 import argparse
 import bisect
-import gzip
 import hashlib
-import io
 import json
 import os
 import random
@@ -27,6 +25,7 @@ import jinja2
 import jinja2.ext
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from hessgpt import datafiles
 from hessgpt.errors import HessGPTError
 from hessgpt.tools.calls import ToolCall, read_tool_call
 
@@ -674,8 +673,9 @@ def _messages_and_tools(conversation) -> tuple[list[dict], list | None]:
 
 
 def iter_texts(path: str) -> Iterator[str]:
-    """Texts from .txt (one document per blank-line-separated block or per line for long lines), .jsonl/.json
-    ("text"/"content" field, or conversations), .parquet, gzip of those, or `hf:DATASET[:CONFIG]` (streamed)."""
+    """Texts of a local file (hessgpt.datafiles.iter_texts: .txt one document per blank-line-separated block,
+    .jsonl/.json "text"/"content" field or conversations, .parquet, gzip of those) or `hf:DATASET[:CONFIG]`
+    (streamed)."""
     if path.startswith("hf:"):
         from datasets import load_dataset
 
@@ -688,73 +688,7 @@ def iter_texts(path: str) -> Iterator[str]:
         return
     if not os.path.exists(path):
         raise HessGPTError(f"tokenizer input {path!r} does not exist")
-    base = path[:-3] if path.endswith(".gz") else path
-    opener = (lambda: io.TextIOWrapper(gzip.open(path), encoding="utf-8")) if path.endswith(".gz") else (lambda: open(path, encoding="utf-8"))
-    if base.endswith(".parquet"):
-        import pyarrow.parquet as pq
-
-        table = pq.read_table(path)
-        col = "text" if "text" in table.column_names else "content"
-        for text in table.column(col).to_pylist():
-            if text:
-                yield text
-        return
-    with opener() as f:
-        if base.endswith(".jsonl") or base.endswith(".json"):
-            raw = f.read()
-            try:
-                rows = json.loads(raw) if base.endswith(".json") else None
-            except json.JSONDecodeError:
-                rows = None
-            if rows is None:
-                rows = []
-                for line in raw.splitlines():
-                    line = line.strip()
-                    if line:
-                        try:
-                            rows.append(json.loads(line))
-                        except json.JSONDecodeError:
-                            continue
-            for row in rows if isinstance(rows, list) else [rows]:
-                yield from _row_texts(row)
-        else:
-            yield from text_blocks(f)
-
-
-def text_blocks(lines) -> Iterator[str]:
-    """A plain-text file (any iterable of lines): one document per blank-line-separated block."""
-    block: list[str] = []
-    for line in lines:
-        if line.strip():
-            block.append(line)
-        elif block:
-            yield "".join(block)
-            block = []
-    if block:
-        yield "".join(block)
-
-
-def _row_texts(row) -> Iterator[str]:
-    if isinstance(row, str):
-        yield row
-    elif isinstance(row, dict):
-        for key in ("text", "content"):
-            if isinstance(row.get(key), str):
-                yield row[key]
-                return
-        msgs = row.get("messages") or row.get("conversations") or row.get("conversation")
-        if isinstance(msgs, list):
-            for m in msgs:
-                if isinstance(m, dict):
-                    t = m.get("content") or m.get("value") or ""
-                    if isinstance(t, str) and t:
-                        yield t
-                    if isinstance(m.get("code"), str):
-                        yield m["code"]
-            return
-        for key in ("instruction", "input", "output", "response", "context"):
-            if isinstance(row.get(key), str) and row[key]:
-                yield row[key]
+    yield from datafiles.iter_texts(path)
 
 
 def _weighted_texts(paths: list[str], lang_weights: dict[str, float] | None, seed: int = 0) -> Iterator[str]:

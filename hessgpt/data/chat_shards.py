@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from hessgpt.data.shards import FORMAT, VERSION, _dtype_for
+from hessgpt.datafiles import text_blocks
 from hessgpt.errors import HessGPTError
 
 
@@ -54,8 +55,6 @@ def _conversation_docs(path: str, tokenizer) -> tuple[list[list[int]], int]:
 
 
 def _text_docs(path: str, tokenizer) -> list[list[int]]:
-    from hessgpt.tokenizer import text_blocks
-
     if not os.path.isfile(path):
         raise HessGPTError(f"--text: no such file {path!r}")
     with open(path, "rb") as f:

@@ -5,6 +5,7 @@
     state = loader.state_dict()    # {"epoch", "shard", "offset", ...}: JSON-serialisable, the same on every rank
     loader.load_state_dict(state)  # continue exactly from there
     check_shards("shards/", tokenizer)  # HessGPTError naming both hashes on a tokenizer mismatch
+    docs = shard_documents("shards/val-c00-00000.bin")  # token ids of its documents (evaluation reads them so)
 
 The split's shards, in an epoch's order, form one token stream. A step reads the next `w * B * T + 1`
 tokens at the position (shard, offset): rank r takes tokens [r*B*T, (r+1)*B*T + 1) of them and cuts B rows
@@ -60,6 +61,43 @@ def check_shards(shards_dir: str, tokenizer) -> dict:
             f"{made.get('path')}), but the tokenizer{where} is {tokenizer.hash} (vocab {tokenizer.vocab_size}): "
             "re-run `hessgpt data shards` with this tokenizer, or train with the one the shards were made with")
     return m
+
+
+def shard_tokens(path: str) -> tuple[np.ndarray, dict]:
+    """The tokens of one shard file, in the dtype of its directory's manifest (the size checked against the
+    manifest's entry), and that manifest."""
+    shards_dir, name = os.path.split(os.path.abspath(path))
+    m = read_manifest(shards_dir)
+    entry = next((s for s in m["shards"] if s["file"] == name), None)
+    if entry is None:
+        raise HessGPTError(f"{path}: not a shard listed in {os.path.join(shards_dir, 'manifest.json')}")
+    dtype = np.dtype(m["dtype"])
+    size = os.path.getsize(path) if os.path.exists(path) else None
+    if size != entry["tokens"] * dtype.itemsize:
+        raise HessGPTError(f"{path}: expected {entry['tokens'] * dtype.itemsize} bytes ({entry['tokens']} {dtype.name} "
+                           f"tokens), found {size if size is not None else 'no file'}")
+    return np.fromfile(path, dtype=dtype), m
+
+
+def split_documents(tokens: np.ndarray, bos_id: int, eos_id: int) -> list[list[int]]:
+    """The text ids of each document of a stretch of the token stream ([bos] + ids + [eos] per document):
+    split at bos, bos and eos dropped; a stretch cut inside a document gives that document's piece."""
+    docs, cur = [], []
+    for t in tokens.astype(np.int64).tolist():
+        if t == bos_id and cur:
+            docs.append(cur)
+            cur = []
+        if t not in (bos_id, eos_id):
+            cur.append(t)
+    if cur:
+        docs.append(cur)
+    return docs
+
+
+def shard_documents(path: str) -> list[list[int]]:
+    """The documents of one shard file (its dtype and bos/eos ids from its directory's manifest)."""
+    tokens, m = shard_tokens(path)
+    return split_documents(tokens, m["tokenizer"]["bos_id"], m["tokenizer"]["eos_id"])
 
 
 class ShardLoader:

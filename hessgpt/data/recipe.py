@@ -23,9 +23,6 @@ on local copies with `hessgpt data prepare RECIPE --local ultrachat=./ultrachat.
 
 from __future__ import annotations
 
-import glob
-import gzip
-import json
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -34,9 +31,10 @@ from typing import Any, Iterator
 import yaml
 
 from hessgpt.data.conversation import Skip
+from hessgpt.datafiles import ROW_SUFFIXES, Unreadable, data_files, is_local
+from hessgpt.datafiles import iter_rows as file_rows
 from hessgpt.errors import HessGPTError
 
-LOCAL_SUFFIXES = (".jsonl", ".json", ".parquet", ".jsonl.gz", ".json.gz", ".gz", ".ndjson")
 
 
 @dataclass
@@ -104,16 +102,6 @@ class Recipe:
         if self.max_chars is not None:
             return self.max_chars
         return 4 * self.max_tokens if self.max_tokens else None
-
-
-def is_local(path: str) -> bool:
-    """A local file/dir/glob (it exists, starts like a path, or has a data-file suffix), not a hub id."""
-    return (
-        path.startswith(("/", "./", "../", "~"))
-        or os.path.exists(path)
-        or bool(glob.glob(path))
-        or path.lower().endswith(LOCAL_SUFFIXES)
-    )
 
 
 def _resolve(p: str, base: Path) -> str:
@@ -193,71 +181,10 @@ def load_recipe(path: str | os.PathLike, local: dict[str, str] | None = None) ->
 # (so they are counted). Position is "file:line" for local JSONL, the row number otherwise.
 
 
-def _local_files(path: str) -> list[str]:
-    p = os.path.expanduser(path)
-    if os.path.isdir(p):
-        files = sorted(str(f) for f in Path(p).rglob("*") if f.is_file() and f.name.lower().endswith(LOCAL_SUFFIXES))
-    else:
-        files = sorted(glob.glob(p))
-    if not files:
-        raise HessGPTError(f"no data files at {path!r} (expected .jsonl, .json, .parquet, optionally .gz)")
-    return files
-
-
-def _open_bytes(path: str):
-    return gzip.open(path, "rb") if path.lower().endswith(".gz") else open(path, "rb")
-
-
-def _iter_jsonl(path: str) -> Iterator:
-    name = os.path.basename(path)
-    lineno = 0
-    try:
-        with _open_bytes(path) as f:
-            for lineno, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line.decode("utf-8"))
-                except (UnicodeDecodeError, json.JSONDecodeError) as e:
-                    yield Skip("corrupt_json", f"{name}:{lineno}: {e}")
-                    continue
-                yield f"{name}:{lineno}", row
-    except (OSError, EOFError) as e:  # a truncated or corrupt .gz: count it, keep what was read
-        yield Skip("load_error", f"{name} after line {lineno}: {type(e).__name__}: {e}")
-
-
-def _iter_json(path: str) -> Iterator:
-    """A JSON array (or {"data": [...]}) file; JSON Lines content under a .json name also works."""
-    try:
-        with _open_bytes(path) as f:
-            raw = f.read()
-    except (OSError, EOFError) as e:
-        yield Skip("load_error", f"{os.path.basename(path)}: {type(e).__name__}: {e}")
-        return
-    try:
-        data = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        yield from _iter_jsonl(path)  # maybe JSON Lines; corrupt lines become counted skips
-        return
-    if isinstance(data, dict):
-        lists = [v for v in data.values() if isinstance(v, list)]
-        data = lists[0] if len(lists) == 1 else [data]
-    name = os.path.basename(path)
-    for i, row in enumerate(data):
-        yield f"{name}:{i}", row
-
-
-def _iter_parquet(path: str) -> Iterator:
-    import datasets
-
-    name = os.path.basename(path)
-    i = 0
-    try:
-        ds = datasets.load_dataset("parquet", data_files=[path], split="train", streaming=True)
-        for i, row in enumerate(ds):
-            yield f"{name}:{i}", row
-    except Exception as e:  # a corrupt file: count it, keep what was read
-        yield Skip("load_error", f"{name} after row {i}: {type(e).__name__}: {e}")
+def _local_rows(path: str) -> Iterator:
+    """Rows of one local file (hessgpt.datafiles), what could not be read as a counted Skip."""
+    for item in file_rows(path):
+        yield Skip(item.reason, item.detail) if isinstance(item, Unreadable) else item
 
 
 def _iter_hub(spec: SourceSpec, seed: int, shuffle_buffer: int) -> Iterator:
@@ -293,11 +220,5 @@ def iter_rows(spec: SourceSpec, seed: int = 0, shuffle_buffer: int = 10_000) -> 
     if not is_local(spec.path):
         yield from _iter_hub(spec, seed, shuffle_buffer)
         return
-    for path in _local_files(spec.path):
-        low = path.lower()
-        if low.endswith(".parquet"):
-            yield from _iter_parquet(path)
-        elif low.endswith((".json", ".json.gz")):
-            yield from _iter_json(path)
-        else:
-            yield from _iter_jsonl(path)
+    for path in data_files(spec.path, ROW_SUFFIXES):
+        yield from _local_rows(path)

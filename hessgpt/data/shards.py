@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import fcntl
 import glob
-import gzip
 import hashlib
 import io
 import itertools
@@ -48,13 +47,13 @@ from typing import Iterator
 import numpy as np
 
 from hessgpt.data.quality import CODE_KINDS, KINDS, CodeFilter, Filters, TextFilter
+from hessgpt.datafiles import CODE_SUFFIXES, ROW_SUFFIXES, TEXT_SUFFIXES, Unreadable, data_files, is_local, json_rows, \
+    open_bytes, parquet_columns, parquet_rows, text_blocks
 from hessgpt.errors import HessGPTError
-from hessgpt.tokenizer import text_blocks
 
 FORMAT = "hessgpt-shards"
 VERSION = 1
-TEXT_SUFFIXES = (".txt", ".md", ".jsonl", ".json", ".ndjson", ".parquet")
-CODE_SUFFIXES = {"python": (".py",), "javascript": (".js", ".mjs", ".cjs"), "html": (".html", ".htm"), "css": (".css",)}
+DOC_SUFFIXES = TEXT_SUFFIXES + ROW_SUFFIXES   # the files of a text source's directory
 
 # ---- recipes ---------------------------------------------------------------------------------------------
 
@@ -123,11 +122,6 @@ class PretrainRecipe:
         return Filters(kind=src.kind, code=CodeFilter.from_dict(over, f"source {src.name!r} filters"), enabled=self.filter)
 
 
-def is_local(path: str) -> bool:
-    return path.startswith(("/", "./", "../", "~")) or os.path.exists(path) or bool(glob.glob(path)) \
-        or path.lower().endswith(TEXT_SUFFIXES + (".gz",) + sum(CODE_SUFFIXES.values(), ()))
-
-
 def load_pretrain_recipe(path: str | os.PathLike, local: dict[str, str] | None = None) -> PretrainRecipe:
     """Read a pretraining recipe (YAML). Local paths are relative to the recipe file; `local` maps source
     names to local paths that replace their hub ids (`--local NAME=PATH`)."""
@@ -193,48 +187,33 @@ def _column(row, column: str | None):
 
 
 def _local_files(src: PretrainSource) -> list[str]:
-    p = os.path.expanduser(src.path)
     # a directory holds source files (code) or text/data files; a file or glob may be any of them
-    suffixes = CODE_SUFFIXES[src.kind] if src.kind in CODE_SUFFIXES else TEXT_SUFFIXES
-    if os.path.isdir(p):
-        skip = set(src.exclude or [])
-        files = sorted(str(f) for f in Path(p).rglob("*")
-                       if f.is_file() and f.name.lower().removesuffix(".gz").endswith(suffixes)
-                       and not skip.intersection(f.relative_to(p).parts[:-1]))
-    else:
-        files = sorted(glob.glob(p))
-    if not files:
-        raise HessGPTError(f"source {src.name!r}: no data files at {src.path!r} (expected {', '.join(suffixes)}, optionally .gz)")
-    return files
+    suffixes = CODE_SUFFIXES[src.kind] if src.kind in CODE_SUFFIXES else DOC_SUFFIXES
+    try:
+        return data_files(src.path, suffixes, exclude=src.exclude or [])
+    except HessGPTError as e:
+        raise HessGPTError(f"source {src.name!r}: {e}") from None
 
 
 def _json_lines(lines, column: str | None) -> Iterator[str | None]:
-    """JSON Lines (an iterable of bytes lines): one document per non-blank line."""
-    for line in lines:
-        if not line.strip():
-            continue
-        try:
-            yield _column(json.loads(line), column)
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            yield None  # a corrupt line: counted, not fatal
+    """JSON Lines (an iterable of bytes lines): one document per non-blank line (None: a corrupt line)."""
+    for item in json_rows(lines):
+        yield None if isinstance(item, Unreadable) else _column(item[1], column)
 
 
 def _file_docs(path: str, src: PretrainSource) -> Iterator[str | None]:
     low = path.lower().removesuffix(".gz")
-    opener = gzip.open if path.lower().endswith(".gz") else open
     if low.endswith(".parquet"):
-        import pyarrow.parquet as pq
-
-        pf = pq.ParquetFile(path)
-        col = src.column or ("text" if "text" in pf.schema_arrow.names else "content")
-        if col not in pf.schema_arrow.names:
-            raise HessGPTError(f"source {src.name!r}: {path} has no column {col!r} (columns: {pf.schema_arrow.names})")
-        for batch in pf.iter_batches(columns=[col], batch_size=1024):
-            for v in batch.column(0).to_pylist():
-                yield v if isinstance(v, str) else None
+        names = parquet_columns(path)
+        col = src.column or ("text" if "text" in names else "content")
+        if col not in names:
+            raise HessGPTError(f"source {src.name!r}: {path} has no column {col!r} (columns: {names})")
+        for item in parquet_rows(path, [col]):
+            v = None if isinstance(item, Unreadable) else item[1][col]
+            yield v if isinstance(v, str) else None
         return
     if low.endswith((".jsonl", ".ndjson", ".json")):
-        with opener(path, "rb") as f:
+        with open_bytes(path) as f:
             head = f.read(1)
             while head in (b" ", b"\n", b"\r", b"\t"):
                 head = f.read(1)
@@ -246,14 +225,14 @@ def _file_docs(path: str, src: PretrainSource) -> Iterator[str | None]:
             yield from _json_lines(f, src.column)
         return
     if src.kind != "text" and low.endswith(sum(CODE_SUFFIXES.values(), ())):
-        with opener(path, "rb") as f:
+        with open_bytes(path) as f:
             raw = f.read()
         try:
             yield raw.decode("utf-8")
         except UnicodeDecodeError:
             yield None
         return
-    with opener(path, "rb") as f:
+    with open_bytes(path) as f:
         yield from text_blocks(io.TextIOWrapper(f, encoding="utf-8", errors="replace"))
 
 

@@ -20,6 +20,8 @@ from typing import Callable, Iterable
 
 import torch
 
+from hessgpt.data.loader import shard_documents
+from hessgpt.datafiles import iter_texts
 from hessgpt.errors import HessGPTError
 
 BOS_ID = 1  # docs/chat-format.md: <s>
@@ -138,37 +140,11 @@ def combine(results: list[PplResult]) -> PplResult:
 # ---------------------------------------------------------------------------- data
 
 
-def shard_documents(path: Path, decode: Callable[[list[int]], str], bos_id: int = BOS_ID) -> list[str]:
-    """Texts of a token shard (.npy, or raw .bin of uint16 / .u32.bin of uint32), split at each <s>.
-
-    Decoding back to text gives the byte count bits-per-byte needs and re-encodes identically for a
-    byte-level BPE tokenizer.
-    """
-    import numpy as np
-
-    if path.suffix == ".npy":
-        arr = np.load(path, mmap_mode="r")
-    else:
-        arr = np.fromfile(path, dtype=np.uint32 if path.name.endswith(".u32.bin") else np.uint16)
-    ids = arr.astype(np.int64).tolist()
-    docs, cur = [], []
-    for t in ids:
-        if t == bos_id and cur:
-            docs.append(cur)
-            cur = []
-        if t not in (bos_id, 2, 0):  # drop <s>, </s>, <pad>; keep text tokens
-            cur.append(t)
-    if cur:
-        docs.append(cur)
-    return [decode(d) for d in docs if d]
-
-
 def iter_eval_texts(paths: list[str], decode: Callable[[list[int]], str] | None = None,
                     limit: int | None = None) -> list[str]:
-    """Documents from text files (.txt, .jsonl, .json, .parquet, .gz: see hessgpt.tokenizer.iter_texts), token
-    shards (.npy/.bin) or directories of those."""
-    from hessgpt.tokenizer import iter_texts
-
+    """Documents from text files (.txt, .jsonl, .json, .parquet, .gz: see hessgpt.datafiles.iter_texts), token
+    shards (.bin files of `hessgpt data shards`, read by hessgpt.data.loader.shard_documents: split at <s>
+    and decoded) or directories of those."""
     files: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
@@ -179,10 +155,13 @@ def iter_eval_texts(paths: list[str], decode: Callable[[list[int]], str] | None 
             raise HessGPTError(f"no such eval data {p}")
     texts: list[str] = []
     for f in files:
-        if f.suffix in (".npy", ".bin"):
+        if f.suffix == ".bin":
             if decode is None:
                 raise HessGPTError(f"{f}: token shards need a tokenizer to decode them")
-            texts += shard_documents(f, decode)
+            texts += [decode(d) for d in shard_documents(str(f)) if d]
+        elif f.suffix == ".npy":
+            raise HessGPTError(f"{f}: .npy token arrays are not read; give the .bin shards of `hessgpt data shards` "
+                               "(their manifest.json names the dtype and the <s>/</s> ids)")
         elif f.suffix in (".txt", ".jsonl", ".json", ".parquet", ".gz"):
             texts += [t for t in iter_texts(str(f)) if t.strip()]
         if limit and len(texts) >= limit:

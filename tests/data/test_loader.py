@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from hessgpt.data.loader import ShardLoader, check_shards
+from hessgpt.data.loader import ShardLoader, check_shards, shard_documents
 from hessgpt.data.shards import text_recipe, write_shards
 from hessgpt.errors import HessGPTError
 
@@ -162,3 +162,29 @@ def test_damaged_or_missing_shards_and_too_small_splits(shards_dir, tmp_path):
         ShardLoader(str(tmp_path), batch_size=1, seq_len=8)
     with pytest.raises(HessGPTError, match="no 'test' shards"):
         ShardLoader(shards_dir, batch_size=1, seq_len=8, split="test")
+
+
+def test_shard_documents_are_the_written_documents(shards_dir, tokenizer):
+    """Each val shard's documents (pieces where a document runs across shards), in writing order."""
+    m = json.load(open(os.path.join(shards_dir, "manifest.json")))
+    pieces = [shard_documents(os.path.join(shards_dir, s["file"])) for s in m["shards"] if s["split"] == "val"]
+    stream = _stream(shards_dir, "val")
+    text = stream[(stream != tokenizer.bos_id) & (stream != tokenizer.eos_id)].tolist()
+    assert len(pieces) > 1 and [t for docs in pieces for d in docs for t in d] == text
+    first = pieces[0][0]
+    assert [tokenizer.bos_id] + first + [tokenizer.eos_id] == stream[:len(first) + 2].tolist()
+
+
+def test_shard_documents_take_dtype_and_ids_from_the_manifest(tmp_path):
+    """A tokenizer whose <s>/</s> are not 1/2 and a uint32 vocabulary (an adopted HF tokenizer)."""
+    stream = np.array([7, 70000, 5, 8, 7, 1, 2, 0, 8, 7, 3], dtype=np.uint32)  # 1, 2 and 0 are text here
+    stream.tofile(tmp_path / "val-c00-00000.bin")
+    (tmp_path / "manifest.json").write_text(json.dumps({
+        "tokenizer": {"hash": "x", "vocab_size": 70001, "bos_id": 7, "eos_id": 8}, "dtype": "uint32",
+        "shards": [{"file": "val-c00-00000.bin", "split": "val", "chunk": 0, "tokens": len(stream)}]}))
+    assert shard_documents(str(tmp_path / "val-c00-00000.bin")) == [[70000, 5], [1, 2, 0], [3]]
+    stream[:5].tofile(tmp_path / "val-c00-00000.bin")  # truncated: named, not misread
+    with pytest.raises(HessGPTError, match="expected 44 bytes"):
+        shard_documents(str(tmp_path / "val-c00-00000.bin"))
+    with pytest.raises(HessGPTError, match="not a shard listed"):
+        shard_documents(str(tmp_path / "other.bin"))

@@ -8,7 +8,8 @@ import pytest
 
 from hessgpt.data.cli import DELEGATED, main as data_main
 from hessgpt.data.conversation import Skip
-from hessgpt.data.recipe import SourceSpec, is_local, iter_rows, load_recipe
+from hessgpt.data.recipe import SourceSpec, iter_rows, load_recipe
+from hessgpt.datafiles import is_local
 from hessgpt.errors import HessGPTError
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -6,6 +6,7 @@ import os
 import pytest
 import torch
 
+from hessgpt.errors import HessGPTError
 from hessgpt.eval.ppl import perplexity, sequence_nll, windows
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -131,12 +132,17 @@ def test_ppl_cli_writes_result(tiny_ckpt, tmp_path, capsys):
 
 
 def test_token_shards_split_at_bos_and_decode(tokenizer, tmp_path):
-    import numpy as np
-
+    from hessgpt.data.shards import text_recipe, write_shards
     from hessgpt.eval.ppl import iter_eval_texts
 
     docs = ["Bonjour tout le monde.", "Hello world, this is a test."]
-    stream = [t for d in docs for t in [1] + tokenizer.encode(d) + [2]]
-    np.save(tmp_path / "val_000.npy", np.array(stream, dtype=np.uint16))
-    np.array(stream, dtype=np.uint16).tofile(tmp_path / "val_001.bin")
-    assert iter_eval_texts([str(tmp_path)], decode=tokenizer.decode) == docs * 2
+    (tmp_path / "docs.txt").write_text("\n\n".join(docs) + "\n", encoding="utf-8")
+    write_shards(text_recipe([str(tmp_path / "docs.txt")], filter=False, val_fraction=0), tokenizer,
+                 str(tmp_path / "shards"), workers=1)
+    assert iter_eval_texts([str(tmp_path / "shards")], decode=tokenizer.decode) == [d + "\n" for d in docs]
+    assert iter_eval_texts([str(tmp_path / "shards" / "train-c00-00000.bin")], decode=tokenizer.decode) == \
+        [d + "\n" for d in docs]
+    np_file = tmp_path / "val_000.npy"
+    np_file.write_bytes(b"")
+    with pytest.raises(HessGPTError, match=".npy token arrays are not read"):
+        iter_eval_texts([str(np_file)], decode=tokenizer.decode)
