@@ -147,9 +147,7 @@ def generate_main(argv: list[str]) -> int:
         raise HessGPTError(f"{args.ckpt}: no tokenizer found beside the weights")
     engine = Engine(model, tok)
     if args.int8:
-        from hessgpt.quantize import quantize_engine
-
-        quantize_engine(engine)
+        engine.quantize_int8()
     ids = tok.render_for_generation([{"role": "user", "content": args.prompt}]) if args.chat else [tok.bos_id] + tok.encode(args.prompt)
     if len(ids) >= engine.max_len:
         raise HessGPTError(f"the prompt has {len(ids)} tokens; the context window is {engine.max_len}")
