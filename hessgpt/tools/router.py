@@ -7,7 +7,9 @@ answer on the real result. Non-Python blocks (HTML/CSS/JS) are artifacts: shown,
 runs a registered function (or hands the call back to the API client) and `<search>q</search>` queries the
 search backend, both the same way.
 
-Every step is an `Event` (hessgpt/events.py) that the CLI, the web page and the API show.
+Every step is an `Event` (hessgpt/events.py) that the CLI, the web page and the API show. The router gets
+engines, never paths: the chat backend that loads the checkpoints and runs this loop per turn is
+hessgpt/serve/dual.py (`DualModelBackend`).
 """
 
 import ast
