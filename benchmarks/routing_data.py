@@ -15,7 +15,8 @@ import sys
 import tempfile
 import time
 
-from hessgpt.data.routing import generate, split_paths, _write_jsonl
+from hessgpt.data.routing.build import generate
+from hessgpt.data.routing.output import split_paths, write_jsonl
 from hessgpt.tools.sandbox import Sandbox
 
 
@@ -33,7 +34,7 @@ def main() -> int:
     records, stats = generate(args.n, seed=args.seed, workers=args.workers, progress=sys.stderr.isatty())
     gen_s = time.time() - t0
     train_p, _, _ = split_paths(os.path.join(out_dir, "routing.jsonl"))
-    _write_jsonl(train_p, records)
+    write_jsonl(train_p, records)
     total_s = time.time() - t0
 
     py = [r for r in records if any(m["role"] == "tool" for m in r["messages"])]

@@ -11,7 +11,7 @@ from hessgpt.errors import HessGPTError
 # subcommands owned by other modules: name -> (module, one-line help); each has main(argv)
 DELEGATED = {
     "shards": ("hessgpt.data.shards", "tokenize text/conversations into training shards"),
-    "routing": ("hessgpt.data.routing_mix", "build the routing (code/tool/search) dataset"),
+    "routing": ("hessgpt.data.routing.cli", "build the routing (code/tool/search) dataset"),
     "chat-shards": ("hessgpt.data.chat_shards", "render conversations (+ text) into mid-training shards"),
     "refine-pairs": ("hessgpt.data.refine", "verified refinement pairs for model 2 (draft + run -> fixed program)"),
 }

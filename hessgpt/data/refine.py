@@ -485,10 +485,10 @@ def build(routing_files: list[str], code_files: list[str], sandbox, per_program:
 
 def write(splits: dict[str, list[dict]], stats: dict, out: str) -> None:
     """out/train.jsonl, out/val.jsonl, then out/stats.json (last: it marks the folder finished). Atomic."""
-    from hessgpt.data.routing import _write_jsonl
+    from hessgpt.data.routing.output import write_jsonl
 
-    _write_jsonl(Path(out) / "train.jsonl", splits["train"])
-    _write_jsonl(Path(out) / "val.jsonl", splits["val"])
+    write_jsonl(Path(out) / "train.jsonl", splits["train"])
+    write_jsonl(Path(out) / "val.jsonl", splits["val"])
     tmp = Path(out) / "stats.json.tmp"
     tmp.write_text(json.dumps(stats, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     os.replace(tmp, Path(out) / "stats.json")

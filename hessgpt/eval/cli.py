@@ -191,7 +191,7 @@ def _search_for_router(args, backend) -> str | None:
     (hessgpt/data/search_corpus, the one the search training data was generated from) indexed into
     <out folder>/search.db, its hits named by page ("fr/canada.md") as in that data. The path used, or
     None when the backend has no router (scripted, plain)."""
-    from hessgpt.data.routing_search import shipped_search
+    from hessgpt.data.routing.search import shipped_search
     from hessgpt.eval.tools import attach_search
     from hessgpt.tools.search import SearchIndex
 

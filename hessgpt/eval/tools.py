@@ -22,13 +22,13 @@ text after the last tool result against the reference: hessgpt/eval/scoring.py),
 negatives answered without code (and those whose question contains a digit), and function-call exact match (BFCL's AST rule:
 same function names, every required argument present, no unknown argument, each value in the allowed list).
 
-Search items (records of hessgpt.data.routing_search, `category: "search"`, e.g. in a routing test split built
+Search items (records of hessgpt.data.routing.search, `category: "search"`, e.g. in a routing test split built
 with `--search-share`) get their own table (`search_metrics`, `format_search`): `<search>` precision/recall
 (searched iff the record searches), answerable ones right when the answer states the fact, unanswerable ones
 right when the answer declines ("not found") and states no number, no-search ones right without a search
 (hessgpt.eval.scoring.score_search); with the baselines, `always_search` (searches the question, then "not
 found") beside `constant` (never searches, "I don't know."). The router needs an index for `<search>`:
-`eval tools` gives it the shipped corpus (hessgpt.data.routing_search.shipped_search) unless --search-index.
+`eval tools` gives it the shipped corpus (hessgpt.data.routing.search.shipped_search) unless --search-index.
 
 With model 2 (`evaluate(..., model2=True)`, `eval tools --model2`): its effect on the same items in the same run,
 under "model2" (`model2_summary`: asked, changed, fixed, broke, exact answers and execution with and without).
@@ -113,7 +113,7 @@ def _category(record: dict, rid: str, needs_code: bool | None) -> str | None:
 
 
 def search_spec(record: dict) -> dict | None:
-    """A search record of hessgpt.data.routing_search (`category: "search"` with `route`): {"needed": bool,
+    """A search record of hessgpt.data.routing.search (`category: "search"` with `route`): {"needed": bool,
     "answerable": bool | None, "value": the fact an answerable one must state}; None for any other record."""
     route = record.get("route")
     if record.get("category") != "search" or not isinstance(route, dict) or "search" not in route:

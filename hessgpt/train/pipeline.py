@@ -20,8 +20,8 @@ A recipe names stages, data paths and hyperparameters (never Python objects):
     final: {model1: "@model1"}
 
 `@stage` is that stage's output folder. Relative paths are relative to the recipe file (as in data recipes).
-Stage kinds: tokenizer (hessgpt.tokenizer.train_tokenizer), routing (hessgpt.data.routing.generate; `search_share`
-mixes in hessgpt.data.routing_search conversations),
+Stage kinds: tokenizer (hessgpt.tokenizer.train_tokenizer), routing (hessgpt.data.routing.mix.generate_splits; `search_share`
+mixes in hessgpt.data.routing.search conversations),
 refine-pairs (hessgpt.data.refine.build: model 2's verified refinement pairs), prepare
 (hessgpt.data.prepare), shards (hessgpt.data.shards.write_shards), init (a random-weight checkpoint of a preset),
 pretrain, sft, merge, import (a pretrained base: `gguf: FILE`, `hf: DIR`, or `gguf_package: {dist, version,
@@ -190,21 +190,21 @@ class Pipeline:
         os.replace(tmp, out)
 
     def _routing(self, s, spec, out):
-        from hessgpt.data.routing import _write_jsonl
-        from hessgpt.data.routing_mix import generate_splits
+        from hessgpt.data.routing.mix import generate_splits
+        from hessgpt.data.routing.output import write_jsonl
 
         langs = spec.get("langs", ["fr", "en"])
         langs = tuple(langs.split(",") if isinstance(langs, str) else langs)
-        # search_share: search conversations (hessgpt.data.routing_search) mixed into the three splits
+        # search_share: search conversations (hessgpt.data.routing.search) mixed into the three splits
         splits, d = generate_splits(int(spec.get("n", 20000)), int(spec.get("test_n", 600)),
                                     float(spec.get("val_fraction", 0.05)), langs, int(spec.get("seed", 0)),
                                     float(spec.get("negative_fraction", 0.25)), workers=int(spec.get("workers", 2)),
                                     progress=sys.stderr.isatty(),
                                     multiturn_share=float(spec["multiturn_share"]) if "multiturn_share" in spec else None,
                                     search_share=float(spec.get("search_share", 0.0)))
-        _write_jsonl(Path(out) / "val.jsonl", splits["dev"])     # dev: for tuning
-        _write_jsonl(Path(out) / "test.jsonl", splits["test"])   # test: own seed, disjoint by construction
-        _write_jsonl(Path(out) / "train.jsonl", splits["train"])
+        write_jsonl(Path(out) / "val.jsonl", splits["dev"])     # dev: for tuning
+        write_jsonl(Path(out) / "test.jsonl", splits["test"])   # test: own seed, disjoint by construction
+        write_jsonl(Path(out) / "train.jsonl", splits["train"])
         _write_json(os.path.join(out, "stats.json"), d)  # last: marks the stage finished
 
     def _refine_pairs(self, s, spec, out):

@@ -1,5 +1,5 @@
 """Multi-turn conversations: message `weight` (validation, JSONL, loss mask), history flattening, and the
-multi-turn routing records of hessgpt.data.routing_multiturn (docs/chat-format.md)."""
+multi-turn routing records of hessgpt.data.routing.multiturn (docs/chat-format.md)."""
 
 import json
 
@@ -179,7 +179,7 @@ import random
 import re
 from collections import Counter
 
-from hessgpt.data import routing_multiturn as mt
+from hessgpt.data.routing import multiturn as mt
 
 
 def fake_run(code: str) -> str:

@@ -109,7 +109,7 @@ def test_real_code_fixtures_become_programs_that_print_their_test_output(sandbox
 
 
 def test_split_hygiene_only_train_programs_and_val_disjoint(sandbox, tmp_path):
-    from hessgpt.data.routing import generate
+    from hessgpt.data.routing.build import generate
 
     seen: set = set()
     recs = {s: generate(24, seed=5, sandbox=sandbox, progress=False, split=s, seen=seen)[0] for s in ("train", "dev", "test")}

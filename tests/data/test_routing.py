@@ -6,9 +6,12 @@ from collections import Counter
 
 import pytest
 
-from hessgpt.data import routing
 from hessgpt.data.conversation import from_dict
-from hessgpt.data.routing import expand_inline, generate, main, unsupported_numbers, validate_file
+from hessgpt.data.routing import (algo, build, candidate, check, data, maths, negatives, phrasing, reference, splits, web,
+                                  words)
+from hessgpt.data.routing.build import generate
+from hessgpt.data.routing.check import expand_inline, unsupported_numbers, validate_file
+from hessgpt.data.routing.cli import main
 from hessgpt.tools.sandbox import Sandbox
 
 N = 160
@@ -36,7 +39,7 @@ def test_counts_balanced_and_unique(sample):
     cats = Counter(_category(r) for r in records)
     assert cats["negative"] == N // 4
     # positives split by CATEGORY_SHARES: maths 40%, algo/web/data 20% each
-    assert {c: cats[c] for c in routing.CATEGORIES} == {"maths": 48, "algo": 24, "web": 24, "data": 24}
+    assert {c: cats[c] for c in candidate.CATEGORIES} == {"maths": 48, "algo": 24, "web": 24, "data": 24}
     langs = Counter(r["lang"] for r in records)
     assert abs(langs["fr"] - langs["en"]) <= 4
     users = [" ".join(r["messages"][0]["content"].lower().split()) for r in records]
@@ -70,7 +73,7 @@ def test_records_follow_the_conversation_format(sample):
 
 def test_every_sample_reexecutes_to_the_answer_it_states(sample, sandbox):
     py = [r for r in sample[0] if r["messages"][-2]["role"] == "tool"]
-    runs = routing._run_with_retry(sandbox, [r["messages"][1]["code"] for r in py])   # retries lost workers only
+    runs = build._run_with_retry(sandbox, [r["messages"][1]["code"] for r in py])   # retries lost workers only
     for rec, run in zip(py, runs):
         user, call, tool, final = rec["messages"]
         assert run.status == "ok" and run.stdout == tool["content"], rec["id"]
@@ -107,7 +110,7 @@ def test_cli_writes_train_val_and_stats(tmp_path, monkeypatch, sandbox):
 def test_multiturn_conversations_in_train_and_dev_only(sandbox):
     """generate_splits adds multi-turn conversations composed from each split's own singles to train and dev;
     the test split stays single-turn (the follow-up phrasings are shared by the splits)."""
-    splits, stats = routing.generate_splits(120, test_n=30, val_fraction=0.25, seed=5, progress=False, sandbox=sandbox,
+    splits, stats = build.generate_splits(120, test_n=30, val_fraction=0.25, seed=5, progress=False, sandbox=sandbox,
                                             multiturn_share=0.2)
     for name in ("train", "dev"):
         multi = [r for r in splits[name] if r["id"].startswith("routing:multiturn-")]
@@ -210,7 +213,7 @@ def test_records_carry_reference_category_kind_split(sample):
         if rec["messages"][-2]["role"] == "tool":
             ref = rec["reference"]
             assert ref["type"] in ("number", "symbolic", "list", "string", "bool", "set_of_numbers"), rec["id"]
-            assert routing.agrees(ref, rec["messages"][2]["content"], False) or isinstance(ref["value"], list)
+            assert reference.agrees(ref, rec["messages"][2]["content"], False) or isinstance(ref["value"], list)
         else:
             assert rec["reference"] is None
     assert sample[1].to_dict()["verification_disagreements"] == {}
@@ -232,10 +235,10 @@ def test_primes_up_to_n_include_n_when_the_question_says_so(sandbox):
     rng, cases = _r.Random(5), []
     while len(cases) < 60:
         lang = "fr" if len(cases) % 2 else "en"
-        p, code, qs, _ = routing.g_primes(rng, lang)
+        p, code, qs, _ = algo.g_primes(rng, lang)
         if p.get("_ref", {}).get("type") == "list":
             cases.append((qs[0].format(**p), code, p["_ref"]))
-    runs = routing._run_with_retry(sandbox, [c for _, c, _ in cases])
+    runs = build._run_with_retry(sandbox, [c for _, c, _ in cases])
     prime_n = 0
     for (q, code, ref), run in zip(cases, runs):
         want = _primes_from_question(q)
@@ -248,21 +251,21 @@ def test_a_wrong_candidate_is_rejected(sandbox, monkeypatch):
     """A generator whose code does not compute what its reference says: every sample dropped and counted."""
     def g_wrong(rng, lang):
         a, b = rng.randint(2, 99), rng.randint(2, 99)
-        return ({"a": a, "b": b, "_ref": routing._rnum(a * b)}, f"print({a} ** {b} % 1000003)",
+        return ({"a": a, "b": b, "_ref": reference._rnum(a * b)}, f"print({a} ** {b} % 1000003)",
                 ["What is {a} times {b}?"], ["{a} times {b} is {out}."])
 
     def g_right(rng, lang):
         a, b = rng.randint(2, 99), rng.randint(2, 99)
-        return ({"a": a, "b": b, "_ref": routing._rnum(a * b)}, f"print({a} * {b})", ["How much is {a} times {b}?"],
+        return ({"a": a, "b": b, "_ref": reference._rnum(a * b)}, f"print({a} * {b})", ["How much is {a} times {b}?"],
                 ["{out}."])
 
-    monkeypatch.setitem(routing.PYTHON_GENS, "maths", [("wrong", g_wrong, 1), ("right", g_right, 1)])
+    monkeypatch.setitem(build.PYTHON_GENS, "maths", [("wrong", g_wrong, 1), ("right", g_right, 1)])
     records, stats = generate(40, langs=("en",), seed=1, sandbox=sandbox, progress=False)
     assert stats.disagreements["maths/wrong"] > 0
     assert not [r for r in records if r["kind"] == "wrong"] and [r for r in records if r["kind"] == "right"]
-    assert not routing.agrees(routing._rnum(391), "17 ** 23\n") and routing.agrees(routing._rnum(391), "391\n")
-    assert routing.agrees({"type": "symbolic", "value": "2*x + 1"}, "1 + 2*x\n")
-    assert not routing.agrees({"type": "list", "value": [2, 3, 5]}, "[2, 3]\n")
+    assert not reference.agrees(reference._rnum(391), "17 ** 23\n") and reference.agrees(reference._rnum(391), "391\n")
+    assert reference.agrees({"type": "symbolic", "value": "2*x + 1"}, "1 + 2*x\n")
+    assert not reference.agrees({"type": "list", "value": [2, 3, 5]}, "[2, 3]\n")
 
 
 def _registered_lists():
@@ -280,9 +283,10 @@ def _registered_lists():
                 for x in v:
                     walk(x)
 
-    for name in dir(routing):
-        if name.isupper() and name not in ("PYTHON_GENS", "CATEGORIES", "LANGS", "SPLITS"):
-            walk(getattr(routing, name))
+    for module in (candidate, splits, words, reference, maths, algo, data, web, negatives, build, check):
+        for name in dir(module):
+            if name.isupper() and name not in ("PYTHON_GENS", "CATEGORIES", "LANGS", "SPLITS"):
+                walk(getattr(module, name))
     return out
 
 
@@ -293,41 +297,41 @@ def test_splits_are_disjoint_by_construction():
     partitioned = 0
     for items in lists:
         try:
-            parts = routing.partition(items)
+            parts = splits.partition(items)
         except TypeError:
             continue
         if parts["train"] == parts["test"]:   # shared short list (< 3 items)
-            assert len(set(x for x in items if x != "")) < routing.MIN_PARTITIONED
+            assert len(set(x for x in items if x != "")) < splits.MIN_PARTITIONED
             continue
         partitioned += 1
-        sets = {k: {routing._item_key(x) for x in v if x != ""} for k, v in parts.items()}
+        sets = {k: {splits._item_key(x) for x in v if x != ""} for k, v in parts.items()}
         assert all(sets.values()), items   # every split keeps at least one item
         assert not sets["train"] & sets["dev"] and not sets["train"] & sets["test"] and not sets["dev"] & sets["test"]
-        assert sets["train"] | sets["dev"] | sets["test"] == {routing._item_key(x) for x in items if x != ""}
+        assert sets["train"] | sets["dev"] | sets["test"] == {splits._item_key(x) for x in items if x != ""}
     assert partitioned >= 20   # greetings, leads, names, fruits, words, sentences, capitals, facts, ...
     for name in ("CAPITALS", "FACTS", "CONCEPTS", "FR_NAMES", "EN_NAMES", "SENTENCES", "WORDS_FR", "WORDS_EN"):
-        v = getattr(routing, name)
+        v = getattr(negatives if name in ("CAPITALS", "FACTS", "CONCEPTS") else words, name)
         for items in (v.values() if isinstance(v, dict) else [v]):
-            assert routing.partition(tuple(items))["train"] != routing.partition(tuple(items))["test"], name
+            assert splits.partition(tuple(items))["train"] != splits.partition(tuple(items))["test"], name
     # operand integers: one function of the integer, so each integer is in exactly one split
-    by = {s: {n for n in range(-2000, 20001) if routing.int_split(n) == s} for s in routing.SPLITS}
+    by = {s: {n for n in range(-2000, 20001) if splits.int_split(n) == s} for s in splits.SPLITS}
     assert sum(map(len, by.values())) == 22001 and all(0.05 < len(v) / 22001 < 0.9 for v in by.values())
 
 
 def test_each_split_draws_only_its_own_items():
     import random as _r
 
-    for split in routing.SPLITS:
-        rng = routing.SplitRandom(3, split)
+    for split in splits.SPLITS:
+        rng = splits.SplitRandom(3, split)
         for _ in range(300):
             n = rng.randint(1, 999)
-            assert routing.int_split(n) == split
-            f = routing._func(rng)
-            assert routing.str_split(f) == split
-            name = rng.choice(routing.FR_NAMES)
-            assert name in routing.partition(tuple(routing.FR_NAMES))[split]
-            cap = rng.choice(routing.CAPITALS)
-            assert cap in routing.partition(tuple(routing.CAPITALS))[split]
+            assert splits.int_split(n) == split
+            f = maths._func(rng)
+            assert splits.str_split(f) == split
+            name = rng.choice(words.FR_NAMES)
+            assert name in splits.partition(tuple(words.FR_NAMES))[split]
+            cap = rng.choice(negatives.CAPITALS)
+            assert cap in splits.partition(tuple(negatives.CAPITALS))[split]
 
 
 def test_test_split_shares_no_template_or_entity_with_train(sandbox):
@@ -340,7 +344,7 @@ def test_test_split_shares_no_template_or_entity_with_train(sandbox):
     shared = t_train & t_test
     # a template is shared only when its list had fewer than 3 phrasings (counted in the stats)
     for t in shared:
-        assert any(t in items and len(set(items)) < routing.MIN_PARTITIONED for items in _generator_lists()), t
+        assert any(t in items and len(set(items)) < splits.MIN_PARTITIONED for items in _generator_lists()), t
 
 
 def _generator_lists():
@@ -348,18 +352,18 @@ def _generator_lists():
     import random as _r
 
     out = []
-    for gens in routing.PYTHON_GENS.values():
+    for gens in build.PYTHON_GENS.values():
         for _, gen, _ in gens:
-            for split in routing.SPLITS:
-                rng = routing.SplitRandom(0, split)
+            for split in splits.SPLITS:
+                rng = splits.SplitRandom(0, split)
                 for i in range(40):
                     out.append(tuple(gen(rng, "fr" if i % 2 else "en")[2]))
     return out
 
 
 def _phrasing_lists():
-    """Every list (or tuple list) of phrasings in hessgpt.data.routing_phrasing, with its name."""
-    from hessgpt.data import routing_phrasing as P
+    """Every list (or tuple list) of phrasings in hessgpt.data.routing.phrasing, with its name."""
+    P = phrasing
 
     out = []
 
@@ -380,14 +384,14 @@ def test_every_phrasing_list_has_three_items_and_is_partitioned():
     lists = _phrasing_lists()
     assert len(lists) >= 60
     for name, items in lists:
-        assert len(set(items)) >= routing.MIN_PARTITIONED, name
-        parts = routing.partition(tuple(items))
+        assert len(set(items)) >= splits.MIN_PARTITIONED, name
+        parts = splits.partition(tuple(items))
         assert parts["train"] != parts["test"], name
         assert not set(parts["train"]) & set(parts["test"]), name
 
 
 def test_number_words():
-    from hessgpt.data.routing_phrasing import spell_en, spell_fr
+    from hessgpt.data.routing.phrasing import spell_en, spell_fr
 
     fr = {0: "zéro", 7: "sept", 17: "dix-sept", 21: "vingt et un", 33: "trente-trois", 70: "soixante-dix", 71: "soixante et onze",
           77: "soixante-dix-sept", 80: "quatre-vingts", 81: "quatre-vingt-un", 91: "quatre-vingt-onze", 99: "quatre-vingt-dix-neuf"}
@@ -420,33 +424,33 @@ from fractions import Fraction  # noqa: E402
 
 
 def test_story_reference_equals_an_independent_recomputation(sandbox):
-    rng = routing.SplitRandom(11, "train")
+    rng = splits.SplitRandom(11, "train")
     cands = []
     for i in range(120):
         lang = "fr" if i % 2 else "en"
-        p, code, qs, _ = routing.g_story(rng, lang)
+        p, code, qs, _ = maths.g_story(rng, lang)
         assert len(qs) == 1
         want = _story_value(p, qs[0])
         ref = p["_ref"]
         assert abs(ref["value"] - float(want)) <= ref.get("tol", 0) + 1e-9, (qs[0], p)
         # the question states every number the code uses
         user = qs[0].format(**{k: v for k, v in p.items() if not k.startswith("_")})
-        for n in routing._NUMBER.findall(re.sub(r", \d+\)", ")", code)):   # not round()'s digits
+        for n in check._NUMBER.findall(re.sub(r", \d+\)", ")", code)):   # not round()'s digits
             assert n in user.replace(",", "."), (n, user, code)
         cands.append((ref, code))
-    runs = routing._run_with_retry(sandbox, [c for _, c in cands])
-    assert all(r.status == "ok" and routing.agrees(ref, r.stdout) for (ref, _), r in zip(cands, runs))
+    runs = build._run_with_retry(sandbox, [c for _, c in cands])
+    assert all(r.status == "ok" and reference.agrees(ref, r.stdout) for (ref, _), r in zip(cands, runs))
 
 
 def test_composed_question_templates_are_split_disjoint():
     """python_candidate's templates of every python category: none occurs in both train and test."""
     by = {}
     for split in ("train", "test"):
-        rng = routing.SplitRandom(5, split)
+        rng = splits.SplitRandom(5, split)
         by[split] = {}
-        for cat in routing.PYTHON_GENS:
+        for cat in build.PYTHON_GENS:
             for i in range(400):
-                c = routing.python_candidate(rng, cat, "fr" if i % 2 else "en")
+                c = build.python_candidate(rng, cat, "fr" if i % 2 else "en")
                 by[split].setdefault(c.kind, set()).add(c.template)
     shared = {k: by["train"].get(k, set()) & by["test"].get(k, set()) for k in by["train"]}
     # known, older single-phrasing cases still shared: structures (FIFO queue, 1 phrasing), strings (upper/title,

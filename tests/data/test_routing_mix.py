@@ -1,4 +1,4 @@
-"""Search conversations mixed into the routing data (hessgpt.data.routing_mix): `search_share` 0 changes
+"""Search conversations mixed into the routing data (hessgpt.data.routing.mix): `search_share` 0 changes
 nothing, the counts per kind land in the stats, the search test split is frozen and disjoint, routing samples
 that contradict the search data are dropped, the CLI and the pipeline stage take the option, and a mixed
 record renders with the injected passages untrained (HessGPT's format and an imported ChatML template)."""
@@ -9,8 +9,8 @@ import pytest
 import yaml
 
 from hessgpt.data import cli as data_cli
-from hessgpt.data import routing_mix as M
-from hessgpt.data import routing_search as R
+from hessgpt.data.routing import mix as M
+from hessgpt.data.routing import search as R
 from hessgpt.errors import HessGPTError
 from hessgpt.train.pipeline import Pipeline
 

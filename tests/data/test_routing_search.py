@@ -1,4 +1,4 @@
-"""Search conversations (hessgpt.data.routing_search): the three kinds, languages, rewritten queries, split
+"""Search conversations (hessgpt.data.routing.search): the three kinds, languages, rewritten queries, split
 hygiene, hits that hold the answer, and the rendering (injected passages are not trained on)."""
 
 import json
@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from py3langid.langid import MODEL_FILE, LanguageIdentifier
 
-from hessgpt.data import routing_search as R
+from hessgpt.data.routing import search as R
 from hessgpt.data.conversation import from_dict
-from hessgpt.data.routing import partition
+from hessgpt.data.routing.splits import partition
 from hessgpt.errors import HessGPTError
 from hessgpt.tools.search import fold
 

@@ -294,18 +294,18 @@ class ExecSandbox:
 def test_shipped_bench_asks_nothing_the_routing_generator_produces():
     import inspect
 
-    from hessgpt.data import routing
+    from hessgpt.data.routing import build, negatives
     from hessgpt.eval.bench import OverlapIndex, item_texts, overlap_report
 
     items = load_items(["fr", "en"])
     kwargs = {"seed": 0, "negative_fraction": 0.5, "sandbox": ExecSandbox(), "progress": False}
-    kwargs = {k: v for k, v in kwargs.items() if k in inspect.signature(routing.generate).parameters}
-    records, _ = routing.generate(1500, **kwargs)
+    kwargs = {k: v for k, v in kwargs.items() if k in inspect.signature(build.generate).parameters}
+    records, _ = build.generate(1500, **kwargs)
     messages = [("routing", m["content"]) for r in records for m in r["messages"] if m["role"] == "user"]
     assert len(messages) >= 1000
     # every question of the generator's fixed lists too, not only those the sample happened to draw
     for name in ("FACTS", "GREETINGS", "OPINIONS"):
-        table = getattr(routing, name, None)
+        table = getattr(negatives, name)
         rows = [r for rows in table.values() for r in rows] if isinstance(table, dict) else table or []
         messages += [("routing." + name, q) for row in rows for q in (row[0::2] if len(row) == 4 else row[:1])]
     ov = overlap_report(items, ["routing"], index=OverlapIndex(messages))

@@ -1,4 +1,4 @@
-"""`eval tools` on search items (hessgpt.data.routing_search records): <search> precision/recall, the fact
+"""`eval tools` on search items (hessgpt.data.routing.search records): <search> precision/recall, the fact
 stated on answerable items, "not found" on unanswerable ones, no search on the others, per language, beside
 the always-search and never-search (constant) baselines; a wrong answer scores 0; the CLI gives the router
 the shipped corpus index, whose hits name pages as the training data does."""
@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from hessgpt.data import routing_search as R
+from hessgpt.data.routing import search as R
 from hessgpt.eval import cli
 from hessgpt.eval import tools as T
 from hessgpt.eval.scoring import declines, score_search, states_value

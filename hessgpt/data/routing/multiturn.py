@@ -1,7 +1,7 @@
 """Multi-turn routing conversations composed from single-turn routing records (docs/chat-format.md,
 "Multi-turn routing records").
 
-    from hessgpt.data.routing_multiturn import N_SHARE, compose_conversations, sandbox_runner
+    from hessgpt.data.routing.multiturn import N_SHARE, compose_conversations, sandbox_runner
     extra = compose_conversations(singles, n=round(N_SHARE * len(singles)), rng=random.Random(seed),
                                   lang=None, run_code=sandbox_runner(sb))
 
@@ -79,7 +79,7 @@ def _norm(text: str) -> str:
 @lru_cache(maxsize=1)
 def frozen_prompts() -> frozenset[str]:
     """Normalized user texts of the shipped OOD sets (single- and multi-turn)."""
-    root = Path(__file__).resolve().parent.parent / "eval" / "prompts"
+    root = Path(__file__).resolve().parents[2] / "eval" / "prompts"
     out: set[str] = set()
     for name in ("tools_ood_fr.jsonl", "tools_ood_en.jsonl", "tools_ood_multiturn.jsonl"):
         p = root / name

@@ -1,10 +1,11 @@
-"""`hessgpt data routing`: the routing dataset (hessgpt.data.routing) with search conversations mixed in.
+"""The routing dataset (hessgpt.data.routing.build) with search conversations mixed in (`hessgpt data routing
+--search-share S`, hessgpt.data.routing.cli).
 
-    hessgpt data routing --n 3000 --out data/routing.jsonl --search-share 0.12 [every hessgpt.data.routing option]
+    hessgpt data routing --n 3000 --out data/routing.jsonl --search-share 0.12 [every other routing option]
         -> data/routing.jsonl (train) + .val.jsonl (dev) + .test.jsonl (test) + .stats.json
 
-`--search-share S` (default 0: the routing data alone, byte for byte as before) adds round(S x n) search
-conversations of hessgpt.data.routing_search (answerable / unanswerable / no_search, over the shipped corpus)
+`--search-share S` (default 0: the routing data alone, byte for byte) adds round(S x n) search
+conversations of hessgpt.data.routing.search (answerable / unanswerable / no_search, over the shipped corpus)
 to train + dev, split with the same --val-fraction, and round(S x test_n) to the test split. The search
 generator splits its own entities and templates the same way (train, dev and test never share a country, a
 question, query or answer template), with its own seed per split, so the test split stays frozen and
@@ -21,10 +22,12 @@ from __future__ import annotations
 
 import random
 import re
-import sys
 from pathlib import Path
 
-from hessgpt.data import routing, routing_search
+from hessgpt.data.routing import build
+from hessgpt.data.routing import search as routing_search
+from hessgpt.data.routing.candidate import LANGS
+from hessgpt.data.routing.splits import SPLIT_SEED_OFFSET, SPLITS
 from hessgpt.errors import HessGPTError
 from hessgpt.tools.search import fold
 
@@ -53,7 +56,7 @@ def kind_counts(records: list[dict]) -> dict:
 
 
 def mix_search(splits: dict[str, list[dict]], stats: dict, search_share: float, n: int, test_n: int,
-               val_fraction: float, langs=routing.LANGS, seed: int = 0,
+               val_fraction: float, langs=LANGS, seed: int = 0,
                corpus: Path = routing_search.CORPUS) -> tuple[dict[str, list[dict]], dict]:
     """The routing `splits` with round(search_share x n) search records added to train + dev and
     round(search_share x test_n) to test (same split names, each split shuffled with its own seed); routing
@@ -72,11 +75,11 @@ def mix_search(splits: dict[str, list[dict]], stats: dict, search_share: float, 
         search["train"], search["dev"] = [], []
     names = corpus_names(corpus)
     out, dropped = {}, {}
-    for split in routing.SPLITS:
+    for split in SPLITS:
         kept = [r for r in splits.get(split, []) if not mentions_corpus_country(r, names)]
         dropped[split] = len(splits.get(split, [])) - len(kept)
         mixed = kept + search[split]
-        random.Random(seed + routing.SPLIT_SEED_OFFSET[split] + SEARCH_SEED_OFFSET).shuffle(mixed)
+        random.Random(seed + SPLIT_SEED_OFFSET[split] + SEARCH_SEED_OFFSET).shuffle(mixed)
         out[split] = mixed
     stats = dict(stats)
     stats["search"] = {"share": search_share, "requested": {"train+dev": n_search, "test": test_search},
@@ -91,35 +94,13 @@ def mix_search(splits: dict[str, list[dict]], stats: dict, search_share: float, 
     return out, stats
 
 
-def generate_splits(n: int, test_n: int = 600, val_fraction: float = 0.05, langs=routing.LANGS, seed: int = 0,
+def generate_splits(n: int, test_n: int = 600, val_fraction: float = 0.05, langs=LANGS, seed: int = 0,
                     negative_fraction: float = 0.25, workers: int = 2, progress: bool = True, sandbox=None,
                     multiturn_share: float | None = None, search_share: float = 0.0) -> tuple[dict, dict]:
-    """hessgpt.data.routing.generate_splits, then `mix_search` (search_share 0: unchanged)."""
+    """hessgpt.data.build.generate_splits, then `mix_search` (search_share 0: unchanged)."""
     if not 0 <= search_share <= 1:
         raise HessGPTError(f"--search-share must be in [0, 1], got {search_share}")
     extra = {} if multiturn_share is None else {"multiturn_share": multiturn_share}
-    splits, stats = routing.generate_splits(n, test_n, val_fraction, langs, seed, negative_fraction, workers=workers,
+    splits, stats = build.generate_splits(n, test_n, val_fraction, langs, seed, negative_fraction, workers=workers,
                                             progress=progress, sandbox=sandbox, **extra)
     return mix_search(splits, stats, search_share, n, test_n, val_fraction, langs, seed)
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = routing.build_parser()
-    ap.description = __doc__.splitlines()[0]
-    ap.add_argument("--search-share", type=float, default=0.0,
-                    help="search conversations (hessgpt.data.routing_search) added, as a share of --n (train + dev) "
-                         "and of --test-n (test); default 0: none")
-    args = ap.parse_args(argv)
-    if args.validate:
-        return routing.run_validate(args)
-    langs = routing.check_args(args)
-    splits, d = generate_splits(args.n, args.test_n, args.val_fraction, langs, args.seed, args.negative_fraction,
-                                workers=args.workers, progress=not args.no_progress and sys.stderr.isatty(),
-                                multiturn_share=args.multiturn_share, search_share=args.search_share)
-    routing.write_and_report(args, splits, d)
-    if "search" in d:
-        s = d["search"]
-        print("  search records: " + "; ".join(f"{split} " + ", ".join(f"{k} {v[k]}" for k in routing_search.KINDS)
-                                                for split, v in s["kinds"].items())
-              + f"; routing samples naming a corpus country dropped: {s['dropped_conflicts']}")
-    return 0

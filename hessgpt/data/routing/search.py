@@ -1,6 +1,6 @@
 """Search conversations over a local corpus: when to `<search>`, what to write in the query, how to answer.
 
-    python -m hessgpt.data.routing_search --n 4000 --out data/routing_search.jsonl [--langs fr,en] [--seed 0]
+    python -m hessgpt.data.routing.search --n 4000 --out data/routing_search.jsonl [--langs fr,en] [--seed 0]
                                           [--test-n 400] [--val-fraction 0.05] [--k 3]
         -> OUT (train) + OUT.val.jsonl (dev) + OUT.test.jsonl (test) + OUT.stats.json
 
@@ -38,12 +38,14 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from hessgpt.data.routing.output import split_paths, test_path, write_jsonl
 # _wrap: the routing data's greeting/politeness/casing variations, drawn from the split's part of each list
-from hessgpt.data.routing import SPLIT_SEED_OFFSET, SPLITS, SplitRandom, _wrap, partition, split_paths, test_path
+from hessgpt.data.routing.words import _wrap
+from hessgpt.data.routing.splits import SPLIT_SEED_OFFSET, SPLITS, SplitRandom, partition
 from hessgpt.errors import HessGPTError
 from hessgpt.tools.search import Hit, SearchIndex, fold, format_hits
 
-CORPUS = Path(__file__).resolve().parent / "search_corpus"
+CORPUS = Path(__file__).resolve().parents[1] / "search_corpus"   # hessgpt/data/search_corpus (package data)
 LANGS = ("fr", "en")
 RELATIONS = ("capital", "currency", "continent")          # stated by every country page
 ABSENT_RELATIONS = ("population", "anthem")               # stated by no page
@@ -411,17 +413,8 @@ def generate_splits(n: int, test_n: int, val_fraction: float, langs=LANGS, seed:
     return out, stats
 
 
-def _write_jsonl(path: Path, records: list[dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for r in records:
-            f.write(json.dumps(r, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
-
-
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m hessgpt.data.routing_search", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m hessgpt.data.routing.search", description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=4000, help="train + dev records")
     ap.add_argument("--out", required=True, help="output JSONL (train); OUT.val.jsonl, OUT.test.jsonl, OUT.stats.json beside it")
     ap.add_argument("--langs", default="fr,en")
@@ -437,9 +430,9 @@ def main(argv: list[str] | None = None) -> int:
     out, stats = generate_splits(args.n, args.test_n, args.val_fraction, langs, args.seed, Path(args.corpus), args.k)
     train_p, val_p, stats_p = split_paths(args.out)
     test_p = test_path(args.out)
-    _write_jsonl(train_p, out["train"])
-    _write_jsonl(val_p, out["dev"])
-    _write_jsonl(test_p, out["test"])
+    write_jsonl(train_p, out["train"])
+    write_jsonl(val_p, out["dev"])
+    write_jsonl(test_p, out["test"])
     tmp = stats_p.with_name(f".{stats_p.name}.tmp{os.getpid()}")
     tmp.write_text(json.dumps(stats, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     os.replace(tmp, stats_p)
