@@ -401,7 +401,7 @@ CONCEPT_Q = {   # framings for the short definitions of routing.CONCEPTS
 }
 
 # prefixes that compose with any request sentence: a generator's question list shorter than 3 phrasings is
-# extended with them (routing.python_candidate), so that no question template is shared by the splits
+# extended with them (build.python_candidate), so that no question template is shared by the splits
 TASK_PREFIX = {
     "fr": ["En Python : ", "Petit exercice : ", "Aide-moi : ", "Pour mon projet, ", "Avec un petit script : ", "Exercice de code : ",
            "J'ai besoin d'aide, ", "Pour un devoir : "],
