@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import torch
 
 from hessgpt.errors import HessGPTError
-from hessgpt.model import InferenceModel, int8_inference_model
+from hessgpt.inference import InferenceModel, int8_inference_model
 
 
 @dataclass
@@ -384,7 +384,7 @@ class BatchDecoder:
 
 
 class Engine:
-    """Generation on a model. On CPU and CUDA the engine decodes through `InferenceModel` (model.py), an
+    """Generation on a model. On CPU and CUDA the engine decodes through `InferenceModel` (inference.py), an
     inference-only, pre-laid-out copy of the weights built here (fused projections, in-place RoPE, its own KV
     cache; `fast=False` uses the Transformer's own cache instead). `int8=True` stores the linear weights as
     int8 with per-output-channel scales (kernels/int8.py; `quantize_int8()` switches an existing engine) for CPU chat. The view is rebuilt if the model's weights

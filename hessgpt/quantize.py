@@ -34,9 +34,9 @@ from hessgpt.engine import Engine, SamplingParams
 from hessgpt.errors import HessGPTError
 from hessgpt.kernels.int8 import Int8Linear, dequantize_weight, quantize_weight
 from hessgpt.loader import load
-from hessgpt.model import int8_inference_model
+from hessgpt.inference import int8_inference_model
 
-# re-exported: the int8 layer and its (de)quantization (kernels/int8.py), the int8 InferenceModel (model.py),
+# re-exported: the int8 layer and its (de)quantization (kernels/int8.py), the int8 InferenceModel (inference.py),
 # the int8 folder reader (checkpoint.py)
 __all__ = ["METHOD", "LINEAR_SUFFIXES", "Int8Linear", "quantize_weight", "dequantize_weight", "int8_inference_model",
            "quantize_engine", "is_quantized", "load_quantized", "save_quantized", "greedy_agreement", "perplexity",

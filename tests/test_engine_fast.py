@@ -1,4 +1,4 @@
-"""The engine's fast decode path (model.InferenceModel) against the training model and the naive reference."""
+"""The engine's fast decode path (inference.InferenceModel) against the training model and the naive reference."""
 
 import pytest
 import torch
@@ -6,7 +6,8 @@ import torch
 from hessgpt import checkpoint
 from hessgpt.config import ModelConfig
 from hessgpt.engine import Engine, SamplingParams, naive_generate
-from hessgpt.model import InferenceModel, Transformer, rope_interleave_perm
+from hessgpt.inference import InferenceModel, rope_interleave_perm
+from hessgpt.model import Transformer
 
 CONFIGS = [
     dict(vocab_size=300, dim=96, n_layers=2, n_heads=4, n_kv_heads=2, hidden_dim=160, rope_theta=50000.0, tie_embeddings=False),

@@ -1,7 +1,7 @@
 """Native CPU kernels for batch-1 decoding (fp32 or int8 weights), compiled on first use (see build.py and
 decode.c).
 
-`InferenceModel` (model.py) uses them automatically on CPU with fp32 activations when they are available:
+`InferenceModel` (inference.py) uses them automatically on CPU with fp32 activations when they are available:
 
     KernelLinear(weight [out, in])      make_linear hook for fp32 weights: a 1-row x goes through the
                                         AVX2/AVX-512 GEMV, anything else (prefill, batches) through F.linear
@@ -84,7 +84,7 @@ def huge_page_copy(w: torch.Tensor) -> torch.Tensor:
 
 class KernelLinear:
     """y = x @ W.T with W kept row-major [out, in] (the GEMV's layout; shares the model's storage when the
-    weight is already contiguous, e.g. o_proj, down_proj, lm_head). Same interface as model.DenseLinear."""
+    weight is already contiguous, e.g. o_proj, down_proj, lm_head). Same interface as inference.DenseLinear."""
 
     kind = "native"
 
@@ -163,7 +163,7 @@ class DecodeStep:
 
     def __init__(self, fm, k_rows: list | None = None, v_rows: list | None = None, max_len: int | None = None):
         """k_rows, v_rows: per layer [Hkv, max_len, hd] contiguous cache rows to use instead of fm's batch row 0
-        (a slot of a model.SlotCache, whose length is max_len)."""
+        (a slot of a inference.SlotCache, whose length is max_len)."""
         self.lib = lib()
         cfg = fm.config
         max_len = max_len or fm.max_len
@@ -227,7 +227,7 @@ def _native(lin) -> bool:
 
 def decode_step(fm, cache=None, slot: int = 0) -> DecodeStep | None:
     """A DecodeStep for InferenceModel `fm` if it qualifies (CPU, fp32 activations, batch-1 cache, linears that
-    are KernelLinear or Int8Linear, contiguous embedding), else None. With `cache` (a model.SlotCache): the
+    are KernelLinear or Int8Linear, contiguous embedding), else None. With `cache` (a inference.SlotCache): the
     step of one row in slot `slot` of it (a batch whose other rows are idle this step)."""
     if not available() or fm.device.type != "cpu" or fm.dtype != torch.float32:
         return None

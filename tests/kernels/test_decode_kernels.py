@@ -7,9 +7,10 @@ import torch
 from hessgpt import checkpoint, kernels
 from hessgpt.config import ModelConfig
 from hessgpt.engine import Engine, SamplingParams, naive_generate
+from hessgpt.inference import DenseLinear, InferenceModel
 from hessgpt.kernels import build
-from hessgpt.model import DenseLinear, InferenceModel, Transformer
 from hessgpt.kernels.int8 import Int8Linear
+from hessgpt.model import Transformer
 
 REASON = build.unavailable_reason()
 if REASON is None and kernels.lib() is None:
