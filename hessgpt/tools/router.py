@@ -7,6 +7,11 @@ answer on the real result. Non-Python blocks (HTML/CSS/JS) are artifacts: shown,
 runs a registered function (or hands the call back to the API client) and `<search>q</search>` queries the
 search backend, both the same way.
 
+The in-band tools are one table, `INBAND_TOOLS`: each entry names its opening token, its closing token, the
+token its injected result starts with and its handler, a generator of Events whose return value is the text to
+inject (`result = yield from tool.handler(router, text, turn)`; None: nothing injected, HAND_BACK: the API client
+runs it). A new tool kind is one more entry.
+
 Every step is an `Event` (hessgpt/events.py) that the CLI, the web page and the API show. The router gets
 engines, never paths: the chat backend that loads the checkpoints and runs this loop per turn is
 hessgpt/serve/dual.py (`DualModelBackend`).
@@ -16,7 +21,7 @@ import ast
 import json
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 
 from hessgpt.data.refine import refine_prompt, run_text
@@ -24,6 +29,8 @@ from hessgpt.engine import Engine, Generation, SamplingParams, TextDecoder
 from hessgpt.events import Event
 from hessgpt.tokenizer import code_language
 from hessgpt.tools.calls import ToolCallError, read_tool_call
+from hessgpt.tools.sandbox import Sandbox
+from hessgpt.tools.search import format_hits
 
 MAX_RESULT_CHARS = 1500  # what is injected back into model 1's context (the event carries the full output)
 
@@ -137,8 +144,6 @@ def sandbox_run_code(sandbox=None):
 
     def run_code(source: str) -> tuple[str, str]:
         if box[0] is None:
-            from hessgpt.tools.sandbox import Sandbox
-
             box[0] = Sandbox()
         result = box[0].run(source)
         return result.status, sandbox_output(result)
@@ -181,8 +186,8 @@ class ToolRouter:
         params = SamplingParams(max_new_tokens=budget, temperature=0.0, stop_token_ids=[tok2.end_id, tok2.eos_id])
         return tok2.decode(self.model2.generate(ids, params)).strip(), info
 
-    def run_code(self, code: str, request: str) -> Iterator[Event | str]:
-        """Events for one Python block; the last item is the text to inject as the result.
+    def run_code(self, code: str, request: str) -> Generator[Event, None, str]:
+        """Events for one Python block; returns the text to inject as the result.
 
         The policy (docs/tools.md, "Model 2"): model 1's code runs first. Model 2 is asked only when that run
         fails (an error, a timeout, a policy refusal, no output) or prints something that cannot be an answer
@@ -190,8 +195,7 @@ class ToolRouter:
         prints something else than model 1's: otherwise model 1's result stays."""
         if self.sandbox is None:
             yield Event("result", "tools are disabled: code was not executed", {"status": "disabled"})
-            yield "Error: code execution is disabled"
-            return
+            return "Error: code execution is disabled"
         result = self.sandbox.run(code)
         first_status = result.status
         refined_used = False
@@ -215,7 +219,7 @@ class ToolRouter:
         yield Event("result", result.stdout if result.status == "ok" else result.text(),
                     {"status": result.status, "duration_ms": round(result.duration_ms, 1), "refined": refined_used,
                      "model1_status": first_status})
-        yield sandbox_output(result)
+        return sandbox_output(result)
 
     def _judge(self, code: str, refined: str, first, request: str) -> tuple[str, object]:
         """("used", its run) when model 2's program replaces model 1's, else (why not, None): not_python (empty,
@@ -241,51 +245,70 @@ class ToolRouter:
             return "same_output", None
         return "used", new
 
-    def call_function(self, call_text: str, client_tools: set[str]) -> Iterator[Event | str | None]:
-        """Events for one function call; last item: the response text to inject, or None to hand the call
-        to the API client (a tool it declared, not one HessGPT runs)."""
+    def call_function(self, call_text: str, client_tools: set[str]) -> Generator[Event, None, str | None]:
+        """Events for one function call; returns the response text to inject, or None to hand the call to the
+        API client (a tool it declared, not one HessGPT runs)."""
         call = read_tool_call(call_text)   # lenient: text around the object, Python literals, string arguments
         if isinstance(call, ToolCallError):  # returned to the model as the call's response, so it can retry
             yield Event("tool_call", call_text, {"name": None, "arguments": {}, "error": call.message})
-            yield call.as_result()
-            return
+            return call.as_result()
         name, args = call.name, call.arguments
         call_id = f"call_{abs(hash((name, call_text))) % 10**10}"
         yield Event("tool_call", "", {"name": name, "arguments": args, "id": call_id})
         if name in client_tools:
-            yield None
-            return
+            return None
         if self.registry is not None:
             out = self.registry.call(name, args)  # unknown tools and bad arguments come back as {"error": ...}
         else:
             out = json.dumps({"error": f"unknown tool {name!r}"})
         yield Event("tool_result", out, {"name": name, "id": call_id})
-        yield out
+        return out
 
-    def run_search(self, query: str) -> Iterator[Event | str]:
+    def run_search(self, query: str) -> Generator[Event, None, str]:
+        """Events for one search; returns the hits' text to inject."""
         yield Event("search", query)
         if self.search is None:
             text = "(search is not configured: build an index with `hessgpt.tools.search`)"
         else:
-            from hessgpt.tools.search import format_hits
-
             text = format_hits(self.search.search(query, k=3)) or "(no results)"
         yield Event("result", text, {"status": "ok", "tool": "search"})
-        yield text
+        return text
+
+    # ---- the in-band tools' handlers (INBAND_TOOLS) ---------------------------------------------
+
+    def code_step(self, text: str, turn: "TurnState") -> Generator[Event, None, str | None]:
+        """A code block: shown; Python runs (up to max_tool_calls per turn), other languages are artifacts."""
+        lang = code_language(text)
+        yield Event("code", text, {"lang": lang})
+        if lang != "python":
+            yield Event("artifact", text, {"lang": lang})
+            return None
+        if turn.calls > self.config.max_tool_calls:
+            yield Event("result", "tool call limit reached", {"status": "limit"})
+            return "Error: tool call limit reached; answer without code."
+        return (yield from self.run_code(text, turn.request))
+
+    def call_step(self, text: str, turn: "TurnState") -> Generator[Event, None, "str | HandBack"]:
+        out = yield from self.call_function(text, turn.client_tools)
+        return HAND_BACK if out is None else out
+
+    def search_step(self, text: str, turn: "TurnState") -> Generator[Event, None, str]:
+        return (yield from self.run_search(text))
 
     # ---- the loop -----------------------------------------------------------------------------
 
     def stream_turn(self, prompt_ids: list[int], params: SamplingParams, request: str = "",
-                    client_tools: set[str] = frozenset(), cancel=None) -> Iterator[Event]:
+                    client_tools: set[str] = frozenset(), cancel=None) -> Generator[Event, None, None]:
         tok, cfg = self.tok, self.config
         gen: Generation = self.engine.session(prompt_ids, params)
-        started, generated, calls = time.monotonic(), 0, 0
+        started, generated = time.monotonic(), 0
+        turn = TurnState(request, set(client_tools))
         decoder = TextDecoder(tok)
         spacing = TurnText()
         block: list[int] = []
-        mode = "text"  # text | code | call | search
+        active: InbandTool | None = None   # the tool whose call is being written, None in text
         finish = "length"
-        opener = {tok.code_id: "code", tok.tool_call_id: "call", tok.search_id: "search"}
+        opener = {getattr(tok, tool.opener): tool for tool in INBAND_TOOLS}
         structure = {tok.system_id, tok.user_id, tok.assistant_id, tok.result_id, tok.tool_response_id, tok.bos_id, tok.pad_id}
 
         while generated < params.max_new_tokens:
@@ -297,7 +320,7 @@ class ToolRouter:
                 break
             t = gen.next_token()
             generated += 1
-            if mode == "text":
+            if active is None:
                 if t in tok.stop_ids or t in structure:  # end of turn (or the model starting a new role)
                     finish = "stop"
                     break
@@ -306,69 +329,76 @@ class ToolRouter:
                     if tail:
                         yield Event("text", tail)
                     spacing.step()
-                    mode, block = opener[t], []
+                    active, block = opener[t], []
                 else:
                     delta = spacing.push(decoder.push(t))
                     if delta:
                         yield Event("text", delta)
+            elif t != getattr(tok, active.closer):
+                block.append(t)
             else:
-                closer = tok.search_end_id if mode == "search" else tok.end_id
-                if t != closer:
-                    block.append(t)
-                else:
-                    text = tok.decode(block)
-                    if gen.space_left < 8:
+                if gen.space_left < 8:
+                    break
+                gen.feed([t])  # the closing token the model wrote goes into the cache before any result
+                turn.calls += 1
+                result = yield from active.handler(self, tok.decode(block), turn)
+                if result is HAND_BACK:  # the API client runs this tool
+                    finish = "tool_calls"
+                    break
+                inject = None if result is None else [getattr(tok, active.result)] + tok.encode(_clip(result)) + [tok.end_id]
+                active, block = None, []
+                if inject:
+                    if gen.space_left <= len(inject) + 1:
+                        finish = "length"
                         break
-                    gen.feed([t])  # the closing token the model wrote goes into the cache before any result
-                    calls += 1
-                    if mode == "code":
-                        lang = code_language(text)
-                        yield Event("code", text, {"lang": lang})
-                        if lang != "python":
-                            yield Event("artifact", text, {"lang": lang})
-                            inject = None
-                        elif calls > cfg.max_tool_calls:
-                            yield Event("result", "tool call limit reached", {"status": "limit"})
-                            inject = [tok.result_id] + tok.encode("Error: tool call limit reached; answer without code.") + [tok.end_id]
-                        else:
-                            out = None
-                            for item in self.run_code(text, request):
-                                if isinstance(item, Event):
-                                    yield item
-                                else:
-                                    out = item
-                            inject = [tok.result_id] + tok.encode(_clip(out)) + [tok.end_id]
-                    elif mode == "call":
-                        out = ""
-                        for item in self.call_function(text, set(client_tools)):
-                            if isinstance(item, Event):
-                                yield item
-                            else:
-                                out = item
-                        if out is None:  # the API client runs this tool
-                            finish = "tool_calls"
-                            break
-                        inject = [tok.tool_response_id] + tok.encode(_clip(out)) + [tok.end_id]
-                    else:
-                        out = ""
-                        for item in self.run_search(text):
-                            if isinstance(item, Event):
-                                yield item
-                            else:
-                                out = item
-                        inject = [tok.result_id] + tok.encode(_clip(out)) + [tok.end_id]
-                    mode, block = "text", []
-                    if inject:
-                        if gen.space_left <= len(inject) + 1:
-                            finish = "length"
-                            break
-                        gen.feed(inject)
-                    continue  # the closing token was already fed
+                    gen.feed(inject)
+                continue  # the closing token was already fed
             if gen.space_left <= 0:
                 finish = "length"
                 break
             gen.feed([t])
         tail = spacing.push(decoder.flush())
-        if tail and mode == "text":
+        if tail and active is None:
             yield Event("text", tail)
         yield Event("done", data={"finish_reason": finish, "prompt_tokens": len(prompt_ids), "completion_tokens": generated})
+
+
+@dataclass
+class TurnState:
+    """What a tool handler knows of the turn: the user's request, the tools the API client runs, and the tool
+    steps so far (this one included)."""
+
+    request: str
+    client_tools: set[str]
+    calls: int = 0
+
+
+class HandBack:
+    """The return value of a handler whose call the API client runs (finish_reason "tool_calls")."""
+
+    def __repr__(self) -> str:
+        return "HAND_BACK"
+
+
+HAND_BACK = HandBack()
+
+
+@dataclass(frozen=True)
+class InbandTool:
+    """One kind of in-band tool: the model writes `opener`, the call, `closer` (tokenizer attribute names of the
+    token ids). The router feeds the closer, runs `handler(router, call_text, turn)` (a generator of Events
+    returning the text to inject, None for nothing, HAND_BACK for the API client) and injects
+    `result` + the text (clipped to MAX_RESULT_CHARS) + <|end|>."""
+
+    name: str
+    opener: str
+    closer: str
+    result: str
+    handler: Callable[[ToolRouter, str, TurnState], Generator[Event, None, "str | HandBack | None"]]
+
+
+INBAND_TOOLS = (
+    InbandTool("code", opener="code_id", closer="end_id", result="result_id", handler=ToolRouter.code_step),
+    InbandTool("call", opener="tool_call_id", closer="end_id", result="tool_response_id", handler=ToolRouter.call_step),
+    InbandTool("search", opener="search_id", closer="search_end_id", result="result_id", handler=ToolRouter.search_step),
+)

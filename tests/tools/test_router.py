@@ -57,6 +57,16 @@ def run(router, tok, prompt="Calcule 15 * 23"):
     return list(router.stream_turn(ids, SamplingParams(max_new_tokens=500), request=prompt))
 
 
+def drain(steps):
+    """A handler's Events and its return value (`result = yield from ...` in the loop)."""
+    events = []
+    while True:
+        try:
+            events.append(next(steps))
+        except StopIteration as stop:
+            return events, stop.value
+
+
 def text_of(events):
     return "".join(e.text for e in events if e.type == "text")
 
@@ -272,7 +282,7 @@ def _add_registry():
 def test_function_call_is_parsed_leniently(tokenizer, body):
     """What a small model writes runs through the router's one parser (hessgpt.tools.calls), not a strict json.loads."""
     router = ToolRouter(ScriptedEngine(tokenizer), registry=_add_registry())
-    *events, response = router.call_function(body, set())
+    events, response = drain(router.call_function(body, set()))
     assert [e.type for e in events] == ["tool_call", "tool_result"]
     assert events[0].data["name"] == "add" and events[0].data["arguments"] == {"a": 2, "b": 3}
     assert response == "5" and "error" not in events[0].data
@@ -330,11 +340,11 @@ def test_dual_backend_wires_calculator_and_search(tiny_ckpt, tmp_path, tokenizer
     backend = DualModelBackend(tiny_ckpt, tools=True, search_index=str(tmp_path / "idx.db"))
     try:
         assert "calculator" in backend.router.registry and "search" in backend.router.registry
-        hits = list(backend.router.run_search("modele bilingue"))
-        assert "bilingue" in hits[-1] and hits[0].type == "search"
+        events, hits = drain(backend.router.run_search("modele bilingue"))
+        assert "bilingue" in hits and events[0].type == "search"
         call = '{"name": "calculator", "arguments": {"expression": "15 * 23"}}'
-        out = list(backend.router.call_function(call, set()))
-        assert out[-1] == "345"
+        _, out = drain(backend.router.call_function(call, set()))
+        assert out == "345"
     finally:
         backend.close()
 
