@@ -151,6 +151,40 @@ def sandbox_run_code(sandbox=None):
     return run_code
 
 
+@dataclass
+class TurnState:
+    """What a tool handler knows of the turn: the user's request, the tools the API client runs, and the tool
+    steps so far (this one included)."""
+
+    request: str
+    client_tools: set[str]
+    calls: int = 0
+
+
+class HandBack:
+    """The return value of a handler whose call the API client runs (finish_reason "tool_calls")."""
+
+    def __repr__(self) -> str:
+        return "HAND_BACK"
+
+
+HAND_BACK = HandBack()
+
+
+@dataclass(frozen=True)
+class InbandTool:
+    """One kind of in-band tool: the model writes `opener`, the call, `closer` (tokenizer attribute names of the
+    token ids). The router feeds the closer, runs `handler(router, call_text, turn)` (a generator of Events
+    returning the text to inject, None for nothing, HAND_BACK for the API client) and injects
+    `result` + the text (clipped to MAX_RESULT_CHARS) + <|end|>."""
+
+    name: str
+    opener: str
+    closer: str
+    result: str
+    handler: Callable[["ToolRouter", str, TurnState], Generator[Event, None, str | HandBack | None]]
+
+
 class ToolRouter:
     """Drives one assistant turn of model 1 (a `Generation`) through code, function calls and search."""
 
@@ -276,7 +310,7 @@ class ToolRouter:
 
     # ---- the in-band tools' handlers (INBAND_TOOLS) ---------------------------------------------
 
-    def code_step(self, text: str, turn: "TurnState") -> Generator[Event, None, str | None]:
+    def code_step(self, text: str, turn: TurnState) -> Generator[Event, None, str | None]:
         """A code block: shown; Python runs (up to max_tool_calls per turn), other languages are artifacts."""
         lang = code_language(text)
         yield Event("code", text, {"lang": lang})
@@ -288,11 +322,11 @@ class ToolRouter:
             return "Error: tool call limit reached; answer without code."
         return (yield from self.run_code(text, turn.request))
 
-    def call_step(self, text: str, turn: "TurnState") -> Generator[Event, None, "str | HandBack"]:
+    def call_step(self, text: str, turn: TurnState) -> Generator[Event, None, str | HandBack]:
         out = yield from self.call_function(text, turn.client_tools)
         return HAND_BACK if out is None else out
 
-    def search_step(self, text: str, turn: "TurnState") -> Generator[Event, None, str]:
+    def search_step(self, text: str, turn: TurnState) -> Generator[Event, None, str]:
         return (yield from self.run_search(text))
 
     # ---- the loop -----------------------------------------------------------------------------
@@ -363,40 +397,7 @@ class ToolRouter:
         yield Event("done", data={"finish_reason": finish, "prompt_tokens": len(prompt_ids), "completion_tokens": generated})
 
 
-@dataclass
-class TurnState:
-    """What a tool handler knows of the turn: the user's request, the tools the API client runs, and the tool
-    steps so far (this one included)."""
-
-    request: str
-    client_tools: set[str]
-    calls: int = 0
-
-
-class HandBack:
-    """The return value of a handler whose call the API client runs (finish_reason "tool_calls")."""
-
-    def __repr__(self) -> str:
-        return "HAND_BACK"
-
-
-HAND_BACK = HandBack()
-
-
-@dataclass(frozen=True)
-class InbandTool:
-    """One kind of in-band tool: the model writes `opener`, the call, `closer` (tokenizer attribute names of the
-    token ids). The router feeds the closer, runs `handler(router, call_text, turn)` (a generator of Events
-    returning the text to inject, None for nothing, HAND_BACK for the API client) and injects
-    `result` + the text (clipped to MAX_RESULT_CHARS) + <|end|>."""
-
-    name: str
-    opener: str
-    closer: str
-    result: str
-    handler: Callable[[ToolRouter, str, TurnState], Generator[Event, None, "str | HandBack | None"]]
-
-
+# The in-band tools, in the order the loop looks them up by opening token: a new kind is one more entry.
 INBAND_TOOLS = (
     InbandTool("code", opener="code_id", closer="end_id", result="result_id", handler=ToolRouter.code_step),
     InbandTool("call", opener="tool_call_id", closer="end_id", result="tool_response_id", handler=ToolRouter.call_step),
