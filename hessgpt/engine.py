@@ -386,9 +386,10 @@ class BatchDecoder:
 class Engine:
     """Generation on a model. On CPU and CUDA the engine decodes through `InferenceModel` (inference.py), an
     inference-only, pre-laid-out copy of the weights built here (fused projections, in-place RoPE, its own KV
-    cache; `fast=False` uses the Transformer's own cache instead). `int8=True` stores the linear weights as
-    int8 with per-output-channel scales (kernels/int8.py; `quantize_int8()` switches an existing engine) for CPU chat. The view is rebuilt if the model's weights
-    change (e.g. an Engine kept across training steps)."""
+    cache); `fast=False`, the default on other devices (MPS), uses the Transformer's own cache instead (why
+    both exist, measured: model.py's docstring). `int8=True` stores the linear weights as int8 with
+    per-output-channel scales (kernels/int8.py; `quantize_int8()` switches an existing engine) for CPU chat.
+    The view is rebuilt if the model's weights change (e.g. an Engine kept across training steps)."""
 
     def __init__(self, model, tokenizer=None, max_len: int | None = None, device=None, int8: bool = False,
                  fast: bool | None = None):
@@ -439,10 +440,15 @@ class Engine:
             self.model.setup_caches(batch, self.max_len, dtype=p.dtype, device=self.device)
             self._cache_batch = batch
 
-    def _forward(self, ids: torch.Tensor, pos: int, mask: torch.Tensor | None = None) -> torch.Tensor:
+    def _forward(self, ids: torch.Tensor, pos: int) -> torch.Tensor:
         """ids [B, T] at positions pos..pos+T-1 of the cache -> next-token logits [B, V] (fp32)."""
         if self.fast is not None:
-            return self.fast.forward(ids, pos, mask).float()
+            return self.fast.forward(ids, pos).float()
+        return self._model_forward(ids, pos)
+
+    def _model_forward(self, ids: torch.Tensor, pos: int, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """`_forward` on the Transformer's own cache (fast=False); `mask` [B, 1, T, pos+T] bool (True = attend)
+        replaces the causal default (`_generate_batch_padded` hides the left padding with it)."""
         T = ids.shape[1]
         with torch.inference_mode():
             logits = self.model(ids, input_pos=torch.arange(pos, pos + T, device=self.device), mask=mask, kv_len=pos + T)
@@ -558,7 +564,7 @@ class Engine:
         mask = (causal[None] & valid[:, None, :T])[:, None]                          # [B, 1, T, T]
         mask = mask | torch.eye(T, dtype=torch.bool, device=dev)[None, None]          # pad queries see themselves (no NaN)
         with torch.inference_mode():
-            logits = self._forward(x, 0, mask)
+            logits = self._model_forward(x, 0, mask)
             out = torch.zeros(B, 0, dtype=torch.long, device=dev)
             done = torch.zeros(B, dtype=torch.bool, device=dev)
             for pos in range(T, total):
@@ -570,7 +576,7 @@ class Engine:
                     break
                 seen.scatter_(1, tok[:, None], True)
                 valid[:, pos] = True
-                logits = self._forward(tok[:, None], pos, valid[:, None, None, : pos + 1])
+                logits = self._model_forward(tok[:, None], pos, valid[:, None, None, : pos + 1])
         stops = set(stop_ids.tolist())
         results = []
         for row in out.tolist():  # each row up to (not including) its first stop token

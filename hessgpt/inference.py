@@ -252,20 +252,22 @@ class InferenceModel:
         return torch.mul(x, r).mul_(w)
 
     @torch.inference_mode()
-    def forward(self, ids: torch.Tensor, pos: int, mask: torch.Tensor | None = None, all_logits: bool = False) -> torch.Tensor:
+    def forward(self, ids: torch.Tensor, pos: int, all_logits: bool = False) -> torch.Tensor:
         """ids [B, T] written at cache positions pos..pos+T-1 -> logits [B, V] of the last position
-        ([B, T, V] with all_logits). `mask` [B, 1, T, pos+T] bool (True = attend) overrides the default
-        (causal over everything cached), e.g. to hide left padding."""
+        ([B, T, V] with all_logits); each query attends to every cached position up to its own (causal over
+        everything cached: the rows of a batch all start at 0, as in beam search; rows at their own positions
+        are `forward_rows`)."""
         B, T = ids.shape
         H, Hkv, hd, L = self.n_heads, self.n_kv, self.hd, pos + T
         if L > self.max_len:
             raise ValueError(f"position {L} is past the cache length {self.max_len}")
-        if self.decode_step is not None and T == 1 and B == 1 and mask is None and not all_logits:
+        if self.decode_step is not None and T == 1 and B == 1 and not all_logits:
             return self.decode_step(int(ids[0, 0]), pos)            # [1, V], the whole step in one native call
         x = F.embedding(ids.reshape(-1), self.embed)               # [B*T, D]
         cis = self.freqs_cis[pos:L, None]                           # [T, 1, hd/2]
-        decode = T == 1 and mask is None
-        if not decode and mask is None and pos > 0:                 # bottom-right causal over the cached prefix
+        decode = T == 1
+        mask = None                                                 # pos 0: plain causal (is_causal)
+        if not decode and pos > 0:                                  # bottom-right causal over the cached prefix
             mask = torch.arange(L, device=ids.device)[None, :] <= torch.arange(pos, L, device=ids.device)[:, None]
         for i, (ln1, qkv_proj, o_proj, ln2, gate_up, down) in enumerate(self.layers):
             qkv = qkv_proj(self._norm(x, ln1)).view(B, T, H + 2 * Hkv, hd)

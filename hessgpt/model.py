@@ -14,6 +14,26 @@ The model knows nothing about sampling or tools (that is `engine.py`). For fast 
 static KV cache (gpt-fast style): `setup_caches(batch, length)` then `forward(ids, input_pos=..., mask=...)`.
 The engine decodes through `InferenceModel` (inference.py): an inference-only copy of the weights laid out
 for speed (fused q|k|v and gate|up, interleaved RoPE, its own cache), built from a Transformer.
+
+Why this model keeps a cache of its own beside InferenceModel's (measured 2026-12-03, issue 18): the callers of
+each decode path, by grep of hessgpt/, tests/, benchmarks/ and by counting calls in 256 tests (tests/serve,
+tests/tools/test_router.py, tests/eval/test_tools.py and test_search_tools.py, test_quantize.py,
+test_engine*.py, test_model.py, tests/kernels):
+  - InferenceModel.forward + its batch cache: Engine's default on CPU and CUDA, so every chat, ask, serve,
+    eval and quantize run (Generation, beam search, quantize's perplexity); setup_cache called 226 times.
+  - InferenceModel.forward_rows + SlotCache: BatchDecoder (generate_batch, serve --max-batch > 1); 25 calls.
+  - This model's cache (setup_caches, KVCache, forward with input_pos/kv_len): Engine(fast=False), reached
+    (1) as Engine's default on every device other than CPU and CUDA (`--device mps`, and device.pick_device's
+    "auto" on a Mac), where InferenceModel has never been run (no such machine here: its RoPE is a complex
+    view, and nothing says MPS runs it the same); (2) by benchmarks/decode.py's "plain static-cache fp32"
+    baseline row; (3) by tests only otherwise: 6 setup_caches calls, all in test_engine_fast.py (the same
+    tokens as InferenceModel for seeded sampling, generate_batch and beam search; logits within 1e-5) and
+    test_model.py (cache == full forward, GQA == MHA). No serve, tools or eval test reaches it.
+  - engine.naive_generate (no cache): the reference the other two must match token for token.
+So it stays while it is the only decode path on MPS. To delete it (with Engine(fast=False), _model_forward,
+_generate_batch_padded and the fallbacks in _ensure_cache/_reorder_cache, about 120 lines): run
+tests/test_engine_fast.py and tests/test_engine_batch.py with the fast path on an MPS machine; green there,
+the fast path serves every device.
 """
 
 import math
