@@ -193,6 +193,7 @@ class ToolRouter:
         self.engine, self.tok = engine, engine.tokenizer
         self.sandbox, self.model2, self.registry, self.search = sandbox, model2, registry, search
         self.config = config or RouterConfig()
+        self.tools = INBAND_TOOLS   # the in-band tool kinds this router runs (a new kind: one more entry)
 
     # ---- tools ------------------------------------------------------------------------------
 
@@ -342,7 +343,7 @@ class ToolRouter:
         block: list[int] = []
         active: InbandTool | None = None   # the tool whose call is being written, None in text
         finish = "length"
-        opener = {getattr(tok, tool.opener): tool for tool in INBAND_TOOLS}
+        opener = {getattr(tok, tool.opener): tool for tool in self.tools}
         structure = {tok.system_id, tok.user_id, tok.assistant_id, tok.result_id, tok.tool_response_id, tok.bos_id, tok.pad_id}
 
         while generated < params.max_new_tokens:

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from hessgpt.engine import SamplingParams
-from hessgpt.tools.router import RouterConfig, ToolRouter
+from hessgpt.events import Event
+from hessgpt.tools.router import HAND_BACK, INBAND_TOOLS, InbandTool, RouterConfig, ToolRouter
 
 
 class ScriptedGeneration:
@@ -505,3 +506,31 @@ def test_eval_tools_model2_block_on_the_real_dual_backend(dual):
     broken = r["samples"][0]
     assert broken["results"] == ["ok"] and broken["without"]["results"] == ["error"] and "without" not in r["samples"][1]
     assert dual.router.config.refine_with_model2   # turned back on
+
+
+def test_a_new_in_band_tool_is_one_table_entry(tokenizer):
+    """The loop knows tools only through the table: an entry's handler yields its events, its return value is
+    injected after the entry's result token, None injects nothing and HAND_BACK ends the turn for the client."""
+    assert [t.name for t in INBAND_TOOLS] == ["code", "call", "search"]
+
+    def shout(router, text, turn):
+        yield Event("result", text.upper(), {"status": "ok", "tool": "shout"})
+        return {"hi": text.upper(), "quiet": None, "client": HAND_BACK}[text]
+
+    for said, injected, finish in [("hi", "HI", "stop"), ("quiet", None, "stop"), ("client", None, "tool_calls")]:
+        script = [tokenizer.code_id] + tokenizer.encode(said) + [tokenizer.end_id] + tokenizer.encode("ok") + [tokenizer.end_id]
+        eng = ScriptedEngine(tokenizer, script)
+        router = ToolRouter(eng)
+        router.tools = (InbandTool("shout", opener="code_id", closer="end_id", result="tool_response_id", handler=shout),)
+        events = run(router, tokenizer)
+        assert [e.text for e in events if e.type == "result"] == [said.upper()]
+        assert not any(e.type == "code" for e in events) and events[-1].data["finish_reason"] == finish
+        fed = eng.sessions[0].fed
+        after = fed[fed.index(tokenizer.code_id):]
+        block = [tokenizer.code_id] + tokenizer.encode(said) + [tokenizer.end_id]
+        assert after[:len(block)] == block   # the call and its closer went into the context
+        rest = after[len(block):]
+        if injected is not None:
+            assert rest[0] == tokenizer.tool_response_id and tokenizer.decode(rest[1:rest.index(tokenizer.end_id)]) == injected
+        else:
+            assert tokenizer.tool_response_id not in rest
