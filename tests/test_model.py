@@ -241,7 +241,9 @@ def test_chunked_cross_entropy_equals_plain_loss_and_gradients():
     for loss in (chunked_cross_entropy(h, m.lm_head, y, chunk=7), m(ids, targets=y)):
         assert torch.allclose(loss, ref, rtol=1e-6), (loss, ref)
         for a, b in zip(torch.autograd.grad(loss, list(m.parameters()), retain_graph=True), gref):
-            assert torch.allclose(a, b, atol=1e-6, rtol=1e-5)
+            # fp32 sums in another order: differences of ~1e-7 of the gradient's scale (4.5e-6 of 10.04 seen
+            # on an AMD EPYC, 0 on a Xeon with AMX); a lost chunk or mask moves whole rows by O(scale)
+            assert torch.allclose(a, b, atol=1e-6 * max(1.0, b.abs().max().item()), rtol=1e-5)
     # no logits are kept for backward (each chunk's are recomputed there), only the chunks' inputs
     h = h.detach().requires_grad_()
     _, chunked_saved, largest = _saved_bytes(lambda: chunked_cross_entropy(h, m.lm_head, y, chunk=16))
