@@ -16,7 +16,7 @@ SamplingParams, and decodes the same tokens as alone. On CPU its linears go thro
 (kernels.rows_matmul: each weight read once per step for all rows); a single sequence keeps the batch-1 C step.
 """
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -351,13 +351,16 @@ class BatchDecoder:
         text = tok.decode(r.out[-window:])
         return any(s and s in text for s in r.params.stop)
 
-    def step(self) -> dict[int, int]:
+    def step(self, rows: Iterable[int] | None = None) -> dict[int, int]:
         """Sample one token for every running row, then run all rows that continue through one batched
-        forward. Returns {row: token} for the tokens generated this step (a stop token is not returned: the
-        row is just marked finished)."""
+        forward. `rows`: only these row ids advance (e.g. the server leaves out a row whose tool is running);
+        the others keep their position, logits and sampler state untouched. None = every running row.
+        Returns {row: token} for the tokens generated this step (a stop token is not returned: the row is
+        just marked finished)."""
+        chosen = list(self.rows.items()) if rows is None else [(rid, self._get(rid)) for rid in sorted(set(rows))]
         emitted: dict[int, int] = {}
         cont: list[tuple[_Row, int]] = []
-        for rid, r in self.rows.items():
+        for rid, r in chosen:
             if r.done:
                 continue
             tok = int(sample(r.logits, r.params, r.generator, r.seen)[0])

@@ -119,6 +119,33 @@ def test_feed_injects_tokens_into_one_row_like_a_generation(model):
     assert batch.output(other) == alone(engine, PROMPTS[1], greedy(12))
 
 
+def test_a_row_left_out_of_steps_keeps_its_state_and_decodes_as_alone(model):
+    """step(rows=...) advances only those rows (the server leaves out a row whose tool is running): the row left
+    out keeps its position, logits and seeded sampler, and its tokens are still exactly its tokens alone."""
+    engine = Engine(model)
+    sampled = SamplingParams(max_new_tokens=12, temperature=0.9, top_k=40, seed=5, stop_token_ids=[-1])
+    batch = engine.batch(max_rows=3)
+    a = batch.admit(PROMPTS[0], sampled)
+    b = batch.admit(PROMPTS[1], greedy(12))
+    c = batch.admit(PROMPTS[2], greedy(12))
+    for _ in range(3):
+        assert set(batch.step()) == {a, b, c}
+    pos, logits = batch.rows[a].pos, batch.rows[a].logits.clone()
+    for _ in range(4):
+        assert set(batch.step(rows=[b, c])) == {b, c}          # a is busy: left out of four steps
+    assert batch.rows[a].pos == pos and torch.equal(batch.rows[a].logits, logits)
+    assert len(batch.output(a)) == 3 and len(batch.output(b)) == 7
+    assert set(batch.step(rows={a})) == {a}                   # a alone for one step
+    while batch.active():
+        batch.step()                                          # None: every running row
+    assert batch.output(a) == alone(engine, PROMPTS[0], sampled)
+    assert batch.output(b) == alone(engine, PROMPTS[1], greedy(12))
+    assert batch.output(c) == alone(engine, PROMPTS[2], greedy(12))
+    assert batch.step(rows=[b]) == {}                         # a finished row has nothing to step
+    with pytest.raises(HessGPTError, match="no row 7 in the batch"):
+        batch.step(rows=[7])
+
+
 @pytest.mark.parametrize("native", [True, False])
 def test_int8_engine_batches_equal_each_alone(model, native):
     """int8 rows: with the native kernels both paths keep fp32 activations (hg_gemm in a batch, the C step

@@ -36,20 +36,6 @@ from hessgpt.events import Event
 from hessgpt.tools.router import ToolRouter
 
 
-class ParkedBatch(BatchDecoder):
-    """A BatchDecoder whose step runs only the given rows: the others keep their slot, position and logits
-    untouched (their router is busy, or their prompt is still being prefilled)."""
-
-    def step_rows(self, rows: set[int]) -> dict[int, int]:
-        parked = {rid: r for rid, r in self.rows.items() if rid not in rows}
-        for rid in parked:
-            del self.rows[rid]
-        try:
-            return self.step()
-        finally:
-            self.rows.update(parked)
-
-
 class BatchedRow:
     """One conversation's sequence on the engine loop; the `Generation` interface the router drives.
 
@@ -135,7 +121,7 @@ class EngineLoop:
         if prefill_chunk < 1:
             raise HessGPTError(f"prefill_chunk must be >= 1, got {prefill_chunk}")
         self.engine, self.max_rows, self.prefill_chunk, self.straggler_s = engine, max_rows, prefill_chunk, straggler_s
-        self.batch = ParkedBatch(engine, max_rows)
+        self.batch = BatchDecoder(engine, max_rows)
         self.cond = threading.Condition()
         self.rows: list[BatchedRow] = []      # admitted or waiting for a slot, in arrival order
         self.closed = False
@@ -240,7 +226,7 @@ class EngineLoop:
             if not ready:
                 continue
             try:
-                out = self.batch.step_rows(set(ready))
+                out = self.batch.step(rows=list(ready))   # rows whose router is busy keep their state
             except Exception as e:
                 for r in ready.values():
                     self._fail(r, e)

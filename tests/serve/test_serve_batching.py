@@ -178,16 +178,16 @@ def backend_events(backend, payload: dict):
 
 def slow_steps(backend, gate: threading.Event | None = None, delay: float = 0.0):
     """Every batched step waits for `gate` (or sleeps `delay`): rows stay busy for as long as a test needs."""
-    step = backend.loop.batch.step_rows
+    step = backend.loop.batch.step
 
-    def held(rows):
+    def held(rows=None):
         if gate is not None:
             gate.wait(30)
         if delay:
             time.sleep(delay)
         return step(rows)
 
-    backend.loop.batch.step_rows = held
+    backend.loop.batch.step = held
 
 
 def test_disconnect_frees_its_row(serve, dual, batched, alone):
@@ -206,7 +206,7 @@ def test_disconnect_frees_its_row(serve, dual, batched, alone):
     assert wait_until(lambda: backend.stats()["rows"] == 0), "the row was never released"
     assert wait_until(lambda: httpx.get(srv.url + "/health").json()["running"] == 0)
     assert backend.stats()["steps"] < 60    # released long before its 110 tokens
-    del backend.loop.batch.step_rows   # full speed again
+    del backend.loop.batch.step   # full speed again
     assert stream_text(srv.url, body(1)) == alone[1]   # the freed slot serves the next request
 
 
@@ -322,16 +322,16 @@ def test_tool_rounds_inside_a_batch_equal_alone(serve, scripted_dual):
 
 def test_a_failing_step_fails_its_requests_only_and_the_loop_goes_on(serve, batched, alone):
     backend = batched(max_batch=2)
-    step = backend.loop.batch.step_rows
+    step = backend.loop.batch.step
     calls = []
 
-    def broken_once(rows):
+    def broken_once(rows=None):
         calls.append(rows)
         if len(calls) == 1:
             raise RuntimeError("simulated kernel failure")
         return step(rows)
 
-    backend.loop.batch.step_rows = broken_once
+    backend.loop.batch.step = broken_once
     srv = serve(backend)
     r = httpx.post(srv.url + "/v1/chat/completions", json=body(0, stream=False), timeout=60)
     assert r.status_code == 500 and "simulated kernel failure" in r.json()["error"]["message"]
