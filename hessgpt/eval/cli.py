@@ -62,7 +62,8 @@ def cmd_ppl(args) -> int:
     per_file = {}
     for path in args.data:  # one pass per file; the overall numbers combine them
         texts = iter_eval_texts([path], decode=decode, limit=args.limit)
-        per_file[path] = perplexity(model, tok.encode, texts, args.context_len, args.stride, args.batch_size, device)
+        per_file[path] = perplexity(model, tok.encode, texts, args.context_len, args.stride, args.batch_size, device,
+                                    bos_id=tok.bos_id)   # the tokenizer's own <s>, not a fixed id
     r = combine(list(per_file.values()))
     per_file = {k: v.to_dict() for k, v in per_file.items()} if len(per_file) > 1 else {}
     result = {**_header("ppl", args.ckpt), "data": args.data, **r.to_dict(), "per_file": per_file}

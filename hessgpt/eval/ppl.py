@@ -1,10 +1,11 @@
 """Perplexity and bits per byte of a checkpoint on held-out text, with a strided sliding window.
 
-Each document is scored on its own as [<s>] + encode(text); a window of `context_len` tokens slides by
-`stride`, and each window scores only the tokens the previous windows did not (so every token after the first
-window sees at least context_len - stride tokens of context). This is exactly the procedure of the
-`transformers` perplexity guide (labels = -100 outside the new tokens), so on the HF export
-`transformers` gets the same numbers.
+Each document is scored on its own as [bos_id] + encode(text), bos_id the tokenizer's own `<s>` id
+(`Tokenizer.bos_id`: 1 for a HessGPT tokenizer, another id for an imported vocabulary such as SmolLM2's); a
+window of `context_len` tokens slides by `stride`, and each window scores only the tokens the previous windows
+did not (so every token after the first window sees at least context_len - stride tokens of context). This is
+exactly the procedure of the `transformers` perplexity guide (labels = -100 outside the new tokens), so on the
+HF export `transformers` gets the same numbers.
 
     mean NLL  = total NLL (nats) / scored tokens
     PPL       = exp(mean NLL)
@@ -23,9 +24,6 @@ import torch
 from hessgpt.data.loader import shard_documents
 from hessgpt.datafiles import iter_texts
 from hessgpt.errors import HessGPTError
-
-BOS_ID = 1  # docs/chat-format.md: <s>
-
 
 @dataclass
 class PplResult:
@@ -100,9 +98,10 @@ def model_context_len(model) -> int:
 
 
 def perplexity(model, encode: Callable[[str], list[int]], texts: Iterable[str], context_len: int | None = None,
-               stride: int | None = None, batch_size: int = 8, device: str | torch.device | None = None,
-               bos_id: int | None = BOS_ID, progress: bool = True) -> PplResult:
-    """Strided perplexity and bits per byte of `model` over `texts` (each text one document)."""
+               stride: int | None = None, batch_size: int = 8, device: str | torch.device | None = None, *,
+               bos_id: int | None, progress: bool = True) -> PplResult:
+    """Strided perplexity and bits per byte of `model` over `texts` (each text one document, starting with
+    `bos_id`: the tokenizer's `bos_id`, as its training shards start documents; None = no start token)."""
     from tqdm import tqdm
 
     context_len = context_len or model_context_len(model)

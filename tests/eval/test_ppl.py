@@ -70,7 +70,7 @@ def test_perplexity_and_bits_per_byte():
     def encode(t):  # byte-level "tokenizer": one token per UTF-8 byte, offset past the special ids
         return [14 + b for b in t.encode("utf-8")]
 
-    r = perplexity(model, encode, texts, context_len=16, stride=8, progress=False)
+    r = perplexity(model, encode, texts, context_len=16, stride=8, bos_id=1, progress=False)
     total = sum(sequence_nll(model, [1] + encode(t), 16, 8)[0] for t in texts if t)
     n_bytes = sum(len(t.encode("utf-8")) for t in texts)
     assert r.docs == 2 and r.bytes == n_bytes
@@ -93,7 +93,7 @@ def test_parity_with_transformers_on_hf_export(tiny_ckpt, tmp_path):
     texts = [ln for ln in open(TEXT_FILES[0], encoding="utf-8").read().splitlines() if ln.strip()][:3]
     texts += [" ".join(open(TEXT_FILES[1], encoding="utf-8").read().split()[:120])]  # longer than the window
     model, tok = hessgpt.load(tiny_ckpt)
-    ours = perplexity(model.eval(), tok.encode, texts, context_len=32, stride=16, progress=False)
+    ours = perplexity(model.eval(), tok.encode, texts, context_len=32, stride=16, bos_id=tok.bos_id, progress=False)
 
     out = tmp_path / "hf"
     to_hf(tiny_ckpt, str(out))
@@ -129,6 +129,56 @@ def test_ppl_cli_writes_result(tiny_ckpt, tmp_path, capsys):
     total = a["mean_nll"] * a["tokens"] + b["mean_nll"] * b["tokens"]
     assert r["bpb"] == pytest.approx(total / (math.log(2) * (a["bytes"] + b["bytes"])))
     assert "bits/byte" in capsys.readouterr().out
+
+
+def test_ppl_cli_starts_documents_with_the_tokenizers_own_bos(tmp_path):
+    """An imported vocabulary (ChatML, as SmolLM2's) has its <s> far from id 1 (id 1 is <|im_start|> there):
+    `hessgpt eval ppl` scores [tok.bos_id] + tokens, as the model's training shards start documents."""
+    import json
+
+    transformers = pytest.importorskip("transformers")
+    from tokenizers import Tokenizer as HFTokenizer
+    from tokenizers import decoders, models, pre_tokenizers, trainers
+
+    import hessgpt
+    from hessgpt.convert.hf import from_hf
+    from hessgpt.eval.cli import main
+    from hessgpt.eval.ppl import iter_eval_texts
+
+    texts = ["Bonjour tout le monde, ceci est un test.", "Hello world, this is a longer test of the window."]
+    bpe = HFTokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    bpe.train_from_iterator(texts * 10, trainers.BpeTrainer(vocab_size=300, special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+                                                            initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    hf_tok = transformers.PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token="<|im_start|>", eos_token="<|im_end|>",
+                                                  unk_token="<|endoftext|>")
+    hf_tok.save_pretrained(tmp_path / "hf")
+    conf = transformers.LlamaConfig(vocab_size=bpe.get_vocab_size(), hidden_size=32, intermediate_size=64,
+                                    num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
+                                    max_position_embeddings=64, tie_word_embeddings=False)
+    torch.manual_seed(0)
+    transformers.LlamaForCausalLM(conf).save_pretrained(tmp_path / "hf")
+    from_hf(str(tmp_path / "hf"), str(tmp_path / "ckpt"))
+    model, tok = hessgpt.load(str(tmp_path / "ckpt"))
+    assert tok.bos_id != 1 and tok.token_str(tok.bos_id) == "<s>"
+
+    data = tmp_path / "held_out.txt"
+    data.write_text("\n\n".join(texts) + "\n", encoding="utf-8")
+    out = tmp_path / "ppl.json"
+    assert main(["ppl", str(tmp_path / "ckpt"), "--data", str(data), "--context-len", "16", "--out", str(out)]) == 0
+    r = json.loads(out.read_text())
+
+    docs = iter_eval_texts([str(data)])                              # the texts as the CLI reads them
+    assert [d.strip() for d in docs] == texts
+
+    def mean_nll(bos):
+        sums = [sequence_nll(model.eval(), [bos] + tok.encode(t), 16, 8) for t in docs]
+        return sum(s for s, _ in sums) / sum(n for _, n in sums)
+
+    assert r["docs"] == 2
+    assert r["mean_nll"] == pytest.approx(mean_nll(tok.bos_id), rel=1e-5)
+    assert r["mean_nll"] != pytest.approx(mean_nll(1), rel=1e-5)     # id 1 (<|im_start|>) gives other numbers
 
 
 def test_token_shards_split_at_bos_and_decode(tokenizer, tmp_path):
