@@ -332,6 +332,8 @@ class HFBackend:
       the same way beside the request's; a call to one is run here ("tool_call" then "tool_result" events, with
       its duration), fed back, and generation continues, within the same `max_tool_rounds` and KV cache.
     - ```html blocks are yielded as "artifact" events (previewed by the web page, never executed).
+    - usage counts tokens, as the engine's router does: completion_tokens = the token ids sampled over all the
+      turn's rounds (an EOS included), and max_new_tokens caps that sum.
     """
 
     def __init__(self, model_dir: str, adapter: str | None = None, *, dtype: str = "auto", device: str | None = None,
@@ -470,7 +472,8 @@ class HFBackend:
                 if not client:
                     intercept.discard("tool_call")
             splitter = FenceSplitter(intercept)
-            answer, pending, ended, produced = "", None, False, 0
+            answer, pending, ended = "", None, False
+            kv.sampled = []   # this round's token ids, filled by the generation: what usage and the budget count
             stream = self._generate_text(input_ids, params, budget, cancel, generator, kv=kv)
             while pending is None:
                 delta = next(stream, _END)
@@ -478,7 +481,6 @@ class HFBackend:
                     ended = delta is None
                     items = splitter.flush()
                 else:
-                    produced += 1
                     items = splitter.feed(delta)
                 for item in items:
                     ev = self._on_item(item)
@@ -497,7 +499,7 @@ class HFBackend:
                         break
                 if delta is None or delta is _END:
                     break
-            completion += produced
+            completion += len(kv.sampled)   # tokens, not text deltas (a character split over byte tokens is one delta)
             if cancel is not None and cancel.is_set():
                 yield done_event("cancelled", prompt_tokens, completion)
                 return
@@ -537,7 +539,9 @@ class HFBackend:
             return
 
     def _generate_text(self, input_ids, params, budget, cancel, generator, kv=None) -> Iterator[str | None]:
-        """Text deltas of one generation round (a hook tests override to script the model's output)."""
+        """Text deltas of one generation round, at most `budget` tokens, whose ids go in `kv.sampled` (the EOS
+        token included, as the engine's router counts it): completion_tokens and max_new_tokens across rounds
+        count them. A hook tests override to script the model's output."""
         return self._generate(input_ids, params, budget, cancel, generator, kv=kv)
 
     def _on_item(self, item: tuple) -> Event | None:

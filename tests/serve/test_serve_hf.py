@@ -127,7 +127,7 @@ class ScriptedHF(HFBackend):
 
     def _generate_text(self, input_ids, params, budget, cancel, generator, kv=None):
         self.prompts.append(self.tokenizer.decode(input_ids[0]))
-        yield from self.rounds.pop(0)
+        yield from self.rounds.pop(0)   # no token is sampled (kv.sampled stays empty): no usage, no budget spent
         yield None  # EOS
 
 
@@ -404,3 +404,51 @@ def test_tool_calls_are_parsed_leniently_and_a_bad_one_goes_back_to_the_model(ba
     assert bad.data["name"] is None and "invalid JSON" in bad.data["error"] and "'{\"name\": add}'" in bad.data["error"]
     assert not any(e.type == "tool_result" for e in events) and text == "Sorry." and events[-1].data["finish_reason"] == "stop"
     assert "invalid JSON" in b.prompts[1]   # the model saw why and may write the call again
+
+
+class ForcedLogits(torch.nn.Module):
+    """The real model (its cache too), whose next-token logits allow only the next id of `script`: greedy
+    sampling then writes exactly that script. `forced` counts the tokens it made the backend sample."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model, self.script, self.forced = model, [], 0
+
+    def forward(self, **kw):
+        out = self.model(**kw)
+        logits = torch.full_like(out.logits, float("-inf"))
+        logits[:, -1, self.script.pop(0)] = 0.0
+        out.logits = logits
+        self.forced += 1
+        return out
+
+
+class ForcedRoundsHF(HFBackend):
+    """Round r of a turn samples the ids of rounds[r] (then EOS) through the real generation loop."""
+
+    def __init__(self, src: HFBackend, rounds: list[list[int]], run_code):
+        self.__dict__.update(src.__dict__)
+        self.model, self.rounds, self.run_code, self.max_tool_rounds = ForcedLogits(src.model), list(rounds), run_code, 4
+
+    def _generate_text(self, input_ids, params, budget, cancel, generator, kv=None):
+        self.model.script = self.rounds.pop(0) + [self.tokenizer.eos_token_id]
+        return self._generate(input_ids, params, budget, cancel, generator, kv=kv)
+
+
+def test_usage_and_max_new_tokens_count_tokens_across_tool_rounds(tiny_llama):
+    """completion_tokens counts sampled token ids over every round (the EOS included, as the engine's router
+    does), not text deltas (6 byte tokens of "日本" stream as 2 deltas), and max_new_tokens caps that sum."""
+    ids = lambda text: tiny_llama.tokenizer(text, add_special_tokens=False)["input_ids"]   # noqa: E731
+    round1, round2 = ids("日本 6*7:\n```python\nprint(6 * 7)\n```"), ids("= 42, 日本語 ok")
+    assert len(ids("日本")) == 6                                                         # one byte per token
+    msgs = [{"role": "user", "content": "6*7?"}]
+    b = ForcedRoundsHF(tiny_llama, [round1, round2], run_code=lambda src: ("ok", "42\n"))
+    text, events = run(b, SamplingParams(max_new_tokens=100), messages=msgs)
+    assert [e.type for e in events if e.type != "text"] == ["code", "result", "done"]
+    assert text.endswith("= 42, 日本語 ok") and events[-1].data["finish_reason"] == "stop"
+    assert events[-1].data["completion_tokens"] == b.model.forced == len(round1) + len(round2) + 1
+    budget = len(round1) + 5                                                           # round 2 gets 5 tokens
+    b = ForcedRoundsHF(tiny_llama, [round1, round2], run_code=lambda src: ("ok", "42\n"))
+    text, events = run(b, SamplingParams(max_new_tokens=budget), messages=msgs)
+    assert events[-1].data["finish_reason"] == "length"
+    assert events[-1].data["completion_tokens"] == b.model.forced == budget

@@ -148,3 +148,15 @@ def test_the_penalty_covers_the_prompt(backends):
     prompt, out = hf_tokens(hf, greedy, messages)
     assert first in prompt and out == [first]
     assert hf_tokens(hf, penalised, messages)[1] == native_tokens(native, penalised, messages)[1] != [first]
+
+
+@pytest.mark.parametrize("n", [20, 40])
+def test_usage_counts_tokens_as_model1_does(backends, n):
+    """completion_tokens is the number of sampled tokens on both backends (the HF backend once counted text
+    deltas: 20 tokens showed as 13 here, as byte tokens of one character stream as one delta)."""
+    hf, native = backends
+    params = sampling_from_args(flags(["--model1", "x", "--max-new-tokens", str(n)]))
+    hf_done, native_done = list(hf.stream_chat(MESSAGES, params))[-1], list(native.stream_chat(MESSAGES, params))[-1]
+    assert hf_done.data == native_done.data == {"finish_reason": "length", "prompt_tokens": hf_done.data["prompt_tokens"],
+                                                "completion_tokens": n}
+    assert len(hf_tokens(hf, params)[1]) == n
