@@ -303,7 +303,7 @@ class ToolRouter:
         """Events for one search; returns the hits' text to inject."""
         yield Event("search", query)
         if self.search is None:
-            text = "(search is not configured: build an index with `hessgpt.tools.search`)"
+            text = "(search is not configured: index documents with `hessgpt search build DOCS --out DB`, then pass `--search-index DB`)"
         else:
             text = format_hits(self.search.search(query, k=3)) or "(no results)"
         yield Event("result", text, {"status": "ok", "tool": "search"})
