@@ -11,6 +11,7 @@ optimizer keyed by parameter name, and the RNG states of all ranks saved as a li
 restores each rank its own state; on another number, each rank's RNG is derived from (seed, step, rank).
 """
 
+import gc
 import os
 import sys
 from contextlib import nullcontext
@@ -62,7 +63,12 @@ def init(device_name: str | None = "auto") -> DistInfo:
 
 
 def cleanup(info: DistInfo) -> None:
+    """Destroy the process group. Drop the DDP-wrapped model before calling this (`del model`): a DDP Reducer
+    freed after the group holds its last reference, so ~ProcessGroupGloo runs inside the Reducer's dealloc with
+    the GIL held and joins gloo threads that wait for the GIL to free their last work's tensors: a hang at the
+    very end of a finished run (seen in CI, torchrun --nproc_per_node 2 on CPU; pytorch/pytorch#56297)."""
     if info.enabled and dist.is_initialized():
+        gc.collect()  # a reference cycle may still hold the wrapper
         dist.destroy_process_group()
 
 

@@ -336,5 +336,6 @@ def train(args) -> int:
         common.plot_losses(metrics.path, os.path.join(out, "loss.png"), title=f"pretrain {os.path.basename(os.path.abspath(out))}")
         print(f"pretrain: done, {step} steps, {step * tokens_per_step:,} tokens -> {out} (checkpoint, metrics.jsonl, loss.png)")
     D.barrier(info)
+    del model  # the DDP wrapper (its Reducer) before the process group: D.cleanup
     D.cleanup(info)
     return 0

@@ -491,5 +491,6 @@ def train(args) -> int:
         common.plot_losses(metrics.path, os.path.join(out, "loss.png"), title=f"sft {os.path.basename(os.path.abspath(out))}")
         print(f"sft: done, {step} steps -> {out} ({'LoRA adapter' if lora_cfg else 'checkpoint'}), metrics.jsonl, loss.png")
     D.barrier(info)
+    del model  # the DDP wrapper (its Reducer) before the process group: D.cleanup
     D.cleanup(info)
     return 0
