@@ -744,23 +744,27 @@ ROWS = [("samples", ("n",)), ("skipped", ("skipped",)), ("routing precision", ("
         ("function-call exact match", ("function_call", "exact_match"))]
 
 
-def format_metrics(result: dict) -> str:
-    """A Markdown table: one column per language, then overall; with baselines, model | regex | constant per column."""
-    cols = list(result["per_lang"]) + ["overall"]
-    systems = [("", result)] + [(f" {n}", result["baselines"][n]) for n in ("regex", "constant")
-                                if n in result.get("baselines", {})]
+def _table(result: dict, title: str, cols: list[str], baselines: tuple[str, ...], rows, section: str | None = None) -> str:
+    """Markdown: one column per language (then overall), each as model | baseline...; `rows` = (label, key path)
+    read under `section` of each column's metrics when given."""
+    systems = [("", result)] + [(f" {n}", result["baselines"][n]) for n in baselines if n in result.get("baselines", {})]
     heads = [c + name if name else c for c in cols for name, _ in systems]
-    lines = ["| metric | " + " | ".join(heads) + " |", "|---" * (len(heads) + 1) + "|"]
-    for label, path in ROWS:
+    lines = [f"| {title} | " + " | ".join(heads) + " |", "|---" * (len(heads) + 1) + "|"]
+    for label, path in rows:
         vals = []
         for c in cols:
             for _, res in systems:
-                v = res["overall"] if c == "overall" else res["per_lang"].get(c)
-                for k in path:
+                v = res["overall"] if c == "overall" else res["per_lang"].get(c, {})
+                for k in ((section,) if section else ()) + tuple(path):
                     v = None if v is None else v.get(k)
                 vals.append(_fmt(v))
         lines.append(f"| {label} | " + " | ".join(vals) + " |")
     return "\n".join(lines)
+
+
+def format_metrics(result: dict) -> str:
+    """A Markdown table: one column per language, then overall; with baselines, model | regex | constant per column."""
+    return _table(result, "metric", list(result["per_lang"]) + ["overall"], ("regex", "constant"), ROWS)
 
 
 SEARCH_ROWS = [("search items", ("n",)), ("<search> precision", ("precision",)), ("<search> recall", ("recall",)),
@@ -776,20 +780,7 @@ def has_search(result: dict) -> bool:
 def format_search(result: dict) -> str:
     """The search table: one column per language, then overall, each as model | always_search | constant."""
     cols = [c for c in result["per_lang"] if result["per_lang"][c].get("search", {}).get("n")] + ["overall"]
-    systems = [("", result)] + [(f" {n}", result["baselines"][n]) for n in ("always_search", "constant")
-                                if n in result.get("baselines", {})]
-    heads = [c + name if name else c for c in cols for name, _ in systems]
-    lines = ["| search | " + " | ".join(heads) + " |", "|---" * (len(heads) + 1) + "|"]
-    for label, path in SEARCH_ROWS:
-        vals = []
-        for c in cols:
-            for _, res in systems:
-                v = (res["overall"] if c == "overall" else res["per_lang"].get(c, {})).get("search")
-                for k in path:
-                    v = None if v is None else v.get(k)
-                vals.append(_fmt(v))
-        lines.append(f"| {label} | " + " | ".join(vals) + " |")
-    return "\n".join(lines)
+    return _table(result, "search", cols, ("always_search", "constant"), SEARCH_ROWS, section="search")
 
 
 def format_model2(block: dict) -> str:
