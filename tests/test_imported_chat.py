@@ -19,6 +19,7 @@ from hessgpt.errors import HessGPTError
 from hessgpt.tokenizer import Tokenizer
 from hessgpt.train.sft import render_file
 
+
 transformers = pytest.importorskip("transformers")
 
 SMOLLM2_TEMPLATE = (
@@ -26,7 +27,6 @@ SMOLLM2_TEMPLATE = (
     "{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n' }}"
     "{% endif %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}"
     "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
-CHATML = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 TEXT = ["What is the capital of France? Paris is the capital of France.",
         "Quelle est la capitale de la France ? La capitale de la France est Paris.",
         "print(15 * 23) 345 You are a helpful AI assistant named SmolLM, trained by Hugging Face",
@@ -34,20 +34,10 @@ TEXT = ["What is the capital of France? Paris is the capital of France.",
 
 
 @pytest.fixture(scope="module")
-def imported(tmp_path_factory):
+def imported(tmp_path_factory, chatml_tokenizer):
     """(HF folder, HessGPT checkpoint folder) of a tiny ChatML Llama."""
-    from tokenizers import Tokenizer as HFTokenizer
-    from tokenizers import decoders, models, pre_tokenizers, trainers
-
     root = tmp_path_factory.mktemp("imported")
-    bpe = HFTokenizer(models.BPE())
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.decoder = decoders.ByteLevel()
-    bpe.train_from_iterator(TEXT, trainers.BpeTrainer(vocab_size=400, special_tokens=CHATML,
-                                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    hf_tok = transformers.PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token="<|im_start|>", eos_token="<|im_end|>",
-                                                  unk_token="<|endoftext|>", pad_token="<|im_end|>")
-    hf_tok.chat_template = SMOLLM2_TEMPLATE
+    bpe, hf_tok = chatml_tokenizer(TEXT, 400, SMOLLM2_TEMPLATE)
     hf_tok.save_pretrained(root / "hf")
     conf = transformers.LlamaConfig(vocab_size=bpe.get_vocab_size(), hidden_size=32, intermediate_size=64,
                                     num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,

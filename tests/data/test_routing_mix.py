@@ -128,26 +128,17 @@ def test_hessgpt_format_masks_the_injected_passages(tokenizer):
         r["messages"][3]["content"][:20])
 
 
-def test_imported_chatml_template_masks_the_injected_passages(tmp_path):
+def test_imported_chatml_template_masks_the_injected_passages(tmp_path, chatml_tokenizer):
     """The smollm2 recipe's base keeps its ChatML template: the hits sit inside the assistant turn, untrained."""
     transformers = pytest.importorskip("transformers")
-    from tokenizers import Tokenizer as HFTokenizer
-    from tokenizers import decoders, models, pre_tokenizers, trainers
 
     from hessgpt import checkpoint
     from hessgpt.convert.hf import from_hf
 
     template = ("{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + "
                 "'<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
-    bpe = HFTokenizer(models.BPE())
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.decoder = decoders.ByteLevel()
-    bpe.train_from_iterator(["Quelle est la capitale du Canada ? Ottawa. What is the capital? [1] docs"] * 20,
-                            trainers.BpeTrainer(vocab_size=300, special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
-                                                initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    hf_tok = transformers.PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token="<|im_start|>", eos_token="<|im_end|>",
-                                                  unk_token="<|endoftext|>", pad_token="<|im_end|>")
-    hf_tok.chat_template = template
+    bpe, hf_tok = chatml_tokenizer(["Quelle est la capitale du Canada ? Ottawa. What is the capital? [1] docs"] * 20,
+                                   300, template)
     hf_tok.save_pretrained(tmp_path / "hf")
     conf = transformers.LlamaConfig(vocab_size=bpe.get_vocab_size(), hidden_size=16, intermediate_size=32,
                                     num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,

@@ -131,14 +131,12 @@ def test_ppl_cli_writes_result(tiny_ckpt, tmp_path, capsys):
     assert "bits/byte" in capsys.readouterr().out
 
 
-def test_ppl_cli_starts_documents_with_the_tokenizers_own_bos(tmp_path):
+def test_ppl_cli_starts_documents_with_the_tokenizers_own_bos(tmp_path, chatml_tokenizer):
     """An imported vocabulary (ChatML, as SmolLM2's) has its <s> far from id 1 (id 1 is <|im_start|> there):
     `hessgpt eval ppl` scores [tok.bos_id] + tokens, as the model's training shards start documents."""
     import json
 
     transformers = pytest.importorskip("transformers")
-    from tokenizers import Tokenizer as HFTokenizer
-    from tokenizers import decoders, models, pre_tokenizers, trainers
 
     import hessgpt
     from hessgpt.convert.hf import from_hf
@@ -146,13 +144,7 @@ def test_ppl_cli_starts_documents_with_the_tokenizers_own_bos(tmp_path):
     from hessgpt.eval.ppl import iter_eval_texts
 
     texts = ["Bonjour tout le monde, ceci est un test.", "Hello world, this is a longer test of the window."]
-    bpe = HFTokenizer(models.BPE())
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.decoder = decoders.ByteLevel()
-    bpe.train_from_iterator(texts * 10, trainers.BpeTrainer(vocab_size=300, special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
-                                                            initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    hf_tok = transformers.PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token="<|im_start|>", eos_token="<|im_end|>",
-                                                  unk_token="<|endoftext|>")
+    bpe, hf_tok = chatml_tokenizer(texts * 10, 300, pad_token=None)
     hf_tok.save_pretrained(tmp_path / "hf")
     conf = transformers.LlamaConfig(vocab_size=bpe.get_vocab_size(), hidden_size=32, intermediate_size=64,
                                     num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
