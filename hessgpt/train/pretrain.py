@@ -327,6 +327,7 @@ def train(args) -> int:
             k, n = args.chunk.split("/")
             nxt = f"--chunk {int(k) + 1}/{n}" if int(k) < int(n) else "--resume"
             print(f"pretrain: chunk {args.chunk} done at step {step}/{total}; state in {last}; continue with {nxt}")
+        del model  # the DDP wrapper (its Reducer) before the process group: D.cleanup
         D.cleanup(info)
         return 0
     # ---------------------------------------------------------------- the end

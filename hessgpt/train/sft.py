@@ -469,6 +469,7 @@ def train(args) -> int:
             if stopping and step < total:
                 if info.master:
                     print(f"\nsft: stopped by signal at step {step}; state saved in {last}; continue with --resume", file=sys.stderr)
+                del model  # the DDP wrapper (its Reducer) before the process group: D.cleanup
                 D.cleanup(info)
                 return 0
     finally:
@@ -482,6 +483,7 @@ def train(args) -> int:
             k, n = args.chunk.split("/")
             nxt = f"--chunk {int(k) + 1}/{n}" if int(k) < int(n) else "--resume"
             print(f"sft: chunk {args.chunk} done at step {step}/{total}; state in {last}; continue with {nxt}")
+        del model  # the DDP wrapper (its Reducer) before the process group: D.cleanup
         D.cleanup(info)
         return 0
     # ---------------------------------------------------------------- the end
