@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from hessgpt import kernels
+from hessgpt.kernels.dense import DenseLinear
 from hessgpt.kernels.int8 import Int8Linear
 from hessgpt.model import Transformer
 
@@ -33,28 +34,6 @@ def rope_interleave_perm(n_heads: int, head_dim: int) -> torch.Tensor:
     half = head_dim // 2
     one = torch.stack([torch.arange(half), torch.arange(half) + half], dim=1).reshape(-1)   # [hd]
     return (torch.arange(n_heads)[:, None] * head_dim + one[None]).reshape(-1)            # [n_heads * hd]
-
-
-class DenseLinear:
-    """y = x @ W.T with W stored transposed and contiguous ([in, out]). x [N, in] -> [N, out]."""
-
-    kind = "dense"
-
-    def __init__(self, weight: torch.Tensor):
-        self.wt = weight.detach().t().contiguous()   # [in, out]
-        self.out_features = self.wt.shape[1]
-
-    def __call__(self, x):
-        return torch.mm(x, self.wt)
-
-    raw = __call__   # output in the kernel's own dtype (the same here)
-
-    def add_to(self, res, x):
-        """res + x @ W.T in one op (the residual add fused into the matmul)."""
-        return torch.addmm(res, x, self.wt)
-
-    def nbytes(self) -> int:
-        return self.wt.numel() * self.wt.element_size()
 
 
 @dataclass
@@ -82,7 +61,7 @@ class InferenceModel:
         logits = fast.forward(ids, pos)          # ids [B, T] at absolute positions pos..pos+T-1 -> [B, V] (last)
 
     `make_linear(weight [out, in]) -> object with __call__(x) and add_to(res, x)` chooses the matmul kernel
-    (dense fp32/bf16 here; int8 weight-only in kernels/int8.py). The default (None) is the native AVX2/AVX-512
+    (dense fp32/bf16 in kernels/dense.py; int8 weight-only in kernels/int8.py). The default (None) is the native AVX2/AVX-512
     kernels of hessgpt/kernels for an fp32 model on CPU when they can be built there, else DenseLinear; with
     them, a batch-1 cache decodes each token in one native call (`decode_step`, the whole step in C).
     """

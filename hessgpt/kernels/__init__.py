@@ -15,6 +15,9 @@ decode.c).
 Everything else (prefill, masks, bf16, CUDA, the attention of a decode batch) stays on the PyTorch path, and so does
 everything when the kernels cannot be built (no compiler, no AVX2/FMA, not x86-64) or are turned off with
 HESSGPT_KERNELS=0 or `with kernels.disabled(): ...` (checked when an InferenceModel is built).
+
+The package holds every linear layout `InferenceModel` lays its weights out in: `KernelLinear` here (native fp32),
+`dense.DenseLinear` (the PyTorch path) and `int8.Int8Linear` (int8 weight-only).
 """
 
 import contextlib
@@ -84,7 +87,7 @@ def huge_page_copy(w: torch.Tensor) -> torch.Tensor:
 
 class KernelLinear:
     """y = x @ W.T with W kept row-major [out, in] (the GEMV's layout; shares the model's storage when the
-    weight is already contiguous, e.g. o_proj, down_proj, lm_head). Same interface as inference.DenseLinear."""
+    weight is already contiguous, e.g. o_proj, down_proj, lm_head). Same interface as kernels.dense.DenseLinear."""
 
     kind = "native"
 

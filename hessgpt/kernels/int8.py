@@ -27,7 +27,7 @@ def dequantize_weight(q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
 
 class Int8Linear:
     """y = x @ dequant(W).T through `torch._weight_int8pack_mm` (int8 weights read once, bf16 activations,
-    fp32 accumulation). Same interface as inference.DenseLinear. On CPU with the native kernels (hessgpt/kernels),
+    fp32 accumulation). Same interface as kernels.dense.DenseLinear. On CPU with the native kernels (hessgpt/kernels),
     batch-1 decoding bypasses this class: the whole step runs in C on the same int8 weights, fp32 activations."""
 
     kind = "int8"

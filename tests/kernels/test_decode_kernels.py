@@ -7,8 +7,9 @@ import torch
 from hessgpt import checkpoint, kernels
 from hessgpt.config import ModelConfig
 from hessgpt.engine import Engine, SamplingParams, naive_generate
-from hessgpt.inference import DenseLinear, InferenceModel
+from hessgpt.inference import InferenceModel
 from hessgpt.kernels import build
+from hessgpt.kernels.dense import DenseLinear
 from hessgpt.kernels.int8 import Int8Linear
 from hessgpt.model import Transformer
 
