@@ -1,6 +1,19 @@
-"""Mixture recipes (YAML) and loading their sources through `datasets` or from local files.
+"""Data recipes (YAML): which data to take, named as data, never Python classes. Two kinds, one system:
 
-A recipe names datasets (data), never Python classes:
+  - a conversation mix (`Recipe`, `load_recipe`): conversation sources for `hessgpt data prepare` (data/prepare.py)
+  - a pretraining token mix (`PretrainRecipe`, `load_pretrain_recipe`, `text_recipe`): weighted text or code
+    corpora for `hessgpt data shards` (data/shards.py writes their token shards)
+
+Both are read by one reader (`read_recipe_yaml`: valid YAML, a non-empty `sources:` list, no unknown key, unique
+source names), their sources checked by one check (`check_source_keys`, `check_weight`: a mapping, no unknown key,
+the key that says where the data is, a positive weight), and their paths resolved by one rule (`resolve_sources`:
+`--local NAME=PATH` replaces a source's path; other local paths are relative to the recipe file; hub ids stay).
+The two kinds stay two dataclasses because their sources mean different things: a conversation source picks an
+adapter by `dataset` and takes `count` or `weight`-share conversations; a pretraining source is a corpus `path`
+with a `kind` (text or a code language), its filters and a token weight. The pipeline recipe (train/pipeline.py)
+is not a data recipe: it lists `stages`, not `sources`, and checks them itself.
+
+A conversation recipe:
 
     name: mix-conversations
     seed: 1234
@@ -19,10 +32,14 @@ A recipe names datasets (data), never Python classes:
 `huggingface-cli login`); a local path (jsonl, json, parquet, optionally .gz; relative to the recipe
 file) is read here line by line so a corrupt line is a counted skip, not a crash. The same recipe runs
 on local copies with `hessgpt data prepare RECIPE --local ultrachat=./ultrachat.jsonl`.
+
+A pretraining recipe (recipes/pretrain-*.yaml; docs/shards.md) has `sources:` of `{path, weight, kind, ...}`
+and the shard writer's knobs (`total_tokens`, `shard_tokens`, `val_fraction`, `val_tokens`, `filters`, ...).
 """
 
 from __future__ import annotations
 
+import glob
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -31,10 +48,78 @@ from typing import Any, Iterator
 import yaml
 
 from hessgpt.data.conversation import Skip
+from hessgpt.data.quality import KINDS, CodeFilter, Filters, TextFilter
 from hessgpt.datafiles import ROW_SUFFIXES, Unreadable, data_files, is_local
 from hessgpt.datafiles import iter_rows as file_rows
 from hessgpt.errors import HessGPTError
 
+# ---- the one reader and the shared source checks ---------------------------------------------------------
+
+
+def read_recipe_yaml(path: Path, recipe_cls, source_cls) -> tuple[dict, list]:
+    """(raw YAML dict, parsed sources) of a recipe file, checked the same way for every recipe kind: valid YAML,
+    a non-empty `sources:` list, no unknown top-level key, unique source names."""
+    if not path.is_file():
+        raise HessGPTError(f"no such recipe file: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise HessGPTError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(raw, dict) or not isinstance(raw.get("sources"), list) or not raw["sources"]:
+        raise HessGPTError(f"{path}: a recipe needs a non-empty `sources:` list")
+    known = {f.name for f in fields(recipe_cls)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise HessGPTError(f"{path}: unknown key(s) {unknown}; known: {sorted(known)}")
+    sources = [source_cls.from_dict(s, f"{path}: sources[{i}]") for i, s in enumerate(raw["sources"])]
+    names = [s.name for s in sources]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise HessGPTError(f"{path}: source names must be unique; repeated: {dupes} (set `name:`)")
+    return raw, sources
+
+
+def check_source_keys(d, source_cls, where: str, required: str, why: str) -> None:
+    """A source entry of either kind: a mapping whose keys are `source_cls` fields, with key `required` set
+    (`why` says what it is for, in the error)."""
+    if not isinstance(d, dict):
+        raise HessGPTError(f"{where}: expected a mapping, got {d!r}")
+    known = {f.name for f in fields(source_cls)}
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise HessGPTError(f"{where}: unknown key(s) {unknown}; known: {sorted(known)}")
+    if not d.get(required):
+        raise HessGPTError(f"{where}: `{required}` is required ({why})")
+
+
+def check_weight(weight, where: str, name: str) -> None:
+    if not (isinstance(weight, (int, float)) and weight > 0):
+        raise HessGPTError(f"{where} {name!r}: weight must be a positive number, got {weight!r}")
+
+
+def resolve_path(p: str, base: Path) -> str:
+    """A local path relative to the recipe's folder `base` made absolute; hub ids (and absolute paths) as given,
+    `~` expanded."""
+    p = os.path.expanduser(p)
+    if is_local(p) and not os.path.isabs(p):
+        return str((base / p).resolve())
+    return p
+
+
+def resolve_sources(sources: list, local: dict[str, str], base: Path) -> None:
+    """Every source's `path`, in place: `local` (NAME -> PATH, from `--local NAME=PATH`) replaces it, else
+    `resolve_path`. A NAME that is no source is an error."""
+    local = dict(local)
+    for s in sources:
+        if s.name in local:
+            s.path = os.path.abspath(os.path.expanduser(local.pop(s.name)))
+        else:
+            s.path = resolve_path(s.path, base)
+    if local:
+        raise HessGPTError(f"--local names unknown source(s) {sorted(local)}; sources: {[s.name for s in sources]}")
+
+
+# ---- conversation mixes (hessgpt data prepare) -----------------------------------------------------------
 
 
 @dataclass
@@ -55,21 +140,14 @@ class SourceSpec:
 
     @classmethod
     def from_dict(cls, d: dict, where: str = "source") -> "SourceSpec":
-        if not isinstance(d, dict):
-            raise HessGPTError(f"{where}: expected a mapping, got {d!r}")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise HessGPTError(f"{where}: unknown key(s) {unknown}; known: {sorted(known)}")
-        if not d.get("dataset"):
-            raise HessGPTError(f"{where}: `dataset` is required (it picks the adapter)")
+        check_source_keys(d, cls, where, "dataset", "it picks the adapter")
         spec = cls(**d)
         spec.name = spec.name or spec.dataset.rstrip("/").split("/")[-1].lower()
         spec.path = str(spec.path or spec.dataset)
         if spec.weight is not None and spec.count is not None:
             raise HessGPTError(f"{where} {spec.name!r}: give `weight` or `count`, not both")
-        if spec.weight is not None and not (isinstance(spec.weight, (int, float)) and spec.weight > 0):
-            raise HessGPTError(f"{where} {spec.name!r}: weight must be a positive number, got {spec.weight!r}")
+        if spec.weight is not None:
+            check_weight(spec.weight, where, spec.name)
         if spec.count is not None and not (isinstance(spec.count, int) and spec.count > 0):
             raise HessGPTError(f"{where} {spec.name!r}: count must be a positive integer, got {spec.count!r}")
         if not isinstance(spec.options, dict):
@@ -104,38 +182,6 @@ class Recipe:
         return 4 * self.max_tokens if self.max_tokens else None
 
 
-def _resolve(p: str, base: Path) -> str:
-    """Local paths are relative to the recipe file; hub ids stay as they are."""
-    p = os.path.expanduser(p)
-    if is_local(p) and not os.path.isabs(p):
-        candidate = base / p
-        return str(candidate.resolve())
-    return p
-
-
-def read_recipe_yaml(path: Path, recipe_cls, source_cls) -> tuple[dict, list]:
-    """(raw YAML dict, parsed sources) of a recipe file, checked the same way for every recipe kind: valid YAML,
-    a non-empty `sources:` list, no unknown top-level key, unique source names."""
-    if not path.is_file():
-        raise HessGPTError(f"no such recipe file: {path}")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        raise HessGPTError(f"{path}: not valid YAML: {e}") from None
-    if not isinstance(raw, dict) or not isinstance(raw.get("sources"), list) or not raw["sources"]:
-        raise HessGPTError(f"{path}: a recipe needs a non-empty `sources:` list")
-    known = {f.name for f in fields(recipe_cls)}
-    unknown = sorted(set(raw) - known)
-    if unknown:
-        raise HessGPTError(f"{path}: unknown key(s) {unknown}; known: {sorted(known)}")
-    sources = [source_cls.from_dict(s, f"{path}: sources[{i}]") for i, s in enumerate(raw["sources"])]
-    names = [s.name for s in sources]
-    dupes = sorted({n for n in names if names.count(n) > 1})
-    if dupes:
-        raise HessGPTError(f"{path}: source names must be unique; repeated: {dupes} (set `name:`)")
-    return raw, sources
-
-
 def load_recipe(path: str | os.PathLike, local: dict[str, str] | None = None) -> Recipe:
     """Read and check a recipe. `local` maps source names to local paths that replace their `path`."""
     path = Path(path)
@@ -148,16 +194,11 @@ def load_recipe(path: str | os.PathLike, local: dict[str, str] | None = None) ->
         if src is None or not isinstance(src.options.get(option), dict):
             raise HessGPTError(f"--local {key}: source {name!r} has no table option {option!r}")
         src.options[option] = {"path": os.path.abspath(os.path.expanduser(local.pop(key)))}
+    resolve_sources(sources, local, path.parent)
     for s in sources:
-        if s.name in local:
-            s.path = os.path.abspath(os.path.expanduser(local.pop(s.name)))
-        else:
-            s.path = _resolve(s.path, path.parent)
         for v in s.options.values():  # a table an adapter reads too (NexusRaven's api_list)
             if isinstance(v, dict) and isinstance(v.get("path"), str):
-                v["path"] = v["path"] if os.path.isabs(v["path"]) else _resolve(v["path"], path.parent)
-    if local:
-        raise HessGPTError(f"--local names unknown source(s) {sorted(local)}; sources: {names}")
+                v["path"] = v["path"] if os.path.isabs(v["path"]) else resolve_path(v["path"], path.parent)
     has_weight = [s.weight is not None for s in sources]
     if any(has_weight) and not all(has_weight) and raw.get("total") is None:
         raise HessGPTError(f"{path}: mixing `weight` and `count` sources needs `total:`")
@@ -176,7 +217,106 @@ def load_recipe(path: str | os.PathLike, local: dict[str, str] | None = None) ->
     return recipe
 
 
-# --- reading rows ---------------------------------------------------------------------------------
+# ---- pretraining token mixes (hessgpt data shards) -------------------------------------------------------
+
+
+@dataclass
+class PretrainSource:
+    """One weighted corpus. `path` is a hub id (streamed with `datasets`) or a local file/directory/glob."""
+
+    name: str
+    path: str
+    weight: float = 1.0
+    kind: str = "text"               # text | python | javascript | html | css (picks the filters)
+    column: str | None = None        # default: "text", else "content" (falcon-refinedweb, the-stack)
+    config: str | None = None        # hub config ("20231101.fr", "cosmopedia-v2", "en")
+    data_dir: str | None = None      # hub data_dir ("data/python" for bigcode/the-stack)
+    data_files: object = None
+    split: str = "train"
+    revision: str | None = None
+    languages: list[str] | None = None  # overrides the recipe's (text sources)
+    filters: dict = field(default_factory=dict)  # overrides of TextFilter / CodeFilter fields
+    # directories skipped inside a local directory source (installed packages are not the stdlib)
+    exclude: list[str] = field(default_factory=lambda: ["site-packages", "dist-packages", "__pycache__", ".git", "node_modules"])
+
+    @classmethod
+    def from_dict(cls, d: dict, where: str) -> "PretrainSource":
+        check_source_keys(d, cls, where, "path", "a hub id or local path")
+        d = dict(d)
+        d.setdefault("name", str(d["path"]).rstrip("/").split("/")[-1].lower() + (f"-{d['config']}" if d.get("config") else ""))
+        src = cls(**d)
+        src.path = str(src.path)
+        if src.kind not in KINDS:
+            raise HessGPTError(f"{where} {src.name!r}: kind must be one of {list(KINDS)}, got {src.kind!r}")
+        check_weight(src.weight, where, src.name)
+        return src
+
+
+@dataclass
+class PretrainRecipe:
+    name: str
+    sources: list[PretrainSource]
+    seed: int = 1234
+    total_tokens: int | None = None   # train tokens over all chunks; None: until the sources run out
+    shard_tokens: int = 100_000_000   # tokens per shard (the last one of a chunk may be shorter)
+    val_fraction: float = 0.01        # share of documents held out for validation ...
+    val_tokens: int = 10_000_000      # ... up to this many tokens (over all chunks)
+    languages: list[str] | None = None
+    stop: str = "all_exhausted"       # or first_exhausted: stop when any source runs out (keeps the weights)
+    shuffle_buffer: int = 10_000      # hub streams are shuffled in a seeded buffer this big (0: off)
+    filters: dict = field(default_factory=dict)  # recipe-wide filter overrides
+    filter: bool = True               # False: keep every non-empty document
+
+    def source_filters(self, src: PretrainSource) -> Filters:
+        over = {**self.filters, **src.filters}
+        if src.kind == "text":
+            langs = src.languages if src.languages is not None else self.languages
+            text = TextFilter.from_dict({"languages": langs, **over}, f"source {src.name!r} filters")
+            return Filters(kind="text", text=text, enabled=self.filter)
+        return Filters(kind=src.kind, code=CodeFilter.from_dict(over, f"source {src.name!r} filters"), enabled=self.filter)
+
+
+def load_pretrain_recipe(path: str | os.PathLike, local: dict[str, str] | None = None) -> PretrainRecipe:
+    """Read a pretraining recipe (YAML). Local paths are relative to the recipe file; `local` maps source
+    names to local paths that replace their hub ids (`--local NAME=PATH`)."""
+    path = Path(path)
+    raw, sources = read_recipe_yaml(path, PretrainRecipe, PretrainSource)
+    resolve_sources(sources, local or {}, path.parent)
+    kw = {k: v for k, v in raw.items() if k != "sources"}
+    kw.setdefault("name", path.stem)
+    recipe = PretrainRecipe(sources=sources, **kw)
+    check_recipe(recipe, str(path))
+    return recipe
+
+
+def check_recipe(recipe: PretrainRecipe, where: str = "recipe") -> None:
+    if recipe.stop not in ("all_exhausted", "first_exhausted"):
+        raise HessGPTError(f"{where}: stop must be all_exhausted or first_exhausted, got {recipe.stop!r}")
+    if not 0 <= recipe.val_fraction < 1:
+        raise HessGPTError(f"{where}: val_fraction must be in [0, 1), got {recipe.val_fraction}")
+    if not (isinstance(recipe.shard_tokens, int) and recipe.shard_tokens > 0):
+        raise HessGPTError(f"{where}: shard_tokens must be a positive integer, got {recipe.shard_tokens!r}")
+    if recipe.total_tokens is not None and not (isinstance(recipe.total_tokens, int) and recipe.total_tokens > 0):
+        raise HessGPTError(f"{where}: total_tokens must be a positive integer, got {recipe.total_tokens!r}")
+    for s in recipe.sources:
+        recipe.source_filters(s)  # unknown filter keys fail here, before any work
+
+
+def text_recipe(paths: list[str], kind: str = "text", languages: list[str] | None = None, **kw) -> PretrainRecipe:
+    """The recipe behind `--text FILE...`: every file (or directory) a source of equal weight, all taken."""
+    sources = []
+    for i, p in enumerate(paths):
+        if not os.path.exists(p) and not glob.glob(p):
+            raise HessGPTError(f"--text: no such file or directory: {p}")
+        name = Path(p.rstrip("/")).name or f"text{i}"
+        name = name if name not in [s.name for s in sources] else f"{name}-{i}"
+        sources.append(PretrainSource(name=name, path=os.path.abspath(p), kind=kind))
+    recipe = PretrainRecipe(name="text", sources=sources, languages=languages, **kw)
+    check_recipe(recipe, "--text")
+    return recipe
+
+
+# ---- reading a conversation source's rows ---------------------------------------------------------------
 # A row stream yields (position, row) pairs, or Skip instances for lines that could not be read
 # (so they are counted). Position is "file:line" for local JSONL, the row number otherwise.
 

@@ -6,6 +6,9 @@ fixed-size binary token shards plus a manifest that the loader (`hessgpt.data.lo
     hessgpt data shards --text a.txt b.txt --tokenizer tok/ --out shards/                   # no recipe
     hessgpt data shards --text /usr/lib/python3.11 --kind python --tokenizer tok/ --out code-shards/
 
+The recipe (`PretrainRecipe`, `load_pretrain_recipe`, `text_recipe`) is one kind of the data recipes of
+hessgpt.data.recipe; this module writes it.
+
 Output (docs/shards.md): `train-cCC-NNNNN.bin` / `val-cCC-NNNNN.bin` (raw little-endian uint16, or uint32
 when the vocabulary has more than 65535 ids; each document is `[bos] + ids + [eos]`, documents run across
 shard boundaries), `manifest.json`, and `progress/` (per-chunk resume state).
@@ -40,13 +43,13 @@ import os
 import sys
 import time
 from collections import Counter, deque
-from dataclasses import asdict, dataclass, field, fields
-from pathlib import Path
+from dataclasses import asdict, dataclass, field
 from typing import Iterator
 
 import numpy as np
 
-from hessgpt.data.quality import CODE_KINDS, KINDS, CodeFilter, Filters, TextFilter
+from hessgpt.data.quality import KINDS, Filters
+from hessgpt.data.recipe import PretrainRecipe, PretrainSource, check_recipe, load_pretrain_recipe, text_recipe
 from hessgpt.datafiles import CODE_SUFFIXES, ROW_SUFFIXES, TEXT_SUFFIXES, Unreadable, data_files, is_local, json_rows, \
     open_bytes, parquet_columns, parquet_rows, text_blocks
 from hessgpt.errors import HessGPTError
@@ -54,123 +57,6 @@ from hessgpt.errors import HessGPTError
 FORMAT = "hessgpt-shards"
 VERSION = 1
 DOC_SUFFIXES = TEXT_SUFFIXES + ROW_SUFFIXES   # the files of a text source's directory
-
-# ---- recipes ---------------------------------------------------------------------------------------------
-
-
-@dataclass
-class PretrainSource:
-    """One weighted corpus. `path` is a hub id (streamed with `datasets`) or a local file/directory/glob."""
-
-    name: str
-    path: str
-    weight: float = 1.0
-    kind: str = "text"               # text | python | javascript | html | css (picks the filters)
-    column: str | None = None        # default: "text", else "content" (falcon-refinedweb, the-stack)
-    config: str | None = None        # hub config ("20231101.fr", "cosmopedia-v2", "en")
-    data_dir: str | None = None      # hub data_dir ("data/python" for bigcode/the-stack)
-    data_files: object = None
-    split: str = "train"
-    revision: str | None = None
-    languages: list[str] | None = None  # overrides the recipe's (text sources)
-    filters: dict = field(default_factory=dict)  # overrides of TextFilter / CodeFilter fields
-    # directories skipped inside a local directory source (installed packages are not the stdlib)
-    exclude: list[str] = field(default_factory=lambda: ["site-packages", "dist-packages", "__pycache__", ".git", "node_modules"])
-
-    @classmethod
-    def from_dict(cls, d: dict, where: str) -> "PretrainSource":
-        if not isinstance(d, dict):
-            raise HessGPTError(f"{where}: expected a mapping, got {d!r}")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise HessGPTError(f"{where}: unknown key(s) {unknown}; known: {sorted(known)}")
-        if not d.get("path"):
-            raise HessGPTError(f"{where}: `path` (hub id or local path) is required")
-        d = dict(d)
-        d.setdefault("name", str(d["path"]).rstrip("/").split("/")[-1].lower() + (f"-{d['config']}" if d.get("config") else ""))
-        src = cls(**d)
-        src.path = str(src.path)
-        if src.kind not in KINDS:
-            raise HessGPTError(f"{where} {src.name!r}: kind must be one of {list(KINDS)}, got {src.kind!r}")
-        if not (isinstance(src.weight, (int, float)) and src.weight > 0):
-            raise HessGPTError(f"{where} {src.name!r}: weight must be a positive number, got {src.weight!r}")
-        return src
-
-
-@dataclass
-class PretrainRecipe:
-    name: str
-    sources: list[PretrainSource]
-    seed: int = 1234
-    total_tokens: int | None = None   # train tokens over all chunks; None: until the sources run out
-    shard_tokens: int = 100_000_000   # tokens per shard (the last one of a chunk may be shorter)
-    val_fraction: float = 0.01        # share of documents held out for validation ...
-    val_tokens: int = 10_000_000      # ... up to this many tokens (over all chunks)
-    languages: list[str] | None = None
-    stop: str = "all_exhausted"       # or first_exhausted: stop when any source runs out (keeps the weights)
-    shuffle_buffer: int = 10_000      # hub streams are shuffled in a seeded buffer this big (0: off)
-    filters: dict = field(default_factory=dict)  # recipe-wide filter overrides
-    filter: bool = True               # False: keep every non-empty document
-
-    def source_filters(self, src: PretrainSource) -> Filters:
-        over = {**self.filters, **src.filters}
-        if src.kind == "text":
-            langs = src.languages if src.languages is not None else self.languages
-            text = TextFilter.from_dict({"languages": langs, **over}, f"source {src.name!r} filters")
-            return Filters(kind="text", text=text, enabled=self.filter)
-        return Filters(kind=src.kind, code=CodeFilter.from_dict(over, f"source {src.name!r} filters"), enabled=self.filter)
-
-
-def load_pretrain_recipe(path: str | os.PathLike, local: dict[str, str] | None = None) -> PretrainRecipe:
-    """Read a pretraining recipe (YAML). Local paths are relative to the recipe file; `local` maps source
-    names to local paths that replace their hub ids (`--local NAME=PATH`)."""
-    from hessgpt.data.recipe import read_recipe_yaml
-
-    path = Path(path)
-    raw, sources = read_recipe_yaml(path, PretrainRecipe, PretrainSource)
-    names = [s.name for s in sources]
-    local = dict(local or {})
-    for s in sources:
-        if s.name in local:
-            s.path = os.path.abspath(os.path.expanduser(local.pop(s.name)))
-        elif is_local(os.path.expanduser(s.path)) and not os.path.isabs(os.path.expanduser(s.path)):
-            s.path = str((path.parent / os.path.expanduser(s.path)).resolve())
-    if local:
-        raise HessGPTError(f"--local names unknown source(s) {sorted(local)}; sources: {names}")
-    kw = {k: v for k, v in raw.items() if k != "sources"}
-    kw.setdefault("name", path.stem)
-    recipe = PretrainRecipe(sources=sources, **kw)
-    check_recipe(recipe, str(path))
-    return recipe
-
-
-def check_recipe(recipe: PretrainRecipe, where: str = "recipe") -> None:
-    if recipe.stop not in ("all_exhausted", "first_exhausted"):
-        raise HessGPTError(f"{where}: stop must be all_exhausted or first_exhausted, got {recipe.stop!r}")
-    if not 0 <= recipe.val_fraction < 1:
-        raise HessGPTError(f"{where}: val_fraction must be in [0, 1), got {recipe.val_fraction}")
-    if not (isinstance(recipe.shard_tokens, int) and recipe.shard_tokens > 0):
-        raise HessGPTError(f"{where}: shard_tokens must be a positive integer, got {recipe.shard_tokens!r}")
-    if recipe.total_tokens is not None and not (isinstance(recipe.total_tokens, int) and recipe.total_tokens > 0):
-        raise HessGPTError(f"{where}: total_tokens must be a positive integer, got {recipe.total_tokens!r}")
-    for s in recipe.sources:
-        recipe.source_filters(s)  # unknown filter keys fail here, before any work
-
-
-def text_recipe(paths: list[str], kind: str = "text", languages: list[str] | None = None, **kw) -> PretrainRecipe:
-    """The recipe behind `--text FILE...`: every file (or directory) a source of equal weight, all taken."""
-    sources = []
-    for i, p in enumerate(paths):
-        if not os.path.exists(p) and not glob.glob(p):
-            raise HessGPTError(f"--text: no such file or directory: {p}")
-        name = Path(p.rstrip("/")).name or f"text{i}"
-        name = name if name not in [s.name for s in sources] else f"{name}-{i}"
-        sources.append(PretrainSource(name=name, path=os.path.abspath(p), kind=kind))
-    recipe = PretrainRecipe(name="text", sources=sources, languages=languages, **kw)
-    check_recipe(recipe, "--text")
-    return recipe
-
 
 # ---- reading documents -----------------------------------------------------------------------------------
 # A source yields its documents as str, or None for a row that has no usable text (counted as "no_text").

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from hessgpt.data.loader import ShardLoader, check_shards, shard_documents
-from hessgpt.data.shards import text_recipe, write_shards
+from hessgpt.data.recipe import text_recipe
+from hessgpt.data.shards import write_shards
 from hessgpt.errors import HessGPTError
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "..", "fixtures", "text")

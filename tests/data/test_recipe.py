@@ -1,5 +1,6 @@
 """Recipe loading, the hub code path (with a stand-in for datasets.load_dataset) and the CLI."""
 
+import os
 import sys
 import types
 from pathlib import Path
@@ -8,15 +9,15 @@ import pytest
 
 from hessgpt.data.cli import DELEGATED, main as data_main
 from hessgpt.data.conversation import Skip
-from hessgpt.data.recipe import SourceSpec, iter_rows, load_recipe
+from hessgpt.data.recipe import SourceSpec, iter_rows, load_pretrain_recipe, load_recipe
 from hessgpt.datafiles import is_local
 from hessgpt.errors import HessGPTError
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _write(tmp_path, text):
-    p = tmp_path / "r.yaml"
+def _write(tmp_path, text, name="r.yaml"):
+    p = tmp_path / name
     p.write_text(text)
     return p
 
@@ -147,3 +148,42 @@ def test_cli_errors(tmp_path):
         data_main(["prepare", str(tmp_path / "missing.yaml"), "--out", str(tmp_path)])
     with pytest.raises(HessGPTError, match="NAME=PATH"):
         data_main(["prepare", str(ROOT / "recipes" / "tiny-local.yaml"), "--out", str(tmp_path), "--local", "oops"])
+
+
+@pytest.mark.parametrize(
+    "conversation, pretrain, message",
+    [
+        ("{name: a, dataset: alpaca, wieght: 3}", "{name: a, path: a.txt, wieght: 3}", "unknown key(s) ['wieght']"),
+        ("{name: a, dataset: alpaca, weight: -1}", "{name: a, path: a.txt, weight: -1}",
+         "'a': weight must be a positive number, got -1"),
+        ("{name: a, path: a.jsonl}", "{name: a, weight: 2}", "is required ("),
+        ("[1, 2]", "[1, 2]", "expected a mapping, got [1, 2]"),
+    ],
+)
+def test_both_recipe_kinds_check_sources_the_same_way(tmp_path, conversation, pretrain, message):
+    """A conversation mix and a pretraining mix go through one reader and one source check (data/recipe.py)."""
+    for load, source in ((load_recipe, conversation), (load_pretrain_recipe, pretrain)):
+        with pytest.raises(HessGPTError) as e:
+            load(_write(tmp_path, f"sources: [{source}]"))
+        assert message in str(e.value), (load.__name__, str(e.value))
+    for load, source in ((load_recipe, "{dataset: alpaca}"), (load_pretrain_recipe, "{path: data/alpaca}")):
+        with pytest.raises(HessGPTError, match=r"repeated: \['alpaca'\]"):
+            load(_write(tmp_path, f"sources: [{source}, {source}]"))
+        with pytest.raises(HessGPTError, match="not valid YAML"):
+            load(_write(tmp_path, f"sources: [{source}"))
+
+
+def test_both_recipe_kinds_resolve_paths_the_same_way(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    conv = load_recipe(_write(tmp_path, "sources: [{name: a, dataset: alpaca, path: d/a.jsonl}, "
+                                        "{name: b, dataset: x/y}, {name: c, dataset: alpaca, path: ~/c.jsonl}]"))
+    pre = load_pretrain_recipe(_write(tmp_path, "sources: [{name: a, path: d/a.jsonl}, {name: b, path: x/y}, "
+                                                "{name: c, path: ~/c.jsonl}]"))
+    want = [str(tmp_path / "d" / "a.jsonl"), "x/y", str(tmp_path / "home" / "c.jsonl")]
+    assert [s.path for s in conv.sources] == want and [s.path for s in pre.sources] == want
+    conv = load_recipe(r := _write(tmp_path, "sources: [{name: b, dataset: x/y}]"), {"b": "local/b.jsonl"})
+    pre = load_pretrain_recipe(p := _write(tmp_path, "sources: [{name: b, path: x/y}]", "p.yaml"), {"b": "local/b.jsonl"})
+    assert conv.sources[0].path == pre.sources[0].path == os.path.abspath("local/b.jsonl")
+    for load, path in ((load_recipe, r), (load_pretrain_recipe, p)):
+        with pytest.raises(HessGPTError, match=r"--local names unknown source\(s\) \['nope'\]; sources: \['b'\]"):
+            load(path, {"nope": "x"})

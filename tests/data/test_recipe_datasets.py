@@ -20,9 +20,8 @@ import yaml
 
 from hessgpt.data.adapters import get_adapter
 from hessgpt.data.conversation import Skip
-from hessgpt.data.recipe import iter_rows, load_recipe
+from hessgpt.data.recipe import iter_rows, load_pretrain_recipe, load_recipe
 from hessgpt.datafiles import is_local
-from hessgpt.data.shards import load_pretrain_recipe
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 RECIPES = sorted(glob.glob(os.path.join(REPO, "recipes", "*.yaml")))

@@ -11,7 +11,8 @@ import pytest
 from hessgpt.data import shards
 from hessgpt.data.quality import (CodeFilter, TextFilter, code_reject_reason, find_secret, python_comment_fraction,
                                   text_reject_reason)
-from hessgpt.data.shards import PretrainRecipe, PretrainSource, load_pretrain_recipe, text_recipe, write_shards
+from hessgpt.data.recipe import PretrainRecipe, PretrainSource, load_pretrain_recipe, text_recipe
+from hessgpt.data.shards import write_shards
 from hessgpt.errors import HessGPTError
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "..", "fixtures", "text")

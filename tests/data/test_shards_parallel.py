@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from hessgpt.data import shards
-from hessgpt.data.shards import PretrainRecipe, PretrainSource, write_shards
+from hessgpt.data.recipe import PretrainRecipe, PretrainSource
+from hessgpt.data.shards import write_shards
 
 
 def _tricky_text(path, seed):
