@@ -137,25 +137,4 @@ def test_readme_slow_examples(tmp_path):
         run_block(block, cwd)
 
 
-def test_layout_names_the_tree():
-    """The README's Layout block names every module and package of hessgpt/ and every converter."""
-    text = open(README, encoding="utf-8").read()
-    layout = text[text.index("## Layout"):].split("```")[1]
-    pkg = os.path.join(REPO, "hessgpt")
-    names = [n + "/" if os.path.isdir(os.path.join(pkg, n)) else n for n in os.listdir(pkg)
-             if n not in ("__init__.py", "__main__.py", "__pycache__") and (n.endswith(".py") or os.path.isdir(os.path.join(pkg, n)))]
-    names += [n for n in os.listdir(os.path.join(pkg, "convert")) if n.endswith(".py") and n != "__init__.py"]
-    missing = sorted(n for n in names if not re.search(r"(?<![\w.])" + re.escape(n), layout))
-    assert not missing, f"README Layout omits {missing}"
-
-
-def test_matching_rules():
-    """The comparison itself: durations and `...` are wildcards, everything else must be equal."""
-    assert matches(["12.0", "[sandbox] status=ok duration=17.6 ms"], ["12.0", "[sandbox] status=ok duration=3.25 ms", ""])
-    assert not matches(["12.0"], ["12.5"])
-    assert not matches(["a", "b"], ["a"])
-    assert matches(["a", "...", "z"], ["a", "b", "c", "z"]) and matches(["a", "...", "z"], ["a", "z"])
-    assert matches(["pipeline x: 16 stages in .../runs/x"], ["pipeline x: 16 stages in /tmp/q/runs/x"])
-    assert not matches(["pipeline x: 16 stages in .../runs/x"], ["pipeline x: 9 stages in /tmp/q/runs/x"])
-    assert matches(["saved tok"], ["", "", "saved tok", "ppl: 0%\rppl: 100%", "ppl: 100%|██████████| 1/1 [00:01<00:00]"])
-    assert transcript("$ a \\\n    b  # note\nout\n$ c") == [("a b", ["out"]), ("c", [])]
+# The Layout block against the tree: tests/test_layout.py.
