@@ -360,6 +360,10 @@ def add_common_args(p, lr: float, batch_size: int, save_every: int = 500, eval_e
                    "with a GradScaler; CPU: bf16 where native, else fp32), bf16, fp16, fp32")
     r.add_argument("--compile", action="store_true", help="torch.compile the model (faster steps after a slow first one)")
     r.add_argument("--fsdp", action="store_true", help="shard the model across torchrun processes (FSDP2) instead of DDP")
+    r.add_argument("--sharded-state", action="store_true",
+                   help="OUT/last: every process writes its own shard of the model and optimizer (torch.distributed.checkpoint) "
+                   "instead of whole tensors gathered on rank 0; --resume reads it on any number of processes. The final "
+                   "OUT stays the usual checkpoint (or adapter)")
     r.add_argument("--threads", type=int, help="CPU threads (torch.set_num_threads)")
     r.add_argument("--peak-flops", type=float, help="device peak FLOP/s for MFU (default: device table)")
     r.add_argument("--skip-memory-check", action="store_true",

@@ -9,21 +9,27 @@ Without torchrun's environment (RANK/WORLD_SIZE) everything here is a no-op sing
 Checkpoints are world-size free: model, adapter and optimizer are gathered to full tensors (rank 0 writes), the
 optimizer keyed by parameter name, and the RNG states of all ranks saved as a list. A resume on as many processes
 restores each rank its own state; on another number, each rank's RNG is derived from (seed, step, rank).
+With --sharded-state the resume state's model and optimizer are instead written by every rank, its own shard
+(torch.distributed.checkpoint, OUT/last/sharded/), and read back resharded on any number of processes.
 """
 
 import gc
 import os
 import sys
-from contextlib import nullcontext
+import warnings
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict, get_optimizer_state_dict,
-                                                     set_optimizer_state_dict)
+                                                     get_state_dict, set_optimizer_state_dict, set_state_dict)
 from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 from torch.nn.parallel import DistributedDataParallel as DDP
 
+from hessgpt.checkpoint import atomic_dir_write
 from hessgpt.device import pick_device
 from hessgpt.errors import HessGPTError
 from hessgpt.train import common
@@ -181,6 +187,91 @@ def load_optimizer_state(model, optimizer, state: dict, fsdp: bool) -> None:
     ids = {n: i for i, n in enumerate(n for g in groups for n in g)}
     optimizer.load_state_dict({"state": {ids[n]: st for n, st in state["state"].items()},
                                "param_groups": [{**g, "params": [ids[n] for n in g["params"]]} for g in state["param_groups"]]})
+
+
+# ---- sharded resume state (torch.distributed.checkpoint) -------------------------------------------
+
+SHARDED_DIR = "sharded"   # OUT/last/sharded/: DCP's .metadata + one __RANK_0.distcp file per writing rank
+
+
+def is_sharded_state(path: str) -> bool:
+    """True when the resume folder `path` holds a sharded model + optimizer (save_sharded_state) rather than whole tensors."""
+    return os.path.exists(os.path.join(path, SHARDED_DIR, ".metadata"))
+
+
+def _sharded_options(trainable_only: bool) -> StateDictOptions:
+    # trainable_only (LoRA): the frozen base comes from --base, only the adapter's parameters are saved and loaded
+    return StateDictOptions(ignore_frozen_params=trainable_only, strict=not trainable_only)
+
+
+@contextmanager
+def _one_process_quiet(info: DistInfo):
+    """DCP warns that it assumes one process when there is no process group: that is this case, say nothing."""
+    with warnings.catch_warnings():
+        if not info.enabled:
+            warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        yield
+
+
+def _first_failure(e: BaseException) -> str:
+    """The underlying error of a DCP CheckpointException (it wraps each rank's exception and traceback)."""
+    failures = getattr(e, "failures", None) or {}
+    for failure in failures.values():
+        inner = failure[0] if isinstance(failure, tuple) else failure
+        return f"{type(inner).__name__}: {str(inner).strip().splitlines()[0] if str(inner).strip() else ''}"
+    return f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
+
+
+def _share_path(path: str | None, info: DistInfo) -> str:
+    """Rank 0's temp folder name, on every rank (collective)."""
+    if not info.enabled:
+        return path
+    box = [path]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def save_sharded_state(path: str, model: torch.nn.Module, optimizer, info: DistInfo, write_rest,
+                       trainable_only: bool = False) -> None:
+    """Write a resume folder at `path` in which every rank writes its own shard of the model and optimizer state
+    (`dcp.save` into `path/sharded`: nothing is gathered), then rank 0 calls `write_rest(folder)` for the small
+    files (train_state.pt without the optimizer, meta.json, ...). Atomic as checkpoint.atomic_dir_write: all of it
+    goes to a temp folder beside `path` that rank 0 renames into place once every shard is written, so a crash
+    leaves the previous state or the new one. Collective; the ranks must share the filesystem of `path`.
+    `model`: the unwrapped (FSDP-sharded in place) module."""
+    opts = _sharded_options(trainable_only)
+    model_sd, optim_sd = get_state_dict(model, optimizer, options=opts)
+    state = {"model": model_sd, "optim": optim_sd}
+
+    def write(tmp: str | None) -> None:
+        tmp = _share_path(tmp, info)
+        with _one_process_quiet(info):
+            dcp.save(state, checkpoint_id=os.path.join(tmp, SHARDED_DIR), no_dist=not info.enabled)
+        if info.master:
+            write_rest(tmp)
+
+    if info.master:
+        atomic_dir_write(path, write)
+    else:
+        write(None)
+    barrier(info)   # no rank goes on (or reads `path`) before rank 0 has swapped the folder in
+
+
+def load_sharded_state(path: str, model: torch.nn.Module, optimizer, info: DistInfo, trainable_only: bool = False) -> None:
+    """Read `save_sharded_state`'s model and optimizer into this run's (FSDP-sharded, DDP or plain) `model` and
+    `optimizer`, whatever the number of processes that wrote them: DCP reads each rank the parts of the saved
+    tensors its own shards cover. Collective; `model`: the unwrapped module, the optimizer built on it."""
+    opts = _sharded_options(trainable_only)
+    model_sd, optim_sd = get_state_dict(model, optimizer, options=opts)   # the layout to fill (initialises AdamW's state)
+    state = {"model": model_sd, "optim": optim_sd}
+    where = os.path.join(path, SHARDED_DIR)
+    try:
+        with _one_process_quiet(info):
+            dcp.load(state, checkpoint_id=where, no_dist=not info.enabled)
+    except (CheckpointException, RuntimeError, ValueError, KeyError) as e:   # CheckpointException is a BaseException
+        raise HessGPTError(f"{where}: cannot load this sharded state into this run's model and optimizer "
+                           f"({_first_failure(e)}); was it saved by another run (other model, LoRA targets or --lora)?") from None
+    set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"], options=opts)
 
 
 # ---- RNG: each rank its own ------------------------------------------------------------------------

@@ -14,11 +14,14 @@ Each step: `grad_accum` micro-batches of [batch_size, seq_len] per process (bf16
 has it), gradient clipping, AdamW (fused), LR from warmup + cosine / warmup-stable-decay. Every
 `--eval-every` steps: validation loss and bits per byte. Every `--save-every` steps, on SIGINT/SIGTERM,
 and at the end of a `--chunk`: OUT/last/ (checkpoint + train_state.pt: optimizer, RNG, loader position,
-step, schedule), from which `--resume` continues exactly. At the end OUT itself becomes the checkpoint
+step, schedule), from which `--resume` continues exactly; with `--sharded-state` OUT/last/ holds each
+process's shard of the model and optimizer instead (distributed.save_sharded_state: config.json, tokenizer,
+meta.json, train_state.pt and sharded/, no model.safetensors). At the end OUT itself becomes the checkpoint
 (meta.json last: its presence marks the stage finished), with metrics.jsonl and loss.png beside it.
 """
 
 import argparse
+import json
 import math
 import os
 import shutil
@@ -168,11 +171,15 @@ def train(args) -> int:
         D.cleanup(info)
         return 0
     resuming = args.resume and os.path.exists(os.path.join(last, "train_state.pt"))
+    sharded = resuming and D.is_sharded_state(last)   # model + optimizer as DCP shards, loaded after wrapping
 
     # -- tokenizer, data, model --
     tokenizer = resolve_tokenizer(args)
     check_shards(args.data, tokenizer)
-    if resuming:
+    if sharded:   # the weights come with the optimizer, from the shards, once the model is wrapped
+        model = Transformer(ModelConfig.from_json(os.path.join(last, "config.json")))
+        parent = checkpoint.read_meta(last).get("parent")
+    elif resuming:
         model, _ = checkpoint.load(last)
         parent = checkpoint.read_meta(last).get("parent")
     else:
@@ -205,7 +212,10 @@ def train(args) -> int:
     step = 0
     if resuming:
         state = common.load_train_state(last)
-        D.load_optimizer_state(raw, optimizer, state["optimizer"], fsdp)
+        if sharded:
+            D.load_sharded_state(last, raw, optimizer, info)
+        else:
+            D.load_optimizer_state(raw, optimizer, state["optimizer"], fsdp)
         if state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
         step = state["step"]
@@ -249,7 +259,26 @@ def train(args) -> int:
         nbytes = D.all_reduce(nbytes, info)
         return (nats / toks).item(), (nats / math.log(2) / nbytes.clamp(min=1)).item()
 
+    def train_state(done_step: int, rngs: list, opt: dict | None) -> dict:
+        ts = {"scaler": scaler.state_dict(), "rng": rngs, "world_size": info.world_size, "loader": loader.state_dict(),
+              "step": done_step, "schedule": schedule.to_dict(), "data": os.path.abspath(args.data)}
+        return {"optimizer": opt, **ts} if opt is not None else {**ts, "sharded": True}
+
     def snapshot(path: str, done_step: int, final: bool = False) -> None:
+        meta = {"stage": "pretrain", "step": done_step, "parent": parent, "data": os.path.abspath(args.data),
+                "tokens": done_step * tokens_per_step, "args": vars(args)}
+        if args.sharded_state and not final:   # each rank its own shard; rank 0 adds the small files
+            ts = train_state(done_step, D.rank_rng_states(info), None)
+
+            def rest(tmp: str) -> None:
+                raw.config.to_json(os.path.join(tmp, "config.json"))
+                tokenizer.save(tmp)
+                with open(os.path.join(tmp, "meta.json"), "w") as f:
+                    json.dump({**meta, "sharded_state": True}, f, indent=2, default=str)
+                torch.save(ts, os.path.join(tmp, "train_state.pt"))
+
+            D.save_sharded_state(path, raw, optimizer, info, rest)
+            return
         # collectives first, on every rank (`raw`: FSDP shards in place; DDP/compile wrappers prefix the keys)
         sd = D.full_model_state(raw, fsdp)
         opt = None if final else D.full_optimizer_state(raw, optimizer, fsdp)
@@ -259,10 +288,7 @@ def train(args) -> int:
         with torch.device("meta"):
             plain = Transformer(raw.config)
         checkpoint.load_state_dict_strict(plain, {k: v.float() for k, v in sd.items()}, source="training state")
-        meta = {"stage": "pretrain", "step": done_step, "parent": parent, "data": os.path.abspath(args.data),
-                "tokens": done_step * tokens_per_step, "args": vars(args)}
-        ts = None if final else {"optimizer": opt, "scaler": scaler.state_dict(), "rng": rngs, "world_size": info.world_size, "loader": loader.state_dict(), "step": done_step,
-                                 "schedule": schedule.to_dict(), "data": os.path.abspath(args.data)}
+        ts = None if final else train_state(done_step, rngs, opt)
         if final:
             common.install_final(out, lambda tmp: checkpoint.save(tmp, plain, tokenizer, meta=meta))
         else:

@@ -25,6 +25,8 @@ in rows (epoch, rows read), so a resume with another G (another number of proces
 
 Distributed (docs/distributed.md): DDP, or FSDP2 with --fsdp; gradients are communicated only on the last
 micro-step; checkpoints hold whole tensors and every rank's RNG, so a run resumes on any number of processes.
+With --sharded-state, OUT/last/ holds each process's shard of the trainable weights and optimizer instead
+(torch.distributed.checkpoint, resharded on resume: distributed.save_sharded_state), train_state.pt and meta.json.
 
 Output (OUT): with --lora a PEFT adapter folder (see lora.py); without, a HessGPT checkpoint. Beside it
 metrics.jsonl, loss.png, and last/ (the latest resumable state) while training.
@@ -302,6 +304,7 @@ def train(args) -> int:
         return 0
     resuming = args.resume and os.path.exists(os.path.join(last, "train_state.pt"))
     state = common.load_train_state(last) if resuming else None
+    sharded = resuming and D.is_sharded_state(last)   # trainable weights + optimizer as DCP shards, loaded after wrapping
 
     # -- model and tokenizer --
     model, tokenizer = loader.load(args.base)
@@ -311,13 +314,13 @@ def train(args) -> int:
         # the rows added at import for <|code|>, <|result|>, ... : never trained, learned with the adapter
         lora_cfg.token_rows = tuple(sorted({i for i in tokenizer.special.values() if i is not None}))
     base_hash = L.weights_hash(args.base) if lora_cfg is not None else None
-    if resuming and lora_cfg is None:
+    if resuming and lora_cfg is None and not sharded:
         model, _ = checkpoint.load(last)
     model.train()
     torch.manual_seed(args.seed)  # LoRA init; then dropout masks, per process
     if lora_cfg is not None:
         L.apply_lora(model, lora_cfg)
-        if resuming:
+        if resuming and not sharded:
             _, sd, _ = L.read_adapter(last)
             L.load_adapter_weights(model, sd, last)
     common.seed_rank(args.seed + 1, info.rank)   # dropout masks: each process its own (restored on --resume)
@@ -359,7 +362,10 @@ def train(args) -> int:
     optimizer = common.make_optimizer(model.parameters(), args.lr, args.weight_decay if lora_cfg is None else 0.0,
                                       (0.9, args.beta2), device)
     if state:
-        D.load_optimizer_state(raw, optimizer, state["optimizer"], fsdp)
+        if sharded:
+            D.load_sharded_state(last, raw, optimizer, info, trainable_only=lora_cfg is not None)
+        else:
+            D.load_optimizer_state(raw, optimizer, state["optimizer"], fsdp)
         if state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
         D.restore_rng(state["rng"], info, args.seed + 1, step)
@@ -412,11 +418,20 @@ def train(args) -> int:
         meta = {"stage": "sft-lora" if lora_cfg else "sft", "step": done_step, "parent": os.path.abspath(args.base),
                 "data": os.path.abspath(args.data), "args": vars(args), "tokens": done_step * tokens_per_step}
         # collectives first, on every rank: the optimizer's shards and every rank's RNG
-        opt = None if final else D.full_optimizer_state(raw, optimizer, fsdp)
+        sharded_save = args.sharded_state and not final
+        opt = None if final or sharded_save else D.full_optimizer_state(raw, optimizer, fsdp)
         rngs = None if final else D.rank_rng_states(info)
-        ts = None if final else {"optimizer": opt, "scaler": scaler.state_dict(), "rng": rngs, "world_size": info.world_size, "step": done_step,
+        ts = None if final else {"scaler": scaler.state_dict(), "rng": rngs, "world_size": info.world_size, "step": done_step,
                                  "rows": sched_rows.state_dict(done_step), "schedule": schedule.to_dict(),
-                                 "data": os.path.abspath(args.data)}
+                                 "data": os.path.abspath(args.data), **({"sharded": True} if sharded_save else {"optimizer": opt})}
+        if sharded_save:   # each rank its own shard of the trainable weights and optimizer; rank 0 adds the small files
+            def rest(tmp):
+                with open(os.path.join(tmp, "meta.json"), "w") as f:
+                    json.dump({**meta, "sharded_state": True}, f, indent=2, default=str)
+                torch.save(ts, os.path.join(tmp, "train_state.pt"))
+
+            D.save_sharded_state(path, raw, optimizer, info, rest, trainable_only=lora_cfg is not None)
+            return
         save_state(out if final else path, raw, tokenizer, args, lora_cfg, base_hash, ts, meta, info, fsdp, final=final)
 
     stop = common.StopSignal()

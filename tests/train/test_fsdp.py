@@ -20,6 +20,7 @@ import torch.multiprocessing as mp
 from safetensors.torch import load_file
 
 from hessgpt import checkpoint
+from hessgpt.device import autocast, grad_scaler
 from hessgpt.train import common
 from hessgpt.train import distributed as D
 from hessgpt.train import lora as L
@@ -164,6 +165,59 @@ def test_two_gloo_ranks_rng_and_fsdp_gradient_sync(small_base, tmp_path, monkeyp
         assert r["adapter_keys_equal"] and r["adapter_plain"]
     assert not torch.equal(r0["expect"], r1["expect"])     # each rank restored its own stream
     assert not torch.equal(r0["derived"], r1["derived"])   # derived streams differ per rank too
+
+
+def _fp16_worker(rank: int, world: int, init_file: str, base: str, out_dir: str) -> None:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    info = D.DistInfo(rank=rank, local_rank=rank, world_size=world, device=torch.device("cpu"))
+    cpu = torch.device("cpu")
+    try:
+        model, _ = checkpoint.load(base)
+        model.train()
+        D.wrap(model, info, fsdp=True, amp=torch.float16)
+        opt = common.make_optimizer(model.parameters(), 1e-3, 0.1)
+        scaler = grad_scaler(cpu, torch.float16)   # what the trainers build for --dtype fp16
+        x = torch.randint(0, model.config.vocab_size, (2, 25), generator=torch.Generator().manual_seed(rank))
+        poisoned = next(p for p in model.parameters() if p.requires_grad)
+        steps = []
+        for clip, poison in ((1.0, False), (1.0, True), (0.0, True), (0.0, False)):
+            with autocast(cpu, torch.float16):   # fp16 autocast on CPU, sharded (DTensor) gradients
+                loss = model(x[:, :-1], targets=x[:, 1:]) / x[:, 1:].numel()
+            scaler.scale(loss).backward()
+            if poison and rank == 1:   # an overflow in rank 1's gradient shard only
+                poisoned.grad.to_local().view(-1)[0] = float("inf")
+            local_finite = all(torch.isfinite(p.grad.to_local()).all().item() for p in model.parameters() if p.grad is not None)
+            before = [p.detach().to_local().clone() for p in model.parameters()]
+            scale = scaler.get_scale()
+            common.optimizer_step(model.parameters(), opt, scaler, clip)
+            changed = any(not torch.equal(p.detach().to_local(), b) for p, b in zip(model.parameters(), before))
+            steps.append({"poison": poison, "local_finite": local_finite, "scale": (scale, scaler.get_scale()),
+                          "changed": changed, "grads_left": sum(p.grad is not None for p in model.parameters())})
+        torch.save(steps, os.path.join(out_dir, f"fp16-rank{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_fp16_scaler_under_fsdp_skips_an_overflow_of_one_rank_on_every_rank(small_base, tmp_path, monkeypatch):
+    """fp16 + FSDP2 on 2 gloo ranks with the trainers' GradScaler and optimizer_step: an inf in rank 1's gradient
+    shard only (rank 0's own shards finite) makes both ranks skip the step and halve the scale, with clipping
+    (unscale_ then clip_grad_norm_ on DTensors) and without (step's own unscale_). torch.amp.GradScaler does this
+    under FSDP2 because DTensor's handler of the inf check all-reduces found_inf (max over the mesh);
+    FSDP1's ShardedGradScaler is not needed. Clean steps update the weights on both ranks."""
+    monkeypatch.syspath_prepend(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    mp.spawn(_fp16_worker, args=(2, str(tmp_path / "init"), small_base, str(tmp_path)), nprocs=2, join=True)
+    r0, r1 = (torch.load(tmp_path / f"fp16-rank{r}.pt", weights_only=False) for r in (0, 1))
+    assert [s["local_finite"] for s in r0] == [True] * 4
+    assert [s["local_finite"] for s in r1] == [True, False, False, True]
+    for a, b in zip(r0, r1):
+        assert a["scale"] == b["scale"] and a["changed"] == b["changed"] and a["grads_left"] == b["grads_left"] == 0
+        before, after = a["scale"]
+        if a["poison"]:
+            assert after == before / 2 and not a["changed"], a
+        else:
+            assert after == before and a["changed"], a
 
 
 # ---- the CLI under torchrun -------------------------------------------------------------------------
