@@ -16,7 +16,8 @@ Offline, from data HessGPT ships or generates:
    fr/en; `eval bench` on a few items; `eval ppl` of model 1 on held-out conversations and of model 2 on code.
 3. `hessgpt eval report` (Markdown, JSON, loss and bench plots) in DIR/report.
 4. A stage summary (seconds per stage, key metrics), also saved as DIR/quickstart.json.
-5. `hessgpt serve --model1 DIR/model1 --model2 DIR/model2` (web chat page + OpenAI API), unless --no-serve.
+5. `hessgpt serve --model1 DIR/model1` (web chat page + OpenAI API), unless --no-serve; with `--model2 DIR/model2`
+   only when model 2 fixed more items than it broke on the dev split (`model2_pays`; at this scale it does not).
 
 Ctrl-C at any point, then the same command again, continues where it stopped.
 """
