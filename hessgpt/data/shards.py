@@ -39,6 +39,7 @@ import io
 import itertools
 import json
 import mmap
+import multiprocessing as mp
 import os
 import sys
 import time
@@ -47,12 +48,14 @@ from dataclasses import asdict, dataclass, field
 from typing import Iterator
 
 import numpy as np
+from tqdm import tqdm
 
 from hessgpt.data.quality import KINDS, Filters
 from hessgpt.data.recipe import PretrainRecipe, PretrainSource, check_recipe, load_pretrain_recipe, text_recipe
 from hessgpt.datafiles import CODE_SUFFIXES, ROW_SUFFIXES, TEXT_SUFFIXES, Unreadable, data_files, is_local, json_rows, \
     open_bytes, parquet_columns, parquet_rows, text_blocks
 from hessgpt.errors import HessGPTError
+from hessgpt.tokenizer import Tokenizer
 
 FORMAT = "hessgpt-shards"
 VERSION = 1
@@ -143,7 +146,7 @@ def _local_docs(src: PretrainSource, chunk: int, chunks: int, skip: int) -> Iter
 def _hub_docs(src: PretrainSource, chunk: int, chunks: int, skip: int, seed: int, shuffle_buffer: int) -> Iterator[str | None]:
     """A hub dataset, streamed: chunk k of N is `IterableDataset.shard(N, k)` (disjoint data files) when the
     dataset has at least N files, else every N-th row."""
-    import datasets
+    import datasets  # lazy: an optional extra (.[data]) that takes ~1.4 s to import, needed for hub sources only
 
     token = os.environ.get("HF_TOKEN") or None
     try:
@@ -340,8 +343,6 @@ _W: dict = {}
 
 
 def _init_worker(tokenizer_dir: str, encoder: str, dtype: str, filters: list[Filters]) -> None:
-    from hessgpt.tokenizer import Tokenizer
-
     tok = Tokenizer.load(tokenizer_dir)
     _W.update(encode=tok.encode if encoder == "fast" else tok.encode_slow, bos=tok.bos_id, eos=tok.eos_id,
               dtype=np.dtype(dtype), filters=filters)
@@ -651,8 +652,6 @@ class _Writer:
         _init_worker(*init)  # forked workers inherit the loaded tokenizer
         if self.workers <= 1:
             return None
-        import multiprocessing as mp
-
         fork = sys.platform == "linux"
         return mp.get_context("fork" if fork else "spawn").Pool(self.workers, *((None, ()) if fork else (_init_worker, init)))
 
@@ -676,8 +675,6 @@ class _Writer:
 
         bar = None
         if self.progress:
-            from tqdm import tqdm
-
             bar = tqdm(total=self.train_budget, initial=state.split_tokens["train"], unit="tok", unit_scale=True,
                        desc=f"chunk {self.chunk}/{self.chunks}" if self.chunks > 1 else "shards", dynamic_ncols=True)
         stopped = False
@@ -737,8 +734,6 @@ def write_shards(recipe: PretrainRecipe, tokenizer, out: str, chunks: int = 1, c
     `out` already holds for the same recipe and tokenizer. `tokenizer` is a Tokenizer loaded from a directory
     (workers reload it from `tokenizer.path`) or that directory. `max_shards` stops after that many new
     shards (a later call continues). Returns the manifest."""
-    from hessgpt.tokenizer import Tokenizer
-
     if isinstance(tokenizer, (str, os.PathLike)):
         tokenizer = Tokenizer.load(str(tokenizer))
     if not tokenizer.path:
@@ -863,9 +858,6 @@ def main(argv: list[str] | None = None) -> int:
                    help="fast: tiktoken when verified identical (default); tokenizers: the reference")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
-
-    from hessgpt.tokenizer import Tokenizer
-
     if bool(args.recipe) == bool(args.text):
         raise HessGPTError("give a RECIPE or --text FILE..., not both (nor neither)")
     if args.text:
