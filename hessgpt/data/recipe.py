@@ -5,13 +5,13 @@
     corpora for `hessgpt data shards` (data/shards.py writes their token shards)
 
 Both are read by one reader (`read_recipe_yaml`: valid YAML, a non-empty `sources:` list, no unknown key, unique
-source names), their sources checked by one check (`check_source_keys`, `check_weight`: a mapping, no unknown key,
+source names; its top-level checks are `read_recipe_mapping`, which the pipeline recipe shares), their sources checked by one check (`check_source_keys`, `check_weight`: a mapping, no unknown key,
 the key that says where the data is, a positive weight), and their paths resolved by one rule (`resolve_sources`:
 `--local NAME=PATH` replaces a source's path; other local paths are relative to the recipe file; hub ids stay).
 The two kinds stay two dataclasses because their sources mean different things: a conversation source picks an
 adapter by `dataset` and takes `count` or `weight`-share conversations; a pretraining source is a corpus `path`
 with a `kind` (text or a code language), its filters and a token weight. The pipeline recipe (train/pipeline.py)
-is not a data recipe: it lists `stages`, not `sources`, and checks them itself.
+is not a data recipe: it lists `stages`, not `sources`, and checks them itself after `read_recipe_mapping`.
 
 A conversation recipe:
 
@@ -56,21 +56,31 @@ from hessgpt.errors import HessGPTError
 # ---- the one reader and the shared source checks ---------------------------------------------------------
 
 
-def read_recipe_yaml(path: Path, recipe_cls, source_cls) -> tuple[dict, list]:
-    """(raw YAML dict, parsed sources) of a recipe file, checked the same way for every recipe kind: valid YAML,
-    a non-empty `sources:` list, no unknown top-level key, unique source names."""
+def read_recipe_mapping(path: Path, list_key: str, known: set[str]) -> dict:
+    """The raw YAML mapping of any recipe file (both data kinds here, and the pipeline's stage recipe,
+    train/pipeline.py), checked the same way: the file exists, it is valid YAML, a mapping with a non-empty
+    `list_key:` list (`sources`, `stages`) and no top-level key outside `known`. Each error is one line naming
+    the file."""
     if not path.is_file():
         raise HessGPTError(f"no such recipe file: {path}")
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
-        raise HessGPTError(f"{path}: not valid YAML: {e}") from None
-    if not isinstance(raw, dict) or not isinstance(raw.get("sources"), list) or not raw["sources"]:
-        raise HessGPTError(f"{path}: a recipe needs a non-empty `sources:` list")
-    known = {f.name for f in fields(recipe_cls)}
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: {e.problem}" if mark else str(e).splitlines()[0]
+        raise HessGPTError(f"{path}: not valid YAML ({where})") from None
+    if not isinstance(raw, dict) or not isinstance(raw.get(list_key), list) or not raw[list_key]:
+        raise HessGPTError(f"{path}: a recipe needs a non-empty `{list_key}:` list")
     unknown = sorted(set(raw) - known)
     if unknown:
         raise HessGPTError(f"{path}: unknown key(s) {unknown}; known: {sorted(known)}")
+    return raw
+
+
+def read_recipe_yaml(path: Path, recipe_cls, source_cls) -> tuple[dict, list]:
+    """(raw YAML dict, parsed sources) of a data recipe file, checked the same way for both kinds: the checks of
+    `read_recipe_mapping` (top-level keys: `recipe_cls`'s fields), then unique source names."""
+    raw = read_recipe_mapping(path, "sources", {f.name for f in fields(recipe_cls)})
     sources = [source_cls.from_dict(s, f"{path}: sources[{i}]") for i, s in enumerate(raw["sources"])]
     names = [s.name for s in sources]
     dupes = sorted({n for n in names if names.count(n) > 1})

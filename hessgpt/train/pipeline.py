@@ -20,6 +20,9 @@ A recipe names stages, data paths and hyperparameters (never Python objects):
     final: {model1: "@model1"}
 
 `@stage` is that stage's output folder. Relative paths are relative to the recipe file (as in data recipes).
+The file goes through the data recipes' top-level reader (data/recipe.py `read_recipe_mapping`: a missing file,
+invalid YAML, no `stages:` list or an unknown top-level key is a one-line error naming the file and the key);
+the stages themselves are checked here (`Stage`: each kind's keys, every @reference to an earlier stage).
 Stage kinds: tokenizer (hessgpt.tokenizer.train_tokenizer), routing (hessgpt.data.routing.mix.generate_splits; `search_share`
 mixes in hessgpt.data.routing.search conversations),
 refine-pairs (hessgpt.data.refine.build: model 2's verified refinement pairs), prepare
@@ -46,8 +49,7 @@ import threading
 import time
 from pathlib import Path
 
-import yaml
-
+from hessgpt.data.recipe import load_recipe, read_recipe_mapping
 from hessgpt.errors import HessGPTError
 
 # stage kind -> keys it accepts (besides name, kind)
@@ -66,6 +68,7 @@ KINDS = {
     "merge": {"base", "lora"},
     "import": {"gguf", "gguf_package", "hf"},   # exactly one: a GGUF file, a GGUF inside a pip package, an HF folder
 }
+TOP_LEVEL_KEYS = {"name", "workdir", "defaults", "stages", "final", "description"}
 IMPORT_SOURCES = ("gguf", "gguf_package", "hf")
 TRAIN_KINDS = ("pretrain", "sft")
 
@@ -99,17 +102,7 @@ class Stage:
 class Pipeline:
     def __init__(self, path: str, workdir: str | None = None):
         self.path = Path(path)
-        try:
-            raw = yaml.safe_load(self.path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise HessGPTError(f"no such recipe file: {path}") from None
-        except yaml.YAMLError as e:
-            raise HessGPTError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
-        if not isinstance(raw, dict) or not isinstance(raw.get("stages"), list) or not raw["stages"]:
-            raise HessGPTError(f"{path}: expected a mapping with a non-empty `stages` list")
-        unknown = sorted(set(raw) - {"name", "workdir", "defaults", "stages", "final", "description"})
-        if unknown:
-            raise HessGPTError(f"{path}: unknown top-level key {unknown[0]!r}")
+        raw = read_recipe_mapping(self.path, "stages", TOP_LEVEL_KEYS)  # the data recipes' top-level checks
         self.name = raw.get("name", self.path.stem)
         self.base = self.path.resolve().parent
         self.workdir = os.path.abspath(workdir) if workdir else self._path(raw.get("workdir", f"runs/{self.name}"))
@@ -220,7 +213,6 @@ class Pipeline:
 
     def _prepare(self, s, spec, out):
         from hessgpt.data.prepare import prepare
-        from hessgpt.data.recipe import load_recipe
 
         recipe = load_recipe(self.resolve(spec["recipe"]), {k: self.resolve(v) for k, v in (spec.get("local") or {}).items()})
         for key in ("seed", "total"):

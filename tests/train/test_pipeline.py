@@ -9,6 +9,7 @@ import torch
 import yaml
 
 from hessgpt import checkpoint
+from hessgpt.data.recipe import load_recipe
 from hessgpt.errors import HessGPTError
 from hessgpt.train.common import read_metrics
 from hessgpt.train.pipeline import Pipeline, _flags
@@ -109,6 +110,31 @@ def test_recipe_errors_are_clear(tmp_path):
         Pipeline(str(bad2)).run()
     r = run_cli("pipeline", str(bad))
     assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("text, message", [
+    ("stages: [{name: a, kind: merge, base: b, lora: c}]\nstags: []\n", "unknown key(s) ['stags']; known: ['defaults',"),
+    ("stages: []\n", "a recipe needs a non-empty `stages:` list"),
+    ("- {name: a, kind: merge}\n", "a recipe needs a non-empty `stages:` list"),
+    ("stages: [{name: a, kind: merge\n", "not valid YAML (line 2, column 1: expected ',' or '}'"),
+    (None, "no such recipe file"),
+])
+def test_top_level_checks_are_the_data_recipes(tmp_path, text, message):
+    """The pipeline file goes through data/recipe.py's reader (read_recipe_mapping): its one-line errors name the
+    file and the offending key, as a data recipe's do."""
+    path = tmp_path / "p.yaml"
+    if text is not None:
+        path.write_text(text)
+    with pytest.raises(HessGPTError) as e:
+        Pipeline(str(path))
+    assert message in str(e.value) and str(path) in str(e.value) and "\n" not in str(e.value), str(e.value)
+    if text is not None:   # a data recipe with the same fault says the same, with its own list key and known keys
+        data = tmp_path / "d.yaml"
+        data.write_text(text.replace("stages:", "sources:").replace("stags:", "totl:"))
+        with pytest.raises(HessGPTError) as d:
+            load_recipe(data)
+        same = str(e.value).replace(str(path), str(data)).replace("stages", "sources").replace("stags", "totl")
+        assert str(d.value).split("; known")[0] == same.split("; known")[0]
 
 
 def test_shipped_recipes_parse(tmp_path):
