@@ -2,13 +2,16 @@
 the corrected program), every pair verified by execution.
 
     hessgpt data refine-pairs --routing runs/tiny-cpu/routing/train.jsonl --out data/refine
-                              [--code tests/fixtures/data/apps.jsonl tests/fixtures/data/code_contests.jsonl]
+                              [--code tests/fixtures/data/apps.jsonl tests/fixtures/data/code_contests.jsonl
+                                      tests/fixtures/data/code_instructions.json]
                               [--per-program 2] [--generation-share 0.25] [--val-fraction 0.05] [--seed 0]
         -> data/refine/train.jsonl, val.jsonl (conversation format: what `hessgpt sft --data` reads), stats.json
 
 Sources: the correct, executed programs of the routing generator's TRAIN split (records whose "split" is
-dev or test are refused and counted, never used), and real code data in the conversation-free formats of the
-repo fixtures (APPS {question, solutions, input_output}, CodeContests {description, solutions, public_tests}).
+dev or test are refused and counted, never used), and code data files (`--code`): APPS {question, solutions,
+input_output} and CodeContests {description, solutions, public_tests}, whose tests give the expected output,
+and code instructions in the Code Alpaca schema {instruction, input, output}, kept when the output is Python
+that prints the same thing on two runs (that is its expected output: no test to check it against).
 Each program is mutated (MUTATIONS: off-by-one, wrong operator, wrong variable, missing print, swapped
 arguments, syntax error, wrong math/sympy/builtin function, an unused input) by editing its source text at
 an AST node's position (the draft differs from the target by that edit only). The draft and the target both
@@ -35,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from hessgpt.datafiles import Unreadable, iter_rows
 from hessgpt.errors import HessGPTError
 
 MAX_OUTPUT_CHARS = 200     # the draft's output/error shown in the prompt (the first characters)
@@ -84,7 +88,7 @@ def refine_prompt(request: str, draft: str, status: str, stdout: str = "", stder
 class Program:
     request: str
     code: str
-    output: str        # the correct stdout
+    output: str | None  # the correct stdout (None: not known yet, see self_outputs)
     lang: str
     source: str        # record id
 
@@ -125,19 +129,25 @@ def _with_stdin(text: str, source: str) -> str:
 
 
 def programs_from_code_file(path: str | Path, stats: Counter | None = None) -> list[Program]:
-    """Python solutions with a test from APPS-style ({question, solutions, input_output: {fn_name, inputs,
-    outputs}}) or CodeContests-style ({description, solutions: {language, solution}, public_tests}) JSONL.
-    The expected output is the test's; the program is kept only if it really prints it (checked later)."""
+    """Python programs from a code data file (any format of hessgpt.datafiles: .jsonl, a .json array, ...):
+    - APPS-style {question, solutions, input_output: {fn_name, inputs, outputs}} and CodeContests-style
+      {description, solutions: {language, solution}, public_tests}: the expected output is the test's;
+    - code-instruction records, Code Alpaca-style {instruction, input, output}: the output is kept when it is
+      Python (it parses; other languages: skipped_not_python) and its expected output is what it prints
+      itself, twice the same (`self_outputs`: a program that prints nothing, fails or prints something else
+      on a second run is dropped). Code Alpaca's programs carry no test, so these are checked for
+      determinism, not against a reference.
+    Either way a program is kept only if it really prints its expected output (checked by make_pairs)."""
     stats = stats if stats is not None else Counter()
     out = []
-    for n, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
+    for item in iter_rows(str(path)):
+        if isinstance(item, Unreadable):
+            stats[f"unreadable/{item.reason}"] += 1
             continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise HessGPTError(f"{path}:{n}: invalid JSON ({e.msg})") from None
-        rid = f"{Path(path).stem}:{n}"
+        pos, rec = item
+        rid = f"{Path(path).stem}:{pos.rsplit(':', 1)[1]}"
+        if not isinstance(rec, dict):
+            raise HessGPTError(f"{pos}: a code record must be a JSON object, got {type(rec).__name__}")
         if "question" in rec and "input_output" in rec:          # APPS
             sols = json.loads(rec["solutions"]) if isinstance(rec.get("solutions"), str) else rec.get("solutions") or []
             io = json.loads(rec["input_output"]) if isinstance(rec["input_output"], str) else rec["input_output"]
@@ -156,9 +166,45 @@ def programs_from_code_file(path: str | Path, stats: Counter | None = None) -> l
                 continue
             code = _with_stdin(tests["input"][0], py[0].rstrip() + "\n")
             out.append(Program(rec["description"], code, tests["output"][0], "en", rid))
+        elif "instruction" in rec and "output" in rec:           # code instructions (Code Alpaca)
+            code = str(rec["output"]).strip("\n")
+            try:
+                ast.parse(code)
+            except SyntaxError:
+                stats["skipped_not_python"] += 1
+                continue
+            if len(code) > MAX_PROGRAM_CHARS:
+                stats["skipped_long"] += 1
+                continue
+            extra = str(rec.get("input") or "").strip()
+            request = str(rec["instruction"]).strip() + (f"\n{extra}" if extra else "")
+            out.append(Program(request, code + "\n", None, "en", rid))
         else:
-            raise HessGPTError(f"{path}:{n}: neither an APPS nor a CodeContests record (keys {sorted(rec)})")
+            raise HessGPTError(f"{pos}: neither an APPS, a CodeContests nor a code-instruction record (keys {sorted(rec)})")
     return out
+
+
+def self_outputs(programs: list[Program], sandbox, stats: Counter | None = None) -> list[Program]:
+    """The programs whose expected output is unknown (output None: code instructions) run twice: kept, with
+    that output, when both runs are ok and print the same non-empty text; else dropped and counted
+    (dropped_self_failed, dropped_self_no_output, dropped_self_nondeterministic). Others pass through."""
+    stats = stats if stats is not None else Counter()
+    todo = [p for p in programs if p.output is None]
+    if not todo:
+        return programs
+    runs = sandbox.run_many([p.code for p in todo] * 2)
+    stats["sandbox_runs"] += len(runs)
+    known = {}
+    for p, a, b in zip(todo, runs[:len(todo)], runs[len(todo):]):
+        if a.status != "ok" or b.status != "ok":
+            stats["dropped_self_failed"] += 1
+        elif not a.stdout.strip():
+            stats["dropped_self_no_output"] += 1
+        elif _norm(a.stdout) != _norm(b.stdout):
+            stats["dropped_self_nondeterministic"] += 1
+        else:
+            known[id(p)] = Program(p.request, p.code, a.stdout, p.lang, p.source)
+    return [known[id(p)] if p.output is None else p for p in programs if p.output is not None or id(p) in known]
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -463,6 +509,7 @@ def build(routing_files: list[str], code_files: list[str], sandbox, per_program:
         if not Path(f).exists():
             raise HessGPTError(f"no such code file {f}")
         programs += programs_from_code_file(f, stats)
+    programs = self_outputs(programs, sandbox, stats)
     stats["programs"] = len(programs)
     pairs = make_pairs(programs, sandbox, per_program, seed, stats=stats)
     n_gen = round(generation_share * len(pairs))
@@ -498,7 +545,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="hessgpt data refine-pairs", description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--routing", nargs="+", default=[], help="routing TRAIN JSONL files (dev/test records are refused)")
-    ap.add_argument("--code", nargs="*", default=[], help="APPS / CodeContests style JSONL files")
+    ap.add_argument("--code", nargs="*", default=[],
+                    help="code data files: APPS / CodeContests style (with tests) or Code Alpaca style "
+                         "{instruction, input, output} (Python outputs that print the same twice)")
     ap.add_argument("--out", required=True, help="output folder: train.jsonl, val.jsonl, stats.json")
     ap.add_argument("--per-program", type=int, default=2, help="pairs per program (different mutation kinds)")
     ap.add_argument("--max-programs", type=int, default=None, help="use at most this many routing programs")

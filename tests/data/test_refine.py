@@ -145,3 +145,30 @@ def test_cli_writes_train_val_stats(tmp_path, monkeypatch):
     assert stats["pairs"] == sum(r["kind"] != "generate" for r in rows) >= 2
     with pytest.raises(HessGPTError, match="no such routing file"):
         cli.main(["refine-pairs", "--routing", str(tmp_path / "nope.jsonl"), "--out", str(out)])
+
+
+def test_code_instructions_become_programs_of_their_own_deterministic_output(sandbox):
+    """Code Alpaca-style records (no test): Python that prints the same twice is kept with that output; what
+    prints nothing, prints something else on a second run, fails or is not Python is dropped and counted."""
+    stats = Counter()
+    progs = R.self_outputs(R.programs_from_code_file(FIX / "code_instructions.json", stats), sandbox, stats)
+    assert stats["skipped_not_python"] == 1                       # the JavaScript function
+    assert (stats["dropped_self_no_output"], stats["dropped_self_nondeterministic"], stats["dropped_self_failed"]) == (1, 1, 1)
+    assert {p.request: p.output for p in progs} == {
+        "Print the squares of the numbers from 1 to 5.": "1\n4\n9\n16\n25\n",
+        "Reverse the given string and print it.\ntext = \"bonjour\"": "ruojnob\n",
+        "Compute the factorial of 6 with a recursive function and print it.": "720\n"}
+    pairs = R.make_pairs(progs, sandbox, per_program=2, seed=0)
+    assert pairs and {p["program"] for p in pairs} <= {p.source for p in progs}
+    for rec in pairs:   # each draft really misbehaves, and its target is the original program
+        assert rec["messages"][1]["code"] in {p.code.strip() for p in progs}
+        from_dict(rec)
+
+
+def test_code_file_errors_name_the_record(tmp_path):
+    bad = tmp_path / "mixed.jsonl"
+    bad.write_text('{"instruction": "x", "output": "print(1)"}\n{not json\n{"foo": 1}\n', encoding="utf-8")
+    stats = Counter()
+    with pytest.raises(HessGPTError, match=r"mixed.jsonl:3: neither an APPS, a CodeContests nor a code-instruction record \(keys \['foo'\]\)"):
+        R.programs_from_code_file(bad, stats)
+    assert stats["unreadable/corrupt_json"] == 1                  # a corrupt line is counted, not fatal
