@@ -43,3 +43,9 @@ test-fast: install
 
 clean-venv:
 	rm -rf $(VENV)
+
+# llama.cpp's own llama-bench (benchmarks/decode.py's reference), built from the sources the llama-cpp-python
+# sdist vendors, into ~/.cache/hessgpt/llama.cpp/<version>/bin (a few minutes on 2 cores; done once)
+.PHONY: llama-bench
+llama-bench:
+	@bash scripts/build-llama-bench.sh
