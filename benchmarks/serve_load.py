@@ -3,6 +3,7 @@
     python -m benchmarks.serve_load                                        # a ScriptedBackend server it starts
     python -m benchmarks.serve_load --model1 runs/quickstart/model1 --model2 runs/quickstart/model2 \\
         --max-batch 8 --clients 1,8,32 --rounds 3 --duration 20           # `hessgpt serve` it starts
+    python -m benchmarks.serve_load --hf-model /tmp/smolhf --max-batch 8   # `hessgpt serve --hf-model` it starts
     python -m benchmarks.serve_load --url http://127.0.0.1:8000            # a server already running
 
 For each round, for each client count (interleaved: 1, 8, 32, 1, 8, 32, ...), N clients loop for --duration
@@ -161,13 +162,15 @@ def wait_health(url: str, proc: subprocess.Popen | None, timeout: float) -> dict
 def start_server(args) -> tuple[subprocess.Popen, str, str]:
     port = free_port()
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    if args.model1:
-        cmd = [sys.executable, "-m", "hessgpt", "serve", "--model1", args.model1, "--port", str(port),
-               "--max-batch", str(args.max_batch), "--queue-size", str(args.queue_size)]
-        cmd += ["--model2", args.model2] if args.model2 else []
-        cmd += ["--no-tools"] if args.no_tools else []
-        what = f"hessgpt serve --model1 {args.model1}" + (f" --model2 {args.model2}" if args.model2 else "") + \
-               f" --max-batch {args.max_batch} --queue-size {args.queue_size}"
+    if args.model1 or args.hf_model:
+        if args.model1:
+            model = ["--model1", args.model1] + (["--model2", args.model2] if args.model2 else [])
+        else:
+            model = ["--hf-model", args.hf_model]
+        flags = model + ["--max-batch", str(args.max_batch), "--queue-size", str(args.queue_size)] + \
+            (["--no-tools"] if args.no_tools else [])
+        cmd = [sys.executable, "-m", "hessgpt", "serve", *flags, "--port", str(port)]
+        what = "hessgpt serve " + " ".join(flags)
     else:   # the child imports this module by name from the repo root
         code = (f"from benchmarks.serve_load import serve_scripted; serve_scripted({port}, {args.words}, "
                 f"{args.token_delay!r}, {args.max_batch}, {args.queue_size})")
@@ -183,8 +186,9 @@ def main(argv=None) -> int:
     src = p.add_mutually_exclusive_group()
     src.add_argument("--url", help="an existing server (default: start one)")
     src.add_argument("--model1", metavar="CKPT", help="start `hessgpt serve --model1 CKPT` (default: a ScriptedBackend)")
+    src.add_argument("--hf-model", metavar="DIR", help="start `hessgpt serve --hf-model DIR`")
     p.add_argument("--model2", metavar="CKPT", help="with --model1")
-    p.add_argument("--no-tools", action="store_true", help="with --model1: serve without the sandbox")
+    p.add_argument("--no-tools", action="store_true", help="with --model1/--hf-model: serve without the sandbox")
     p.add_argument("--max-batch", type=int, default=8, help="started server: --max-batch (scripted: --concurrency)")
     p.add_argument("--queue-size", type=int, default=64, help="started server: --queue-size")
     p.add_argument("--model", help="model id (default: the first of GET /v1/models)")

@@ -3,6 +3,7 @@
     hessgpt serve --model1 runs/sft/ckpt.pt [--model2 runs/coder/ckpt.pt]   # HessGPT dual model + tools
                                                                            # (--max-batch 8 requests decode together)
     hessgpt serve --hf-model ./my-hf-model [--adapter ./lora]              # any local HF causal LM
+                                                                           # (--max-batch 8 too)
     hessgpt serve --demo                                                   # scripted answers, no model
 
 Binds 127.0.0.1 by default; any other address needs --api-key (or HESSGPT_API_KEY), checked as a Bearer
@@ -38,12 +39,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--api-key", default=os.environ.get("HESSGPT_API_KEY"), help="Bearer key for /v1/* (env HESSGPT_API_KEY)")
     p.add_argument("--max-batch", type=int, default=8,
-                   help="--model1: requests decoded together on one engine loop (continuous batching; default 8, "
-                        "1 = one at a time)")
+                   help="--model1/--hf-model: requests decoded together on one engine loop (continuous batching; "
+                        "default 8, 1 = one at a time)")
     p.add_argument("--prefill-chunk", type=int, default=256,
-                   help="--model1 with --max-batch >= 2: prompt tokens prefilled between two decode steps (default 256)")
+                   help="--model1/--hf-model with --max-batch >= 2: prompt tokens prefilled between two decode steps "
+                        "(default 256)")
     p.add_argument("--concurrency", type=int, default=1,
-                   help="--hf-model/--demo: generations running at once (default 1; --model1 uses --max-batch)")
+                   help="--demo: scripted answers running at once (default 1; --model1/--hf-model use --max-batch)")
     p.add_argument("--queue-size", type=int, default=16, help="requests that may wait; more get 429 (default 16)")
     p.add_argument("--max-tokens-limit", type=int, default=4096, help="largest max_tokens a request may ask for")
     p.add_argument("--max-messages", type=int, default=256, help="most messages in one request")
@@ -67,9 +69,10 @@ def main(argv: list[str]) -> int:
     spec = BackendSpec.from_args(args).check()   # flags that do not go together, before anything loads
     if not is_loopback(args.host) and not args.api_key:
         raise HessGPTError(f"--host {args.host}: binding a non-loopback address needs --api-key (or HESSGPT_API_KEY)")
-    if args.model1 and args.concurrency != 1:
-        raise HessGPTError(f"--concurrency {args.concurrency}: --model1 shares one model and KV cache between "
-                           f"requests; use --max-batch {args.concurrency} (requests decoded together)")
+    if (args.model1 or args.hf_model) and args.concurrency != 1:
+        flag = "--model1" if args.model1 else "--hf-model"
+        raise HessGPTError(f"--concurrency {args.concurrency}: {flag} shares one model between requests; "
+                           f"use --max-batch {args.concurrency} (requests decoded together)")
     for name in ("concurrency", "max_batch", "prefill_chunk", "port", "max_tokens_limit", "max_messages", "max_chars"):
         if getattr(args, name) < 1:
             raise HessGPTError(f"--{name.replace('_', '-')} {getattr(args, name)}: must be at least 1")

@@ -30,8 +30,8 @@ The contract (`ChatBackend`):
       prompt does not fit) before the first event, so the API can answer 400 instead of a broken stream.
     - it is called from a worker thread; the server runs at most `--concurrency` calls at once (1 by
       default), so a backend does not need to be thread-safe unless it is served with more. A backend with a
-      `max_batch` attribute (serve/batching.py's `BatchedDualBackend`, what `--model1` serves) gets that many
-      worker threads instead, and is thread-safe.
+      `max_batch` attribute (serve/batching.py's `BatchedDualBackend`, what `--model1` serves; `HFBackend`, whose
+      `max_batch` >= 2 decodes on the same engine loop) gets that many worker threads instead, and is thread-safe.
 
 Stop strings are enforced by the server on the "text" deltas (a backend may also honour `params.stop`).
 """
@@ -52,6 +52,8 @@ from hessgpt.device import inference_dtype, pick_device
 from hessgpt.engine import SamplingParams, TextDecoder, make_generator, sample
 from hessgpt.errors import HessGPTError
 from hessgpt.events import Event
+from hessgpt.serve.batching import EngineLoop
+from hessgpt.serve.hf_batching import HFBatchDecoder
 from hessgpt.tools.calls import ToolCallError, read_tool_call, to_chat_format  # to_chat_format: part of the backend contract
 from hessgpt.tools.router import TurnText
 
@@ -260,22 +262,36 @@ class FenceSplitter:
         return out
 
 
+def shared_prefix(held: list[int], prompt: list[int]) -> int:
+    """How many leading tokens of `prompt` a cache holding `held` can keep (at most len(prompt) - 1: the last
+    prompt token is always computed, its logits give the next token)."""
+    n = 0
+    for a, b in zip(held, prompt):
+        if a != b:
+            break
+        n += 1
+    return min(n, len(prompt) - 1)
+
+
 class KVState:
     """One turn's transformers KV cache and the token ids it holds (`ids`), reused across tool rounds: a round's
     prompt is the whole conversation re-encoded, so only the tokens after the longest common prefix with `ids`
-    are new. `prefilled` counts the tokens computed per round's prompt; `sampled` is the last round's tokens."""
+    are new. `prefilled` counts the tokens computed per round's prompt; `sampled` is the last round's tokens.
+    A batched backend keeps its cache on the engine loop instead: `row` (a serve/batching.py BatchedRow)."""
 
     def __init__(self):
         self.past, self.ids, self.prefilled, self.sampled = None, [], [], []
+        self.row = None
+
+    def close(self) -> None:
+        if self.row is not None:
+            self.row.close()
+            self.row = None
+        self.past = None
 
     def reuse(self, prompt: list[int]) -> int:
         """Crop the cache to its common prefix with `prompt` (keeping >= 1 token to compute); -> that length."""
-        n = 0
-        for a, b in zip(self.ids, prompt):
-            if a != b:
-                break
-            n += 1
-        n = min(n, len(prompt) - 1)
+        n = shared_prefix(self.ids, prompt)
         past = self.past
         if (n > 0 and past is not None and getattr(past, "is_croppable", True)
                 and past.get_seq_length() == len(self.ids)):
@@ -332,15 +348,20 @@ class HFBackend:
       the same way beside the request's; a call to one is run here ("tool_call" then "tool_result" events, with
       its duration), fed back, and generation continues, within the same `max_tool_rounds` and KV cache.
     - ```html blocks are yielded as "artifact" events (previewed by the web page, never executed).
+    - `max_batch` >= 2 (`hessgpt serve --hf-model --max-batch N`): up to N calls of `stream_chat` at once decode
+      together on one engine loop (serve/batching.py's EngineLoop with serve/hf_batching.py's HFBatchDecoder),
+      each turn one row for all its tool rounds; greedy answers are the same as alone. 1: one call at a time.
     - usage counts tokens, as the engine's router does: completion_tokens = the token ids sampled over all the
       turn's rounds (an EOS included), and max_new_tokens caps that sum.
     """
 
     def __init__(self, model_dir: str, adapter: str | None = None, *, dtype: str = "auto", device: str | None = None,
                  load_in_4bit: bool = False, run_code: RunCode | None = None, max_tool_rounds: int = 4,
-                 registry=None):
+                 registry=None, max_batch: int = 1, prefill_chunk: int = 256):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        if max_batch < 1 or prefill_chunk < 1:
+            raise HessGPTError(f"max_batch and prefill_chunk must be >= 1, got {max_batch} and {prefill_chunk}")
         if not os.path.isdir(model_dir):
             raise HessGPTError(f"--hf-model {model_dir!r}: not a directory (a local Hugging Face model folder)")
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -374,6 +395,11 @@ class HFBackend:
         from hessgpt.checkpoint import read_generation_config
 
         self.generation_config = read_generation_config(model_dir)  # its own generation_config.json, HF meaning
+        self.max_batch, self.loop = max_batch, None   # the server runs max_batch calls at once
+        if max_batch >= 2:   # they decode together on one engine loop (serve/hf_batching.py)
+            self.loop = EngineLoop(decoder=HFBatchDecoder(self.model, max_batch, self.context_length),
+                                   prefill_chunk=prefill_chunk)
+            self.stats = self.loop.stats   # /health's "batch" (the server shows a backend's stats() when it has one)
 
     # -- prompt ----------------------------------------------------------------------------------
     def _template_messages(self, messages: list[dict], tools: list[dict] | None) -> list[dict]:
@@ -424,6 +450,9 @@ class HFBackend:
         """Yields text deltas; ends with None after EOS (the model finished its turn). With `kv` (one per turn),
         the previous round's cache is reused for the prefix of `input_ids` it already holds."""
         kv = kv if kv is not None else KVState()
+        if self.loop is not None:
+            yield from self._generate_on_loop(input_ids, params, max_new, cancel, generator, kv)
+            return
         decoder = TextDecoder(decode=lambda ids: self.tokenizer.decode(ids, skip_special_tokens=True))
         start = kv.reuse(input_ids[0].tolist())
         ids = input_ids[:, start:]                     # (1, T - start): only the new tokens are prefilled
@@ -453,6 +482,13 @@ class HFBackend:
                 ids = torch.tensor([[tok]], device=self.device)
 
     def stream_chat(self, messages, params, tools=None, cancel=None):
+        kv = KVState()   # the KV cache (batched: the engine loop's row), kept across this turn's tool rounds
+        try:
+            yield from self._stream_rounds(messages, params, tools, cancel, kv)
+        finally:
+            kv.close()   # a batched turn's row goes back to the loop, whether it ended or its client went away
+
+    def _stream_rounds(self, messages, params, tools, cancel, kv: "KVState"):
         client = {t["name"] for t in tools or []}  # the caller's functions: a call to one ends the turn
         offered = list(tools or []) + [t for t in (self.registry.schemas() if self.registry else []) if t["name"] not in client]
         conv = self._template_messages(messages, offered or None)
@@ -464,7 +500,6 @@ class HFBackend:
             raise ContextLengthError(f"the prompt is {prompt_tokens} tokens, the model's context is {self.context_length}")
         completion, rounds = 0, 0
         spacing = TurnText()  # text before and after a code step joined with "\n\n", as the HessGPT router does
-        kv = KVState()        # the KV cache, kept across this turn's tool rounds
         while True:
             budget = min(params.max_new_tokens - completion, self.context_length - int(input_ids.shape[1]))
             if rounds >= self.max_tool_rounds:
@@ -537,6 +572,41 @@ class HFBackend:
                 continue
             yield done_event("stop" if ended or pending is not None else "length", prompt_tokens, completion)
             return
+
+    def _generate_on_loop(self, input_ids, params, max_new, cancel, generator, kv: KVState) -> Iterator[str | None]:
+        """`_generate` on the engine loop (`max_batch` >= 2): the turn's row decodes with the other requests'. The
+        first round opens the row (with the turn's generator); a later one cuts it back to the prefix it shares
+        with the re-encoded conversation and feeds the rest, as `KVState.reuse` crops the batch-1 cache. Every
+        sampled token is fed back (the loop's step already put it in the cache)."""
+        decoder = TextDecoder(decode=lambda ids: self.tokenizer.decode(ids, skip_special_tokens=True))
+        prompt = input_ids[0].tolist()
+        start = shared_prefix(kv.ids, prompt) if kv.row is not None else 0
+        if start:
+            kv.row.feed(prompt[start:], keep=start)
+        else:
+            if kv.row is not None:
+                kv.row.close()
+            kv.row = self.loop.open(prompt, params, generator)
+        kv.ids = list(prompt)
+        kv.prefilled.append(len(prompt) - start)
+        kv.sampled = generated = []
+        for _ in range(max_new):
+            if cancel is not None and cancel.is_set():
+                return
+            tok = kv.row.next_token()
+            kv.row.feed([tok])
+            kv.ids.append(tok)
+            generated.append(tok)
+            if tok in self.eos_ids or tok in params.stop_token_ids:
+                yield None
+                return
+            delta = decoder.push(tok)
+            if delta:
+                yield delta
+
+    def close(self) -> None:
+        if self.loop is not None:
+            self.loop.close()
 
     def _generate_text(self, input_ids, params, budget, cancel, generator, kv=None) -> Iterator[str | None]:
         """Text deltas of one generation round, at most `budget` tokens, whose ids go in `kv.sampled` (the EOS

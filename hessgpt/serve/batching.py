@@ -19,6 +19,10 @@ so the others keep decoding. Model 2 (batch 1, its own cache) is shared under a 
 Rows sample with their own SamplingParams and seeded generator, exactly as `Engine.generate` does for one
 sequence (engine.BatchDecoder), so a request decodes the same tokens batched as alone (greedy: token for
 token, up to float rounding between the batched GEMM and the batch-1 kernels).
+
+The loop drives a step function with `engine.BatchDecoder`'s interface (admit, feed, step, release, free): model
+1's BatchDecoder by default, or `EngineLoop(decoder=HFBatchDecoder(...))` (serve/hf_batching.py), which is how
+`hessgpt serve --hf-model --max-batch N` batches: one engine loop for both kinds of model.
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import replace
+
+import torch
 
 from hessgpt.engine import BatchDecoder, Engine, SamplingParams
 from hessgpt.errors import HessGPTError
@@ -45,14 +51,15 @@ class BatchedRow:
     `space_left` count what the router has fed, as `Generation` does.
     """
 
-    def __init__(self, loop: "EngineLoop", prompt_ids: list[int], params: SamplingParams):
+    def __init__(self, loop: "EngineLoop", prompt_ids: list[int], params: SamplingParams,
+                 generator: torch.Generator | None = None):
         if not prompt_ids:
             raise HessGPTError("the prompt is empty")
-        if len(prompt_ids) > loop.engine.max_len:
-            raise HessGPTError(f"prompt of {len(prompt_ids)} tokens exceeds the context window ({loop.engine.max_len})")
-        self.loop, self.params = loop, params.validate()
+        if len(prompt_ids) > loop.max_len:
+            raise HessGPTError(f"prompt of {len(prompt_ids)} tokens exceeds the context window ({loop.max_len})")
+        self.loop, self.params, self.generator = loop, params.validate(), generator
         self.prefill: list[int] = list(prompt_ids)   # prompt tokens not in the cache yet (the loop feeds chunks)
-        self.feeds: deque[list[int]] = deque()         # injected ids waiting for the loop
+        self.feeds: deque[tuple[int | None, list[int]]] = deque()   # (keep, injected ids) waiting for the loop
         self.rid: int | None = None                    # row id in the BatchDecoder, once admitted
         self.want = False                              # the router waits for a token
         self.token: int | None = None                  # the token the loop sampled for it
@@ -60,7 +67,7 @@ class BatchedRow:
         self.closed = False
         self.pending: int | None = None                # sampled (and already in the cache), not yet confirmed by feed
         self.pos = len(prompt_ids)
-        self.space_left_limit = loop.engine.max_len
+        self.space_left_limit = loop.max_len
 
     @property
     def space_left(self) -> int:
@@ -83,20 +90,32 @@ class BatchedRow:
             self.pending, self.token = self.token, None
             return self.pending
 
-    def feed(self, ids: list[int]) -> None:
+    def feed(self, ids: list[int], keep: int | None = None) -> None:
+        """Append `ids`; with `keep`, first cut the row back to its first `keep` tokens (a decoder with `crop`:
+        the HF one, whose next tool round shares only a prefix with what the cache holds)."""
         ids = list(ids)
+        if keep is not None:
+            if not hasattr(self.loop.batch, "crop"):
+                raise HessGPTError(f"{type(self.loop.batch).__name__} rows cannot be cut back (feed keep={keep})")
+            if self.pending is not None:
+                raise HessGPTError("feed the sampled token before cutting the row back")
+            if not 0 < keep <= self.pos:
+                raise HessGPTError(f"feed keep={keep}: must be in 1..{self.pos} (the row's tokens)")
+            if not ids:
+                raise HessGPTError("a row cut back needs ids to feed (its next token is sampled after them)")
         if not ids:
             return
-        if self.pos + len(ids) > self.space_left_limit:
-            raise HessGPTError(f"sequence of {self.pos + len(ids)} tokens exceeds the context window ({self.space_left_limit})")
-        self.pos += len(ids)
+        start = self.pos if keep is None else keep
+        if start + len(ids) > self.space_left_limit:
+            raise HessGPTError(f"sequence of {start + len(ids)} tokens exceeds the context window ({self.space_left_limit})")
+        self.pos = start + len(ids)
         if self.pending is not None:
             if ids[0] != self.pending:
                 raise HessGPTError(f"a batched row must feed its sampled token {self.pending} first, got {ids[0]}")
             ids, self.pending = ids[1:], None   # the step already put it in the cache
         if ids:
             with self.loop.cond:
-                self.feeds.append(ids)
+                self.feeds.append((keep, ids))
                 self.loop.cond.notify_all()
 
     def close(self) -> None:
@@ -107,21 +126,31 @@ class BatchedRow:
 
 
 class EngineLoop:
-    """The thread that owns model 1's BatchDecoder and runs every forward of the served conversations.
+    """The thread that owns the batch decoder and runs every forward of the served conversations.
 
-    `open(prompt_ids, params) -> BatchedRow` (from any thread) queues a conversation; it is admitted when a
-    slot is free (at most `max_rows` at once). `straggler_s`: after a step, how long the loop waits for the
+    `EngineLoop(engine, max_rows)` decodes on model 1's `engine.BatchDecoder(engine, max_rows)`;
+    `EngineLoop(decoder=d)` on any decoder with that interface and `max_rows`, `max_len` (serve/hf_batching.py's
+    HFBatchDecoder). `open(prompt_ids, params, generator=None) -> BatchedRow` (from any thread) queues a
+    conversation; it is admitted when a slot is free (at most `max_rows` at once). `straggler_s`: after a step, how long the loop waits for the
     routers that just got a token to ask for the next one (so they join the next step instead of the one
     after); a router still busy then (a tool running) is simply not waited for.
     """
 
-    def __init__(self, engine: Engine, max_rows: int = 8, prefill_chunk: int = 256, straggler_s: float = 0.005):
-        if max_rows < 1:
-            raise HessGPTError(f"max_rows must be >= 1, got {max_rows}")
+    def __init__(self, engine: Engine | None = None, max_rows: int = 8, prefill_chunk: int = 256,
+                 straggler_s: float = 0.005, decoder=None):
+        if (engine is None) == (decoder is None):
+            raise HessGPTError("EngineLoop decodes either an engine or a decoder: give one of them")
         if prefill_chunk < 1:
             raise HessGPTError(f"prefill_chunk must be >= 1, got {prefill_chunk}")
+        if decoder is None:
+            if max_rows < 1:
+                raise HessGPTError(f"max_rows must be >= 1, got {max_rows}")
+            decoder = BatchDecoder(engine, max_rows)
+            self.max_len = engine.max_len
+        else:
+            max_rows, self.max_len = decoder.max_rows, decoder.max_len
         self.engine, self.max_rows, self.prefill_chunk, self.straggler_s = engine, max_rows, prefill_chunk, straggler_s
-        self.batch = BatchDecoder(engine, max_rows)
+        self.batch = decoder
         self.cond = threading.Condition()
         self.rows: list[BatchedRow] = []      # admitted or waiting for a slot, in arrival order
         self.closed = False
@@ -131,8 +160,10 @@ class EngineLoop:
         self.thread = threading.Thread(target=self._run, name="hessgpt-engine-loop", daemon=True)
         self.thread.start()
 
-    def open(self, prompt_ids: list[int], params: SamplingParams) -> BatchedRow:
-        row = BatchedRow(self, prompt_ids, params)
+    def open(self, prompt_ids: list[int], params: SamplingParams, generator: torch.Generator | None = None) -> BatchedRow:
+        """Queue a conversation; `generator` (optional) is its sampler's, kept by a caller that opens rows for
+        the same turn (default: one made from params.seed)."""
+        row = BatchedRow(self, prompt_ids, params, generator)
         with self.cond:
             if self.closed:
                 raise HessGPTError("the engine loop stopped (server shutting down)")
@@ -158,7 +189,7 @@ class EngineLoop:
     def _batch_params(self, params: SamplingParams) -> SamplingParams:
         """The row's sampling as the batch runs it: every token comes back to the router, which decides where
         the turn ends (stop tokens, structure tokens, max_new_tokens, stop strings are the server's)."""
-        return replace(params, stop=[], stop_token_ids=[-1], max_new_tokens=self.engine.max_len)
+        return replace(params, stop=[], stop_token_ids=[-1], max_new_tokens=self.max_len)
 
     def _has_work(self) -> bool:
         free = len(self.batch.free)
@@ -200,21 +231,23 @@ class EngineLoop:
                     if r.error is not None:
                         continue
                     if r.rid is not None and r.prefill:
-                        chunks.append((r, r.prefill[:self.prefill_chunk], True))
+                        chunks.append((r, None, r.prefill[:self.prefill_chunk], True))
                     elif r.rid is not None and r.feeds:
-                        chunks.append((r, r.feeds.popleft(), False))
+                        chunks.append((r, *r.feeds.popleft(), False))
             for r in release:
                 if r.rid is not None:
                     self.batch.release(r.rid)
             for r in admit:                                   # the first chunk of the prompt is the admit's prefill
                 try:
                     first = r.prefill[:self.prefill_chunk]
-                    r.rid = self.batch.admit(first, self._batch_params(r.params))
+                    r.rid = self.batch.admit(first, self._batch_params(r.params), r.generator)
                     r.prefill = r.prefill[len(first):]
                 except Exception as e:
                     self._fail(r, e)
-            for r, ids, is_prefill in chunks:
+            for r, keep, ids, is_prefill in chunks:
                 try:
+                    if keep is not None:
+                        self.batch.crop(r.rid, keep)
                     self.batch.feed(r.rid, ids)
                     if is_prefill:
                         r.prefill = r.prefill[len(ids):]
@@ -240,7 +273,7 @@ class EngineLoop:
                     if rid in out:
                         r.token = out[rid]
                     else:   # the row hit the end of its slot (the router checks space_left before, so never in a turn)
-                        r.error = HessGPTError(f"row {rid} reached the context window ({self.engine.max_len})")
+                        r.error = HessGPTError(f"row {rid} reached the context window ({self.max_len})")
                 self.cond.notify_all()
                 deadline = time.monotonic() + self.straggler_s
                 while not self.closed and any(not (r.want or r.feeds or r.closed) for r in ready.values()):

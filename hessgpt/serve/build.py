@@ -8,7 +8,8 @@ Which backend (serve/backends.py contract):
 
 - `demo` -> `ScriptedBackend` (scripted answers, no model);
 - `hf_model` -> `HFBackend` (a local Hugging Face causal LM, optional PEFT `adapter`, `dtype`, `load_in_4bit`),
-  with the sandbox's `run_code` hook and the default registry unless `tools` is off;
+  with the sandbox's `run_code` hook and the default registry unless `tools` is off; `max_batch` >= 2 decodes
+  its requests together on one engine loop (`serve --hf-model`, serve/hf_batching.py);
 - `plain` -> `PlainChatBackend` (model 1 alone, no tools: `eval --plain`);
 - else `DualModelBackend` (model 1 + optional model 2 + tools), batched on one engine loop
   (`BatchedDualBackend`) when `max_batch` >= 2 (`serve --model1`; chat and ask decode one turn at a time).
@@ -42,7 +43,7 @@ class BackendSpec:
     search_index: str | None = None
     http_allow: list[str] = field(default_factory=list)
     device: str | None = None
-    max_batch: int = 1                 # >= 2: model 1's turns decode together (continuous batching)
+    max_batch: int = 1                 # >= 2: model 1's / the HF model's turns decode together (continuous batching)
     prefill_chunk: int = 256
     token_delay: float = 0.02          # demo: seconds per streamed word
 
@@ -83,7 +84,8 @@ def build_backend(spec: "BackendSpec | argparse.Namespace"):
     if spec.hf_model:
         return HFBackend(spec.hf_model, adapter=spec.adapter, device=spec.device, dtype=spec.dtype,
                          load_in_4bit=spec.load_in_4bit, run_code=sandbox_run_code() if spec.tools else None,
-                         registry=default_registry(spec.search_index, spec.http_allow or None) if spec.tools else None)
+                         registry=default_registry(spec.search_index, spec.http_allow or None) if spec.tools else None,
+                         max_batch=spec.max_batch, prefill_chunk=spec.prefill_chunk)
     if spec.plain:
         return PlainChatBackend(spec.model1, device=spec.device)
     dual = DualModelBackend(spec.model1, spec.model2, device=spec.device, tools=spec.tools,
