@@ -50,6 +50,10 @@ GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+
 # The same with one token per digit (as Llama/Mistral do): small models copy and compute numbers far better
 # when "345" is always 3-4-5 rather than whatever merges BPE happened to learn.
 DIGITS_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+# SmolLM2's pre-tokenizer (`Digits(individual_digits)` then ByteLevel's GPT-2 regex, llama.cpp's "smollm" kind)
+# as one regex: DIGITS_PATTERN but a whitespace run before a digit stays whole ("  1" -> "  ", "1"), as it
+# does when the digit is split off first (DIGITS_PATTERN gives " ", " ", "1").
+SMOLLM_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+|\s+(?=\p{N})|\s+(?!\S)|\s+"""
 META_FILE = "hessgpt_tokenizer.json"
 _PROBE = ("Bonjour, ça va ? L'été à Paris — 3,14 € !  Hello   world\n\tdef f(x):\n        return x**2  # 👋🇫🇷\n"
           "Ünïcödé ½ ∑ 中文 日本語 ...!!! 12345678 don't we'll")
@@ -658,6 +662,10 @@ def _split_pattern(pre: dict | None) -> str | None:
         if (len(steps) == 2 and steps[0].get("type") == "Split" and steps[0].get("behavior") == "Isolated"
                 and not steps[0].get("invert") and steps[1].get("type") == "ByteLevel" and not steps[1].get("use_regex", True)):
             return steps[0]["pattern"].get("Regex")
+        # SmolLM2's: every digit alone, then GPT-2's regex (ByteLevel use_regex) = DIGITS_PATTERN in one regex
+        if (len(steps) == 2 and steps[0].get("type") == "Digits" and steps[0].get("individual_digits")
+                and steps[1].get("type") == "ByteLevel" and steps[1].get("use_regex", True)):
+            return SMOLLM_PATTERN
     return None
 
 

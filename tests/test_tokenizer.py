@@ -147,3 +147,32 @@ def test_lang_weights_subsample(tmp_path):
     heavy_fr = list(_weighted_texts(TEXT_FILES, {"fr": 0.9, "en": 0.1}))
     en_bytes = lambda docs: sum(len(d) for d in docs if "the" in d.split())  # crude: English docs use "the"
     assert en_bytes(heavy_fr) < en_bytes(fr)
+
+
+def test_smollm2_pre_tokenizer_gets_the_fast_path_with_identical_tokens(tmp_path):
+    """SmolLM2's pre-tokenizer (Digits(individual_digits) then ByteLevel's regex, a Sequence) maps to
+    SMOLLM_PATTERN: the tiktoken path is taken and gives `tokenizers`' tokens exactly, whitespace runs before a
+    digit included (where the one-regex DIGITS_PATTERN splits "  1" as " ", " ", "1")."""
+    import tiktoken
+    from tokenizers import Tokenizer as HFTokenizer
+    from tokenizers import decoders, models, pre_tokenizers, trainers
+
+    from hessgpt.tokenizer import DIGITS_PATTERN, SMOLLM_PATTERN
+
+    corpus = [open(p, encoding="utf-8").read() for p in TEXT_FILES] + ["x = [\n    1,\n    22]\n  3  ' 4\t\t5"] * 20
+    bpe = HFTokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True),
+                                                 pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)])
+    bpe.decoder = decoders.ByteLevel()
+    bpe.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=600, special_tokens=list(SPECIAL_TOKENS),
+                                                        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tok = Tokenizer(bpe)
+    fast = tok._fast_encoder()
+    assert fast is not None and fast._pat_str == SMOLLM_PATTERN
+    probes = ["x = [\n    1,\n    22]", "  1 22 333 ' 4", "a  1b", "\t\t5", "l'été 2024  à  12h30", *TEXTS]
+    for text in probes + corpus[0].splitlines()[:300]:
+        assert tok.encode(text) == tok.encode_slow(text), text
+    # the case that tells the two regexes apart: the one-regex split would not have matched
+    ranks = fast._mergeable_ranks
+    naive = tiktoken.Encoding(name="naive", pat_str=DIGITS_PATTERN, mergeable_ranks=ranks, special_tokens={})
+    assert naive.encode_ordinary("x  1") != tok.encode_slow("x  1") == fast.encode_ordinary("x  1")

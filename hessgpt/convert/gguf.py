@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from hessgpt.errors import HessGPTError
-from hessgpt.tokenizer import DIGITS_PATTERN, GPT2_PATTERN, _split_pattern
+from hessgpt.tokenizer import DIGITS_PATTERN, GPT2_PATTERN, SMOLLM_PATTERN, _split_pattern
 
 TYPES = ("f32", "f16", "q8_0")
 
@@ -78,9 +78,11 @@ def gguf_tensors(model) -> list[tuple[str, torch.Tensor]]:
 
 def _pre_type(tokenizer) -> str:
     """llama.cpp's pre-tokenizer kind that splits text like this tokenizer: "gpt-2" for GPT-2's regex, "smollm"
-    (every digit alone, then GPT-2's regex) for HessGPT's default one-token-per-digit split."""
+    (every digit alone, then GPT-2's regex) for SmolLM2's pre-tokenizer and for HessGPT's default
+    one-token-per-digit split (DIGITS_PATTERN, which differs from it on a whitespace run right before a digit:
+    "  1" is " ", " ", "1" in HessGPT and "  ", "1" in llama.cpp)."""
     pattern = _split_pattern(json.loads(tokenizer.hf.to_str()).get("pre_tokenizer"))
-    kinds = {GPT2_PATTERN: "gpt-2", DIGITS_PATTERN: "smollm"}
+    kinds = {GPT2_PATTERN: "gpt-2", DIGITS_PATTERN: "smollm", SMOLLM_PATTERN: "smollm"}
     if pattern not in kinds:
         raise HessGPTError(f"GGUF export: the tokenizer's pre-tokenizer split {pattern!r} has no llama.cpp equivalent")
     return kinds[pattern]
