@@ -208,15 +208,8 @@ class HFBatchDecoder:
     def _run(self, tokens: dict[int, list[int]]) -> None:
         """One [rows, 1] forward over the whole batch: each row in `tokens` feeds its one token, the others a
         masked dummy (their column is never attended to)."""
-        n = len(self.order)
-        ids = torch.zeros(n, 1, dtype=torch.long, device=self.device)
-        pos = torch.zeros(n, 1, dtype=torch.long, device=self.device)
-        new = torch.zeros(n, 1, dtype=torch.long, device=self.device)
-        for b, rid in enumerate(self.order):
-            r = self.rows[rid]
-            pos[b, 0] = len(r.ids)
-            if rid in tokens:
-                ids[b, 0], new[b, 0] = tokens[rid][0], 1
+        cols = [[tokens[rid][0] if rid in tokens else 0, len(self.rows[rid].ids), int(rid in tokens)] for rid in self.order]
+        ids, pos, new = torch.tensor(cols, dtype=torch.long, device=self.device).T[:, :, None]   # each [n, 1]
         mask = torch.cat([self.mask, new], 1)
         logits, self.cache = self._forward(ids, pos, mask, self.cache)
         self.mask = mask

@@ -173,6 +173,12 @@ def test_decoder_rows_decode_as_alone(alone_backend):
     assert len(d.order) == 3 and len(d.free) == 1
     with pytest.raises(HessGPTError, match="no row"):
         d.feed(rows[0], [1])
+    # a prompt fed in chunks into a row alone in its batch (the loop's --prefill-chunk) = the prompt at once
+    solo = HFBatchDecoder(model, max_rows=1, max_len=256)
+    r = solo.admit(prompts[1][:3], greedy)
+    solo.feed(r, prompts[1][3:11])
+    solo.feed(r, prompts[1][11:])
+    assert [solo.step()[r] for _ in range(5)] == reference(model, prompts[1], 5)
 
 
 def test_sliding_window_models_are_refused_in_one_line():
@@ -210,6 +216,26 @@ def test_concurrent_streams_equal_alone(serve, batched, alone):
     assert stats["concurrency"] == 4 and stats["batch"]["max_batch"] == 4
     assert stats["batch"]["widest_step"] >= 2          # they did decode together
     assert wait_until(lambda: backend.stats()["rows"] == 0)
+
+
+def test_seeded_sampling_in_a_batch_equals_alone(batched, alone_backend):
+    """Each row samples with its own params and seeded generator: sampled answers are the same batched as alone."""
+    params = [SamplingParams(max_new_tokens=10, temperature=0.9, top_k=40, seed=3),
+              SamplingParams(max_new_tokens=8, temperature=0.7, repetition_penalty=1.3, seed=5),
+              SamplingParams(max_new_tokens=9)]
+
+    def text(backend, i):
+        return "".join(e.text for e in backend.stream_chat(body(i)["messages"], params[i]) if e.type == "text")
+
+    want = [text(alone_backend, i) for i in range(3)]
+    multi = batched(max_batch=3)
+    got = [None] * 3
+    threads = [threading.Thread(target=lambda i=i: got.__setitem__(i, text(multi, i))) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert got == want
 
 
 class CodeOnce(HFBackend):
