@@ -100,6 +100,8 @@ class HFBatchDecoder:
         return out.logits[:, -1].float(), out.past_key_values
 
     def _layers(self, cache) -> list:
+        """The cache's layers, each a plain transformers DynamicLayer (keys/values [n, H, C, D] we can pad, slice and
+        gather); checked by name, so that importing this module does not import transformers."""
         layers = list(cache.layers)
         for layer in layers:
             if type(layer).__name__ != "DynamicLayer":
