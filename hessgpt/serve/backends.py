@@ -39,6 +39,7 @@ Stop strings are enforced by the server on the "text" deltas (a backend may also
 from __future__ import annotations
 
 import json
+import sys
 import os
 import re
 import threading
@@ -53,7 +54,7 @@ from hessgpt.engine import SamplingParams, TextDecoder, make_generator, sample
 from hessgpt.errors import HessGPTError
 from hessgpt.events import Event
 from hessgpt.serve.batching import EngineLoop
-from hessgpt.serve.hf_batching import HFBatchDecoder
+from hessgpt.serve.hf_batching import HFBatchDecoder, unbatchable
 from hessgpt.tools.calls import ToolCallError, read_tool_call, to_chat_format  # to_chat_format: part of the backend contract
 from hessgpt.tools.router import TurnText
 
@@ -395,6 +396,9 @@ class HFBackend:
         from hessgpt.checkpoint import read_generation_config
 
         self.generation_config = read_generation_config(model_dir)  # its own generation_config.json, HF meaning
+        if max_batch >= 2 and (why := unbatchable(self.model)) is not None:   # e.g. Mistral's sliding window
+            print(f"--hf-model: {why}: requests decode one at a time (--max-batch 1)", file=sys.stderr)
+            max_batch = 1
         self.max_batch, self.loop = max_batch, None   # the server runs max_batch calls at once
         if max_batch >= 2:   # they decode together on one engine loop (serve/hf_batching.py)
             self.loop = EngineLoop(decoder=HFBatchDecoder(self.model, max_batch, self.context_length),

@@ -29,8 +29,8 @@ Why not transformers' own ContinuousBatchingManager (transformers 5.23 `generati
 processors (per-request temperature/top-k/top-p only, one seed for the whole manager, no per-request repetition
 penalty over the prompt: not HessGPT's sampler), and a tool round would be a new request re-prefilling the whole
 conversation; and it is a second scheduler beside the engine loop `--model1` already has. Models whose cache has
-sliding-window or other non-full layers (Mistral with a window, Gemma 2/3, ...) cannot be masked this way: they
-are refused with a one-line error (serve them with --max-batch 1).
+sliding-window or other non-full layers (Mistral with a window, Gemma 2/3, ...) cannot be masked this way:
+HFBackend serves them one request at a time (--max-batch 1) and says so in one line at startup.
 """
 
 from __future__ import annotations
@@ -54,15 +54,24 @@ class _HFRow:
     seen: torch.Tensor | None = None           # [1, V] bool: the repetition penalty's tokens (the ids it holds)
 
 
-def check_batchable(model) -> None:
-    """One-line HessGPTError unless every layer of the model's cache is full attention (a maskable DynamicLayer)."""
+def unbatchable(model) -> str | None:
+    """Why the model's cache cannot be batched this way (e.g. "MistralForCausalLM has sliding_window=4096"),
+    or None when every layer is full attention (a maskable DynamicLayer)."""
     cfg = model.config.get_text_config(decoder=True) if hasattr(model.config, "get_text_config") else model.config
     kinds = set(getattr(cfg, "layer_types", None) or [])
     window = getattr(cfg, "sliding_window", None)
     if kinds - {"full_attention"} or (window and not kinds and getattr(cfg, "use_sliding_window", True)):
         what = ", ".join(sorted(kinds - {"full_attention"})) or f"sliding_window={window}"
+        return f"{type(model).__name__} has {what}"
+    return None
+
+
+def check_batchable(model) -> None:
+    """One-line HessGPTError unless every layer of the model's cache is full attention (`unbatchable`)."""
+    why = unbatchable(model)
+    if why is not None:
         raise HessGPTError(f"--max-batch: batched decoding of --hf-model needs full-attention layers, "
-                           f"{type(model).__name__} has {what}; use --max-batch 1")
+                           f"{why}; use --max-batch 1")
 
 
 class HFBatchDecoder:

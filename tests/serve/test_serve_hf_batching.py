@@ -191,6 +191,31 @@ def test_sliding_window_models_are_refused_in_one_line():
     assert "\n" not in str(e.value)
 
 
+def test_a_sliding_window_model_is_served_one_request_at_a_time_not_refused(model_dir, tmp_path, capsys):
+    """`serve --hf-model` of a Mistral with a window (max-batch 8 by default) still starts: one line says its
+    requests decode one at a time, and it answers."""
+    import shutil
+
+    from transformers import AutoTokenizer, MistralConfig, MistralForCausalLM
+
+    d = tmp_path / "tiny-mistral"
+    shutil.copytree(model_dir, d)
+    tok = AutoTokenizer.from_pretrained(d)
+    cfg = MistralConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                        num_attention_heads=2, num_key_value_heads=1, sliding_window=8, max_position_embeddings=256,
+                        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    MistralForCausalLM(cfg).save_pretrained(d)
+    b = HFBackend(str(d), max_batch=8)
+    try:
+        assert b.max_batch == 1 and b.loop is None
+        err = capsys.readouterr().err
+        assert "MistralForCausalLM has sliding_window=8: requests decode one at a time (--max-batch 1)" in err
+        events = list(b.stream_chat([{"role": "user", "content": "Bonjour !"}], SamplingParams(max_new_tokens=4)))
+        assert events[-1].type == "done"
+    finally:
+        b.close()
+
+
 # ---- through the server -------------------------------------------------------------------------------------
 
 
