@@ -49,8 +49,16 @@ import threading
 import time
 from pathlib import Path
 
+from hessgpt.config import PRESETS, ModelConfig
+from hessgpt.data import refine
+from hessgpt.data.prepare import prepare
 from hessgpt.data.recipe import load_recipe, read_recipe_mapping
+from hessgpt.data.routing.output import write_jsonl
+from hessgpt.device import GPUS, gpu_spec
 from hessgpt.errors import HessGPTError
+from hessgpt.model import CE_CHUNK
+from hessgpt.tools.sandbox import Sandbox
+from hessgpt.train import plan as P
 
 # stage kind -> keys it accepts (besides name, kind)
 KINDS = {
@@ -170,7 +178,7 @@ class Pipeline:
         getattr(self, "_" + s.kind.replace("-", "_"))(s, spec, out)
 
     def _tokenizer(self, s, spec, out):
-        from hessgpt.tokenizer import train_tokenizer
+        from hessgpt.tokenizer import train_tokenizer  # lazy: jinja2 (~180 ms), only this stage
 
         inputs = self.resolve(spec.get("inputs") or [])
         if not inputs:
@@ -183,8 +191,7 @@ class Pipeline:
         os.replace(tmp, out)
 
     def _routing(self, s, spec, out):
-        from hessgpt.data.routing.mix import generate_splits
-        from hessgpt.data.routing.output import write_jsonl
+        from hessgpt.data.routing.mix import generate_splits  # lazy: snowballstemmer (~200 ms), only this stage
 
         langs = spec.get("langs", ["fr", "en"])
         langs = tuple(langs.split(",") if isinstance(langs, str) else langs)
@@ -201,9 +208,6 @@ class Pipeline:
         _write_json(os.path.join(out, "stats.json"), d)  # last: marks the stage finished
 
     def _refine_pairs(self, s, spec, out):
-        from hessgpt.data import refine
-        from hessgpt.tools.sandbox import Sandbox
-
         with Sandbox(workers=int(spec.get("workers", 2))) as sb:
             splits, d = refine.build(self.resolve(spec.get("routing") or []), self.resolve(spec.get("code") or []), sb,
                                      int(spec.get("per_program", 2)), int(spec.get("seed", 0)),
@@ -212,21 +216,19 @@ class Pipeline:
         refine.write(splits, d, out)   # stats.json last: marks the stage finished
 
     def _prepare(self, s, spec, out):
-        from hessgpt.data.prepare import prepare
-
         recipe = load_recipe(self.resolve(spec["recipe"]), {k: self.resolve(v) for k, v in (spec.get("local") or {}).items()})
         for key in ("seed", "total"):
             if key in spec:
                 setattr(recipe, key, spec[key])
         tok = None
         if spec.get("tokenizer"):
-            from hessgpt.tokenizer import Tokenizer
+            from hessgpt.tokenizer import Tokenizer  # lazy: jinja2 (~180 ms), only this stage
 
             tok = Tokenizer.load(self.resolve(spec["tokenizer"]))
         prepare(recipe, out, tokenizer=tok, progress=sys.stderr.isatty())
 
     def _shards(self, s, spec, out):
-        from hessgpt.data import shards as S
+        from hessgpt.data import shards as S  # lazy: jinja2 (~180 ms), only this stage
 
         if "tokenizer" not in spec:
             raise HessGPTError(f"stage {s.name!r}: `tokenizer` is required (e.g. \"@tok\")")
@@ -242,7 +244,7 @@ class Pipeline:
                        workers=spec.get("workers"), progress=sys.stderr.isatty())
 
     def _chat_shards(self, s, spec, out):
-        from hessgpt.data.chat_shards import write_chat_shards
+        from hessgpt.data.chat_shards import write_chat_shards  # lazy: jinja2 (~180 ms), only this stage
 
         if "tokenizer" not in spec:
             raise HessGPTError(f"stage {s.name!r}: `tokenizer` is required (e.g. \"@tok\")")
@@ -251,7 +253,7 @@ class Pipeline:
                           int(spec.get("seed", 0)))
 
     def _init(self, s, spec, out):
-        from hessgpt.train.pretrain import init_checkpoint
+        from hessgpt.train.pretrain import init_checkpoint  # lazy: torch.distributed (~1 s), init stage only
 
         init_checkpoint(spec["model"], self.resolve(spec["tokenizer"]), out, spec.get("set") or {}, int(spec.get("seed", 0)))
 
@@ -259,7 +261,7 @@ class Pipeline:
         return _flags({**self.defaults, **(spec.get("args") or {})})
 
     def _pretrain(self, s, spec, out):
-        from hessgpt.train import pretrain
+        from hessgpt.train import pretrain  # lazy: torch.distributed (~1 s), training only
 
         model = spec["model"]
         model = self.resolve(model) if model.startswith("@") or os.sep in model else model
@@ -269,7 +271,7 @@ class Pipeline:
         self._train(s, spec, "pretrain", pretrain.main, argv + self._train_argv(spec))
 
     def _sft(self, s, spec, out):
-        from hessgpt.train import sft
+        from hessgpt.train import sft  # lazy: torch.distributed (~1 s), training only
 
         argv = ["--base", self.resolve(spec["base"]), "--data", self.resolve(spec["data"]), "--out", out, "--resume"]
         lora = spec.get("lora")
@@ -342,8 +344,8 @@ class Pipeline:
         return "gguf", path
 
     def _import(self, s, spec, out):
-        from hessgpt.convert.gguf_import import from_gguf
-        from hessgpt.convert.hf import from_hf
+        from hessgpt.convert.gguf_import import from_gguf  # lazy: safetensors, tokenizers (~250 ms)
+        from hessgpt.convert.hf import from_hf  # lazy: safetensors, tokenizers (~250 ms)
 
         kind, path = self.import_source(s)
         if not os.path.exists(path):
@@ -357,7 +359,7 @@ class Pipeline:
             print(f"{s.name}: imported {path}")
 
     def _merge(self, s, spec, out):
-        from hessgpt.train.merge import merge
+        from hessgpt.train.merge import merge  # lazy: torch.distributed (~1 s), training only
 
         merge(self.resolve(spec["base"]), self.resolve(spec["lora"]), out)
 
@@ -424,9 +426,8 @@ class Pipeline:
 
     def model_config(self, ref) -> "ModelConfig":
         """The config of the model a stage reference (`@stage`), preset or checkpoint path stands for."""
-        from hessgpt.config import PRESETS, ModelConfig
-        from hessgpt.loader import load_config
-        from hessgpt.train.pretrain import parse_overrides
+        from hessgpt.loader import load_config  # lazy: safetensors, tokenizers (~200 ms), --plan only
+        from hessgpt.train.pretrain import parse_overrides  # lazy: torch.distributed (~1 s), --plan only
 
         if isinstance(ref, str) and ref.startswith("@"):
             s = self._stage(ref[1:].split("/", 1)[0])
@@ -448,11 +449,11 @@ class Pipeline:
                     return load_config(self.out(s.name))
                 kind, path = self.import_source(s)
                 if kind == "hf":
-                    from hessgpt.convert.hf import config_from_hf
+                    from hessgpt.convert.hf import config_from_hf  # lazy: safetensors (~250 ms), HF import only
 
                     with open(os.path.join(path, "config.json")) as f:
                         return config_from_hf(json.load(f))
-                from hessgpt.convert.gguf_import import GGUFFile, config_from_gguf
+                from hessgpt.convert.gguf_import import GGUFFile, config_from_gguf  # lazy: tokenizers (~250 ms), GGUF only
 
                 return config_from_gguf(GGUFFile(path))
             raise HessGPTError(f"@{s.name} ({s.kind}) is not a model")
@@ -468,9 +469,6 @@ class Pipeline:
         `mfu` on `gpu` (a device.GPUSpec; memory_gib overrides its memory), fits / does not fit and the batch,
         accumulation or checkpointing that would fit. Stages already finished, or not in `only`, are left out.
         Returns 1 when a stage does not fit as written, else 0."""
-        from hessgpt.model import CE_CHUNK
-        from hessgpt.train import plan as P
-
         memory = memory_gib if memory_gib is not None else gpu.memory_gib
         usable = 0.9 * memory * P.GiB      # the margin check_memory keeps on free memory (allocator, CUDA context)
         bf16 = gpu is None or gpu.capability >= (8, 0)
@@ -628,8 +626,6 @@ def _write_json(path: str, obj) -> None:
 
 
 def main(argv: list[str]) -> int:
-    from hessgpt.device import GPUS, gpu_spec
-
     p = argparse.ArgumentParser(prog="hessgpt pipeline", description="Run a staged training recipe, skipping finished stages.")
     p.add_argument("recipe", help="pipeline YAML (see recipes/tiny-cpu.yaml, recipes/hessgpt-dual.yaml)")
     p.add_argument("--workdir", help="override the recipe's workdir")
