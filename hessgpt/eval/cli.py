@@ -13,7 +13,20 @@ import json
 import os
 from pathlib import Path
 
+import hessgpt
+from hessgpt import __version__
+from hessgpt.data.routing.search import shipped_search
 from hessgpt.errors import HessGPTError
+from hessgpt.eval import search as search_eval
+from hessgpt.eval.bench import (LLMJudge, constant_baseline, format_overlap, format_table, generate_fn, load_items,
+                                overlap_report, run_bench)
+from hessgpt.eval.report import build_report
+from hessgpt.eval.tools import (BASELINES, _read_jsonl, attach_search, evaluate, evaluate_conversations,
+                                evaluate_refinement, format_conversations, format_metrics, format_model2,
+                                format_refinement, format_search, has_search, is_multiturn_file, load_conversations,
+                                load_samples, metrics, model2_summary, tables)
+from hessgpt.tools.sandbox import Sandbox
+from hessgpt.tools.search import SearchIndex
 
 
 def default_out(ckpt: str, kind: str) -> Path:
@@ -32,14 +45,12 @@ def save_json(obj: dict, path: str | Path) -> Path:
 
 
 def _header(kind: str, ckpt: str | None) -> dict:
-    from hessgpt import __version__
-
     return {"kind": kind, "checkpoint": None if ckpt is None else str(ckpt),
             "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "hessgpt": __version__}
 
 
 def load_backend(model1: str, model2: str | None = None, plain: bool = False):
-    from hessgpt.eval.backend import load_backend as load
+    from hessgpt.eval.backend import load_backend as load  # lazy: torch (~1.5 s), only commands that load a model
 
     return load(model1, model2, plain=plain)
 
@@ -48,10 +59,9 @@ def load_backend(model1: str, model2: str | None = None, plain: bool = False):
 
 
 def cmd_ppl(args) -> int:
-    import torch
+    import torch  # lazy: torch (~1.5 s), only eval ppl
 
-    import hessgpt
-    from hessgpt.eval.ppl import combine, iter_eval_texts, perplexity
+    from hessgpt.eval.ppl import combine, iter_eval_texts, perplexity  # lazy: torch (~1.5 s), only eval ppl
 
     if not Path(args.ckpt).exists():
         raise HessGPTError(f"no such checkpoint {args.ckpt}")
@@ -77,9 +87,6 @@ def cmd_ppl(args) -> int:
 def cmd_bench(args) -> int:
     """The model's /20 beside the constant-answer baseline; with --train-data, the items that overlap the
     training data's user messages. Without a checkpoint (only --train-data), just the overlap and the baseline."""
-    from hessgpt.eval.bench import (LLMJudge, constant_baseline, format_overlap, format_table, generate_fn,
-                                    load_items, overlap_report, run_bench)
-
     langs = [x.strip() for x in args.lang.split(",") if x.strip()]
     items = load_items(langs, args.prompts)[: args.limit]
     if args.ckpt is None and not args.train_data:
@@ -122,10 +129,7 @@ def cmd_bench(args) -> int:
 def cmd_tools(args) -> int:
     """Each --data file scored and printed separately (keyed by file stem under "per_data"), plus the combined
     single-turn tables at the top level; multi-turn files go to "conversations" (keyed by stem)."""
-    from hessgpt.engine import SamplingParams
-    from hessgpt.eval.tools import (BASELINES, evaluate, evaluate_conversations, format_conversations, format_metrics,
-                                    format_model2, format_search, has_search, is_multiturn_file, load_conversations,
-                                    load_samples, metrics)
+    from hessgpt.engine import SamplingParams  # lazy: torch (~1.5 s), only eval tools
 
     singles, multis = {}, {}
     for path in args.data:
@@ -192,10 +196,6 @@ def _search_for_router(args, backend) -> str | None:
     (hessgpt/data/search_corpus, the one the search training data was generated from) indexed into
     <out folder>/search.db, its hits named by page ("fr/canada.md") as in that data. The path used, or
     None when the backend has no router (scripted, plain)."""
-    from hessgpt.data.routing.search import shipped_search
-    from hessgpt.eval.tools import attach_search
-    from hessgpt.tools.search import SearchIndex
-
     if not hasattr(backend, "router"):
         return None
     if args.search_index:
@@ -209,9 +209,6 @@ def _search_for_router(args, backend) -> str | None:
 def _overlap(result: dict, samples: list, train_files: list[str]) -> dict:
     """Which single-turn items' prompts overlap a training user message (hessgpt.eval.bench's rule: exact,
     contained, Jaccard, 8-gram), and the model's and baselines' tables over the other ("clean") items."""
-    from hessgpt.eval.bench import overlap_report
-    from hessgpt.eval.tools import tables
-
     items = [{"id": s.id, "lang": s.lang, "category": s.category, "messages": s.messages} for s in samples]
     ov = overlap_report(items, train_files)
     bad = set(ov["ids"])
@@ -230,8 +227,6 @@ def _without_samples(t: dict) -> dict:
 
 def _split(result: dict, rows: slice) -> dict:
     """The tables of one file: model and baselines recomputed over that file's rows."""
-    from hessgpt.eval.tools import model2_summary, tables
-
     out = _without_samples(tables(result["samples"][rows]))
     if "model2" in result:
         out["model2"] = model2_summary(result["samples"][rows])
@@ -241,11 +236,8 @@ def _split(result: dict, rows: slice) -> dict:
 
 def cmd_refine(args) -> int:
     """Model 2 alone under the router's policy, on mutated dev/test programs (eval.tools.evaluate_refinement)."""
-    import hessgpt
-    from hessgpt.engine import Engine
-    from hessgpt.eval.tools import _read_jsonl, evaluate_refinement, format_refinement
-    from hessgpt.tools.router import RouterConfig, ToolRouter
-    from hessgpt.tools.sandbox import Sandbox
+    from hessgpt.engine import Engine  # lazy: torch (~1.5 s), only eval refine
+    from hessgpt.tools.router import RouterConfig, ToolRouter  # lazy: torch via hessgpt.engine, only eval refine
 
     if not Path(args.model2).exists():
         raise HessGPTError(f"no such checkpoint {args.model2}")
@@ -267,8 +259,6 @@ def cmd_refine(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from hessgpt.eval.report import build_report
-
     paths = build_report(args.paths, args.out, labels=args.labels.split(",") if args.labels else None)
     for p in paths:
         print(f"wrote {p}")
@@ -276,10 +266,8 @@ def cmd_report(args) -> int:
 
 
 def cmd_search(args) -> int:
-    from hessgpt.eval.search import CORPUS, DEFAULT_SETS, evaluate, format_table
-
-    res = evaluate(args.corpus or CORPUS, args.sets or DEFAULT_SETS)
-    print(format_table(res))
+    res = search_eval.evaluate(args.corpus or search_eval.CORPUS, args.sets or search_eval.DEFAULT_SETS)
+    print(search_eval.format_table(res))
     if args.out:
         print(f"saved {save_json({**_header('search', None), **res}, args.out)}")
     return 0
