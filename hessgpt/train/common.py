@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from hessgpt.checkpoint import atomic_dir_write
 from hessgpt.errors import HessGPTError
 from hessgpt.train import plan
 
@@ -300,8 +301,6 @@ def install_final(out_dir: str, save_fn) -> None:
     """Write the finished model into the run folder (which also holds metrics.jsonl, loss.png, last/):
     `save_fn(tmp)` writes a complete checkpoint/adapter to a temp folder, whose files are then moved in one
     by one with os.replace, meta.json last; meta.json's presence is what marks the stage finished."""
-    from hessgpt.checkpoint import atomic_dir_write
-
     os.makedirs(out_dir, exist_ok=True)
     staging = os.path.join(out_dir, ".final")
     atomic_dir_write(staging, save_fn)

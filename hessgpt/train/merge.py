@@ -17,7 +17,12 @@ import shutil
 import tempfile
 
 import torch
+from safetensors.torch import save_file
 
+from hessgpt import checkpoint
+from hessgpt.checkpoint import atomic_dir_write, find_tokenizer, load_model, load_state_dict_strict, read_meta
+from hessgpt.convert.export import to_hf
+from hessgpt.convert.hf import from_hf, read_hf_state_dict
 from hessgpt.errors import HessGPTError
 from hessgpt.train import lora as L
 
@@ -35,9 +40,6 @@ def _is_hf(path: str) -> bool:
 
 def merge_checkpoint(base: str, adapter: str, out: str, meta: dict | None = None) -> None:
     """HessGPT checkpoint + adapter -> HessGPT checkpoint (meta.parent = base, meta.adapter = adapter)."""
-    from hessgpt import checkpoint
-    from hessgpt.checkpoint import find_tokenizer, load_model, load_state_dict_strict, read_meta
-
     cfg, sd, info = L.read_adapter(adapter)
     L.check_base(adapter, info, base)
     model = load_model(base)
@@ -63,11 +65,6 @@ def _adapter_meta(adapter: str) -> dict:
 
 def merge_hf(base: str, adapter: str, out: str) -> None:
     """HF directory + PEFT adapter -> HF directory (config/tokenizer files copied, weights merged)."""
-    from safetensors.torch import save_file
-
-    from hessgpt.checkpoint import atomic_dir_write
-    from hessgpt.convert.hf import read_hf_state_dict
-
     cfg, sd, info = L.read_adapter(adapter)
     L.check_base(adapter, info, base)
     state = read_hf_state_dict(base)
@@ -95,16 +92,12 @@ def merge(base: str, adapter: str, out: str, fmt: str | None = None) -> str:
     if hf and fmt == "hf":
         merge_hf(base, adapter, out)
     elif hf:  # HF in, HessGPT out: merge as HF in a temp folder, then import it
-        from hessgpt.convert.hf import from_hf
-
         with tempfile.TemporaryDirectory(dir=os.path.dirname(os.path.abspath(out))) as tmp:
             merge_hf(base, adapter, os.path.join(tmp, "hf"))
             from_hf(os.path.join(tmp, "hf"), out)
     elif fmt == "hessgpt":
         merge_checkpoint(base, adapter, out)
     else:  # HessGPT in, HF out
-        from hessgpt.convert.export import to_hf
-
         with tempfile.TemporaryDirectory(dir=os.path.dirname(os.path.abspath(out))) as tmp:
             merge_checkpoint(base, adapter, os.path.join(tmp, "ckpt"))
             to_hf(os.path.join(tmp, "ckpt"), out)

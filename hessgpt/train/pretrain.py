@@ -31,9 +31,11 @@ import torch
 
 from hessgpt import checkpoint, loader
 from hessgpt.config import PRESETS, ModelConfig
+from hessgpt.data.loader import ShardLoader, check_shards, read_manifest
 from hessgpt.device import autocast, autocast_dtype, grad_scaler, peak_flops, setup_matmul_precision
 from hessgpt.errors import HessGPTError
 from hessgpt.model import Transformer
+from hessgpt.tokenizer import Tokenizer, _bytes_to_unicode
 from hessgpt.train import common
 from hessgpt.train import distributed as D
 
@@ -60,9 +62,6 @@ def parse_overrides(items: list[str]) -> dict:
 
 
 def resolve_tokenizer(args):
-    from hessgpt.data.loader import read_manifest
-    from hessgpt.tokenizer import Tokenizer
-
     if args.tokenizer:
         return Tokenizer.load(args.tokenizer)
     if args.model not in PRESETS and os.path.isdir(args.model):
@@ -94,8 +93,6 @@ def build_model(args, tokenizer) -> tuple[Transformer, str | None]:
 def init_checkpoint(preset: str, tokenizer_dir: str, out: str, overrides: dict | None = None, seed: int = 0) -> None:
     """A randomly initialised preset (vocab_size = the tokenizer's) saved as a checkpoint: the starting point of
     a stage that fine-tunes from scratch (the pipeline's `init` stage)."""
-    from hessgpt.tokenizer import Tokenizer
-
     tok = Tokenizer.load(tokenizer_dir)
     cfg = ModelConfig.preset(preset, **{**(overrides or {}), "vocab_size": tok.vocab_size})
     model = Transformer(cfg).init_weights(seed=seed)
@@ -105,8 +102,6 @@ def init_checkpoint(preset: str, tokenizer_dir: str, out: str, overrides: dict |
 
 def token_bytes(tokenizer) -> torch.Tensor:
     """UTF-8 bytes each token id stands for (0 for special tokens): the bits-per-byte denominator."""
-    from hessgpt.tokenizer import _bytes_to_unicode
-
     byte_chars = set(_bytes_to_unicode().values())
     n = tokenizer.vocab_size
     out = torch.zeros(n, dtype=torch.long)
@@ -143,8 +138,6 @@ def main(argv: list[str]) -> int:
 
 
 def train(args) -> int:
-    from hessgpt.data.loader import ShardLoader, check_shards
-
     info = D.init(args.device)
     device = info.device
     if args.threads:
