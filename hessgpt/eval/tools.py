@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -302,6 +303,8 @@ class Outcome:
     refine_calls: int = 0                                # model 2 asked (refined_code events)
     refined_used: int = 0                                # ... and its program's result replaced model 1's
     refine_skipped: int = 0                              # model 2 needed but not asked (refine_skipped events)
+    refine_asked: list[str] = field(default_factory=list)     # why model 2 was asked, per call (error, no output, ...)
+    refine_verdicts: list[str] = field(default_factory=list)  # the router's verdict on its program, per call
     searches: list[str] = field(default_factory=list)   # the queries of the turn's <search> blocks
 
 
@@ -333,6 +336,8 @@ def run_messages(backend, messages: list[dict], params, tools=None) -> Outcome:
         elif ev.type == "refined_code":
             out.refine_calls += 1
             out.refined_used += bool(ev.data.get("used"))
+            out.refine_asked.append(str(ev.data.get("reason", "")))
+            out.refine_verdicts.append(str(ev.data.get("verdict", "used" if ev.data.get("used") else "")))
         elif ev.type == "refine_skipped":
             out.refine_skipped += 1
     return out
@@ -477,6 +482,7 @@ def sample_row(backend, s: Sample, params) -> dict:
         "calls_correct": not skip and s.expected_calls is not None and calls_match(o.tool_calls, s.expected_calls),
         "answer": o.text, "final_text": o.final_text,
         "refine_calls": o.refine_calls, "refined_used": o.refined_used, "refine_skipped": o.refine_skipped,
+        "refine_asked": o.refine_asked, "refine_verdicts": o.refine_verdicts,
         "search": s.search, "searched": bool(o.searches), "search_queries": o.searches,
         "search_right": search_right, "search_reason": search_reason,
     }
@@ -540,7 +546,16 @@ def model2_summary(rows: list[dict]) -> dict:
             "answer_correct_with": w["answer"]["exact_match"], "answer_correct_without": wo["answer"]["exact_match"],
             "right_with": sum(r["answer_correct"] for r in rows if r["reference"] is not None),
             "right_without": sum(r["answer_correct"] for r in without if r["reference"] is not None),
-            "executable_with": w["execution"]["success_rate"], "executable_without": wo["execution"]["success_rate"]}
+            "executable_with": w["execution"]["success_rate"], "executable_without": wo["execution"]["success_rate"],
+            # per call: why model 2 was asked (model 1's run), and what became of its program (ToolRouter._judge:
+            # used, same_output, still_wrong, failed, no_output, not_python)
+            "asked_because": dict(Counter(_short_reason(x) for r in rows for x in r.get("refine_asked", [])).most_common()),
+            "verdicts": dict(Counter(x for r in rows for x in r.get("refine_verdicts", [])).most_common())}
+
+
+def _short_reason(reason: str) -> str:
+    """A refine reason as a category: "operand 12 of the request not in the code" -> "operand missing"."""
+    return "operand missing" if reason.startswith("operand ") else reason
 
 
 def tables(rows: list[dict]) -> dict:
@@ -793,7 +808,9 @@ def format_model2(block: dict) -> str:
         f"{pct(block['answer_correct_with'])} ({block['right_with']}) |",
         f"| execution success | {pct(block['executable_without'])} | {pct(block['executable_with'])} |",
         f"| asked / changed / fixed / broke / skipped (of {block['n']}) | | {block['calls']} / {block['changed']} / "
-        f"{block['fixed']} / {block['broke']} / {block['skipped']} |"])
+        f"{block['fixed']} / {block['broke']} / {block['skipped']} |",
+        *([f"| model 2's programs (per call) | | {', '.join(f'{k} {v}' for k, v in block['verdicts'].items())} |"]
+          if block.get("verdicts") else [])])
 
 
 def format_conversations(result: dict) -> str:

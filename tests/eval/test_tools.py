@@ -251,7 +251,8 @@ class Model2ScriptedBackend(ScriptedBackend):
 
 def model2_scripts():
     def refined(used):
-        return Event("refined_code", "print(3*4)", {"lang": "python", "reason": "error", "used": used})
+        return Event("refined_code", "print(3*4)", {"lang": "python", "reason": "error", "used": used,
+                                                    "verdict": "used" if used else "failed"})
     err = Event("result", "NameError", {"status": "error"})
     ok = Event("result", "12\n", {"status": "ok"})
     code = Event("code", "print(3*y)", {"lang": "python"})
@@ -288,6 +289,9 @@ def test_model2_block_with_and_without_on_the_same_items(tmp_path):
     assert sorted(backend.runs) == sorted([(f"pos{i}: combien font 3 fois 4 ?", True) for i in range(4)] +
                                           [("pos1: combien font 3 fois 4 ?", False), ("pos3: combien font 3 fois 4 ?", False)])
     assert T.format_model2(m).count("|") > 10 and "1 / 1" in T.format_model2(m)
+    # per call: why it was asked and the router's verdict on its program
+    assert m["asked_because"] == {"error": 3} and m["verdicts"] == {"used": 2, "failed": 1}
+    assert "used 2, failed 1" in T.format_model2(m)
 
 
 def test_model2_block_needs_a_backend_that_can_turn_model2_off(tmp_path):
