@@ -13,6 +13,6 @@ def load(path, device=None, dtype=None):
     directory or a .gguf file (hessgpt/loader.py decides which)."""
     # imported here, not at the top, so that `import hessgpt.<anything>` (e.g. the CLI's instant --help) does
     # not import torch; this is not a cycle: loader.py never imports the package root
-    from hessgpt.loader import load
+    from hessgpt.loader import load  # lazy: torch (~1.5 s)
 
     return load(path, device=device, dtype=dtype)

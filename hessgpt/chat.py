@@ -11,7 +11,8 @@ import json
 import os
 import sys
 
-from hessgpt.engine import SamplingParams
+import hessgpt
+from hessgpt.engine import Engine, SamplingParams, sampling_params
 from hessgpt.errors import HessGPTError
 from hessgpt.serve.build import build_backend
 
@@ -38,8 +39,6 @@ def add_sampling_args(p: argparse.ArgumentParser, max_new_tokens: int = 256) -> 
 
 def sampling_from_args(args, generation_config: dict | None = None) -> SamplingParams:
     """Flags over the model's generation_config (a flag left unset keeps the checkpoint's value)."""
-    from hessgpt.engine import sampling_params
-
     gen = dict(generation_config or {})
     gen.setdefault("max_new_tokens", getattr(args, "_default_max_new_tokens", 256))
     return sampling_params(gen, max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
@@ -139,9 +138,6 @@ def generate_main(argv: list[str]) -> int:
     p.add_argument("--device", default=None)
     add_sampling_args(p, 128)
     args = p.parse_args(argv)
-    import hessgpt
-    from hessgpt.engine import Engine
-
     model, tok = hessgpt.load(args.ckpt, device=args.device)
     if tok is None:
         raise HessGPTError(f"{args.ckpt}: no tokenizer found beside the weights")

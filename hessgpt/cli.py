@@ -2,12 +2,19 @@
 
 Each subcommand lives in its stage's module as `main(argv: list[str]) -> int | None`; this file only
 dispatches, so `hessgpt --help` stays instant (no torch import) and each stage owns its own flags.
+The dispatcher is where subcommand modules are imported lazily, by name from COMMANDS (importlib), so that
+a command loads only its own dependencies; the stages' own modules import at the top (house style), except
+a few imports that keep a command from loading torch & co it does not need, each commented `# lazy: ...`.
+`hessgpt data` has the one other such table, for its subcommands (hessgpt/data/cli.py DELEGATED).
 Errors a user can fix (HessGPTError, missing files) print one line and exit 1, never a traceback.
 """
 
 import importlib
 import os
 import sys
+
+from hessgpt import __version__
+from hessgpt.errors import HessGPTError
 
 # name -> (module, function, one-line help)
 COMMANDS = {
@@ -74,8 +81,6 @@ def main(argv: list[str] | None = None) -> int:
         print(_usage())
         return 0
     if argv[0] in ("-V", "--version"):
-        from hessgpt import __version__
-
         print(f"hessgpt {__version__}")
         return 0
     name, rest = argv[0], argv[1:]
@@ -84,8 +89,6 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     module_name, func_name, _ = COMMANDS[name]
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from hessgpt.errors import HessGPTError
-
     try:
         func = getattr(importlib.import_module(module_name), func_name)
         code = func(rest)

@@ -33,6 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hessgpt.errors import HessGPTError
+from hessgpt.eval import cli as eval_cli
+from hessgpt.eval.bench import load_items
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -87,8 +89,6 @@ def _code_val_shards(shards_dir: Path) -> list[str]:
 def bench_subset(path: Path, n: int) -> Path:
     """n shipped bench items, half French half English, taking the categories in turn (its --limit takes the
     first n, all French)."""
-    from hessgpt.eval.bench import load_items
-
     picked = []
     for lang in ("fr", "en"):
         by_cat: dict[str, list] = {}
@@ -201,8 +201,7 @@ def _metric(name: str, result: dict) -> str:
 
 
 def run(out: Path, b: Budget) -> dict:
-    from hessgpt.eval import cli as eval_cli
-    from hessgpt.train.pipeline import Pipeline
+    from hessgpt.train.pipeline import Pipeline  # lazy: torch via hessgpt.device (~1.8 s), not for --help
 
     recipe = REPO / b.recipe
     if not recipe.exists():
@@ -312,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
           f"  hessgpt chat --model1 {m1}{with_m2}", flush=True)
     if args.no_serve:
         return 0
-    from hessgpt.serve import app
+    from hessgpt.serve import app  # lazy: torch (~1.8 s), only when it serves
 
     print(f"quickstart: serving on http://{args.host}:{args.port}/ (Ctrl-C to stop)", flush=True)
     return app.main(["--model1", str(m1), *(["--model2", str(m2)] if use_m2 else []), "--host", args.host,

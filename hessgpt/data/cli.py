@@ -6,7 +6,9 @@ import argparse
 import importlib
 import sys
 
+from hessgpt.data.recipe import load_recipe
 from hessgpt.errors import HessGPTError
+from hessgpt.tokenizer import Tokenizer
 
 # subcommands owned by other modules: name -> (module, one-line help); each has main(argv)
 DELEGATED = {
@@ -40,8 +42,7 @@ def prepare_main(argv: list[str]) -> int:
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
 
-    from hessgpt.data.prepare import prepare
-    from hessgpt.data.recipe import load_recipe
+    from hessgpt.data.prepare import prepare  # lazy: numpy via data.dedup (~120 ms), only data prepare
 
     recipe = load_recipe(args.recipe, _parse_local(args.local))
     if args.seed is not None:
@@ -50,8 +51,6 @@ def prepare_main(argv: list[str]) -> int:
         recipe.total = args.total
     tokenizer = None
     if args.tokenizer:
-        from hessgpt.tokenizer import Tokenizer
-
         tokenizer = Tokenizer.load(args.tokenizer)
     report = prepare(recipe, args.out, tokenizer=tokenizer, progress=not args.no_progress and sys.stderr.isatty())
     print_summary(report, args.out)
