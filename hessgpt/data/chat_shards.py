@@ -34,6 +34,7 @@ import numpy as np
 from hessgpt.data.shards import FORMAT, VERSION, _dtype_for
 from hessgpt.datafiles import text_blocks
 from hessgpt.errors import HessGPTError
+from hessgpt.tokenizer import Tokenizer
 
 
 def _conversation_docs(path: str, tokenizer) -> tuple[list[list[int]], int]:
@@ -65,8 +66,6 @@ def _text_docs(path: str, tokenizer) -> list[list[int]]:
 def write_chat_shards(chat: list[str], text: list[str], tokenizer, out: str, val_fraction: float = 0.02,
                       seed: int = 0) -> dict:
     """Render `chat` JSONL files and encode `text` files into train/val shards at `out`. Returns the manifest."""
-    from hessgpt.tokenizer import Tokenizer
-
     if isinstance(tokenizer, (str, os.PathLike)):
         tokenizer = Tokenizer.load(str(tokenizer))
     if not chat and not text:

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from hessgpt.errors import HessGPTError
+from hessgpt.tokenizer import Tokenizer
 
 
 def read_manifest(shards_dir: str) -> dict:
@@ -48,8 +49,6 @@ def read_manifest(shards_dir: str) -> dict:
 def check_shards(shards_dir: str, tokenizer) -> dict:
     """Raise HessGPTError unless the shards were made with `tokenizer` (a Tokenizer or its directory).
     Returns the manifest."""
-    from hessgpt.tokenizer import Tokenizer
-
     m = read_manifest(shards_dir)
     if isinstance(tokenizer, (str, os.PathLike)):
         tokenizer = Tokenizer.load(str(tokenizer))

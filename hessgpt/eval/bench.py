@@ -396,7 +396,7 @@ def format_overlap(ov: dict) -> str:
 
 def generate_fn(backend, max_new_tokens: int = 256) -> GenerateFn:
     """Turn a backend's `stream_chat(messages, params)` into `generate(messages) -> str` (greedy)."""
-    from hessgpt.engine import SamplingParams
+    from hessgpt.engine import SamplingParams  # lazy: torch (~1.5 s); eval/cli and quickstart import this module
 
     params = SamplingParams(max_new_tokens=max_new_tokens, temperature=0.0, seed=0)
 

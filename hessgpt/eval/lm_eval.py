@@ -16,20 +16,18 @@ import os
 import sys
 import tempfile
 
+from hessgpt.checkpoint import is_checkpoint
+from hessgpt.convert.export import to_hf
 from hessgpt.errors import HessGPTError
 
 
 def export_for_hf(path: str, out_dir: str | None = None) -> str:
     """A Hugging Face directory for `path`: itself if it already is one, else `hessgpt convert to-hf` into
     out_dir (default: a fresh temporary folder)."""
-    from hessgpt.checkpoint import is_checkpoint
-
     if not os.path.exists(path):
         raise HessGPTError(f"no such checkpoint {path}")
     if not is_checkpoint(path):
         return path  # an HF directory (or a legacy file HFLM will reject with its own message)
-    from hessgpt.convert.export import to_hf
-
     out = out_dir or os.path.join(tempfile.mkdtemp(prefix="hessgpt-lm-eval-"), "hf")
     to_hf(path, out)
     return out

@@ -81,7 +81,7 @@ def main(argv: list[str]) -> int:
 
     import uvicorn
 
-    from hessgpt.serve.api import ServeConfig, create_app
+    from hessgpt.serve.api import ServeConfig, create_app  # lazy: fastapi (~300 ms), not for --help
 
     backend = build_backend(spec)
     cfg = ServeConfig(api_key=args.api_key, concurrency=args.concurrency, queue_size=args.queue_size,

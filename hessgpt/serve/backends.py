@@ -49,6 +49,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 
+from hessgpt.checkpoint import read_generation_config
 from hessgpt.device import inference_dtype, pick_device
 from hessgpt.engine import SamplingParams, TextDecoder, make_generator, sample
 from hessgpt.errors import HessGPTError
@@ -393,8 +394,6 @@ class HFBackend:
         self.run_code = run_code
         self.registry = registry  # a hessgpt.tools.registry.ToolRegistry whose tools this backend runs itself
         self.max_tool_rounds = max_tool_rounds
-        from hessgpt.checkpoint import read_generation_config
-
         self.generation_config = read_generation_config(model_dir)  # its own generation_config.json, HF meaning
         if max_batch >= 2 and (why := unbatchable(self.model)) is not None:   # e.g. Mistral's sliding window
             print(f"--hf-model: {why}: requests decode one at a time (--max-batch 1)", file=sys.stderr)

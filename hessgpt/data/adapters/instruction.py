@@ -5,6 +5,7 @@ Alpaca, CodeAlpaca, Open-Platypus, WizardLM evol-instruct 70k, vigogne instruct 
 """
 
 from hessgpt.data.adapters import field, record_id, register, single_turn
+from hessgpt.data.adapters.sharegpt import from_sharegpt
 from hessgpt.data.conversation import Conversation
 
 
@@ -32,8 +33,6 @@ def alpaca(row: dict) -> Conversation:
 def wizardlm_70k(row: dict) -> Conversation:
     """The 70k file is {instruction, output}; the V2 file ({idx, conversations}) is also accepted."""
     if isinstance(row, dict) and "conversations" in row:
-        from hessgpt.data.adapters.sharegpt import from_sharegpt
-
         return from_sharegpt(row)
     return single_turn(field(row, "instruction"), field(row, "output"), id=record_id(row, "idx", "id"))
 

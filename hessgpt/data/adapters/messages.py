@@ -3,6 +3,7 @@ LongAlign, and the vigogne chat files (newer `messages`, older `conversation` wi
 """
 
 from hessgpt.data.adapters import field, record_id, register, text_messages
+from hessgpt.data.adapters.instruction import alpaca
 from hessgpt.data.conversation import Conversation, Skip
 
 
@@ -55,8 +56,6 @@ def generic_messages(row: dict) -> Conversation:
 @register("bofenghuang/vigogne-instruction-following-v1.0", "vigogne")
 def vigogne(row: dict) -> Conversation:
     """The three vigogne schemas: {instruction, input, output}, {messages}, {conversation} (UTILISATEUR/ASSISTANT)."""
-    from hessgpt.data.adapters.instruction import alpaca
-
     if isinstance(row, dict) and "messages" in row:
         return from_messages(row, "messages")
     if isinstance(row, dict) and "conversation" in row:

@@ -12,6 +12,7 @@ import json
 from hessgpt.data.adapters import field, register
 from hessgpt.data.adapters.schema import tool_schema
 from hessgpt.data.conversation import Conversation, Message, Skip
+from hessgpt.data.recipe import SourceSpec, iter_rows
 from hessgpt.tools.calls import ToolCall, ToolCallParseError, parse_arguments
 
 
@@ -26,8 +27,6 @@ def attach_tools(rows, api_list: dict | None = None, **_options):
     """Stream pass-through that adds `_tools` (definitions of `context_functions`) to each query row."""
     index: dict[tuple[str, str], dict] = {}
     if api_list:
-        from hessgpt.data.recipe import SourceSpec, iter_rows
-
         for item in iter_rows(SourceSpec.from_dict(dict(api_list, dataset="nexusraven-api"))):
             if isinstance(item, Skip) or not isinstance(item[1], dict) or not item[1].get("name"):
                 continue

@@ -17,6 +17,7 @@ from hessgpt.data.routing.reference import agrees
 from hessgpt.data.routing.splits import MIN_INT_RANGE, MIN_PARTITIONED, SPLITS, SPLIT_SEED_OFFSET, SplitRandom
 from hessgpt.data.routing.web import web_candidate
 from hessgpt.errors import HessGPTError
+from hessgpt.tools import sandbox as tools_sandbox  # the module: .Sandbox looked up per run (tests swap it)
 
 
 PYTHON_GENS: dict[str, list[tuple[str, Gen, int]]] = {   # category -> [(kind, generator, weight)]
@@ -118,8 +119,6 @@ def generate(n: int, langs=LANGS, seed: int = 0, negative_fraction: float = 0.25
     """n verified records (shuffled) of one split, and the statistics. `sandbox` is an open Sandbox, or one
     is opened. The split's phrasings, entities and operands come from its own partition (SplitRandom), with
     its own seed (seed + SPLIT_SEED_OFFSET[split]); `seen` (prompt keys) is shared across splits to dedupe."""
-    from hessgpt.tools.sandbox import Sandbox
-
     if not langs or any(l not in LANGS for l in langs):
         raise HessGPTError(f"--langs must be a subset of {','.join(LANGS)}, got {','.join(langs) or 'nothing'}")
     if not 0 <= negative_fraction < 1:
@@ -161,7 +160,7 @@ def generate(n: int, langs=LANGS, seed: int = 0, negative_fraction: float = 0.25
             keep(c)
 
     own = sandbox is None
-    sb = Sandbox(workers=workers) if own else sandbox
+    sb = tools_sandbox.Sandbox(workers=workers) if own else sandbox
     bar = None
     if progress:
         from tqdm import tqdm
@@ -223,12 +222,10 @@ def generate_splits(n: int, test_n: int = 600, val_fraction: float = 0.05, langs
     the three splits share no template, entity or operand integer (see partition / int_split), each with its
     own seed; prompts are deduplicated across splits. Train and dev also get multiturn_share x their size of
     2-3 turn conversations composed from their own singles (hessgpt.data.routing_multiturn)."""
-    from hessgpt.tools.sandbox import Sandbox
-
     n_dev = round(n * val_fraction)
     sizes = {"train": n - n_dev, "dev": n_dev, "test": test_n}
     own = sandbox is None
-    sb = Sandbox(workers=workers) if own else sandbox
+    sb = tools_sandbox.Sandbox(workers=workers) if own else sandbox
     seen: set[str] = set()
     out, per = {}, {}
     multi: dict[str, Counter] = {split: Counter() for split in SPLITS}

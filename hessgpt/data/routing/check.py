@@ -7,8 +7,10 @@ import math
 import re
 from pathlib import Path
 
+from hessgpt.data.conversation import Skip, from_dict
 from hessgpt.data.routing.build import _run_with_retry
 from hessgpt.data.routing.output import write_jsonl
+from hessgpt.tools import sandbox as tools_sandbox  # the module: .Sandbox looked up per run (tests swap it)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -123,9 +125,6 @@ def check_record(rec: dict, results: dict[int, object]) -> tuple[dict | None, st
 
 def validate_file(path: str, out: str | None, workers: int = 2, sandbox=None) -> dict:
     """Execute every Python block of `path`, drop the wrong samples, write the good ones to `out`."""
-    from hessgpt.data.conversation import Skip, from_dict
-    from hessgpt.tools.sandbox import Sandbox
-
     records, problems = [], []
     unreadable = 0
     with open(path, encoding="utf-8") as f:
@@ -155,7 +154,7 @@ def validate_file(path: str, out: str | None, workers: int = 2, sandbox=None) ->
     jobs = [(k, i, m["code"]) for k, (_, rec) in enumerate(records) for i, m in enumerate(rec["messages"])
             if m.get("role") == "assistant" and m.get("code") is not None and m.get("code_lang", "python") == "python"]
     own = sandbox is None
-    sb = Sandbox(workers=workers) if own else sandbox
+    sb = tools_sandbox.Sandbox(workers=workers) if own else sandbox
     try:
         runs = _run_with_retry(sb, [code for *_, code in jobs])
     finally:

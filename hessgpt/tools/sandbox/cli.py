@@ -4,6 +4,7 @@ import argparse
 import sys
 
 from hessgpt.errors import HessGPTError
+from hessgpt.tools.sandbox import DEFAULT_ALLOWED_MODULES, Limits, Sandbox, doctor
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -23,8 +24,6 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
-    from hessgpt.tools.sandbox import DEFAULT_ALLOWED_MODULES, Limits, Sandbox, doctor
-
     if args.cmd == "doctor":
         layers = doctor()
         width = max(map(len, layers))
