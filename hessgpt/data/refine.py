@@ -13,8 +13,9 @@ input_output} and CodeContests {description, solutions, public_tests}, whose tes
 and code instructions in the Code Alpaca schema {instruction, input, output}, kept when the output is Python
 that prints the same thing on two runs (that is its expected output: no test to check it against).
 Each program is mutated (MUTATIONS: off-by-one, wrong operator, wrong variable, missing print, swapped
-arguments, syntax error, wrong math/sympy/builtin function, an unused input) by editing its source text at
-an AST node's position (the draft differs from the target by that edit only). The draft and the target both
+arguments, syntax error, wrong math/sympy/builtin function, an unused input, a missing import) by editing its
+source text at an AST node's position (the draft differs from the target by that edit only), or replaced by
+another request's program (OTHER_PROGRAM: the target is then written from the request, not patched). The draft and the target both
 run in the sandbox; a pair is kept only when the target prints exactly the program's correct output and the
 draft fails, prints nothing or prints something else. Drops are counted by reason in stats.json.
 
@@ -394,11 +395,35 @@ def unused_input(code: str, tree, rng: random.Random) -> str | None:
     return _edit(code, [(s, e, _src(code, keep))])
 
 
+def missing_import(code: str, tree, rng: random.Random) -> str | None:
+    """A top-level `import m` / `from m import f` statement removed: a NameError where the program uses it (the
+    commonest failure of model 1's own programs: `statistics`, `math`, `sympy` used and never imported)."""
+    imports = [st for st in tree.body if isinstance(st, (ast.Import, ast.ImportFrom))]
+    if not imports:
+        return None
+    st = rng.choice(imports)
+    lines = code.splitlines(keepends=True)
+    return "".join(lines[: st.lineno - 1] + lines[st.end_lineno:])
+
+
 MUTATIONS: dict[str, Callable] = {
     "off_by_one": off_by_one, "wrong_operator": wrong_operator, "wrong_variable": wrong_variable,
     "missing_print": missing_print, "swapped_arguments": swapped_arguments, "syntax_error": syntax_error,
-    "wrong_function": wrong_function, "unused_input": unused_input,
+    "wrong_function": wrong_function, "unused_input": unused_input, "missing_import": missing_import,
 }
+# A draft kind that is not an edit: another request's program (model 1 answered something else, or wrote a
+# program that cannot be repaired by an edit): the target is then written from the request, not patched.
+OTHER_PROGRAM = "other_program"
+DRAFT_KINDS = (*MUTATIONS, OTHER_PROGRAM)
+
+
+def other_program(p: Program, programs: list[Program], rng: random.Random, tries: int = 8) -> str | None:
+    """The code of another program of `programs` (another request, another output), or None."""
+    for _ in range(min(tries, len(programs))):
+        q = rng.choice(programs)
+        if q.request != p.request and q.code.strip() != p.code.strip() and q.output != p.output:
+            return q.code
+    return None
 
 
 def mutate(code: str, kind: str, rng: random.Random) -> str | None:
@@ -438,8 +463,9 @@ def generation_record(p: Program) -> dict:
 
 
 def make_pairs(programs: list[Program], sandbox, per_program: int = 2, seed: int = 0,
-               kinds: tuple[str, ...] = tuple(MUTATIONS), stats: Counter | None = None) -> list[dict]:
-    """Up to `per_program` verified pairs per program (mutation kinds taken in turn, shuffled per program).
+               kinds: tuple[str, ...] = DRAFT_KINDS, stats: Counter | None = None) -> list[dict]:
+    """Up to `per_program` verified pairs per program (draft kinds taken in turn, shuffled per program: the
+    MUTATIONS, and OTHER_PROGRAM, a program of another request drawn from `programs`).
 
     Verification, both programs in `sandbox`: the target (the original program) must run ok and print the
     program's correct output (else: dropped_target_wrong); the draft must fail, print nothing or print
@@ -454,7 +480,7 @@ def make_pairs(programs: list[Program], sandbox, per_program: int = 2, seed: int
         for kind in order:
             if got >= per_program:
                 break
-            d = mutate(p.code, kind, rng)
+            d = other_program(p, programs, rng) if kind == OTHER_PROGRAM else mutate(p.code, kind, rng)
             if d is None:
                 stats[f"not_applicable/{kind}"] += 1
                 continue

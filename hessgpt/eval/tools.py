@@ -548,7 +548,7 @@ def model2_summary(rows: list[dict]) -> dict:
             "right_without": sum(r["answer_correct"] for r in without if r["reference"] is not None),
             "executable_with": w["execution"]["success_rate"], "executable_without": wo["execution"]["success_rate"],
             # per call: why model 2 was asked (model 1's run), and what became of its program (ToolRouter._judge:
-            # used, same_output, still_wrong, failed, no_output, not_python)
+            # used, same_output, still_wrong, failed, no_output, unchanged, not_python)
             "asked_because": dict(Counter(_short_reason(x) for r in rows for x in r.get("refine_asked", [])).most_common()),
             "verdicts": dict(Counter(x for r in rows for x in r.get("refine_verdicts", [])).most_common())}
 

@@ -257,10 +257,12 @@ class ToolRouter:
         return sandbox_output(result)
 
     def _judge(self, code: str, refined: str, first, request: str) -> tuple[str, object]:
-        """("used", its run) when model 2's program replaces model 1's, else (why not, None): not_python (empty,
-        unparsable or the same code), failed, no_output, still_wrong (the output check fails again),
+        """("used", its run) when model 2's program replaces model 1's, else (why not, None): unchanged (model
+        1's code given back), not_python (empty or unparsable), failed, no_output, still_wrong (the output check fails again),
         same_output (nothing to fix: model 1's result stays)."""
-        if not refined or refined == code.strip():
+        if refined == code.strip():
+            return "unchanged", None
+        if not refined:
             return "not_python", None
         try:
             ast.parse(refined)

@@ -45,8 +45,27 @@ def test_each_mutation_kind_makes_its_edit_and_only_it():
     # positions are UTF-8 byte offsets: an accented string before the edit is kept intact, formatting too
     assert drafts("text = 'été'   # mot\nprint(len(text) + 1)", "off_by_one") == \
         {"text = 'été'   # mot\nprint(len(text) + 0)", "text = 'été'   # mot\nprint(len(text) + 2)"}
+    assert drafts("import math\nfrom fractions import Fraction\nprint(math.floor(Fraction(7, 2)))", "missing_import") == \
+        {"from fractions import Fraction\nprint(math.floor(Fraction(7, 2)))", "import math\nprint(math.floor(Fraction(7, 2)))"}
+    assert drafts("x = 1\nprint(x)", "missing_import") == set()
     assert set(R.MUTATIONS) == {"off_by_one", "wrong_operator", "wrong_variable", "missing_print", "swapped_arguments",
-                                "syntax_error", "wrong_function", "unused_input"}
+                                "syntax_error", "wrong_function", "unused_input", "missing_import"}
+    assert R.DRAFT_KINDS == (*R.MUTATIONS, "other_program")
+
+
+def test_other_program_drafts_are_another_requests_program_and_verified(sandbox):
+    """The draft is a program of another request (another output): the target is this request's program."""
+    progs = [R.Program("Calcule 15 * 23", "print(15 * 23)", "345\n", "fr", "p1"),
+             R.Program("What is 2 ** 10?", "print(2 ** 10)", "1024\n", "en", "p2"),
+             R.Program("Combien font 15 fois 23 ?", "print(23 * 15)", "345\n", "fr", "p3")]   # same output as p1
+    pairs = R.make_pairs(progs, sandbox, per_program=1, kinds=("other_program",))
+    got = {r["program"]: r["messages"][0]["content"].split("### draft\n")[1].split("\n### run")[0] for r in pairs}
+    assert got == {"p1": "print(2 ** 10)", "p2": got["p2"], "p3": "print(2 ** 10)"} and got["p2"] in ("print(15 * 23)", "print(23 * 15)")
+    assert all(r["kind"] == "other_program" for r in pairs)
+    for r in pairs:   # the prompt shows the draft's real run; the target is the request's own program
+        if r["program"] in ("p1", "p3"):
+            assert "### run: ok\n1024\n### fix" in r["messages"][0]["content"]
+        assert r["messages"][1]["code"] == {"p1": "print(15 * 23)", "p2": "print(2 ** 10)", "p3": "print(23 * 15)"}[r["program"]]
 
 
 def _not_python(code: str) -> bool:

@@ -144,7 +144,8 @@ def test_a_refinement_that_prints_nothing_keeps_model1s_result(tokenizer, sandbo
 
 
 @pytest.mark.parametrize("reply, verdict", [("print(1/0)", "failed"), ("print(15 * 23", "not_python"),
-                                            ("print(None)", "still_wrong"), ("", "not_python")])
+                                            ("print(None)", "still_wrong"), ("", "not_python"),
+                                            ("print(x for x in [345])", "unchanged")])
 def test_a_refinement_that_fails_is_not_used(tokenizer, sandbox, reply, verdict):
     eng = ScriptedEngine(tokenizer, turn(tokenizer, "", "print(x for x in [345])", " 345."))  # a generator's repr
     model2 = ScriptedEngine(tokenizer, reply=tokenizer.encode(reply))
