@@ -39,8 +39,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from hessgpt.data.routing.output import write_jsonl
 from hessgpt.datafiles import Unreadable, iter_rows
 from hessgpt.errors import HessGPTError
+from hessgpt.tools.sandbox import Sandbox
 
 MAX_OUTPUT_CHARS = 200     # the draft's output/error shown in the prompt (the first characters)
 MAX_PROGRAM_CHARS = 1200   # longer programs are not used (model 2's context is 512 tokens in the quickstart)
@@ -558,8 +560,6 @@ def build(routing_files: list[str], code_files: list[str], sandbox, per_program:
 
 def write(splits: dict[str, list[dict]], stats: dict, out: str) -> None:
     """out/train.jsonl, out/val.jsonl, then out/stats.json (last: it marks the folder finished). Atomic."""
-    from hessgpt.data.routing.output import write_jsonl
-
     write_jsonl(Path(out) / "train.jsonl", splits["train"])
     write_jsonl(Path(out) / "val.jsonl", splits["val"])
     tmp = Path(out) / "stats.json.tmp"
@@ -584,8 +584,6 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if not args.routing and not args.code:
         raise HessGPTError("give --routing FILE and/or --code FILE")
-    from hessgpt.tools.sandbox import Sandbox
-
     with Sandbox(workers=args.workers) as sb:
         splits, d = build(args.routing, args.code, sb, args.per_program, args.seed, args.val_fraction,
                           args.generation_share, args.max_programs)

@@ -44,6 +44,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hessgpt.data.refine import MUTATIONS, mutate, programs_from_routing
+from hessgpt.engine import SamplingParams
 from hessgpt.errors import HessGPTError
 from hessgpt.events import Event
 from hessgpt.eval.scoring import detect_lang, score_result, score_search
@@ -456,8 +458,6 @@ def search_metrics(rows: list[dict]) -> dict:
 
 
 def _default_params():
-    from hessgpt.engine import SamplingParams
-
     return SamplingParams(max_new_tokens=512, temperature=0.0, seed=0)
 
 
@@ -657,7 +657,6 @@ def evaluate_refinement(router, records: list[dict], seed: int = 0, limit: int |
 
     from tqdm import tqdm
 
-    from hessgpt.data.refine import MUTATIONS, mutate, programs_from_routing
 
     programs = programs_from_routing(records, splits=("train", "dev", "test"))[:limit]
     rng = _random.Random(seed)
