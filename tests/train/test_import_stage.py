@@ -130,6 +130,10 @@ def test_smollm2_recipe_loads_and_validates(tmp_path, capsys):
         if s.kind == "sft":
             assert s.spec["lora"]["rank"] == 16 and s.spec["lora"]["targets"] == ["q_proj", "k_proj", "v_proj", "o_proj"]
             assert s.spec["lora"]["token_rows"] == "auto"
-    assert p.final["model1"] == "@" + p.stages[-1].name
+    # model 1 (chat -> routing) and model 2 (the same base -> refinement pairs), both merged from the import
+    assert p.final == {"model1": "@model1-merged", "model2": "@model2"}
+    by_name = {s.name: s for s in p.stages}
+    assert by_name["model2-lora"].spec["base"] == "@base" and by_name["model2-lora"].spec["data"] == "@refine-pairs"
+    assert by_name["refine-pairs"].spec["routing"] == ["@routing/train.jsonl"]   # train split only
     assert p.run(dry_run=True) == 0
     assert "(import)" in capsys.readouterr().out
