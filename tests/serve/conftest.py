@@ -1,10 +1,12 @@
 """A real uvicorn server on 127.0.0.1 (random free port) in a background thread, per test."""
 
+import json
 import os
 import socket
 import threading
 import time
 
+import httpx
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -56,3 +58,31 @@ def serve():
     yield start
     for srv in running:
         srv.stop()
+
+
+# ---- client helpers shared by the streaming tests (test_serve_batching, test_serve_hf_batching) ----
+
+def wait_until(cond, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.02)
+    return cond()
+
+
+def stream_text(url: str, payload: dict) -> tuple[str, dict, str]:
+    """POST a streaming request; -> (content, usage, finish_reason)."""
+    text, usage, finish = [], {}, None
+    with httpx.stream("POST", url + "/v1/chat/completions", json=payload, timeout=60) as r:
+        assert r.status_code == 200, r.read()
+        for line in r.iter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            chunk = json.loads(line[6:])
+            assert "error" not in chunk, chunk
+            usage = chunk.get("usage") or usage
+            for c in chunk.get("choices", []):
+                text.append(c["delta"].get("content") or "")
+                finish = c.get("finish_reason") or finish
+    return "".join(text), usage, finish

@@ -15,18 +15,11 @@ from hessgpt.serve.app import main as serve_main
 from hessgpt.serve.batching import BatchedDualBackend, EngineLoop
 from hessgpt.serve.dual import DualModelBackend
 
+from .conftest import stream_text, wait_until
+
 PROMPTS = ["Bonjour !", "Combien font 6 x 7 ?", "Écris un poème sur la mer, s'il te plaît.", "Hi", "Raconte une histoire",
            "What is the capital of France? Answer in one word."]
 MAX_TOKENS = [24, 9, 31, 17, 40, 12]
-
-
-def wait_until(cond, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.02)
-    return cond()
 
 
 @pytest.fixture(scope="module")
@@ -53,23 +46,6 @@ def batched(dual):
 def body(i: int, stream: bool = True, **extra) -> dict:
     return {"model": "tiny", "messages": [{"role": "user", "content": PROMPTS[i]}], "max_tokens": MAX_TOKENS[i],
             "temperature": 0, "stream": stream, "stream_options": {"include_usage": True}, **extra}
-
-
-def stream_text(url: str, payload: dict) -> tuple[str, dict, str]:
-    """POST a streaming request; -> (content, usage, finish_reason)."""
-    text, usage, finish = [], {}, None
-    with httpx.stream("POST", url + "/v1/chat/completions", json=payload, timeout=60) as r:
-        assert r.status_code == 200, r.read()
-        for line in r.iter_lines():
-            if not line.startswith("data: ") or line == "data: [DONE]":
-                continue
-            chunk = json.loads(line[6:])
-            assert "error" not in chunk, chunk
-            usage = chunk.get("usage") or usage
-            for c in chunk.get("choices", []):
-                text.append(c["delta"].get("content") or "")
-                finish = c.get("finish_reason") or finish
-    return "".join(text), usage, finish
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 tiny random LlamaForCausalLM saved here: concurrent requests get what they get alone, a tool round runs inside
 the batch, a disconnect frees its row, overload still answers 429."""
 
-import json
 import threading
 import time
 
@@ -17,6 +16,8 @@ from hessgpt.serve.app import main as serve_main
 from hessgpt.serve.backends import HFBackend
 from hessgpt.serve.build import build_backend
 from hessgpt.serve.hf_batching import HFBatchDecoder, check_batchable
+
+from .conftest import stream_text, wait_until
 
 CHAT_TEMPLATE = (
     "{{ bos_token }}{% for m in messages %}"
@@ -74,35 +75,9 @@ def batched(model_dir):
         b.close()
 
 
-def wait_until(cond, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.02)
-    return cond()
-
-
 def body(i: int, **extra) -> dict:
     return {"model": "tiny-llama", "messages": [{"role": "user", "content": PROMPTS[i]}], "max_tokens": MAX_TOKENS[i],
             "temperature": 0, "stream": True, "stream_options": {"include_usage": True}, **extra}
-
-
-def stream_text(url: str, payload: dict) -> tuple[str, dict, str]:
-    """POST a streaming request; -> (content, usage, finish_reason)."""
-    text, usage, finish = [], {}, None
-    with httpx.stream("POST", url + "/v1/chat/completions", json=payload, timeout=60) as r:
-        assert r.status_code == 200, r.read()
-        for line in r.iter_lines():
-            if not line.startswith("data: ") or line == "data: [DONE]":
-                continue
-            chunk = json.loads(line[6:])
-            assert "error" not in chunk, chunk
-            usage = chunk.get("usage") or usage
-            for c in chunk.get("choices", []):
-                text.append(c["delta"].get("content") or "")
-                finish = c.get("finish_reason") or finish
-    return "".join(text), usage, finish
 
 
 @pytest.fixture(scope="module")
