@@ -234,7 +234,7 @@ class Tokenizer:
                     raise HessGPTError(f"message {i}: a system message must come first")
                 text = content
                 if tools:
-                    text += "\n\n# Tools\n" + "\n".join(json.dumps(t, ensure_ascii=False) for t in tools)
+                    text = with_tools(text, tools)
                 add([self.system_id] + self.encode(text) + [self.end_id], 0)
             elif role == "user":
                 add([self.user_id] + self.encode(content) + [self.end_id], 0)
@@ -324,7 +324,9 @@ class Tokenizer:
             if t in (self.system_id, self.user_id):
                 text, i = read_until(i + 1, self.end_id)
                 role = "system" if t == self.system_id else "user"
-                messages.append({"role": role, "content": text.split("\n\n# Tools\n", 1)[0] if role == "system" else text})
+                content = without_tools(text) if role == "system" else text
+                if not (role == "system" and content == "" and text.startswith(TOOLS_HEADER)):  # the tools' own system message
+                    messages.append({"role": role, "content": content})
                 cur = None
             elif t == self.assistant_id:
                 cur, i = assistant(), i + 1
@@ -382,13 +384,14 @@ class Tokenizer:
         s = {k: v for k, v in zip(["bos", "sys", "usr", "ast", "end", "code", "res", "srch", "srch_end", "call", "resp"],
                                   [BOS, SYSTEM, USER, ASSISTANT, END, CODE, RESULT, SEARCH, SEARCH_END, TOOL_CALL, TOOL_RESPONSE])}
         return (
+            _JINJA_TOOLS_SYSTEM +
             "{{- '" + s["bos"] + "' -}}"
             "{%- set ns = namespace(in_turn=false) -%}"
             "{%- for m in messages -%}"
             "{%- if m.role in ['system', 'user'] and ns.in_turn -%}{{- '" + s["end"] + "' -}}{%- set ns.in_turn = false -%}{%- endif -%}"
             "{%- if m.role == 'system' -%}"
             "{{- '" + s["sys"] + "' + m.content -}}"
-            "{%- if tools -%}{{- '\\n\\n# Tools\\n' -}}{%- for t in tools -%}{{- (t | tojson) -}}{%- if not loop.last -%}{{- '\\n' -}}{%- endif -%}{%- endfor -%}{%- endif -%}"
+            "{%- if tools -%}{{- ('\\n\\n' if m.content else '') + '# Tools\\n' -}}{%- for t in tools -%}{{- (t | tojson) -}}{%- if not loop.last -%}{{- '\\n' -}}{%- endif -%}{%- endfor -%}{%- endif -%}"
             "{{- '" + s["end"] + "' -}}"
             "{%- elif m.role == 'user' -%}{{- '" + s["usr"] + "' + m.content + '" + s["end"] + "' -}}"
             "{%- elif m.role == 'assistant' -%}"
@@ -469,12 +472,13 @@ class ChatTemplate:
         results) into one assistant message as `render` does, and the tools into the system text: for
         `transformers.apply_chat_template` on the exported model (same text as `render`)."""
         prelude = (
+            _JINJA_TOOLS_SYSTEM +
             "{%- set hg = namespace(out=[], body='', open=false) -%}"
             "{%- for m in messages -%}"
             "{%- if m.role in ['system', 'user'] -%}"
             "{%- if hg.open -%}{%- set hg.out = hg.out + [{'role': 'assistant', 'content': hg.body}] -%}{%- set hg.open = false -%}{%- endif -%}"
             "{%- set hg.body = m.content or '' -%}"
-            "{%- if m.role == 'system' and tools -%}{%- set hg.body = hg.body + '\n\n# Tools\n' -%}"
+            "{%- if m.role == 'system' and tools -%}{%- set hg.body = hg.body + ('\n\n' if hg.body else '') + '# Tools\n' -%}"
             "{%- for t in tools -%}{%- set hg.body = hg.body + (t | tojson) + ('' if loop.last else '\n') -%}{%- endfor -%}{%- endif -%}"
             "{%- set hg.out = hg.out + [{'role': m.role, 'content': hg.body}] -%}"
             "{%- elif m.role == 'assistant' -%}"
@@ -577,7 +581,7 @@ class ChatTemplate:
                 if role == "system" and i != 0:
                     raise HessGPTError(f"message {i}: a system message must come first")
                 if role == "system" and tools:
-                    content += "\n\n# Tools\n" + "\n".join(json.dumps(t, ensure_ascii=False) for t in tools)
+                    content = with_tools(content, tools)
                 turn = None
                 shown.append({"role": role, "content": _SLOT.format(len(bodies))})
                 bodies.append([(content, 0)])
@@ -670,11 +674,37 @@ def _split_pattern(pre: dict | None) -> str | None:
 
 
 def _messages_and_tools(conversation) -> tuple[list[dict], list | None]:
+    """The messages and tools of a conversation; with tools and no system message first, an empty system message
+    is put first so the tools are rendered in it (docs/chat-format.md section 3), never dropped."""
     if isinstance(conversation, dict):
-        return conversation.get("messages") or [], conversation.get("tools")
-    if hasattr(conversation, "messages"):
-        return list(conversation.messages), getattr(conversation, "tools", None)
-    return list(conversation), None
+        messages, tools = conversation.get("messages") or [], conversation.get("tools")
+    elif hasattr(conversation, "messages"):
+        messages, tools = list(conversation.messages), getattr(conversation, "tools", None)
+    else:
+        messages, tools = list(conversation), None
+    if tools and (not messages or messages[0].get("role") != "system"):
+        messages = [{"role": "system", "content": ""}, *messages]
+    return messages, tools
+
+
+TOOLS_HEADER = "# Tools\n"
+
+
+def with_tools(system: str, tools: list) -> str:
+    """The system text with the tools block: SYSTEM + "\\n\\n# Tools\\n" + one JSON line per tool ("# Tools\\n..."
+    alone for an empty system text)."""
+    block = TOOLS_HEADER + "\n".join(json.dumps(t, ensure_ascii=False) for t in tools)
+    return f"{system}\n\n{block}" if system else block
+
+
+def without_tools(system_text: str) -> str:
+    """The inverse of `with_tools` for parsing: the system text without its tools block."""
+    return "" if system_text.startswith(TOOLS_HEADER) else system_text.split("\n\n" + TOOLS_HEADER, 1)[0]
+
+
+# the same rule in the exported Jinja templates (to-hf / to-gguf): tools and no system message -> an empty one first
+_JINJA_TOOLS_SYSTEM = ("{%- if tools and (messages | length == 0 or messages[0].role != 'system') -%}"
+                       "{%- set messages = [{'role': 'system', 'content': ''}] + messages -%}{%- endif -%}")
 
 
 # ---- training -------------------------------------------------------------------------------

@@ -35,6 +35,10 @@ def test_to_hf_logits_and_chat_template_match(tiny_ckpt, tokenizer, tmp_path):
     text = hf_tok.apply_chat_template(conv, tokenize=False)
     assert hf_tok(text, add_special_tokens=False)["input_ids"] == tokenizer.render(conv)[0]
     assert hf_tok.decode(tokenizer.encode("Bonjour 👋")) == "Bonjour 👋"
+    tools = [{"name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}]
+    enc = hf_tok.apply_chat_template(conv[1:], tools=tools, add_generation_prompt=True, return_dict=True)
+    assert enc["input_ids"] == tokenizer.render_for_generation({"messages": conv[1:], "tools": tools})
+    assert "# Tools" in hf_tok.decode(enc["input_ids"])
 
 
 def test_from_hf_round_trip(tiny_ckpt, tmp_path):

@@ -148,6 +148,9 @@ def test_hf_export_keeps_the_template_with_the_tool_blocks(imported, tmp_path):
             {"role": "assistant", "content": "15 * 23 = 345, 20 degrés."}]
     got = ref.apply_chat_template(conv, tools=tools, return_dict=True)["input_ids"]
     assert got == tok.render({"messages": conv, "tools": tools})[0]
+    no_system = ref.apply_chat_template(conv[1:], tools=tools, return_dict=True)["input_ids"]   # tools still rendered
+    assert no_system == tok.render({"messages": conv[1:], "tools": tools})[0]
+    assert '# Tools\n{"name": "get_weather"' in ref.decode(no_system)
     assert (ref.apply_chat_template(CONV, add_generation_prompt=True, return_dict=True)["input_ids"]
             == tok.render_for_generation(CONV))
     assert ref.eos_token == "<|im_end|>"

@@ -97,6 +97,20 @@ def test_parse_inverts_render(tokenizer):
     assert tokenizer.parse(ids) == CONV["messages"]
 
 
+def test_tools_without_a_system_message_are_rendered_not_dropped(tokenizer):
+    """A conversation (an API request, a glaive/BFCL record) with tools and no system message: an empty system
+    message is put first and the tools go into it, in training and at generation; parse gives the messages back."""
+    conv = {"tools": CONV["tools"], "messages": CONV["messages"][1:]}
+    ids, mask = tokenizer.render(conv)
+    want, _ = tokenizer.render({"tools": CONV["tools"], "messages": [{"role": "system", "content": ""}, *conv["messages"]]})
+    assert ids == want and ids[1] == tokenizer.system_id
+    assert '# Tools\n{"name": "get_weather"' in tokenizer.decode(ids[:ids.index(tokenizer.end_id)])
+    first = {"tools": CONV["tools"], "messages": conv["messages"][:1]}
+    assert tokenizer.render_for_generation(first)[:ids.index(tokenizer.end_id)] == ids[:ids.index(tokenizer.end_id)]
+    assert tokenizer.parse(ids)[0] == conv["messages"][0]
+    assert tokenizer.render({"messages": conv["messages"]})[0][1] == tokenizer.user_id   # no tools: no system message
+
+
 def test_parse_reads_tool_calls_with_the_lenient_parser(tokenizer):
     # a small model's call with text around it / as a Python literal is read like the router reads it
     def call_ids(body):
