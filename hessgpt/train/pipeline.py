@@ -64,7 +64,7 @@ from hessgpt.train import plan as P
 KINDS = {
     "tokenizer": {"inputs", "vocab_size", "lang_weights", "min_frequency"},
     "routing": {"n", "langs", "seed", "val_fraction", "negative_fraction", "workers", "test_n", "multiturn_share",
-                "search_share"},
+                "search_share", "search_test_share"},
     "refine-pairs": {"routing", "code", "per_program", "max_programs", "generation_share", "val_fraction", "seed", "workers"},
     "prepare": {"recipe", "local", "tokenizer", "seed", "total"},
     "shards": {"text", "recipe", "text_kind", "languages", "tokenizer", "chunks", "workers", "local", "total_tokens",
@@ -201,7 +201,9 @@ class Pipeline:
                                     float(spec.get("negative_fraction", 0.25)), workers=int(spec.get("workers", 2)),
                                     progress=sys.stderr.isatty(),
                                     multiturn_share=float(spec["multiturn_share"]) if "multiturn_share" in spec else None,
-                                    search_share=float(spec.get("search_share", 0.0)))
+                                    search_share=float(spec.get("search_share", 0.0)),
+                                    search_test_share=(float(spec["search_test_share"]) if "search_test_share" in spec
+                                                       else None))
         write_jsonl(Path(out) / "val.jsonl", splits["dev"])     # dev: for tuning
         write_jsonl(Path(out) / "test.jsonl", splits["test"])   # test: own seed, disjoint by construction
         write_jsonl(Path(out) / "train.jsonl", splits["train"])
@@ -273,7 +275,9 @@ class Pipeline:
     def _sft(self, s, spec, out):
         from hessgpt.train import sft  # lazy: torch.distributed (~1 s), training only
 
-        argv = ["--base", self.resolve(spec["base"]), "--data", self.resolve(spec["data"]), "--out", out, "--resume"]
+        data = self.resolve(spec["data"])   # one source or a list (trained together)
+        argv = ["--base", self.resolve(spec["base"]), "--data", *(data if isinstance(data, list) else [data]),
+                "--out", out, "--resume"]
         lora = spec.get("lora")
         if lora:
             if not isinstance(lora, dict):
@@ -389,8 +393,8 @@ class Pipeline:
                 print(f"pipeline: stage {s.name} stopped before finishing; run the same command again to continue")
                 return 0
             record["stages"][s.name] = {"kind": s.kind, "output": self.out(s.name), "seconds": round(time.time() - t0, 1),
-                                        "inputs": {k: self.resolve(v) for k, v in s.spec.items()
-                                                   if isinstance(v, str) and v.startswith("@")},
+                                        "inputs": {k: self.resolve(v) for k, v in s.spec.items() if any(_refs(v))
+                                                   and isinstance(v, (str, list))},
                                         "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
             _write_json(record_path, record)
             print(f"[{i}/{len(self.stages)}] {s.name}: finished in {time.time() - t0:.0f} s -> {self.out(s.name)}", flush=True)

@@ -68,6 +68,30 @@ def data_files(data: str) -> tuple[str, str | None]:
     raise HessGPTError(f"--data {data}: no such file or folder")
 
 
+def _data_meta(data: list[str]) -> str | list[str]:
+    """What a checkpoint records as its data: one absolute path, or the list of them."""
+    paths = [os.path.abspath(d) for d in data]
+    return paths[0] if len(paths) == 1 else paths
+
+
+def render_sources(data: list[str], tokenizer, row_len: int) -> tuple[list, dict, list | None]:
+    """The train and val conversations of every --data source, rendered: (train examples, stats summed over the
+    sources, val examples or None when no source has a val file). Sources are concatenated in order; `pack`
+    shuffles them together."""
+    examples, stats, val = [], {}, []
+    has_val = False
+    for source in data:
+        train_path, val_path = data_files(source)
+        ex, st = render_file(train_path, tokenizer, row_len)
+        examples += ex
+        for k, v in st.items():
+            stats[k] = stats.get(k, 0) + v
+        if val_path:
+            has_val = True
+            val += render_file(val_path, tokenizer, row_len)[0]
+    return examples, stats, val if has_val else None
+
+
 def render_file(path: str, tokenizer, row_len: int) -> tuple[list[tuple[list[int], list[int]]], dict]:
     """Every conversation of a JSONL file -> (ids, loss_mask), truncated to row_len tokens."""
     examples, stats = [], {"conversations": 0, "truncated": 0, "no_target": 0}
@@ -250,7 +274,9 @@ def save_state(path: str, raw, tokenizer, args, lora_cfg, base_hash: str, train_
 def parse_args(argv):
     p = argparse.ArgumentParser(prog="hessgpt sft", description="Supervised fine-tuning (full or LoRA) on conversations.")
     p.add_argument("--base", required=True, help="HessGPT checkpoint (or HF Mistral/Llama dir) to fine-tune")
-    p.add_argument("--data", required=True, help="prepared folder (train.jsonl, val.jsonl) or a NAME.jsonl (+ NAME.val.jsonl)")
+    p.add_argument("--data", required=True, nargs="+", metavar="DATA",
+                   help="prepared folder (train.jsonl, val.jsonl) or a NAME.jsonl (+ NAME.val.jsonl); several: "
+                        "their conversations trained together (packed and shuffled as one set)")
     p.add_argument("--out", required=True, help="output folder (adapter with --lora, else a checkpoint)")
     p.add_argument("--epochs", type=float, default=1.0, help="passes over the data (when --steps is not given)")
     p.add_argument("--eval-rows", type=int, default=64, help="packed validation rows per pass")
@@ -335,10 +361,8 @@ def train(args) -> int:
                         device, skip=args.skip_memory_check)
 
     # -- data --
-    train_path, val_path = data_files(args.data)
-    examples, stats = render_file(train_path, tokenizer, seq_len + 1)
+    examples, stats, val_examples = render_sources(args.data, tokenizer, seq_len + 1)
     rows = pack(examples, seq_len + 1, seed=args.seed)
-    val_examples = render_file(val_path, tokenizer, seq_len + 1)[0] if val_path else None
     val_rows = pack(val_examples, seq_len + 1, seed=None)[: args.eval_rows] if val_examples else None
     targets_in = [sum(m[1:]) for _, m in examples]   # masked targets per conversation
     G = args.batch_size * args.grad_accum * info.world_size
@@ -416,14 +440,14 @@ def train(args) -> int:
 
     def snapshot(path, done_step, final=False):
         meta = {"stage": "sft-lora" if lora_cfg else "sft", "step": done_step, "parent": os.path.abspath(args.base),
-                "data": os.path.abspath(args.data), "args": vars(args), "tokens": done_step * tokens_per_step}
+                "data": _data_meta(args.data), "args": vars(args), "tokens": done_step * tokens_per_step}
         # collectives first, on every rank: the optimizer's shards and every rank's RNG
         sharded_save = args.sharded_state and not final
         opt = None if final or sharded_save else D.full_optimizer_state(raw, optimizer, fsdp)
         rngs = None if final else D.rank_rng_states(info)
         ts = None if final else {"scaler": scaler.state_dict(), "rng": rngs, "world_size": info.world_size, "step": done_step,
                                  "rows": sched_rows.state_dict(done_step), "schedule": schedule.to_dict(),
-                                 "data": os.path.abspath(args.data), **({"sharded": True} if sharded_save else {"optimizer": opt})}
+                                 "data": _data_meta(args.data), **({"sharded": True} if sharded_save else {"optimizer": opt})}
         if sharded_save:   # each rank its own shard of the trainable weights and optimizer; rank 0 adds the small files
             def rest(tmp):
                 with open(os.path.join(tmp, "meta.json"), "w") as f:

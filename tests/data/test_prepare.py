@@ -182,6 +182,26 @@ def test_tiny_local_recipe_runs(tmp_path):
     assert rep["train"] > 0 and rep["val"] > 0 and set(rep["languages"]) <= {"fr", "en"}
 
 
+def test_function_calling_recipe_gives_tool_call_conversations(tmp_path, tokenizer):
+    """recipes/function-calling-local.yaml (the smollm2 recipe's function-calling data): the glaive demo's calls
+    become <|tool_call|> blocks (trained) after the tools in the system text, the function responses untrained."""
+    rep = prepare(load_recipe(ROOT / "recipes" / "function-calling-local.yaml"), tmp_path)
+    assert rep["train"] > 200 and rep["val"] > 20 and set(rep["languages"]) == {"en"}
+    train = [json.loads(x) for x in (tmp_path / "train.jsonl").read_text().splitlines()]
+    with_calls = [r for r in train if any(m.get("tool_calls") for m in r["messages"])]
+    assert len(with_calls) > 100 and all(r.get("tools") for r in with_calls)
+    rec = next(r for r in with_calls if any(m["role"] == "tool" for m in r["messages"]))
+    ids, mask = tokenizer.render(rec)
+    i = ids.index(tokenizer.tool_call_id)
+    j = ids.index(tokenizer.end_id, i)
+    call = json.loads(tokenizer.decode(ids[i + 1:j]))
+    assert call["name"] in {t["name"] for t in rec["tools"]} and all(mask[i:j + 1])
+    k = ids.index(tokenizer.tool_response_id)
+    assert not any(mask[k:ids.index(tokenizer.end_id, k) + 1])
+    system_end = ids.index(tokenizer.end_id)
+    assert "# Tools" in tokenizer.decode(ids[:system_end]) and not any(mask[:system_end])
+
+
 def test_a_source_can_skip_the_language_filter(tmp_path):
     row = {"instruction": "Wie spät ist es in Berlin, wenn es in Paris Mittag ist?", "output": "Es ist in Berlin ebenfalls Mittag."}
     (tmp_path / "a.jsonl").write_text(json.dumps(row) + "\n")

@@ -69,6 +69,17 @@ def test_search_test_split_is_frozen():
     assert [r for r in c["test"] if r["category"] == "search"] != ta
 
 
+def test_search_test_share_trains_on_more_and_keeps_the_frozen_test_items():
+    base, _ = M.mix_search(*_fake_routing(), 0.1, 200, 100, 0.05, seed=0)
+    more, d = M.mix_search(*_fake_routing(), 0.3, 200, 100, 0.05, seed=0, test_share=0.1)
+    search = {k: [r for r in v if r["category"] == "search"] for k, v in more.items()}
+    assert [r for r in base["test"] if r["category"] == "search"] == search["test"] and len(search["test"]) == 10
+    assert len(search["train"]) + len(search["dev"]) == 60 and d["search"]["test_share"] == 0.1
+    assert d["search"]["requested"] == {"train+dev": 60, "test": 10}
+    with pytest.raises(HessGPTError, match="--search-test-share must be in \\[0, 1\\], got 2"):
+        M.mix_search(*_fake_routing(), 0.1, 200, 100, 0.05, test_share=2)
+
+
 def test_routing_samples_naming_a_corpus_country_are_dropped():
     splits, stats = _fake_routing()
     splits["train"] += [_routing_record(900, "train", "Quelle est la capitale du Canada ?"),      # indexed country
@@ -93,6 +104,12 @@ def test_cli_search_share(tmp_path, capsys):
     test = [json.loads(x) for x in (tmp_path / "r.test.jsonl").read_text().splitlines()]
     assert sum(r["category"] == "search" for r in test) == 5 and len(test) == stats["test"]
     assert "search records: train" in capsys.readouterr().out
+    assert data_cli.main(["routing", "--n", "40", "--test-n", "20", "--search-share", "0.5", "--search-test-share",
+                          "0.25", "--multiturn-share", "0", "--out", str(out), "--no-progress", "--workers", "1"]) == 0
+    again = [json.loads(x) for x in (tmp_path / "r.test.jsonl").read_text().splitlines()]
+    assert [r for r in again if r["category"] == "search"] == [r for r in test if r["category"] == "search"]
+    sizes = json.loads((tmp_path / "r.stats.json").read_text())["search"]["sizes"]
+    assert sizes["train"] + sizes["dev"] == 20 and sizes["test"] == 5
     with pytest.raises(HessGPTError, match="got -0.1"):
         data_cli.main(["routing", "--n", "10", "--search-share", "-0.1", "--out", str(out), "--no-progress"])
 
@@ -107,6 +124,7 @@ def test_pipeline_routing_stage_takes_search_share(tmp_path):
     out = tmp_path / "w" / "routing"
     stats = json.loads((out / "stats.json").read_text())
     assert stats["search"]["sizes"] == {"train": 8, "dev": 1, "test": 3}
+    assert stats["search"]["test_share"] == 0.3
     train = [json.loads(x) for x in (out / "train.jsonl").read_text().splitlines()]
     assert sum(r["category"] == "search" for r in train) == 8
 

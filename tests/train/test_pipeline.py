@@ -72,6 +72,23 @@ def test_pipeline_runs_records_lineage_and_skips_finished_stages(tmp_path, capsy
     assert out.count("already done, skipped") == 4 and "merged: finished" in out
 
 
+def test_sft_stage_takes_a_list_of_data_sources(tmp_path, monkeypatch):
+    """`data: [A, "@stage"]` -> `hessgpt sft --data A STAGE_OUT` (trained together; tests/train/test_sft.py)."""
+    from hessgpt.train import sft
+
+    seen = []
+    monkeypatch.setattr(sft, "main", lambda argv: seen.append(argv) or 0)
+    (tmp_path / "chat").mkdir()
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump({"name": "t", "workdir": "work", "stages": [
+        {"name": "fc", "kind": "sft", "base": "base", "data": "chat"},
+        {"name": "both", "kind": "sft", "base": "base", "data": ["chat", "@fc"], "args": {"steps": 1}}], "final": {}}))
+    assert Pipeline(str(path)).run(only=["both"]) == 0
+    argv = seen[0]
+    i = argv.index("--data")
+    assert argv[i + 1:i + 4] == [str(tmp_path / "chat"), str(tmp_path / "work" / "fc"), "--out"]
+
+
 @pytest.mark.slow
 def test_nproc_stage_runs_data_parallel_and_equals_one_process(tmp_path):
     """`nproc: 2` runs an SFT stage as two torchrun workers with --batch-size each: the same optimisation as one

@@ -168,3 +168,29 @@ def test_first_fit_packing_fills_rows_and_keeps_every_example_once():
     fill = sum(len(e[0]) for e in examples) / (len(rows) * 257)
     assert fill > 0.9, fill            # plain greedy (close a row when the next does not fit) gives ~0.75 here
     assert pack(examples, 257, seed=1) == rows and pack(examples, 257, seed=2) != rows
+
+
+def test_several_data_sources_train_together(small_base, sft_dir, tmp_path):
+    """`--data A B`: the conversations of both sources are rendered, packed and trained as one set (the val files of
+    those that have one are pooled); the checkpoint records both paths."""
+    from hessgpt import loader
+    from hessgpt.train.sft import render_sources
+
+    from .conftest import write_jsonl
+
+    extra = tmp_path / "fc.jsonl"                       # a NAME.jsonl source with no NAME.val.jsonl
+    write_jsonl(extra, make_conversations(10, seed=7))
+    _, tok = loader.load(small_base)
+    one, st1, val1 = render_sources([sft_dir], tok, 97)
+    both, st2, val2 = render_sources([sft_dir, str(extra)], tok, 97)
+    assert st1["conversations"] == 96 and st2["conversations"] == 106 and len(both) == 106
+    assert both[:96] == one and len(val2) == len(val1) == 12
+    assert render_sources([str(extra)], tok, 97)[2] is None
+    out = str(tmp_path / "lora")
+    args = _sft_args(small_base, sft_dir, out, "--lora", "--rank", "4", "--steps", "2")
+    at = args.index(sft_dir) + 1
+    r = run_cli(*args[:at], str(extra), *args[at:])      # --data SFT_DIR fc.jsonl
+    assert r.returncode == 0, r.stderr
+    assert "106 conversations" in r.stderr
+    meta = json.load(open(os.path.join(out, "meta.json")))
+    assert meta["data"] == [os.path.abspath(sft_dir), os.path.abspath(extra)]

@@ -45,6 +45,9 @@ def build_parser(prog: str = "hessgpt data routing") -> argparse.ArgumentParser:
     ap.add_argument("--search-share", type=float, default=0.0,
                     help="search conversations (hessgpt.data.routing.search) added, as a share of --n (train + dev) "
                          "and of --test-n (test); default 0: none")
+    ap.add_argument("--search-test-share", type=float, default=None,
+                    help="the test split's search share, when it differs from --search-share (train on more search "
+                         "data, keep the same frozen test items)")
     return ap
 
 
@@ -107,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     langs = check_args(args)
     splits, d = generate_splits(args.n, args.test_n, args.val_fraction, langs, args.seed, args.negative_fraction,
                                 workers=args.workers, progress=not args.no_progress and sys.stderr.isatty(),
-                                multiturn_share=args.multiturn_share, search_share=args.search_share)
+                                multiturn_share=args.multiturn_share, search_share=args.search_share,
+                                search_test_share=args.search_test_share)
     write_and_report(args, splits, d)
     if "search" in d:
         s = d["search"]
