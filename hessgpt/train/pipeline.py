@@ -64,7 +64,7 @@ from hessgpt.train import plan as P
 KINDS = {
     "tokenizer": {"inputs", "vocab_size", "lang_weights", "min_frequency"},
     "routing": {"n", "langs", "seed", "val_fraction", "negative_fraction", "workers", "test_n", "multiturn_share",
-                "search_share", "search_test_share"},
+                "search_share", "search_test_share", "search_kinds"},
     "refine-pairs": {"routing", "code", "per_program", "max_programs", "generation_share", "val_fraction", "seed", "workers"},
     "prepare": {"recipe", "local", "tokenizer", "seed", "total"},
     "shards": {"text", "recipe", "text_kind", "languages", "tokenizer", "chunks", "workers", "local", "total_tokens",
@@ -203,7 +203,8 @@ class Pipeline:
                                     multiturn_share=float(spec["multiturn_share"]) if "multiturn_share" in spec else None,
                                     search_share=float(spec.get("search_share", 0.0)),
                                     search_test_share=(float(spec["search_test_share"]) if "search_test_share" in spec
-                                                       else None))
+                                                       else None),
+                                    search_kinds=_search_kinds(s, spec.get("search_kinds")))
         write_jsonl(Path(out) / "val.jsonl", splits["dev"])     # dev: for tuning
         write_jsonl(Path(out) / "test.jsonl", splits["test"])   # test: own seed, disjoint by construction
         write_jsonl(Path(out) / "train.jsonl", splits["train"])
@@ -560,6 +561,16 @@ class Pipeline:
             return 1
         print(f"\nplan: all {len(stages)} training stages fit on {name}")
         return 0
+
+
+def _search_kinds(s, kinds) -> dict | None:
+    """A routing stage's `search_kinds` mapping ({kind: weight}), or None."""
+    if kinds is None:
+        return None
+    if not isinstance(kinds, dict):
+        raise HessGPTError(f"stage {s.name!r}: `search_kinds` is a mapping (answerable, unanswerable, no_search: "
+                           f"weights), got {kinds!r}")
+    return kinds
 
 
 def _refs(obj):

@@ -118,13 +118,14 @@ def test_pipeline_routing_stage_takes_search_share(tmp_path):
     recipe = tmp_path / "r.yaml"
     recipe.write_text(yaml.safe_dump({"name": "t", "workdir": "w", "stages": [
         {"name": "routing", "kind": "routing", "n": 30, "test_n": 10, "val_fraction": 0.1, "multiturn_share": 0.0,
-         "search_share": 0.3, "workers": 1}], "final": {}}))
+         "search_share": 0.3, "search_kinds": {"answerable": 0.5, "unanswerable": 0.5}, "workers": 1}], "final": {}}))
     p = Pipeline(str(recipe))
     assert p.run() == 0
     out = tmp_path / "w" / "routing"
     stats = json.loads((out / "stats.json").read_text())
     assert stats["search"]["sizes"] == {"train": 8, "dev": 1, "test": 3}
     assert stats["search"]["test_share"] == 0.3
+    assert stats["search"]["kind_weights"] == {"answerable": 0.5, "unanswerable": 0.5, "no_search": 0.0}
     train = [json.loads(x) for x in (out / "train.jsonl").read_text().splitlines()]
     assert sum(r["category"] == "search" for r in train) == 8
 
@@ -173,3 +174,21 @@ def test_imported_chatml_template_masks_the_injected_passages(tmp_path, chatml_t
     trained = tok.decode([t for t, m in zip(ids, mask) if m])
     assert r["messages"][1]["search"] in trained and r["messages"][3]["content"] in trained
     assert hits.splitlines()[1] not in trained and r["messages"][0]["content"] not in trained
+
+
+def test_search_kinds_weight_train_and_dev_and_leave_the_test_split_frozen(tmp_path):
+    base, _ = M.mix_search(*_fake_routing(200, 20, 100), 0.5, 220, 100, 0.1, seed=3)
+    more, d = M.mix_search(*_fake_routing(200, 20, 100), 0.5, 220, 100, 0.1, seed=3,
+                           kinds={"answerable": 0.2, "unanswerable": 0.7, "no_search": 0.1})
+    search = lambda out, split: [r for r in out[split] if r["category"] == "search"]   # noqa: E731
+    assert search(more, "test") == search(base, "test")
+    share = lambda recs: sum(r["kind"] == "unanswerable" for r in recs) / len(recs)   # noqa: E731
+    assert share(search(more, "train")) > share(search(base, "train")) + 0.2
+    assert d["search"]["kind_weights"] == {"answerable": 0.2, "unanswerable": 0.7, "no_search": 0.1}
+    with pytest.raises(HessGPTError, match="unknown kind 'maybe'"):
+        M.generate_splits(10, 5, search_share=0.5, search_kinds={"maybe": 1.0})
+    with pytest.raises(HessGPTError, match="not all 0"):
+        R.check_kinds({"answerable": 0})
+    with pytest.raises(HessGPTError, match="'unanswerable:0.4' is not KIND=WEIGHT"):
+        data_cli.main(["routing", "--n", "10", "--search-share", "0.5", "--search-kinds", "unanswerable:0.4",
+                       "--out", str(tmp_path / "r.jsonl"), "--no-progress"])

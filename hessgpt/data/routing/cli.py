@@ -48,7 +48,27 @@ def build_parser(prog: str = "hessgpt data routing") -> argparse.ArgumentParser:
     ap.add_argument("--search-test-share", type=float, default=None,
                     help="the test split's search share, when it differs from --search-share (train on more search "
                          "data, keep the same frozen test items)")
+    ap.add_argument("--search-kinds", default=None, metavar="KIND=W,...",
+                    help="kind weights of the train and dev search conversations, e.g. "
+                         "answerable=0.45,unanswerable=0.4,no_search=0.15 (default 0.6/0.25/0.15; the test split "
+                         "keeps the default, so it stays frozen)")
     return ap
+
+
+def parse_kinds(text: str | None) -> dict[str, float] | None:
+    """'answerable=0.5,unanswerable=0.4' -> {kind: weight}; a clear error naming a bad item."""
+    if not text:
+        return None
+    out = {}
+    for item in text.split(","):
+        name, eq, value = item.strip().partition("=")
+        try:
+            out[name.strip()] = float(value)
+        except ValueError:
+            raise HessGPTError(f"--search-kinds: {item.strip()!r} is not KIND=WEIGHT") from None
+        if not eq:
+            raise HessGPTError(f"--search-kinds: {item.strip()!r} is not KIND=WEIGHT")
+    return out
 
 
 def run_validate(args) -> int:
@@ -111,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     splits, d = generate_splits(args.n, args.test_n, args.val_fraction, langs, args.seed, args.negative_fraction,
                                 workers=args.workers, progress=not args.no_progress and sys.stderr.isatty(),
                                 multiturn_share=args.multiturn_share, search_share=args.search_share,
-                                search_test_share=args.search_test_share)
+                                search_test_share=args.search_test_share, search_kinds=parse_kinds(args.search_kinds))
     write_and_report(args, splits, d)
     if "search" in d:
         s = d["search"]

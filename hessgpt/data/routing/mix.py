@@ -57,7 +57,8 @@ def kind_counts(records: list[dict]) -> dict:
 
 def mix_search(splits: dict[str, list[dict]], stats: dict, search_share: float, n: int, test_n: int,
                val_fraction: float, langs=LANGS, seed: int = 0,
-               corpus: Path = routing_search.CORPUS, test_share: float | None = None) -> tuple[dict[str, list[dict]], dict]:
+               corpus: Path = routing_search.CORPUS, test_share: float | None = None,
+               kinds: dict[str, float] | None = None) -> tuple[dict[str, list[dict]], dict]:
     """The routing `splits` with round(search_share x n) search records added to train + dev and
     round(test_share x test_n) to test (test_share: search_share when None; same split names, each split shuffled
     with its own seed); routing records that name a corpus country dropped. `stats` gets a "search" block and the
@@ -74,7 +75,7 @@ def mix_search(splits: dict[str, list[dict]], stats: dict, search_share: float, 
         return splits, stats
     search, sstats = routing_search.generate_splits(max(n_search, 1), test_search, val_fraction,
                                                     tuple(l for l in langs if l in routing_search.LANGS),
-                                                    seed + SEARCH_SEED_OFFSET, Path(corpus))
+                                                    seed + SEARCH_SEED_OFFSET, Path(corpus), kinds=kinds)
     if n_search == 0:
         search["train"], search["dev"] = [], []
     names = corpus_names(corpus)
@@ -86,7 +87,9 @@ def mix_search(splits: dict[str, list[dict]], stats: dict, search_share: float, 
         random.Random(seed + SPLIT_SEED_OFFSET[split] + SEARCH_SEED_OFFSET).shuffle(mixed)
         out[split] = mixed
     stats = dict(stats)
-    stats["search"] = {"share": search_share, "test_share": test_share, "requested": {"train+dev": n_search, "test": test_search},
+    stats["search"] = {"share": search_share, "test_share": test_share,
+                       "kind_weights": routing_search.check_kinds(kinds) if kinds else dict(routing_search.KINDS),
+                       "requested": {"train+dev": n_search, "test": test_search},
                        "sizes": {s: len(v) for s, v in search.items()},
                        "kinds": {s: kind_counts(v) for s, v in search.items()},
                        "dropped_conflicts": dropped, "seed": seed + SEARCH_SEED_OFFSET,
@@ -101,12 +104,16 @@ def mix_search(splits: dict[str, list[dict]], stats: dict, search_share: float, 
 def generate_splits(n: int, test_n: int = 600, val_fraction: float = 0.05, langs=LANGS, seed: int = 0,
                     negative_fraction: float = 0.25, workers: int = 2, progress: bool = True, sandbox=None,
                     multiturn_share: float | None = None, search_share: float = 0.0,
-                    search_test_share: float | None = None) -> tuple[dict, dict]:
+                    search_test_share: float | None = None,
+                    search_kinds: dict[str, float] | None = None) -> tuple[dict, dict]:
     """hessgpt.data.build.generate_splits, then `mix_search` (search_share 0: unchanged)."""
     for flag, v in (("--search-share", search_share), ("--search-test-share", search_test_share)):
         if v is not None and not 0 <= v <= 1:
             raise HessGPTError(f"{flag} must be in [0, 1], got {v}")
+    if search_kinds:
+        routing_search.check_kinds(search_kinds)   # before the routing data is generated, not after
     extra = {} if multiturn_share is None else {"multiturn_share": multiturn_share}
     splits, stats = build.generate_splits(n, test_n, val_fraction, langs, seed, negative_fraction, workers=workers,
                                             progress=progress, sandbox=sandbox, **extra)
-    return mix_search(splits, stats, search_share, n, test_n, val_fraction, langs, seed, test_share=search_test_share)
+    return mix_search(splits, stats, search_share, n, test_n, val_fraction, langs, seed, test_share=search_test_share,
+                      kinds=search_kinds)

@@ -357,14 +357,17 @@ class SearchConversations:
                 "split": split, "reference": reference, "route": {"search": search, "answerable": (kind == "answerable") if search else None},
                 **extra, "messages": messages}
 
-    def generate(self, n: int, split: str, langs=LANGS, seed: int = 0, seen: set | None = None) -> list[dict]:
-        """n records of `split` (fewer if the split runs out of distinct prompts; counted in the stats)."""
+    def generate(self, n: int, split: str, langs=LANGS, seed: int = 0, seen: set | None = None,
+                 kinds: dict[str, float] | None = None) -> list[dict]:
+        """n records of `split` (fewer if the split runs out of distinct prompts; counted in the stats), drawn by
+        kind with the weights `kinds` (default KINDS)."""
         rng = random.Random(seed + SPLIT_SEED_OFFSET[split])
         self._wrap_rng = SplitRandom(seed + SPLIT_SEED_OFFSET[split] + 1, split)
         seen = set() if seen is None else seen
         st = self.stats[split]
         out, idle = [], 0
-        kinds, weights = list(KINDS), list(KINDS.values())
+        table = check_kinds(kinds) if kinds else KINDS
+        kinds, weights = list(table), list(table.values())
         while len(out) < n and idle < MAX_IDLE:   # stop when MAX_IDLE draws in a row gave nothing new
             idle += 1
             kind, lang = rng.choices(kinds, weights)[0], rng.choice(list(langs))
@@ -387,13 +390,25 @@ class SearchConversations:
         return out
 
 
+def check_kinds(kinds: dict) -> dict[str, float]:
+    """Kind weights {answerable, unanswerable, no_search: w >= 0, not all 0}; a clear error otherwise."""
+    unknown = set(kinds) - set(KINDS)
+    if unknown:
+        raise HessGPTError(f"search kinds: unknown kind {sorted(unknown)[0]!r} (choose among {', '.join(KINDS)})")
+    out = {k: float(kinds.get(k, 0.0)) for k in KINDS}
+    if any(v < 0 for v in out.values()) or not any(out.values()):
+        raise HessGPTError(f"search kinds: weights must be >= 0 and not all 0, got {kinds}")
+    return out
+
+
 def build_index(corpus: Path, out_db: Path) -> SearchIndex:
     return SearchIndex.build([corpus / "docs"], out_db)
 
 
 def generate_splits(n: int, test_n: int, val_fraction: float, langs=LANGS, seed: int = 0, corpus: Path = CORPUS,
-                    k: int = K) -> tuple[dict, dict]:
-    """{split: records}, stats. The index is built in a temporary folder from corpus/docs."""
+                    k: int = K, kinds: dict[str, float] | None = None) -> tuple[dict, dict]:
+    """{split: records}, stats. The index is built in a temporary folder from corpus/docs. `kinds`: the kind
+    weights of train and dev (default KINDS); the test split always uses KINDS, so it stays frozen."""
     for lang in langs:
         if lang not in LANGS:
             raise HessGPTError(f"routing search: unknown language {lang!r} (choose among {', '.join(LANGS)})")
@@ -404,7 +419,8 @@ def generate_splits(n: int, test_n: int, val_fraction: float, langs=LANGS, seed:
         index = build_index(Path(corpus), Path(tmp) / "search.db")
         gen = SearchConversations(facts, index, k=k, corpus_docs=Path(corpus) / "docs")
         seen: set = set()
-        out = {s: gen.generate(sizes[s], s, langs, seed, seen) if sizes[s] > 0 else [] for s in SPLITS}
+        out = {s: gen.generate(sizes[s], s, langs, seed, seen, kinds if s != "test" else None) if sizes[s] > 0 else []
+               for s in SPLITS}
         index.close()
     stats = {"seed": seed, "k": k, "corpus": str(corpus), "sizes": {s: len(v) for s, v in out.items()},
              "splits": {s: dict(c) for s, c in gen.stats.items()},
