@@ -60,7 +60,7 @@ def serve():
         srv.stop()
 
 
-# ---- client helpers shared by the streaming tests (test_serve_batching, test_serve_hf_batching) ----
+# ---- client helpers shared by the serve tests (test_serve_api, test_serve_batching, test_serve_hf_batching) ----
 
 def wait_until(cond, timeout=10.0):
     deadline = time.monotonic() + timeout

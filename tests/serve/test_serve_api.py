@@ -15,20 +15,13 @@ from hessgpt.serve.api import StopFilter
 from hessgpt.serve.app import main as serve_main
 from hessgpt.serve.backends import ChatBackend, ScriptedBackend, done_event, to_chat_format
 
+from .conftest import wait_until
+
 ANSWER = "Bonjour ! The answer is forty two, said HessGPT."
 
 
 def client(srv, key="none"):
     return openai.OpenAI(base_url=srv.url + "/v1", api_key=key, max_retries=0, timeout=20)
-
-
-def wait_until(cond, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.02)
-    return cond()
 
 
 def test_scripted_backend_is_a_chat_backend():
@@ -99,7 +92,7 @@ def test_stop_sequences(serve, stream):
         out = r.choices[0].message.content
         assert r.choices[0].finish_reason == "stop"
     assert out == "one two "
-    assert wait_until(lambda: backend.cancelled == 1)  # generation stopped at the stop string, not at the end
+    assert wait_until(lambda: backend.cancelled == 1, timeout=5.0)  # generation stopped at the stop string, not at the end
 
 
 def test_stop_string_split_across_deltas():
@@ -351,8 +344,8 @@ def test_disconnected_stream_cancels_generation(serve):
             got += line.startswith("data: ")
             if got >= 5:
                 break  # the client goes away mid-stream
-    assert wait_until(lambda: backend.cancelled == 1), "the backend never saw cancel"
-    assert wait_until(lambda: httpx.get(srv.url + "/health").json()["running"] == 0)
+    assert wait_until(lambda: backend.cancelled == 1, timeout=5.0), "the backend never saw cancel"
+    assert wait_until(lambda: httpx.get(srv.url + "/health").json()["running"] == 0, timeout=5.0)
 
 
 def test_disconnect_while_waiting_non_streaming(serve):
@@ -360,7 +353,7 @@ def test_disconnect_while_waiting_non_streaming(serve):
     srv = serve(backend)
     with pytest.raises(httpx.ReadTimeout):
         httpx.post(srv.url + "/v1/chat/completions", json=BASE, timeout=0.5)
-    assert wait_until(lambda: backend.cancelled == 1)
+    assert wait_until(lambda: backend.cancelled == 1, timeout=5.0)
 
 
 class GatedBackend(ScriptedBackend):
@@ -386,7 +379,7 @@ def test_full_queue_gives_429_with_retry_after(serve):
     threads = [threading.Thread(target=call) for _ in range(2)]
     for t in threads:
         t.start()
-    assert wait_until(lambda: httpx.get(srv.url + "/health").json()["waiting"] == 1)
+    assert wait_until(lambda: httpx.get(srv.url + "/health").json()["waiting"] == 1, timeout=5.0)
     r = post_raw(srv, json.dumps(BASE))
     err = assert_openai_error(r, 429)
     assert err["code"] == "queue_full" and int(r.headers["Retry-After"]) >= 1
@@ -418,7 +411,7 @@ def test_graceful_shutdown_finishes_short_and_cancels_long(serve):
     t0 = time.monotonic()
     srv2.stop()
     assert time.monotonic() - t0 < 10
-    assert wait_until(lambda: long.cancelled == 1)  # cut after the grace period
+    assert wait_until(lambda: long.cancelled == 1, timeout=5.0)  # cut after the grace period
 
 
 def test_events_endpoint_streams_tool_steps(serve):

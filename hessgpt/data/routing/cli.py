@@ -61,13 +61,11 @@ def parse_kinds(text: str | None) -> dict[str, float] | None:
         return None
     out = {}
     for item in text.split(","):
-        name, eq, value = item.strip().partition("=")
+        name, _, value = item.strip().partition("=")
         try:
-            out[name.strip()] = float(value)
+            out[name.strip()] = float(value)   # no "=": value is "", not a number
         except ValueError:
             raise HessGPTError(f"--search-kinds: {item.strip()!r} is not KIND=WEIGHT") from None
-        if not eq:
-            raise HessGPTError(f"--search-kinds: {item.strip()!r} is not KIND=WEIGHT")
     return out
 
 
