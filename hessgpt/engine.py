@@ -231,6 +231,7 @@ class _Row:
     seen: torch.Tensor                 # [1, V] bool: tokens in the sequence (repetition penalty)
     logits: torch.Tensor | None = None # [1, V] fp32 next-token logits
     pos: int = 0                       # tokens in the cache slot
+    ids: list = field(default_factory=list)   # those tokens (len pos): a released slot keeps them for prefix reuse
     out: list = field(default_factory=list)   # generated tokens (stop token excluded)
     limit: int = 0                     # len(out) at which the row stops (max_new_tokens, or set by feed)
     unfed: list = field(default_factory=list) # the last token, when the row finished on it (not in the cache)
@@ -256,7 +257,12 @@ class BatchDecoder:
     injects tokens into one row (a tool result), like `Generation.feed`.
     Runs on `InferenceModel.forward_rows`: on CPU its linears are the native hg_gemm (each weight read once
     per step for all rows), attention and norms PyTorch ops; single-sequence generation keeps the batch-1 C
-    step. The cache holds max_rows x context_length positions per layer (allocated here)."""
+    step. The cache holds max_rows x context_length positions per layer (allocated here).
+
+    Prefix reuse (llama.cpp server's cached prompt, per slot): a released slot keeps its tokens' keys and
+    values, so `admit` puts a new prompt in the free slot whose cached tokens share its longest prefix and
+    prefills only the rest (a served conversation's system prompt and earlier turns are computed once).
+    `reused_tokens` / `prefilled_tokens` count the prompt tokens taken from a slot and those computed."""
 
     def __init__(self, engine: "Engine", max_rows: int = 8):
         if max_rows < 1:
@@ -269,6 +275,26 @@ class BatchDecoder:
         self.free = list(range(max_rows - 1, -1, -1))   # free slots, the lowest popped first
         self.rows: dict[int, _Row] = {}
         self._next_id = 0
+        self.slot_ids: dict[int, list[int]] = {}   # free slot -> the tokens whose keys/values it still holds
+        self.reused_tokens = self.prefilled_tokens = 0
+
+    def cached_prefix(self, prompt_ids: list[int]) -> int:
+        """How many leading tokens of `prompt_ids` a free slot already holds (at most all but the last: the
+        next token's logits need one position computed); 0 when no slot is free."""
+        return self._best_slot(list(prompt_ids))[1]
+
+    def _best_slot(self, prompt_ids: list[int]) -> tuple[int | None, int]:
+        best, n_best = None, -1
+        for slot in reversed(self.free):          # lowest slot first: ties keep the lowest
+            cached = self.slot_ids.get(slot, [])
+            n = 0
+            for a, b in zip(cached, prompt_ids[:-1]):
+                if a != b:
+                    break
+                n += 1
+            if n > n_best:
+                best, n_best = slot, n
+        return best, max(n_best, 0)
 
     def admit(self, prompt_ids: list[int], params: SamplingParams, generator: torch.Generator | None = None) -> int:
         """Prefill `prompt_ids` into a free slot; returns the row id. `generator` overrides the one made from
@@ -282,13 +308,21 @@ class BatchDecoder:
         if not self.free:
             raise HessGPTError(f"the batch is full ({self.max_rows} rows); release a finished row first")
         dev = self.engine.device
-        row = _Row(slot=self.free.pop(), params=params,
+        slot, shared = self._best_slot(prompt_ids)
+        self.free.remove(slot)
+        row = _Row(slot=slot, params=params,
                    stop_ids=set(params.stop_token_ids or self.engine.default_stop_ids()),
                    generator=generator if generator is not None else make_generator(params.seed, dev),
                    seen=torch.zeros(1, self.engine.vocab_size, dtype=torch.bool, device=dev))
         rid, self._next_id = self._next_id, self._next_id + 1
         self.rows[rid] = row
-        self._feed(row, prompt_ids)
+        if shared:                                  # the slot's keys/values of these positions are this prompt's
+            row.pos, row.ids = shared, prompt_ids[:shared]
+            row.seen[0, torch.tensor(row.ids, device=dev)] = True
+        self.slot_ids.pop(slot, None)
+        self.reused_tokens += shared
+        self.prefilled_tokens += len(prompt_ids) - shared
+        self._feed(row, prompt_ids[shared:])
         row.limit = params.max_new_tokens
         row.done = row.limit == 0
         return rid
@@ -301,6 +335,7 @@ class BatchDecoder:
         row.logits = self.fast.forward_rows(x, torch.tensor([row.pos], device=dev), [row.slot], self.cache).float()
         row.seen[0, x[0]] = True
         row.pos += len(ids)
+        row.ids.extend(ids)
 
     def feed(self, row: int, ids: list[int], max_new_tokens: int | None = None) -> None:
         """Append `ids` (e.g. an injected tool result) to one row, after its last generated token; its next
@@ -341,6 +376,7 @@ class BatchDecoder:
         r = self.rows.pop(row)
         self.free.append(r.slot)
         self.free.sort(reverse=True)
+        self.slot_ids[r.slot] = r.ids
         return r.out
 
     def _stop_string(self, r: _Row) -> bool:
@@ -383,6 +419,7 @@ class BatchDecoder:
                 r.logits = logits[i:i + 1]
                 r.seen[0, t] = True
                 r.pos += 1
+                r.ids.append(t)
         return emitted
 
 

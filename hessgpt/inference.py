@@ -43,6 +43,7 @@ class SlotCache:
     k: list
     v: list
     steps: dict = field(default_factory=dict)   # slot -> native batch-1 step on that slot (or None), lazily
+    rows: object = False                        # the native step of several rows (kernels.RowsStep or None), lazily
 
     @property
     def slots(self) -> int:
@@ -153,7 +154,9 @@ class InferenceModel:
         small attention/norm ops on one thread, so PyTorch's OpenMP workers do not fight the pool's spinning
         workers for the cores (measured 2 threads on this 2-core box: 10-20x slower otherwise); everything else
         is PyTorch ops on the usual threads. One row and one token (a batch with one running row): the native
-        batch-1 C step on that slot (kernels.decode_step(self, cache, slot)), as fast as `forward`'s."""
+        batch-1 C step on that slot (kernels.decode_step(self, cache, slot)), as fast as `forward`'s; several
+        rows of one token each (a decode step): the native step of all rows (kernels.rows_step), every weight
+        read once for the batch and no PyTorch op per layer."""
         if self.native_rows and ids.numel() == 1:   # one row, one token: the whole step in one native call
             if slots[0] not in cache.steps:
                 cache.steps[slots[0]] = kernels.decode_step(self, cache, slots[0])
@@ -162,6 +165,14 @@ class InferenceModel:
                 if int(pos[0]) >= cache.max_len:
                     raise ValueError(f"position {int(pos[0]) + 1} is past the cache length {cache.max_len}")
                 return step(int(ids[0, 0]), int(pos[0]))
+        if self.native_rows and ids.shape[1] == 1 and ids.device.type == "cpu":   # B rows, one token each
+            if cache.rows is False:
+                cache.rows = kernels.rows_step(self, cache)
+            if cache.rows is not None:
+                P = pos.tolist()
+                if max(P) >= cache.max_len:
+                    raise ValueError(f"position {max(P) + 1} is past the cache length {cache.max_len}")
+                return cache.rows(ids[:, 0].tolist(), P, list(slots))
         nth = torch.get_num_threads()
         if not (self.native_rows and ids.numel() <= kernels.GEMM_ROWS and nth > 1):
             return self._forward_rows(ids, pos, slots, cache, nth)

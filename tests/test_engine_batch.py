@@ -75,6 +75,40 @@ def test_rows_joining_late_and_leaving_reuse_slots_and_stay_exact(model):
         batch.feed(a, [1])
 
 
+def test_a_released_slot_prefix_is_reused_and_decodes_as_a_fresh_prefill(model):
+    """A new prompt sharing a prefix with a released row's tokens goes to that slot and prefills only the rest;
+    what it decodes (greedy, and with a repetition penalty that must see the reused tokens) is what it decodes
+    alone. A slot holding a different prefix is not picked; a prompt equal to the cached tokens recomputes its
+    last position (the next token's logits)."""
+    engine = Engine(model)
+    system = [11, 12, 13, 14, 15, 16, 17, 18]
+    first, second, other = system + [40, 41], system + [60, 61, 62], [200, 201, 202, 203, 204]
+    pen = dict(repetition_penalty=1.3)
+    batch = engine.batch(max_rows=3)
+    x = batch.admit(other, greedy(4))                 # slot 0: another conversation
+    a = batch.admit(first, greedy(6))                 # slot 1
+    slot_a = batch.rows[a].slot
+    while a not in batch.finished():
+        batch.step(rows=[a])
+    batch.release(x)
+    batch.release(a)
+    assert batch.cached_prefix(second) == len(system)
+    assert (batch.reused_tokens, batch.prefilled_tokens) == (0, len(other) + len(first))
+    b = batch.admit(second, greedy(12, **pen))
+    assert batch.rows[b].slot == slot_a               # not the lowest free slot (0): the one holding the prefix
+    assert (batch.reused_tokens, batch.prefilled_tokens) == (len(system), len(other) + len(first) + 3)
+    while batch.active():
+        batch.step()
+    assert batch.output(b) == alone(engine, second, greedy(12, **pen))
+    ran_b = second + batch.output(b)[:-1]
+    batch.release(b)
+    c = batch.admit(ran_b, greedy(5))                 # the whole cached sequence again: all but its last token reused
+    assert batch.rows[c].slot == slot_a and batch.reused_tokens == len(system) + len(ran_b) - 1
+    while batch.active():
+        batch.step()
+    assert batch.output(c) == alone(engine, ran_b, greedy(5))
+
+
 def test_seeded_sampling_per_row_is_reproducible_and_matches_alone(model):
     engine = Engine(model)
     params = [SamplingParams(max_new_tokens=16, temperature=0.9, top_k=40, top_p=0.95, repetition_penalty=1.2,
@@ -176,6 +210,33 @@ def test_native_rows_matmul_equals_the_reference_fp32_and_int8(rows):
     deq = q8.q.float() * q8.scale_f32[:, None]
     assert torch.allclose(kernels.rows_matmul(q8, x, res), res + x @ deq.T, atol=1e-4)
     assert kernels.rows_matmul(fp32, torch.randn(kernels.GEMM_ROWS + 1, 200)) is None   # prefill: MKL's GEMM
+
+
+@pytest.mark.skipif(not kernels.available(), reason="native kernels not available here")
+@pytest.mark.parametrize("int8", [False, True])
+def test_native_rows_step_equals_the_pytorch_batched_step(model, int8):
+    """kernels.rows_step (the whole step of B rows in C) against InferenceModel's PyTorch batched step on a copy
+    of the same slot cache: rows at different positions in slots out of order, same logits, same keys and
+    values written."""
+    import copy
+
+    fast = Engine(model, int8=int8).fast
+    cache = fast.new_slot_cache(4, 64)
+    for slot, prompt in zip((0, 1, 3), (PROMPTS[1], PROMPTS[0], PROMPTS[3])):   # prefill: the PyTorch path
+        fast.forward_rows(torch.tensor([prompt]), torch.tensor([0]), [slot], cache)
+    ref = copy.deepcopy(cache)
+    ids, pos, slots = torch.tensor([[7], [250], [33]]), torch.tensor([7, 13, 3]), [3, 0, 1]
+    got = fast.forward_rows(ids, pos, slots, cache)
+    assert isinstance(cache.rows, kernels.RowsStep)
+    want = fast._forward_rows(ids, pos, slots, ref, torch.get_num_threads())
+    assert got.shape == want.shape == (3, CFG["vocab_size"])
+    assert torch.allclose(got, want.float(), atol=1e-4, rtol=1e-4)
+    for k, k_ref in zip(cache.k + cache.v, ref.k + ref.v):
+        assert torch.allclose(k, k_ref, atol=1e-5)
+    with pytest.raises(ValueError, match="distinct slots"):
+        cache.rows([1, 2], [3, 4], [0, 0])
+    with pytest.raises(IndexError, match="out of range"):
+        cache.rows([CFG["vocab_size"]], [3], [0])
 
 
 def test_batch_errors_name_the_value(model):

@@ -8,11 +8,13 @@ decode.c).
     decode_step(inference_model)        the whole decode step of one token in C (batch 1) on KernelLinear
                                         and/or kernels.int8.Int8Linear weights, or None when it does not apply
                                         (not CPU/fp32 activations, batch > 1, another make_linear)
+    rows_step(inference_model, cache)   the whole decode step of B rows in C (batched decode, one token each, each
+                                        row at its own position in its own slot of a SlotCache), or None
     huge_page_copy(tensor)              large weights live in 2 MiB pages (fewer TLB misses when streamed)
     rows_matmul(linear, x [N, in])      batched decode (InferenceModel.forward_rows): N <= GEMM_ROWS rows through
                                         one native GEMM reading each fp32/int8 weight once for all rows
 
-Everything else (prefill, masks, bf16, CUDA, the attention of a decode batch) stays on the PyTorch path, and so does
+Everything else (prefill, masks, bf16, CUDA) stays on the PyTorch path, and so does
 everything when the kernels cannot be built (no compiler, no AVX2/FMA, not x86-64) or are turned off with
 HESSGPT_KERNELS=0 or `with kernels.disabled(): ...` (checked when an InferenceModel is built).
 
@@ -212,6 +214,43 @@ class DecodeStep:
         logits = torch.empty(1, self.vocab)
         self.lib.hg_decode(self.mref, token, pos, logits.data_ptr(), torch.get_num_threads())
         return logits
+
+
+class RowsStep:
+    """The whole decode step of B rows in C (hg_decode_rows), on a inference.SlotCache: row b's token at
+    position pos[b] of slot slots[b]; each weight is read once for all rows.
+
+        step = rows_step(fast, cache)              # or None where the batch-1 step would be None
+        logits = step(tokens, pos, slots)          # [B, V] fp32; writes each row's k, v in its slot"""
+
+    def __init__(self, fm, cache):
+        slots, max_len = cache.slots, cache.max_len
+        assert all(c.is_contiguous() for c in cache.k + cache.v)
+        self.one = DecodeStep(fm, [k[0] for k in cache.k], [v[0] for v in cache.v], max_len)   # slot 0 + offsets
+        self.lib, self.vocab, self.slots, self.max_len = self.one.lib, self.one.vocab, slots, max_len
+        D, F_, H, Hkv, hd = fm.dim, fm.hidden, fm.n_heads, fm.n_kv, fm.hd
+        self.scratch = torch.zeros(slots * (2 * D + (H + 2 * Hkv) * hd + H * hd + F_))
+
+    def __call__(self, tokens: list[int], pos: list[int], slots: list[int]) -> torch.Tensor:
+        B = len(tokens)
+        if not (1 <= B <= self.slots and len(pos) == B and len(slots) == B and len(set(slots)) == B):
+            raise ValueError(f"{B} rows need {B} positions and {B} distinct slots of {self.slots}")
+        for t, p, s in zip(tokens, pos, slots):   # the C code does not bounds-check
+            if not 0 <= t < self.vocab:
+                raise IndexError(f"token id {t} is out of range for a vocabulary of {self.vocab}")
+            if not 0 <= p < self.max_len or not 0 <= s < self.slots:
+                raise ValueError(f"position {p} / slot {s} outside the cache ({self.max_len} positions, {self.slots} slots)")
+        arr = (ctypes.c_long * B)
+        t_, p_, s_ = arr(*tokens), arr(*pos), arr(*slots)
+        logits = torch.empty(B, self.vocab)
+        self.lib.hg_decode_rows(self.one.mref, B, t_, p_, s_, self.scratch.data_ptr(), logits.data_ptr(),
+                                torch.get_num_threads())
+        return logits
+
+
+def rows_step(fm, cache) -> "RowsStep | None":
+    """A RowsStep for InferenceModel `fm` on slot cache `cache` where decode_step(fm, cache) qualifies, else None."""
+    return RowsStep(fm, cache) if decode_step(fm, cache, 0) is not None else None
 
 
 def _weight(lin) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -4,6 +4,8 @@
  *   hg_gemm    Y = X W^T (+ res)            a few rows of X (batched decode), W fp32 or int8, read once
  *   hg_decode  one whole decode step        token at position pos -> logits [vocab], KV cache written in place;
  *                                           weights fp32, or int8 with per-row scales (fp32 activations)
+ *   hg_decode_rows  the same for B rows     each row its token, position and cache slot; each weight read once
+ *                                           for all rows (batched decode, engine.BatchDecoder)
  *
  * Built by build.py with the system C compiler (-O3 -march=native) on first use and loaded with ctypes: no
  * Python or torch headers. Tensors are passed as raw float pointers; the caller (hessgpt/kernels/__init__.py)
@@ -471,18 +473,16 @@ typedef struct {
     long rows, out, in;
 } gemm_arg;
 
-/* y[b, r] = W[r] . x[b] (+ res[b, r]) for this thread's weight rows r, every batch row b: each pair of weight
- * rows is streamed from memory once and reused from L1 for all b (the weights are read once per step). */
-static void gemm_task(void *p, int tid, int nth) {
-    gemm_arg *a = p;
-    long r0, r1;
-    split(a->out, tid, nth, 16, &r0, &r1);
-    long h = (r1 - r0) / 2, in = a->in, out = a->out;
+/* y[b, r] = W[r] . x[b] (+ res[b, r]) for weight rows r in [r0, r1), every batch row b < B: each pair of weight
+ * rows is streamed from memory once and reused from L1 for all b (the weights are read once per step). `f`:
+ * 2 * in floats of scratch for int8 weights with B > 1 (each pair converted to fp32 once, exact, then fp32
+ * dots for every batch row, instead of converting the int8 weights again for each of them). res may alias y. */
+static void gemm_rows(weight_t W, const float *x, float *y, const float *res, long B, long out, long in, long r0,
+                      long r1, float *f) {
+    long h = (r1 - r0) / 2;
     float o[2];
-    /* int8 weights, several rows: each pair of weight rows converted to fp32 once (exact), then fp32 dots for
-     * every batch row, instead of converting the int8 weights again for each of them */
-    const int8_t *Q = a->W.scale && a->rows > 1 ? a->W.w : NULL;
-    float *f0 = Q ? scratch(tid, 2 * in) : NULL, *f1 = f0 ? f0 + in : NULL;
+    const int8_t *Q = W.scale && B > 1 ? W.w : NULL;
+    float *f0 = Q ? f : NULL, *f1 = f0 ? f0 + in : NULL;
     for (long r = r0; r < r0 + h; r++) {
         if (f0) {
             for (long k = 0; k < in; k++) {
@@ -490,26 +490,34 @@ static void gemm_task(void *p, int tid, int nth) {
                 f1[k] = (float)Q[(r + h) * in + k];
             }
         }
-        for (long b = 0; b < a->rows; b++) {
+        for (long b = 0; b < B; b++) {
             if (f0) {
-                dot2(f0, f1, a->x + b * in, in, o);
-                o[0] *= a->W.scale[r];
-                o[1] *= a->W.scale[r + h];
+                dot2(f0, f1, x + b * in, in, o);
+                o[0] *= W.scale[r];
+                o[1] *= W.scale[r + h];
             } else {
-                rows2(a->W, r, r + h, a->x + b * in, in, o);
+                rows2(W, r, r + h, x + b * in, in, o);
             }
-            float *y = a->y + b * out;
-            const float *res = a->res ? a->res + b * out : NULL;
-            y[r] = res ? res[r] + o[0] : o[0];
-            y[r + h] = res ? res[r + h] + o[1] : o[1];
+            float *yb = y + b * out;
+            const float *rb = res ? res + b * out : NULL;
+            yb[r] = rb ? rb[r] + o[0] : o[0];
+            yb[r + h] = rb ? rb[r + h] + o[1] : o[1];
         }
     }
     if ((r1 - r0) & 1) {
-        for (long b = 0; b < a->rows; b++) {
-            float s = row1(a->W, r1 - 1, a->x + b * in, in);
-            a->y[b * out + r1 - 1] = a->res ? a->res[b * out + r1 - 1] + s : s;
+        for (long b = 0; b < B; b++) {
+            float sc = row1(W, r1 - 1, x + b * in, in);
+            y[b * out + r1 - 1] = res ? res[b * out + r1 - 1] + sc : sc;
         }
     }
+}
+
+static void gemm_task(void *p, int tid, int nth) {
+    gemm_arg *a = p;
+    long r0, r1;
+    split(a->out, tid, nth, 16, &r0, &r1);
+    float *f = a->W.scale && a->rows > 1 ? scratch(tid, 2 * a->in) : NULL;
+    gemm_rows(a->W, a->x, a->y, a->res, a->rows, a->out, a->in, r0, r1, f);
 }
 
 /* y[rows, out] = x[rows, in] W[out, in]^T (+ res[rows, out]); W fp32, or int8 with per-row fp32 scales
@@ -650,6 +658,128 @@ static void step_task(void *p, int tid, int nth) {
 void hg_decode(const hg_model *m, long token, long pos, float *logits, int nthreads) {
     step_arg a = {m, token, pos, logits};
     run(step_task, &a, nthreads);
+}
+
+/* ---- one whole decode step for several rows (batched decode) ------------------------------------------- */
+
+/* B rows, each its own token at its own position in its own cache slot: m->kc[l] / m->vc[l] point at slot 0
+ * of a slot cache [slots, Hkv, max_len, hd] (slot s at + s * Hkv * max_len * hd). rs: scratch for B rows,
+ * x [B, D], xb [B, D], qkv [B, (H + 2 Hkv) hd], y [B, H hd], act [B, F]. Every weight is read once for all rows
+ * (gemm_rows); attention runs per (row, head). */
+typedef struct {
+    const hg_model *m;
+    long B;
+    const long *tokens, *pos, *slots;
+    float *x, *xb, *qkv, *y, *act, *logits;
+} rows_arg;
+
+static void rows_task(void *p, int tid, int nth) {
+    const rows_arg *a = p;
+    const hg_model *m = a->m;
+    const long B = a->B, D = m->dim, F = m->hidden, H = m->n_heads, Hkv = m->n_kv, hd = m->hd;
+    const long nq = H * hd, nkv = Hkv * hd, nqkv = nq + 2 * nkv, rep = H / Hkv, slot_len = Hkv * m->max_len * hd;
+    long r0, r1;
+    float *f = NULL;
+    if (tid == 0)
+        for (long b = 0; b < B; b++) memcpy(a->x + b * D, m->embed + a->tokens[b] * D, D * sizeof(float));
+    barrier(nth);
+    for (int l = 0; l < m->n_layers; l++) {
+        for (long b = 0; b < B; b++) rmsnorm_part(a->x + b * D, m->ln1[l], a->xb + b * D, D, m->eps, tid, nth);
+        barrier(nth);
+        /* q|k|v rows of every batch row (chunks of 4 keep RoPE pairs together), then RoPE q, k at each row's
+         * position and store k, v in each row's slot */
+        split(nqkv, tid, nth, 4, &r0, &r1);
+        weight_t Wqkv = LW(m, qkv, l);
+        if (Wqkv.scale && B > 1) f = scratch(tid, 2 * D);
+        gemm_rows(Wqkv, a->xb, a->qkv, NULL, B, nqkv, D, r0, r1, f);
+        for (long b = 0; b < B; b++) {
+            const long pos = a->pos[b];
+            const float *cs = m->rope + pos * hd;
+            float *kc = m->kc[l] + a->slots[b] * slot_len, *vc = m->vc[l] + a->slots[b] * slot_len;
+            for (long r = r0; r < r1; r += 2) {
+                float *v = a->qkv + b * nqkv + r;
+                long c = r % hd;
+                if (r < nq + nkv) {
+                    float co = cs[c], si = cs[c + 1], v0 = v[0], v1 = v[1];
+                    v[0] = v0 * co - v1 * si;
+                    v[1] = v0 * si + v1 * co;
+                }
+                if (r >= nq + nkv) {
+                    long hh = (r - nq - nkv) / hd;
+                    vc[(hh * m->max_len + pos) * hd + c] = v[0];
+                    vc[(hh * m->max_len + pos) * hd + c + 1] = v[1];
+                } else if (r >= nq) {
+                    long hh = (r - nq) / hd;
+                    kc[(hh * m->max_len + pos) * hd + c] = v[0];
+                    kc[(hh * m->max_len + pos) * hd + c + 1] = v[1];
+                }
+            }
+        }
+        barrier(nth);
+        /* attention, (row, head) pairs split across threads; each row attends to its slot's positions 0..pos */
+        split(B * H, tid, nth, 1, &r0, &r1);
+        for (long bh = r0; bh < r1; bh++) {
+            const long b = bh / H, h = bh % H, L = a->pos[b] + 1;
+            const float *kc = m->kc[l] + a->slots[b] * slot_len, *vc = m->vc[l] + a->slots[b] * slot_len;
+            const float *q = a->qkv + b * nqkv + h * hd, *K = kc + (h / rep) * m->max_len * hd,
+                        *V = vc + (h / rep) * m->max_len * hd;
+            float *att = scratch(tid, L), mx = -INFINITY, sum = 0.0f;
+            for (long t = 0; t < L; t++) {
+                att[t] = dot1(q, K + t * hd, hd);
+                mx = att[t] > mx ? att[t] : mx;
+            }
+            for (long t = 0; t < L; t++) {
+                att[t] = expf(att[t] - mx);
+                sum += att[t];
+            }
+            float *y = a->y + b * nq + h * hd, inv = 1.0f / sum;
+            memset(y, 0, hd * sizeof(float));
+            for (long t = 0; t < L; t++) axpy(att[t] * inv, V + t * hd, y, hd);
+        }
+        barrier(nth);
+        /* x += Wo y */
+        split(D, tid, nth, 4, &r0, &r1);
+        weight_t Wo = LW(m, o, l);
+        if (Wo.scale && B > 1) f = scratch(tid, 2 * nq);
+        gemm_rows(Wo, a->y, a->x, a->x, B, D, nq, r0, r1, f);
+        barrier(nth);
+        for (long b = 0; b < B; b++) rmsnorm_part(a->x + b * D, m->ln2[l], a->xb + b * D, D, m->eps, tid, nth);
+        barrier(nth);
+        /* act[b, j] = silu(gate_j . xb[b]) * (up_j . xb[b]): gate row j and up row F + j read once for all rows */
+        split(F, tid, nth, 4, &r0, &r1);
+        {
+            weight_t W = LW(m, gu, l);
+            float o[2];
+            for (long j = r0; j < r1; j++)
+                for (long b = 0; b < B; b++) {
+                    rows2(W, j, F + j, a->xb + b * D, D, o);
+                    a->act[b * F + j] = o[0] / (1.0f + expf(-o[0])) * o[1];
+                }
+        }
+        barrier(nth);
+        /* x += Wdown act */
+        split(D, tid, nth, 4, &r0, &r1);
+        weight_t Wd = LW(m, down, l);
+        if (Wd.scale && B > 1) f = scratch(tid, 2 * F);
+        gemm_rows(Wd, a->act, a->x, a->x, B, D, F, r0, r1, f);
+        barrier(nth);
+    }
+    for (long b = 0; b < B; b++) rmsnorm_part(a->x + b * D, m->norm, a->xb + b * D, D, m->eps, tid, nth);
+    barrier(nth);
+    split(m->vocab, tid, nth, 16, &r0, &r1);
+    weight_t Wh = {m->head, m->s_head};
+    if (Wh.scale && B > 1) f = scratch(tid, 2 * D);
+    gemm_rows(Wh, a->xb, a->logits, NULL, B, m->vocab, D, r0, r1, f);
+}
+
+/* logits [B, vocab] for B rows: tokens[b] at position pos[b] (< max_len; the rope table must cover it) of cache
+ * slot slots[b] (distinct slots). scratch: B * (2 D + (H + 2 Hkv) hd + H hd + F) floats. */
+void hg_decode_rows(const hg_model *m, long B, const long *tokens, const long *pos, const long *slots, float *scratch_rows,
+                    float *logits, int nthreads) {
+    const long D = m->dim, nqkv = (m->n_heads + 2 * m->n_kv) * m->hd, nq = m->n_heads * m->hd;
+    rows_arg a = {m, B, tokens, pos, slots, scratch_rows, scratch_rows + B * D, scratch_rows + 2 * B * D,
+                  scratch_rows + B * (2 * D + nqkv), scratch_rows + B * (2 * D + nqkv + nq), logits};
+    run(rows_task, &a, nthreads);
 }
 
 void hg_set_spin_us(long us) { SPIN_NS = us * 1000; }

@@ -5,7 +5,7 @@
 
 The engine loop is the only thread that touches model 1's weights and KV cache. Between two decode steps it
 releases the rows whose request ended (finished, cancelled, client gone), admits waiting requests into free
-slots, feeds one prefill chunk of each new prompt (`prefill_chunk` tokens, so a long prompt does not stall
+slots (the slot whose cached tokens share the longest prefix with the prompt: only the rest is prefilled), feeds one prefill chunk of each new prompt (`prefill_chunk` tokens, so a long prompt does not stall
 the streams already running) and the injected tool results, then runs one batched step for every row whose
 turn is waiting for its next token.
 
@@ -176,7 +176,8 @@ class EngineLoop:
             admitted = sum(r.rid is not None for r in self.rows)
             return {"max_batch": self.max_rows, "rows": admitted, "waiting_rows": len(self.rows) - admitted,
                     "steps": self.steps, "mean_batch": round(self.stepped_rows / self.steps, 2) if self.steps else 0.0,
-                    "widest_step": self.widest}
+                    "widest_step": self.widest, "prompt_tokens_reused": getattr(self.batch, "reused_tokens", 0),
+                    "prompt_tokens_prefilled": getattr(self.batch, "prefilled_tokens", None)}
 
     def close(self, timeout: float = 5.0) -> None:
         with self.cond:
@@ -237,9 +238,10 @@ class EngineLoop:
             for r in release:
                 if r.rid is not None:
                     self.batch.release(r.rid)
-            for r in admit:                                   # the first chunk of the prompt is the admit's prefill
+            for r in admit:   # the first chunk of the prompt (after what a free slot already holds) is the admit's prefill
                 try:
-                    first = r.prefill[:self.prefill_chunk]
+                    cached = self.batch.cached_prefix(r.prefill) if hasattr(self.batch, "cached_prefix") else 0
+                    first = r.prefill[:cached + self.prefill_chunk]
                     r.rid = self.batch.admit(first, self._batch_params(r.params), r.generator)
                     r.prefill = r.prefill[len(first):]
                 except Exception as e:

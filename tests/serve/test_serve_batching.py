@@ -328,3 +328,29 @@ def test_model1_serves_batched_unless_max_batch_is_1(tiny_ckpt):
         batched_backend.close()
     single = build_backend(app.build_parser().parse_args(["--model1", tiny_ckpt, "--no-tools", "--max-batch", "1"]))
     assert isinstance(single, DualModelBackend)
+
+
+def test_a_shared_system_prompt_is_prefilled_once_and_answers_stay_the_same(serve, dual, batched):
+    """Requests with the same system prompt, one after another: the second one's prompt reuses the keys and values
+    the first left in its slot (only its own tokens are prefilled); both answers equal the batch-1 path's."""
+    system = {"role": "system", "content": "Tu es HessGPT, un assistant bilingue qui répond brièvement et poliment."}
+
+    def req(i):
+        return {**body(i), "messages": [system, {"role": "user", "content": PROMPTS[i]}]}
+
+    ref_srv = serve(dual)
+    ref = [stream_text(ref_srv.url, req(i)) for i in (0, 4)]
+    backend = batched(max_batch=2)
+    srv = serve(backend, concurrency=2)
+    first = stream_text(srv.url, req(0))
+    assert wait_until(lambda: backend.stats()["rows"] == 0)
+    before = backend.stats()
+    assert before["prompt_tokens_reused"] == 0 and before["prompt_tokens_prefilled"] == first[1]["prompt_tokens"]
+    second = stream_text(srv.url, req(4))
+    assert [first, second] == ref
+    after = backend.stats()
+    shared = after["prompt_tokens_reused"]
+    ids = [dual.tokenizer.render_for_generation([system, {"role": "user", "content": PROMPTS[i]}]) for i in (0, 4)]
+    common = next(n for n, (a, b) in enumerate(zip(*ids)) if a != b)
+    assert shared == common > 10       # the system turn and the user role's opening
+    assert after["prompt_tokens_prefilled"] - before["prompt_tokens_prefilled"] == second[1]["prompt_tokens"] - shared
