@@ -182,6 +182,19 @@ class InferenceModel:
         finally:
             torch.set_num_threads(nth)
 
+    @torch.inference_mode()
+    def forward_tokens(self, tokens: list[int], pos: list[int], slots: list[int], cache: "SlotCache",
+                       out: list[int]) -> torch.Tensor | None:
+        """A ragged batch in one forward: token tokens[i] at position pos[i] of slot slots[i]; tokens of one slot at
+        consecutive positions are causal (a prompt chunk next to other slots' decode tokens) -> logits [len(out), V]
+        of the rows `out` (ascending). The native whole step of kernels.rows_step; None where it does not apply
+        (not CPU with the native kernels): the caller runs forward_rows per sequence instead."""
+        if not self.native_rows:
+            return None
+        if cache.rows is False:
+            cache.rows = kernels.rows_step(self, cache)
+        return None if cache.rows is None else cache.rows(tokens, pos, slots, out)
+
     def _forward_rows(self, ids, pos, slots, cache, nth: int) -> torch.Tensor:
         B, T = ids.shape
         H, Hkv, hd = self.n_heads, self.n_kv, self.hd

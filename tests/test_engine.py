@@ -80,6 +80,44 @@ def test_top_k_top_p_and_repetition_penalty():
     assert out[0, 0] == 2.0 and out[0, 4] == -2.0 and out[0, 1] == 3.0
 
 
+def test_sampling_follows_the_distribution_and_never_picks_a_masked_token():
+    """engine.sample's inverse-transform draw: frequencies over 40,000 seeded draws within 5 standard errors of
+    the softmax, and a token cut by top-k (probability 0, last in the vocabulary included) never drawn."""
+    from hessgpt.engine import make_generator, sample
+
+    logits = torch.tensor([[2.0, 1.5, 0.2, -1.0, 0.9, 3.1, -0.3, 1.1]])
+    g = make_generator(11, torch.device("cpu"))
+    params = SamplingParams(temperature=1.0)
+    draws = torch.cat([sample(logits.expand(400, -1), params, g) for _ in range(100)])   # 40,000 draws
+    p = logits.softmax(-1)[0]
+    freq = torch.bincount(draws, minlength=8).float() / draws.numel()
+    assert ((freq - p).abs() <= 5 * (p * (1 - p) / draws.numel()).sqrt()).all(), (freq, p)
+    cut = torch.tensor([[0.5, 4.0, 3.9, 0.1, 3.8]])   # top_k 3 keeps ids 1, 2, 4: id 4 is the last non-zero one
+    got = torch.cat([sample(cut.expand(500, -1), SamplingParams(temperature=5.0, top_k=3), g) for _ in range(20)])
+    assert set(got.tolist()) == {1, 2, 4}
+
+
+def test_top_p_within_the_top_tokens_equals_the_full_sort():
+    """process_logits' top-p fast path (the nucleus inside the 64 most likely tokens) keeps exactly the tokens
+    the full sort keeps; a flat distribution (nucleus wider than 64) takes the full sort."""
+    from hessgpt.engine import _top_p_in_top
+
+    g = torch.Generator().manual_seed(0)
+    for trial in range(60):
+        logits = torch.randn(3, 3000, generator=g) * (0.5 + 8 * torch.rand(1, generator=g))
+        top_p = 0.05 + 0.9 * float(torch.rand(1, generator=g))
+        sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
+        probs = sorted_logits.softmax(-1)
+        ref = torch.full_like(logits, float("-inf")).scatter(
+            -1, order, sorted_logits.masked_fill(probs.cumsum(-1) - probs > top_p, float("-inf")))
+        fast = _top_p_in_top(logits, top_p)
+        if fast is not None:
+            assert torch.equal(torch.isinf(fast), torch.isinf(ref)), trial
+        assert torch.equal(torch.isinf(process_logits(logits * 1.0, SamplingParams(temperature=1.0, top_p=top_p))),
+                           torch.isinf(ref)), trial
+    assert _top_p_in_top(torch.zeros(1, 3000), 0.9) is None
+
+
 def test_streaming_never_splits_utf8(tokenizer):
     text = "Été 👋🏽 à Zürich — 中文 ✨ fin."
     ids = tokenizer.encode(text)

@@ -109,6 +109,50 @@ def test_a_released_slot_prefix_is_reused_and_decodes_as_a_fresh_prefill(model):
     assert batch.output(c) == alone(engine, ran_b, greedy(5))
 
 
+@pytest.mark.parametrize("native", [True, False])
+def test_deferred_prompts_and_feeds_are_written_with_the_decode_steps_and_decode_as_alone(model, native):
+    """admit/feed with defer=True queue their tokens; each step(budget=N) writes up to N of them in the same
+    forward as the other rows' decode tokens (native: one ragged C call; without the kernels: a forward per
+    chunk). A row is sampled again once its queue is empty; every row decodes what it decodes alone, an
+    injected result included."""
+    if native and not kernels.available():
+        pytest.skip("native kernels not available here")
+    with (contextlib.nullcontext() if native else kernels.disabled()):
+        engine = Engine(model)
+    batch = engine.batch(max_rows=3)
+    inject = [150, 151, 152, 153, 154]
+    ref_a = alone(engine, PROMPTS[1], greedy(16))
+    gen = engine.session(PROMPTS[0], greedy(0))    # b's reference: 4 tokens, the injected ids, 6 more
+    ref_b = []
+    for k in range(10):
+        t = gen.next_token()
+        ref_b.append(t)
+        gen.feed([t] + (inject if k == 3 else []))
+    a = batch.admit(PROMPTS[1], greedy(16), defer=True)      # 13 prompt tokens
+    assert batch.pending(a) == 13 and batch.step(budget=5) == {}
+    assert batch.pending(a) == 8
+    b = batch.admit(PROMPTS[0], greedy(30), defer=True)      # joins while a's prompt is still queued
+    got = {a: [], b: []}
+    injected = False
+    while len(got[b]) < 10:
+        for row, tok in batch.step(budget=5).items():
+            got[row].append(tok)
+        if len(got[b]) == 4 and not injected:
+            batch.feed(b, inject, defer=True)
+            injected = True
+    while batch.active():
+        for row, tok in batch.step(rows=[a], budget=5).items():
+            got[row].append(tok)
+        if a in batch.finished():
+            break
+    assert got[a] == ref_a and got[b][:10] == ref_b
+    if native:
+        assert isinstance(batch.cache.rows, kernels.RowsStep)
+    with pytest.raises(HessGPTError, match="queued tokens"):
+        c = batch.admit(PROMPTS[2], greedy(4), defer=True)
+        batch.feed(c, [5])
+
+
 def test_seeded_sampling_per_row_is_reproducible_and_matches_alone(model):
     engine = Engine(model)
     params = [SamplingParams(max_new_tokens=16, temperature=0.9, top_k=40, top_p=0.95, repetition_penalty=1.2,
@@ -233,8 +277,8 @@ def test_native_rows_step_equals_the_pytorch_batched_step(model, int8):
     assert torch.allclose(got, want.float(), atol=1e-4, rtol=1e-4)
     for k, k_ref in zip(cache.k + cache.v, ref.k + ref.v):
         assert torch.allclose(k, k_ref, atol=1e-5)
-    with pytest.raises(ValueError, match="distinct slots"):
-        cache.rows([1, 2], [3, 4], [0, 0])
+    with pytest.raises(ValueError, match="same position of the same slot"):
+        cache.rows([1, 2], [3, 3], [0, 0])
     with pytest.raises(IndexError, match="out of range"):
         cache.rows([CFG["vocab_size"]], [3], [0])
 

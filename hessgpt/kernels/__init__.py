@@ -217,33 +217,42 @@ class DecodeStep:
 
 
 class RowsStep:
-    """The whole decode step of B rows in C (hg_decode_rows), on a inference.SlotCache: row b's token at
-    position pos[b] of slot slots[b]; each weight is read once for all rows.
+    """The whole forward of B single-token rows in C (hg_decode_rows), on a inference.SlotCache: row b is token
+    tokens[b] at position pos[b] of slot slots[b]; each weight is read once for all rows. Rows of one slot at
+    consecutive positions are a causal chunk (all rows' keys and values are written before any row attends), so
+    one call runs the decode tokens of some sequences and prompt chunks of others together.
 
         step = rows_step(fast, cache)              # or None where the batch-1 step would be None
-        logits = step(tokens, pos, slots)          # [B, V] fp32; writes each row's k, v in its slot"""
+        logits = step(tokens, pos, slots)          # [B, V] fp32; writes each row's k, v in its slot
+        logits = step(tokens, pos, slots, out=[2, 5])   # [2, V]: only rows 2 and 5 (ascending)"""
 
     def __init__(self, fm, cache):
-        slots, max_len = cache.slots, cache.max_len
         assert all(c.is_contiguous() for c in cache.k + cache.v)
-        self.one = DecodeStep(fm, [k[0] for k in cache.k], [v[0] for v in cache.v], max_len)   # slot 0 + offsets
-        self.lib, self.vocab, self.slots, self.max_len = self.one.lib, self.one.vocab, slots, max_len
-        D, F_, H, Hkv, hd = fm.dim, fm.hidden, fm.n_heads, fm.n_kv, fm.hd
-        self.scratch = torch.zeros(slots * (2 * D + (H + 2 * Hkv) * hd + H * hd + F_))
+        self.one = DecodeStep(fm, [k[0] for k in cache.k], [v[0] for v in cache.v], cache.max_len)   # slot 0 + offsets
+        self.lib, self.vocab, self.slots, self.max_len = self.one.lib, self.one.vocab, cache.slots, cache.max_len
+        self.per_row = 2 * fm.dim + (fm.n_heads + 2 * fm.n_kv) * fm.hd + fm.n_heads * fm.hd + fm.hidden
+        self.scratch = torch.zeros(0)
 
-    def __call__(self, tokens: list[int], pos: list[int], slots: list[int]) -> torch.Tensor:
+    def __call__(self, tokens: list[int], pos: list[int], slots: list[int], out: list[int] | None = None) -> torch.Tensor:
         B = len(tokens)
-        if not (1 <= B <= self.slots and len(pos) == B and len(slots) == B and len(set(slots)) == B):
-            raise ValueError(f"{B} rows need {B} positions and {B} distinct slots of {self.slots}")
+        out = list(range(B)) if out is None else list(out)
+        if not (B >= 1 and len(pos) == B and len(slots) == B):
+            raise ValueError(f"{B} rows need {B} positions and {B} slots (got {len(pos)} and {len(slots)})")
+        if len(set(zip(slots, pos))) != B:
+            raise ValueError("two rows write the same position of the same slot")
+        if not out or out != sorted(set(out)) or out[0] < 0 or out[-1] >= B:
+            raise ValueError(f"out must be ascending distinct row indices in 0..{B - 1}, got {out}")
         for t, p, s in zip(tokens, pos, slots):   # the C code does not bounds-check
             if not 0 <= t < self.vocab:
                 raise IndexError(f"token id {t} is out of range for a vocabulary of {self.vocab}")
             if not 0 <= p < self.max_len or not 0 <= s < self.slots:
                 raise ValueError(f"position {p} / slot {s} outside the cache ({self.max_len} positions, {self.slots} slots)")
-        arr = (ctypes.c_long * B)
-        t_, p_, s_ = arr(*tokens), arr(*pos), arr(*slots)
-        logits = torch.empty(B, self.vocab)
-        self.lib.hg_decode_rows(self.one.mref, B, t_, p_, s_, self.scratch.data_ptr(), logits.data_ptr(),
+        if self.scratch.numel() < B * self.per_row:
+            self.scratch = torch.zeros(B * self.per_row)
+        arr = ctypes.c_long * B
+        logits = torch.empty(len(out), self.vocab)
+        self.lib.hg_decode_rows(self.one.mref, B, arr(*tokens), arr(*pos), arr(*slots), len(out),
+                                (ctypes.c_long * len(out))(*out), self.scratch.data_ptr(), logits.data_ptr(),
                                 torch.get_num_threads())
         return logits
 

@@ -131,7 +131,7 @@ def _declare(lib: ctypes.CDLL) -> None:
     lib.hg_gemm.restype = None
     lib.hg_decode.argtypes = [p, L, L, p, i]
     lib.hg_decode.restype = None
-    lib.hg_decode_rows.argtypes = [p, L, p, p, p, p, p, i]
+    lib.hg_decode_rows.argtypes = [p, L, p, p, p, L, p, p, p, i]
     lib.hg_decode_rows.restype = None
     lib.hg_set_spin_us.argtypes = [L]
     lib.hg_set_spin_us.restype = None

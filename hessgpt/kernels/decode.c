@@ -662,14 +662,17 @@ void hg_decode(const hg_model *m, long token, long pos, float *logits, int nthre
 
 /* ---- one whole decode step for several rows (batched decode) ------------------------------------------- */
 
-/* B rows, each its own token at its own position in its own cache slot: m->kc[l] / m->vc[l] point at slot 0
- * of a slot cache [slots, Hkv, max_len, hd] (slot s at + s * Hkv * max_len * hd). rs: scratch for B rows,
- * x [B, D], xb [B, D], qkv [B, (H + 2 Hkv) hd], y [B, H hd], act [B, F]. Every weight is read once for all rows
- * (gemm_rows); attention runs per (row, head). */
+/* B rows, each its own token at its own position in a cache slot: m->kc[l] / m->vc[l] point at slot 0 of a
+ * slot cache [slots, Hkv, max_len, hd] (slot s at + s * Hkv * max_len * hd). Every row's k and v are written
+ * before any row attends, and row b attends to its slot's positions 0..pos[b]: rows of one slot at consecutive
+ * positions are a causal prefill chunk (a prompt's tokens computed in the same step as other rows' decode
+ * tokens). Scratch for B rows: x [B, D], xb [B, D], qkv [B, (H + 2 Hkv) hd], y [B, H hd], act [B, F]. Every
+ * weight is read once for all rows (gemm_rows); attention runs per (row, head); logits only for the n_out rows
+ * out[i]. */
 typedef struct {
     const hg_model *m;
-    long B;
-    const long *tokens, *pos, *slots;
+    long B, n_out;
+    const long *tokens, *pos, *slots, *out;
     float *x, *xb, *qkv, *y, *act, *logits;
 } rows_arg;
 
@@ -764,20 +767,21 @@ static void rows_task(void *p, int tid, int nth) {
         gemm_rows(Wd, a->act, a->x, a->x, B, D, F, r0, r1, f);
         barrier(nth);
     }
-    for (long b = 0; b < B; b++) rmsnorm_part(a->x + b * D, m->norm, a->xb + b * D, D, m->eps, tid, nth);
+    const long n = a->n_out;   /* the final norm and the head for the output rows only, packed in xb */
+    for (long i = 0; i < n; i++) rmsnorm_part(a->x + a->out[i] * D, m->norm, a->xb + i * D, D, m->eps, tid, nth);
     barrier(nth);
     split(m->vocab, tid, nth, 16, &r0, &r1);
     weight_t Wh = {m->head, m->s_head};
-    if (Wh.scale && B > 1) f = scratch(tid, 2 * D);
-    gemm_rows(Wh, a->xb, a->logits, NULL, B, m->vocab, D, r0, r1, f);
+    if (Wh.scale && n > 1) f = scratch(tid, 2 * D);
+    gemm_rows(Wh, a->xb, a->logits, NULL, n, m->vocab, D, r0, r1, f);
 }
 
-/* logits [B, vocab] for B rows: tokens[b] at position pos[b] (< max_len; the rope table must cover it) of cache
- * slot slots[b] (distinct slots). scratch: B * (2 D + (H + 2 Hkv) hd + H hd + F) floats. */
-void hg_decode_rows(const hg_model *m, long B, const long *tokens, const long *pos, const long *slots, float *scratch_rows,
-                    float *logits, int nthreads) {
+/* logits [n_out, vocab] of rows out[0..n_out) (ascending) of B rows: tokens[b] at position pos[b] (< max_len;
+ * the rope table must cover it) of cache slot slots[b]. scratch: B * (2 D + (H + 2 Hkv) hd + H hd + F) floats. */
+void hg_decode_rows(const hg_model *m, long B, const long *tokens, const long *pos, const long *slots, long n_out,
+                    const long *out, float *scratch_rows, float *logits, int nthreads) {
     const long D = m->dim, nqkv = (m->n_heads + 2 * m->n_kv) * m->hd, nq = m->n_heads * m->hd;
-    rows_arg a = {m, B, tokens, pos, slots, scratch_rows, scratch_rows + B * D, scratch_rows + 2 * B * D,
+    rows_arg a = {m, B, n_out, tokens, pos, slots, out, scratch_rows, scratch_rows + B * D, scratch_rows + 2 * B * D,
                   scratch_rows + B * (2 * D + nqkv), scratch_rows + B * (2 * D + nqkv + nq), logits};
     run(rows_task, &a, nthreads);
 }

@@ -151,6 +151,9 @@ class EngineLoop:
             max_rows, self.max_len = decoder.max_rows, decoder.max_len
         self.engine, self.max_rows, self.prefill_chunk, self.straggler_s = engine, max_rows, prefill_chunk, straggler_s
         self.batch = decoder
+        # model 1's BatchDecoder queues prompts and results (defer=True) and writes up to prefill_chunk of their
+        # tokens inside each decode step (one forward for both); other decoders get them between two steps
+        self.deferred = getattr(decoder, "deferred_feeds", False)
         self.cond = threading.Condition()
         self.rows: list[BatchedRow] = []      # admitted or waiting for a slot, in arrival order
         self.closed = False
@@ -198,7 +201,8 @@ class EngineLoop:
             if r.closed:
                 return True
             if r.error is None and (r.feeds or (r.rid is not None and r.prefill) or (r.rid is None and free) or
-                                    (r.want and r.rid is not None and not r.prefill)):
+                                    (r.want and r.rid is not None and not r.prefill) or
+                                    (self.deferred and r.rid is not None and self.batch.pending(r.rid))):
                 return True
         return False
 
@@ -231,7 +235,10 @@ class EngineLoop:
                 for r in self.rows:
                     if r.error is not None:
                         continue
-                    if r.rid is not None and r.prefill:
+                    if self.deferred:
+                        while r.rid is not None and r.feeds:
+                            chunks.append((r, *r.feeds.popleft(), False))
+                    elif r.rid is not None and r.prefill:
                         chunks.append((r, None, r.prefill[:self.prefill_chunk], True))
                     elif r.rid is not None and r.feeds:
                         chunks.append((r, *r.feeds.popleft(), False))
@@ -240,6 +247,10 @@ class EngineLoop:
                     self.batch.release(r.rid)
             for r in admit:   # the first chunk of the prompt (after what a free slot already holds) is the admit's prefill
                 try:
+                    if self.deferred:   # the whole prompt queued: the steps write it, prefill_chunk tokens each
+                        r.rid = self.batch.admit(r.prefill, self._batch_params(r.params), r.generator, defer=True)
+                        r.prefill = []
+                        continue
                     cached = self.batch.cached_prefix(r.prefill) if hasattr(self.batch, "cached_prefix") else 0
                     first = r.prefill[:cached + self.prefill_chunk]
                     r.rid = self.batch.admit(first, self._batch_params(r.params), r.generator)
@@ -250,7 +261,10 @@ class EngineLoop:
                 try:
                     if keep is not None:
                         self.batch.crop(r.rid, keep)
-                    self.batch.feed(r.rid, ids)
+                    if self.deferred:
+                        self.batch.feed(r.rid, ids, defer=True)
+                    else:
+                        self.batch.feed(r.rid, ids)
                     if is_prefill:
                         r.prefill = r.prefill[len(ids):]
                 except Exception as e:
@@ -258,19 +272,27 @@ class EngineLoop:
             with self.cond:
                 ready = {r.rid: r for r in self.rows
                          if r.want and r.rid is not None and not r.prefill and not r.feeds and r.error is None}
-            if not ready:
+                queued = {r.rid for r in self.rows
+                          if self.deferred and r.rid is not None and r.error is None and self.batch.pending(r.rid)}
+            if not ready and not queued:
                 continue
-            try:
-                out = self.batch.step(rows=list(ready))   # rows whose router is busy keep their state
+            try:   # rows whose router is busy keep their state; queued tokens are written (not sampled) this step
+                out = (self.batch.step(rows=list(ready.keys() | queued), budget=self.prefill_chunk) if self.deferred
+                       else self.batch.step(rows=list(ready)))
             except Exception as e:
-                for r in ready.values():
-                    self._fail(r, e)
+                for r in self.rows:
+                    if r.rid in ready or r.rid in queued:
+                        self._fail(r, e)
                 continue
+            sampled = len(ready.keys() - queued)
             self.steps += 1
-            self.stepped_rows += len(ready)
-            self.widest = max(self.widest, len(ready))
+            self.stepped_rows += sampled
+            self.widest = max(self.widest, sampled)
             with self.cond:
-                for rid, r in ready.items():
+                for rid, r in list(ready.items()):
+                    if rid in queued:          # its prompt or result was (partly) written: sampled in a later step
+                        del ready[rid]
+                        continue
                     r.want = False
                     if rid in out:
                         r.token = out[rid]

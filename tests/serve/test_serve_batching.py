@@ -156,12 +156,12 @@ def slow_steps(backend, gate: threading.Event | None = None, delay: float = 0.0)
     """Every batched step waits for `gate` (or sleeps `delay`): rows stay busy for as long as a test needs."""
     step = backend.loop.batch.step
 
-    def held(rows=None):
+    def held(rows=None, **kw):
         if gate is not None:
             gate.wait(30)
         if delay:
             time.sleep(delay)
-        return step(rows)
+        return step(rows, **kw)
 
     backend.loop.batch.step = held
 
@@ -301,11 +301,11 @@ def test_a_failing_step_fails_its_requests_only_and_the_loop_goes_on(serve, batc
     step = backend.loop.batch.step
     calls = []
 
-    def broken_once(rows=None):
+    def broken_once(rows=None, **kw):
         calls.append(rows)
         if len(calls) == 1:
             raise RuntimeError("simulated kernel failure")
-        return step(rows)
+        return step(rows, **kw)
 
     backend.loop.batch.step = broken_once
     srv = serve(backend)
