@@ -42,8 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="--model1/--hf-model: requests decoded together on one engine loop (continuous batching; "
                         "default 8, 1 = one at a time)")
     p.add_argument("--prefill-chunk", type=int, default=256,
-                   help="--model1/--hf-model with --max-batch >= 2: prompt tokens prefilled between two decode steps "
-                        "(default 256)")
+                   help="--model1/--hf-model with --max-batch >= 2: queued prompt/result tokens written per decode "
+                        "step (model 1: inside the step; default 256)")
     p.add_argument("--concurrency", type=int, default=1,
                    help="--demo: scripted answers running at once (default 1; --model1/--hf-model use --max-batch)")
     p.add_argument("--queue-size", type=int, default=16, help="requests that may wait; more get 429 (default 16)")
