@@ -264,6 +264,9 @@ class _Row:
     done: bool = False
 
 
+RIDE_TOKENS = 48   # queued chunks up to this long share the decode step's forward (BatchDecoder.step)
+
+
 class BatchDecoder:
     """Several sequences decoded together, one batched forward per step, on a cache of `max_rows` slots.
     Rows join (`admit`) and leave (`release`) between steps; a released row's slot goes back to the free
@@ -464,8 +467,11 @@ class BatchDecoder:
             if r.todo and left > 0:
                 chunks.append((r, r.todo[:int(min(left, len(r.todo)))]))
                 left -= len(chunks[-1][1])
-        if chunks and self._forward_tokens(cont, chunks):
-            return emitted
+        # short chunks ride in the decode step's ragged native forward; a long one is faster through its own
+        # prefill forward (PyTorch's GEMM: 990 vs 460 tok/s at 512 tokens, SmolLM2-135M on 2 cores)
+        ride = [(r, ids) for r, ids in chunks if len(ids) <= RIDE_TOKENS]
+        if ride and self._forward_tokens(cont, ride):
+            cont, chunks = [], [(r, ids) for r, ids in chunks if len(ids) > RIDE_TOKENS]
         for r, ids in chunks:                          # no ragged native step here: each chunk its own forward
             r.todo = r.todo[len(ids):]
             self._feed(r, ids)

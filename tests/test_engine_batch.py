@@ -277,6 +277,15 @@ def test_native_rows_step_equals_the_pytorch_batched_step(model, int8):
     assert torch.allclose(got, want.float(), atol=1e-4, rtol=1e-4)
     for k, k_ref in zip(cache.k + cache.v, ref.k + ref.v):
         assert torch.allclose(k, k_ref, atol=1e-5)
+    # a ragged batch (decode tokens of slots 3 and 0 next to a 15-token prompt chunk of slot 2: 17 rows, the
+    # register-blocked GEMM) against the PyTorch step of the decode rows and the PyTorch prefill of the chunk
+    chunk = list(range(20, 35))
+    got = fast.forward_tokens([9, 8] + chunk, [8, 14] + list(range(15)), [3, 0] + [2] * 15, cache, out=[0, 1, 16])
+    want_rows = fast._forward_rows(torch.tensor([[9], [8]]), torch.tensor([8, 14]), [3, 0], ref, torch.get_num_threads())
+    want_chunk = fast._forward_rows(torch.tensor([chunk]), torch.tensor([0]), [2], ref, torch.get_num_threads())
+    assert torch.allclose(got, torch.cat([want_rows, want_chunk]).float(), atol=1e-4, rtol=1e-4)
+    for k, k_ref in zip(cache.k + cache.v, ref.k + ref.v):
+        assert torch.allclose(k, k_ref, atol=1e-5)
     with pytest.raises(ValueError, match="same position of the same slot"):
         cache.rows([1, 2], [3, 3], [0, 0])
     with pytest.raises(IndexError, match="out of range"):

@@ -473,12 +473,102 @@ typedef struct {
     long rows, out, in;
 } gemm_arg;
 
+/* Register-blocked variant for many rows (prefill chunks): MB batch rows x MW weight rows of dot products at once,
+ * the MB*MW accumulators in vector registers, so each k step loads MW weight and MB activation vectors for
+ * MB*MW FMAs (a dot product per pair loads two vectors per FMA: half the FMA rate once compute-bound). */
+#ifdef __AVX512F__
+typedef __m512 vf;
+#define VL 16
+#define VZERO() _mm512_setzero_ps()
+#define VLOAD(p) _mm512_loadu_ps(p)
+#define VFMA(a, b, c) _mm512_fmadd_ps(a, b, c)
+#define VSUM(v) _mm512_reduce_add_ps(v)
+#define MW 4
+#else
+typedef __m256 vf;
+#define VL 8
+#define VZERO() _mm256_setzero_ps()
+#define VLOAD(p) _mm256_loadu_ps(p)
+#define VFMA(a, b, c) _mm256_fmadd_ps(a, b, c)
+#define VSUM(v) hsum8(v)
+#define MW 2
+#endif
+#define MB 4
+#ifndef GEMM_BLOCKED
+#define GEMM_BLOCKED 12   /* rows from which gemm_rows uses the blocked kernel */
+#endif
+
+static inline __attribute__((always_inline)) void micro(const float *const *w, const float *x, long in, const int nb,
+                                                        float o[MB][MW]) {
+    vf acc[MB][MW];
+    for (int i = 0; i < MB; i++)
+        for (int j = 0; j < MW; j++) acc[i][j] = VZERO();
+    long k = 0;
+    for (; k + VL <= in; k += VL) {
+        vf wv[MW];
+        for (int j = 0; j < MW; j++) wv[j] = VLOAD(w[j] + k);
+        for (int i = 0; i < nb; i++) {
+            vf xv = VLOAD(x + i * in + k);
+            for (int j = 0; j < MW; j++) acc[i][j] = VFMA(wv[j], xv, acc[i][j]);
+        }
+    }
+    for (int i = 0; i < nb; i++)
+        for (int j = 0; j < MW; j++) {
+            float sc = VSUM(acc[i][j]);
+            for (long t = k; t < in; t++) sc += w[j][t] * x[i * in + t];
+            o[i][j] = sc;
+        }
+}
+
+/* gemm_rows for B >= GEMM_BLOCKED rows; f: MW * in floats of scratch for int8 weights. */
+static void gemm_rows_blocked(weight_t W, const float *x, float *y, const float *res, long B, long out, long in,
+                              long r0, long r1, float *f) {
+    const int8_t *Q = W.scale ? W.w : NULL;
+    for (long r = r0; r < r1; r += MW) {
+        const int nw = r1 - r < MW ? (int)(r1 - r) : MW;
+        const float *w[MW];
+        for (int j = 0; j < MW; j++) {
+            const int jj = j < nw ? j : nw - 1;   /* past the range: the last row again (computed, not stored) */
+            if (Q) {
+                if (j < nw)
+                    for (long k = 0; k < in; k++) f[j * in + k] = (float)Q[(r + j) * in + k];
+                w[j] = f + jj * in;
+            } else {
+                w[j] = (const float *)W.w + (r + jj) * in;
+            }
+        }
+        for (long b = 0; b < B; b += MB) {
+            const int nb = B - b < MB ? (int)(B - b) : MB;
+            const float *xb = x + b * in;
+            float o[MB][MW];
+            switch (nb) {
+                case 1: micro(w, xb, in, 1, o); break;
+                case 2: micro(w, xb, in, 2, o); break;
+                case 3: micro(w, xb, in, 3, o); break;
+                default: micro(w, xb, in, MB, o); break;
+            }
+            for (int i = 0; i < nb; i++) {
+                float *yb = y + (b + i) * out;
+                const float *rb = res ? res + (b + i) * out : NULL;
+                for (int j = 0; j < nw; j++) {
+                    const float v = Q ? o[i][j] * W.scale[r + j] : o[i][j];
+                    yb[r + j] = rb ? rb[r + j] + v : v;
+                }
+            }
+        }
+    }
+}
+
 /* y[b, r] = W[r] . x[b] (+ res[b, r]) for weight rows r in [r0, r1), every batch row b < B: each pair of weight
  * rows is streamed from memory once and reused from L1 for all b (the weights are read once per step). `f`:
- * 2 * in floats of scratch for int8 weights with B > 1 (each pair converted to fp32 once, exact, then fp32
+ * 4 * in floats of scratch for int8 weights with B > 1 (each pair converted to fp32 once, exact, then fp32
  * dots for every batch row, instead of converting the int8 weights again for each of them). res may alias y. */
 static void gemm_rows(weight_t W, const float *x, float *y, const float *res, long B, long out, long in, long r0,
                       long r1, float *f) {
+    if (B >= GEMM_BLOCKED) {
+        gemm_rows_blocked(W, x, y, res, B, out, in, r0, r1, f);
+        return;
+    }
     long h = (r1 - r0) / 2;
     float o[2];
     const int8_t *Q = W.scale && B > 1 ? W.w : NULL;
@@ -516,7 +606,7 @@ static void gemm_task(void *p, int tid, int nth) {
     gemm_arg *a = p;
     long r0, r1;
     split(a->out, tid, nth, 16, &r0, &r1);
-    float *f = a->W.scale && a->rows > 1 ? scratch(tid, 2 * a->in) : NULL;
+    float *f = a->W.scale && a->rows > 1 ? scratch(tid, 4 * a->in) : NULL;
     gemm_rows(a->W, a->x, a->y, a->res, a->rows, a->out, a->in, r0, r1, f);
 }
 
@@ -693,7 +783,7 @@ static void rows_task(void *p, int tid, int nth) {
          * position and store k, v in each row's slot */
         split(nqkv, tid, nth, 4, &r0, &r1);
         weight_t Wqkv = LW(m, qkv, l);
-        if (Wqkv.scale && B > 1) f = scratch(tid, 2 * D);
+        if (Wqkv.scale && B > 1) f = scratch(tid, 4 * D);
         gemm_rows(Wqkv, a->xb, a->qkv, NULL, B, nqkv, D, r0, r1, f);
         for (long b = 0; b < B; b++) {
             const long pos = a->pos[b];
@@ -743,7 +833,7 @@ static void rows_task(void *p, int tid, int nth) {
         /* x += Wo y */
         split(D, tid, nth, 4, &r0, &r1);
         weight_t Wo = LW(m, o, l);
-        if (Wo.scale && B > 1) f = scratch(tid, 2 * nq);
+        if (Wo.scale && B > 1) f = scratch(tid, 4 * nq);
         gemm_rows(Wo, a->y, a->x, a->x, B, D, nq, r0, r1, f);
         barrier(nth);
         for (long b = 0; b < B; b++) rmsnorm_part(a->x + b * D, m->ln2[l], a->xb + b * D, D, m->eps, tid, nth);
@@ -763,7 +853,7 @@ static void rows_task(void *p, int tid, int nth) {
         /* x += Wdown act */
         split(D, tid, nth, 4, &r0, &r1);
         weight_t Wd = LW(m, down, l);
-        if (Wd.scale && B > 1) f = scratch(tid, 2 * F);
+        if (Wd.scale && B > 1) f = scratch(tid, 4 * F);
         gemm_rows(Wd, a->act, a->x, a->x, B, D, F, r0, r1, f);
         barrier(nth);
     }
@@ -772,7 +862,7 @@ static void rows_task(void *p, int tid, int nth) {
     barrier(nth);
     split(m->vocab, tid, nth, 16, &r0, &r1);
     weight_t Wh = {m->head, m->s_head};
-    if (Wh.scale && n > 1) f = scratch(tid, 2 * D);
+    if (Wh.scale && n > 1) f = scratch(tid, 4 * D);
     gemm_rows(Wh, a->xb, a->logits, NULL, n, m->vocab, D, r0, r1, f);
 }
 
