@@ -4,6 +4,7 @@ same model in the same process, medians of interleaved rounds.
 
     python benchmarks/batch_decode.py                      # model S, fp32, batches 1 4 8
     python benchmarks/batch_decode.py --models S M --int8 --rounds 5 --tokens 32
+    python benchmarks/batch_decode.py --models --checkpoint runs/smollm2-fr-tools/model1   # a real checkpoint
 
 Each row: a 16-token prompt (different per row), then --tokens greedy tokens (no stop token). Prefill is
 outside the timed part; a round times every configuration once, in turn, so a noisy neighbour hits them all
@@ -51,7 +52,8 @@ def time_single(engine: Engine, row: list[int], tokens: int) -> float:
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--models", nargs="+", default=["S"], choices=sorted(MODELS))
+    ap.add_argument("--models", nargs="*", default=["S"], choices=sorted(MODELS))
+    ap.add_argument("--checkpoint", nargs="+", default=[], help="checkpoint folders (hessgpt.load) to time as well")
     ap.add_argument("--batches", nargs="+", type=int, default=[1, 4, 8])
     ap.add_argument("--tokens", type=int, default=32)
     ap.add_argument("--rounds", type=int, default=5)
@@ -62,8 +64,10 @@ def main(argv=None) -> None:
         torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.tokens} tokens/row, "
           f"medians of {args.rounds} interleaved rounds")
-    for name in args.models:
-        model = make_model(name)
+    from hessgpt import loader
+
+    for name in args.models + args.checkpoint:
+        model = make_model(name) if name in MODELS else loader.load(name)[0]
         for int8 in ([False, True] if args.int8 else [False]):
             engine = Engine(model, int8=int8)
             rows = prompts(max(args.batches), model.config.vocab_size)
