@@ -66,6 +66,7 @@ class BatchedRow:
         self.error: BaseException | None = None
         self.closed = False
         self.pending: int | None = None                # sampled (and already in the cache), not yet confirmed by feed
+        self.ready = threading.Condition(loop.lock)    # the loop wakes this row alone when its token is there
         self.pos = len(prompt_ids)
         self.space_left_limit = loop.max_len
 
@@ -80,11 +81,11 @@ class BatchedRow:
             if self.closed:
                 raise HessGPTError("the row was released")
             self.want, self.token = True, None
-            self.loop.cond.notify_all()
+            self.loop.cond.notify()   # only the loop thread waits on it
             while self.token is None and self.error is None:
                 if self.loop.closed:
                     raise HessGPTError("the engine loop stopped (server shutting down)")
-                self.loop.cond.wait()
+                self.ready.wait()
             if self.error is not None:
                 raise self.error
             self.pending, self.token = self.token, None
@@ -154,7 +155,10 @@ class EngineLoop:
         # model 1's BatchDecoder queues prompts and results (defer=True) and writes up to prefill_chunk of their
         # tokens inside each decode step (one forward for both); other decoders get them between two steps
         self.deferred = getattr(decoder, "deferred_feeds", False)
-        self.cond = threading.Condition()
+        # one lock; the loop thread waits on `cond`, each row's router on the row's own `ready` (a token for one row
+        # wakes that row only: with one shared condition every hand-off woke all the routers, ~N^2 wake-ups a step)
+        self.lock = threading.Lock()
+        self.cond = threading.Condition(self.lock)
         self.rows: list[BatchedRow] = []      # admitted or waiting for a slot, in arrival order
         self.closed = False
         self.steps = 0                        # batched steps run
@@ -186,6 +190,7 @@ class EngineLoop:
         with self.cond:
             self.closed = True
             self.cond.notify_all()
+            self._wake(self.rows)
         self.thread.join(timeout)
 
     # ---- the loop thread ----------------------------------------------------------------------
@@ -214,7 +219,7 @@ class EngineLoop:
                 self.closed = True
                 for r in self.rows:
                     r.error = r.error or HessGPTError(f"the engine loop failed: {type(e).__name__}: {e}")
-                self.cond.notify_all()
+                self._wake(self.rows)
             raise
 
     def _loop(self) -> None:
@@ -225,7 +230,7 @@ class EngineLoop:
                 if self.closed:
                     for r in self.rows:
                         r.error = r.error or HessGPTError("the engine loop stopped (server shutting down)")
-                    self.cond.notify_all()
+                    self._wake(self.rows)
                     return
                 release = [r for r in self.rows if r.closed]
                 self.rows = [r for r in self.rows if not r.closed]
@@ -298,7 +303,7 @@ class EngineLoop:
                         r.token = out[rid]
                     else:   # the row hit the end of its slot (the router checks space_left before, so never in a turn)
                         r.error = HessGPTError(f"row {rid} reached the context window ({self.max_len})")
-                self.cond.notify_all()
+                self._wake(ready.values())
                 deadline = time.monotonic() + self.straggler_s
                 while not self.closed and any(not (r.want or r.feeds or r.closed) for r in ready.values()):
                     left = deadline - time.monotonic()
@@ -310,7 +315,12 @@ class EngineLoop:
         with self.cond:
             r.error = e
             r.want = False
-            self.cond.notify_all()
+            self._wake([r])
+
+    def _wake(self, rows) -> None:
+        """Wake the routers of `rows` (the lock held)."""
+        for r in rows:
+            r.ready.notify()
 
 
 class _LoopEngine:
