@@ -299,6 +299,8 @@ class Outcome:
     """What the backend did on one sample."""
     code_blocks: int = 0
     results: list[str] = field(default_factory=list)    # statuses of the executed code blocks
+    codes: list[str] = field(default_factory=list)      # the code blocks, as executed
+    outputs: list[str] = field(default_factory=list)    # what each executed block printed (or its error)
     text: str = ""
     final_text: str = ""                                 # the text after the last tool result (the stated answer)
     tool_calls: list[dict] = field(default_factory=list)
@@ -320,9 +322,11 @@ def run_messages(backend, messages: list[dict], params, tools=None) -> Outcome:
     for ev in backend.stream_chat(messages, params, tools=tools):
         if ev.type == "code":
             out.code_blocks += 1
+            out.codes.append(ev.text)
             after_code = True
         elif ev.type == "result" and after_code:   # search hits are "result" events too: only count code runs
             out.results.append(str(ev.data.get("status", "")))
+            out.outputs.append(ev.text)
             after_code = False
             out.final_text = ""
         elif ev.type == "result":
@@ -404,8 +408,14 @@ def metrics(rows: list[dict]) -> dict:
     called = [r for r in rows if r["expected_calls"] is not None]
 
     def exact(sub):
-        return {"n": len(sub), "right": sum(r["answer_correct"] for r in sub),
-                "exact_match": _ratio(sum(r["answer_correct"] for r in sub), len(sub))}
+        # where the wrong ones go wrong: no code run, code whose printed result is not the reference, or the right
+        # result printed and a wrong one stated (result_right: the last block's output scored like an answer)
+        # (the three counts partition the wrong answers)
+        wrong = [r for r in sub if not r["answer_correct"]]
+        return {"n": len(sub), "right": len(sub) - len(wrong), "exact_match": _ratio(len(sub) - len(wrong), len(sub)),
+                "no_code_run": sum(r.get("result_right") is None for r in wrong),
+                "result_wrong": sum(r.get("result_right") is False for r in wrong),
+                "result_right_stated_wrong": sum(r.get("result_right") is True for r in wrong)}
 
     maths = [r for r in answered if r.get("category") in ("maths", "gsm8k")]
     algo = [r for r in answered if r.get("category") in ("algo", "data")]
@@ -469,14 +479,18 @@ def sample_row(backend, s: Sample, params) -> dict:
     o, skip = safe_run(backend, s.messages, params, s.tools)
     question = _last_user(s.messages)
     right, reason = (False, skip) if skip else (False, "no_reference")
+    result_right = None      # did the last executed block print the reference? (code right, whatever was said)
     if not skip and s.reference is not None:
         right, reason = score_result(s.reference, o.final_text, question, s.lang)
+        if o.outputs:
+            result_right = score_result(s.reference, o.outputs[-1], question)[0]
     search_right, search_reason = (None, None) if s.search is None else (False, skip) if skip else \
         score_search(s.search, bool(o.searches), o.final_text, question, s.lang)
     return {
         "id": s.id, "lang": s.lang, "source": s.source, "category": s.category, "needs_code": s.needs_code,
         "coded": o.code_blocks > 0, "results": o.results, "reference": s.reference,
         "answer_correct": right, "reason": reason, "skipped": skip,
+        "code": o.codes, "outputs": o.outputs, "result_right": result_right,
         "question_has_digit": re.search(r"\d", question) is not None,
         "expected_calls": s.expected_calls, "tool_calls": o.tool_calls,
         "calls_correct": not skip and s.expected_calls is not None and calls_match(o.tool_calls, s.expected_calls),
@@ -752,7 +766,12 @@ def _fmt(x):
 ROWS = [("samples", ("n",)), ("skipped", ("skipped",)), ("routing precision", ("routing", "precision")),
         ("routing recall", ("routing", "recall")), ("routing F1", ("routing", "f1")),
         ("execution success", ("execution", "success_rate")), ("answer exact match", ("answer", "exact_match")),
-        ("maths exact", ("maths", "exact_match")), ("algo+data exact", ("algo_data", "exact_match")),
+        ("maths exact", ("maths", "exact_match")),
+        ("maths wrong: no code run", ("maths", "no_code_run")), ("maths wrong: code result wrong", ("maths", "result_wrong")),
+        ("maths wrong: result right, answer wrong", ("maths", "result_right_stated_wrong")),
+        ("algo+data exact", ("algo_data", "exact_match")),
+        ("algo+data wrong: code result wrong", ("algo_data", "result_wrong")),
+        ("algo+data wrong: result right, answer wrong", ("algo_data", "result_right_stated_wrong")),
         ("negatives without code", ("negatives_no_code", "rate")),
         ("negatives with digits without code", ("negatives_with_digits_no_code", "rate")),
         ("function-call exact match", ("function_call", "exact_match"))]

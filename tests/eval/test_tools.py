@@ -354,3 +354,24 @@ def test_evaluate_refinement_counts_what_the_policy_does(tokenizer):
     m = r["mutated"]
     assert (m["n"], m["asked"], m["fixed"], m["broke"]) == (5, 2, 2, 0)
     assert "| all mutated | 5 | 2 |" in T.format_refinement(r)
+
+
+def test_wrong_maths_answers_are_split_by_where_they_went_wrong():
+    """result_right scores the last block's printed output like an answer: it separates code that computed the
+    wrong thing from the right result restated wrongly; the code and outputs are kept per sample."""
+    qs = [f"q{i}: 3 fois 4 ?" for i in range(6)]
+    samples = [T.Sample(f"m{i}", "fr", [{"role": "user", "content": q}], needs_code=True,
+                        reference={"type": "number", "value": 12}, category="maths") for i, q in enumerate(qs)]
+    script = {qs[0]: coded("Cela fait 12."),                      # right
+              qs[1]: coded("Cela fait 13."),                      # printed 12, stated 13
+              qs[2]: coded("Cela fait 81.", output="81\n"),       # the code computed something else
+              qs[3]: coded("Cela fait 12.", status="error", output="NameError: x"),   # an error, then a guess
+              qs[4]: plain("Cela fait 12."),                      # right without code
+              qs[5]: plain("Cela fait 7.")}                       # wrong without code: no code run
+    r = T.evaluate(ScriptedBackend(script), samples, progress=False)
+    m = r["overall"]["maths"]   # the wrong ones (m1, m2, m5) split three ways; the right ones count nowhere
+    assert (m["n"], m["right"], m["no_code_run"], m["result_wrong"], m["result_right_stated_wrong"]) == (6, 3, 1, 1, 1)
+    rows = {row["id"]: row for row in r["samples"]}
+    assert rows["m1"]["code"] == ["print(3*4)"] and rows["m1"]["outputs"] == ["12\n"]
+    assert [rows[f"m{i}"]["result_right"] for i in range(6)] == [True, True, False, False, None, None]
+    assert "| maths wrong: result right, answer wrong | 1 |" in T.format_metrics(r)
