@@ -381,12 +381,72 @@ def _list_answer(final_text: str) -> list | None:
     return out or None
 
 
+# a list item that is a label and one number: "quotient 43", "le reste 0", "remainder: 2"
+_LABELLED_NUMBER = re.compile(r"(?:[^\W\d_]+[':\s]+)+(-?\d[\d.,]*)")
+
+
 def _item_eq(a, b) -> bool:
     if isinstance(b, bool) or isinstance(a, bool):
         return a == b
     if isinstance(b, (int, float)) and isinstance(a, (int, float)):
         return _close(float(a), float(b))
+    if isinstance(b, (int, float)) and isinstance(a, str):
+        m = _LABELLED_NUMBER.fullmatch(a.strip())
+        if m:
+            return any(_close(v, float(b)) for v in number_readings(m.group(1)))
     return str(a) == str(b)
+
+
+def _symbolic_equal(got, value) -> tuple[bool, str]:
+    """(right, reason) of a parsed sympy expression (or None) against a symbolic reference string."""
+    import sympy
+
+    want = parse_symbolic(str(value).replace("^", "**"))
+    if want is None:
+        raise HessGPTError(f"symbolic reference {value!r} does not parse")
+    if got is None:
+        return False, "no_result"
+    try:
+        ok = sympy.simplify(got - want) == 0
+    except Exception:  # e.g. an equation or a relational where an expression is expected
+        return False, "no_result"
+    return bool(ok), "ok" if ok else "wrong_value"
+
+
+def _exact_numbers_list(text: str) -> list[float] | None:
+    """The real values of the last [...] list of `text` when every item is a closed-form number sympy reads
+    ("[-7/2 - sqrt(41)/2, 3]", "[0, 3]"), else None."""
+    lists = re.findall(r"\[([^\[\]]*)\]", text)
+    if not lists or not lists[-1].strip():
+        return None
+    out = []
+    for item in lists[-1].split(","):
+        e = parse_symbolic(item.strip())
+        if e is None or e.free_symbols:
+            return None
+        try:
+            v = complex(e.evalf())
+        except (TypeError, ValueError):
+            return None
+        if abs(v.imag) > 1e-9:
+            return None
+        out.append(v.real)
+    return out
+
+
+def score_output(reference: dict | float, output: str) -> tuple[bool, str]:
+    """Is a program's printed output the reference? The output is the value itself, not a sentence: the last
+    line for a symbolic result, the lines as items for a list printed one per line, else as score_result reads
+    an answer. Separates code that computed the wrong thing from a right result stated wrongly (eval tools)."""
+    lines = [ln.strip() for ln in output.strip().splitlines() if ln.strip()]
+    if not lines:
+        return False, "no_result"
+    kind = reference.get("type") if isinstance(reference, dict) else "number"
+    if kind == "symbolic":
+        return _symbolic_equal(parse_symbolic(lines[-1].replace("^", "**")), reference["value"])
+    if kind == "list" and len(lines) > 1 and not any("[" in ln for ln in lines):
+        return score_result(reference, ": " + ", ".join(lines))
+    return score_result(reference, "\n".join(lines))
 
 
 def score_result(reference: dict | float, final_text: str, question: str = "",
@@ -416,27 +476,19 @@ def score_result(reference: dict | float, final_text: str, question: str = "",
         ok = any(_close(v, float(value), reference.get("tol")) for v in nums[-1])
         return ok, "ok" if ok else "wrong_value"
     if kind == "set_of_numbers":
+        ref = [float(v) for v in value]
+        exact = _exact_numbers_list(final_text)   # "[-7/2 - sqrt(41)/2, -7/2 + sqrt(41)/2]": sympy's own roots
+        if exact is not None:
+            ok = all(any(_close(r, v) for r in exact) for v in ref) and all(any(_close(r, v) for v in ref) for r in exact)
+            return ok, "ok" if ok else "wrong_value"
         nums = numbers_beyond_question(final_text, question)
         if not nums:
             return False, "restated_question" if ordered_numbers(final_text) else "no_result"
-        ref = [float(v) for v in value]
         ok = all(any(_close(r, v) for n in nums for r in n) for v in ref) and \
             all(any(_close(r, v) for r in n for v in ref) for n in nums)
         return ok, "ok" if ok else "wrong_value"
     if kind == "symbolic":
-        import sympy
-
-        got = parse_symbolic(symbolic_answer(final_text) or "")
-        want = parse_symbolic(str(value).replace("^", "**"))
-        if want is None:
-            raise HessGPTError(f"symbolic reference {value!r} does not parse")
-        if got is None:
-            return False, "no_result"
-        try:
-            ok = sympy.simplify(got - want) == 0
-        except Exception:  # e.g. an equation or a relational where an expression is expected
-            return False, "no_result"
-        return bool(ok), "ok" if ok else "wrong_value"
+        return _symbolic_equal(parse_symbolic(symbolic_answer(final_text) or ""), value)
     if kind == "list":
         got = _list_answer(final_text)
         if got is None:

@@ -48,7 +48,7 @@ from hessgpt.data.refine import MUTATIONS, mutate, programs_from_routing
 from hessgpt.engine import SamplingParams
 from hessgpt.errors import HessGPTError
 from hessgpt.events import Event
-from hessgpt.eval.scoring import detect_lang, score_result, score_search
+from hessgpt.eval.scoring import detect_lang, score_output, score_result, score_search
 from hessgpt.tools.calls import ToolCallParseError, parse_arguments
 
 
@@ -409,7 +409,7 @@ def metrics(rows: list[dict]) -> dict:
 
     def exact(sub):
         # where the wrong ones go wrong: no code run, code whose printed result is not the reference, or the right
-        # result printed and a wrong one stated (result_right: the last block's output scored like an answer)
+        # result printed and a wrong one stated (result_right: the last block's printed output scored by score_output)
         # (the three counts partition the wrong answers)
         wrong = [r for r in sub if not r["answer_correct"]]
         return {"n": len(sub), "right": len(sub) - len(wrong), "exact_match": _ratio(len(sub) - len(wrong), len(sub)),
@@ -483,7 +483,7 @@ def sample_row(backend, s: Sample, params) -> dict:
     if not skip and s.reference is not None:
         right, reason = score_result(s.reference, o.final_text, question, s.lang)
         if o.outputs:
-            result_right = score_result(s.reference, o.outputs[-1], question)[0]
+            result_right = score_output(s.reference, o.outputs[-1])[0]
     search_right, search_reason = (None, None) if s.search is None else (False, skip) if skip else \
         score_search(s.search, bool(o.searches), o.final_text, question, s.lang)
     return {

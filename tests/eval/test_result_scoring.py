@@ -98,7 +98,8 @@ def test_final_text_is_after_the_last_result_and_long_items_are_skipped():
     assert a_row["final_text"] == "Cela fait 391." and a_row["answer_correct"]
     assert b_row["skipped"] == "too_long" and b_row["reason"] == "too_long" and not b_row["answer_correct"]
     assert r["skipped"] == [{"id": "b", "reason": "too_long"}]
-    assert r["overall"]["maths"] == {"n": 2, "right": 1, "exact_match": 0.5}  # one denominator, skip included
+    assert r["overall"]["maths"] == {"n": 2, "right": 1, "exact_match": 0.5,   # one denominator, skip included
+                                     "no_code_run": 1, "result_wrong": 0, "result_right_stated_wrong": 0}
     assert r["overall"]["skipped"] == 1
     assert set(r["baselines"]) == {"constant", "regex"}
     assert r["baselines"]["constant"]["overall"]["routing"]["tp"] == 0
@@ -212,3 +213,40 @@ def test_train_data_overlap_and_clean_tables(tmp_path, monkeypatch, capsys):
     assert ov["clean"]["overall"]["n"] == 1 and ov["clean"]["overall"]["maths"]["exact_match"] == 0.0
     assert ov["clean"]["baselines"]["regex"]["overall"]["n"] == 1
     assert "overlap with the training data: 1 of 2 items (ood-fr-001)" in capsys.readouterr().out
+
+
+def test_exact_roots_and_labelled_list_items():
+    """sympy's closed-form roots are the right answer to a set_of_numbers reference; "quotient 43, remainder 2"
+    is the list [43, 2] (both were scored wrong before: real answers from the quickstart's dev split)."""
+    roots = {"type": "set_of_numbers", "value": [-6.701562119, -0.298437881]}
+    q = "What are the solutions of 2x² + 14x + 4 = 0?"
+    assert score_result(roots, "The solutions are: [-7/2 - sqrt(41)/2, -7/2 + sqrt(41)/2].", q, "en") == (True, "ok")
+    assert score_result(roots, "The solutions are: [-7/2 - sqrt(41)/2, -7/2 + sqrt(43)/2].", q, "en") == (False, "wrong_value")
+    assert score_result(roots, "Solutions: [-7/2 - sqrt(41)/2].", q, "en") == (False, "wrong_value")   # one root
+    assert score_result({"type": "set_of_numbers", "value": [0.0, 3.0]}, "Solutions: [0, 3].", "", "en")[0]
+    assert not score_result({"type": "set_of_numbers", "value": [1.0]}, "Solutions : [-I, I].", "", "fr")[0]
+    div = {"type": "list", "value": [43, 2], "ordered": True}
+    assert score_result(div, "776 = 18 × 43 + 2: quotient 43, remainder 2.", "Divide 776 by 18", "en") == (True, "ok")
+    assert score_result({"type": "list", "value": [142, 0]}, "568 = 4 × 142 + 0 : le quotient est 142 et le reste 0.",
+                        "Division de 568 par 4", "fr") == (True, "ok")
+    assert score_result(div, "776 = 18 × 43 + 2: quotient 43, remainder 1.", "", "en") == (False, "wrong_value")
+    assert not score_result({"type": "list", "value": ["chat", 2]}, "Résultat : chat, deux 2 trois", "", None)[0]
+
+
+def test_score_output_reads_a_printed_value():
+    from hessgpt.eval.scoring import score_output
+
+    sym = {"type": "symbolic", "value": "x**6*exp(x) + 6*x**5*exp(x)"}
+    assert score_output(sym, "x**6*exp(x) + 6*x**5*exp(x)\n") == (True, "ok")
+    assert score_output(sym, "(x + 6)*x**5*exp(x)\n") == (True, "ok")                   # equivalent
+    assert score_output(sym, "x**6*exp(x)\n") == (False, "wrong_value")
+    assert score_output({"type": "list", "value": [7, 8]}, "7\n8\n") == (True, "ok")      # one item per line
+    assert score_output({"type": "list", "value": [7, 8]}, "7\n9\n") == (False, "wrong_value")
+    assert score_output({"type": "list", "value": [1, 2, 3]}, "[1, 2, 3]\n") == (True, "ok")
+    assert score_output({"type": "set_of_numbers", "value": [-0.86483984, 8.86483984]},
+                        "[4 - sqrt(213)/3, 4 + sqrt(213)/3]\n") == (True, "ok")
+    assert score_output(num(345), "345\n") == (True, "ok")
+    assert score_output(num(345), "344\n") == (False, "wrong_value")
+    assert score_output({"type": "bool", "value": True}, "True\n") == (True, "ok")
+    assert score_output(num(3), "Traceback ...\nNameError: name 'x' is not defined\n")[0] is False
+    assert score_output(num(3), "") == (False, "no_result")
