@@ -39,16 +39,25 @@ class Int8Linear:
         self.scale = scale.to(torch.bfloat16).to(q.device)           # [out], exact (bf16-rounded at quantization)
         self.scale_f32 = self.scale.float()                          # [out], the same values for the native kernels
         self.out_features = q.shape[0]
+        # torch 2.13's CPU kernel crashes (SIGSEGV) on rows of a length that is not a multiple of 32 once x has
+        # more than one row (seen with 100, 120, 200; tests/kernels): such a matrix goes through its dequantized
+        # copy instead (the same bf16 activations)
+        self.packed_ok = q.device.type != "cpu" or q.shape[1] % 32 == 0
+
+    def _mm(self, x):
+        if self.packed_ok:
+            return torch._weight_int8pack_mm(x.to(torch.bfloat16), self.q, self.scale)
+        return torch.mm(x.to(torch.bfloat16).float(), dequantize_weight(self.q, self.scale_f32).t()).to(torch.bfloat16)
 
     def __call__(self, x):
-        return torch._weight_int8pack_mm(x.to(torch.bfloat16), self.q, self.scale).to(x.dtype)
+        return self._mm(x).to(x.dtype)
 
     def raw(self, x):
         """Output left in bf16 (saves two casts when the next op is another int8 matmul)."""
-        return torch._weight_int8pack_mm(x.to(torch.bfloat16), self.q, self.scale)
+        return self._mm(x)
 
     def add_to(self, res, x):
-        return res.add_(torch._weight_int8pack_mm(x.to(torch.bfloat16), self.q, self.scale))
+        return res.add_(self._mm(x))
 
     def nbytes(self) -> int:
         return self.q.numel() + self.scale.numel() * 2
