@@ -1,6 +1,6 @@
-"""Decode- and prefill-speed benchmark: HessGPT's engine (fp32, int8) vs `transformers` on the same weights, and
-vs llama.cpp's own benchmark tool `llama-bench` on the same model exported with `to-gguf` (fp32 vs f32, int8
-vs q8_0).
+"""Decode- and prefill-speed benchmark: HessGPT's engine (fp32, int8, int4) vs `transformers` on the same weights,
+and vs llama.cpp's own benchmark tool `llama-bench` on the same model exported with `to-gguf` (fp32 vs f32, int8
+vs q8_0, int4 vs q4_0: the same Q4_0 blocks on both sides).
 
 "hessgpt fp32" is the engine as users get it: batch-1 decode through the native kernels (hessgpt/kernels,
 compiled on first use) when they can be built here; "hessgpt fp32 (PyTorch path)" is the same engine with
@@ -10,6 +10,7 @@ them turned off (InferenceModel on PyTorch ops only), for reference.
     python benchmarks/decode.py                          # S, M and model1-0.5b, ~5 minutes on 2 cores
     python benchmarks/decode.py --models M --systems fp32,int8,llama --rounds 5
     python benchmarks/decode.py --models runs/smollm2-search/base --systems fp32,int8,llama   # a checkpoint
+    python benchmarks/decode.py --models M --systems int8,int4,llama --rounds 5          # + llama.cpp q4_0
 
 llama-bench is `--llama-bench PATH`, else the one on PATH, else the one scripts/build-llama-bench.sh built
 ($HESSGPT_LLAMA_CPP_DIR/bin, else the newest ~/.cache/hessgpt/llama.cpp/<version>/bin); without one the
@@ -61,10 +62,11 @@ MODELS = {
     "model1-0.5b": "model1-0.5b",
 }
 SYSTEMS = {   # --systems name -> the row it adds
-    "fp32": "hessgpt fp32", "pytorch": "hessgpt fp32 (PyTorch path)", "int8": "hessgpt int8",
-    "plain": "plain static-cache fp32", "transformers": "transformers fp32", "llama": "llama.cpp f32 / q8_0",
+    "fp32": "hessgpt fp32", "pytorch": "hessgpt fp32 (PyTorch path)", "int8": "hessgpt int8", "int4": "hessgpt int4",
+    "plain": "plain static-cache fp32", "transformers": "transformers fp32", "llama": "llama.cpp f32 / q8_0 (/ q4_0 with int4)",
 }
-PAIRS = [("hessgpt fp32", "llama.cpp f32"), ("hessgpt int8", "llama.cpp q8_0")]   # the comparisons reported
+PAIRS = [("hessgpt fp32", "llama.cpp f32"), ("hessgpt int8", "llama.cpp q8_0"),   # the comparisons reported
+         ("hessgpt int4", "llama.cpp q4_0")]
 
 
 def make_model(spec: str):
@@ -87,12 +89,19 @@ def hf_model(model):
     return hf.eval()
 
 
-def weight_bytes_per_token(model, int8: bool = False) -> int:
-    """Bytes a batch-1 decode step must read: every linear weight (incl. the head), one embedding row."""
+def model_linear_params(model) -> int:
+    """Weights of every linear layer, the head included (2 FLOPs each per decoded token)."""
     cfg = model.config
-    n_linear = cfg.num_params(embeddings=False) - (2 * cfg.n_layers + 1) * cfg.dim + cfg.vocab_size * cfg.dim
+    return cfg.num_params(embeddings=False) - (2 * cfg.n_layers + 1) * cfg.dim + cfg.vocab_size * cfg.dim
+
+
+def weight_bytes_per_token(model, bits: int = 32) -> int:
+    """Bytes a batch-1 decode step must read: every linear weight (incl. the head) at `bits` (32 fp32, 8 int8 with
+    a scale a row, 4 Q4_0: 4.5 bits with its fp16 scale a block of 32), the norms and one embedding row."""
+    cfg = model.config
     n_small = (2 * cfg.n_layers + 1) * cfg.dim + cfg.dim
-    return n_linear * (1 if int8 else 4) + n_small * 4
+    per_weight = {32: 4.0, 8: 1.0, 4: 18 / 32}[bits]
+    return int(model_linear_params(model) * per_weight) + n_small * 4
 
 
 def read_bandwidth(gib: float = 1.0) -> float:
@@ -335,14 +344,14 @@ def _stand_in_tokenizer(vocab_size: int):
     return train_tokenizer(texts, vocab_size=min(vocab_size, 2048))
 
 
-def export_ggufs(spec: str, model, tmp: str) -> dict[str, str]:
-    """The f32 and q8_0 GGUF files of this model (a checkpoint's own tokenizer; a preset gets a stand-in)."""
+def export_ggufs(spec: str, model, tmp: str, types=("f32", "q8_0")) -> dict[str, str]:
+    """The GGUF files of this model in `types` (a checkpoint's own tokenizer; a preset gets a stand-in)."""
     ck = spec
     if not checkpoint.is_checkpoint(spec):
         ck = os.path.join(tmp, spec)
         checkpoint.save(ck, model, _stand_in_tokenizer(model.config.vocab_size))   # a GGUF needs a tokenizer
     paths = {}
-    for t in ("f32", "q8_0"):
+    for t in types:
         paths[t] = os.path.join(tmp, f"{os.path.basename(os.path.normpath(spec))}-{t}.gguf")
         to_gguf(ck, paths[t], t)
     return paths
@@ -366,6 +375,8 @@ def bench_model(spec: str, args, bench: str | None, bw: float, peak: float, tmp:
             systems["hessgpt fp32 (PyTorch path)"] = Engine(model, None, max_len=max_len)
     if "int8" in wanted:
         systems["hessgpt int8"] = Engine(model, None, max_len=max_len, int8=True)
+    if "int4" in wanted:
+        systems["hessgpt int4"] = Engine(model, None, max_len=max_len, int4=True)
     if "plain" in wanted:
         systems["plain static-cache fp32"] = Engine(model, None, max_len=max_len, fast=False)
     if "transformers" in wanted:
@@ -373,7 +384,8 @@ def bench_model(spec: str, args, bench: str | None, bw: float, peak: float, tmp:
     for k, s in systems.items():   # warm-up (kernel build, first-call allocations, thread pools)
         torch_round(s, start, prompt, 4, prefill[:1])
     if bench and "llama" in wanted:   # llama-bench warms up inside each run
-        for t, path in export_ggufs(spec, model, tmp).items():
+        types = ("f32", "q8_0") + (("q4_0",) if "int4" in wanted else ())
+        for t, path in export_ggufs(spec, model, tmp, types).items():
             systems[f"llama.cpp {t}"] = LlamaBench(bench, path, args.threads)
     runs = {k: (lambda s=s: s.round(tokens, prefill)) if isinstance(s, LlamaBench)
             else (lambda s=s: torch_round(s, start, prompt, tokens, prefill)) for k, s in systems.items()}
@@ -381,12 +393,12 @@ def bench_model(spec: str, args, bench: str | None, bw: float, peak: float, tmp:
     res = {"params": cfg.num_params(), "tokens": tokens, "prefill": prefill, "systems": {}}
     for k in systems:
         m = medians(samples[k])
-        q8 = "int8" in k or "q8_0" in k
-        need = weight_bytes_per_token(model, int8=q8)
+        bits = 4 if ("int4" in k or "q4_0" in k) else 8 if ("int8" in k or "q8_0" in k) else 32
+        need = weight_bytes_per_token(model, bits=bits)
         ceiling = bw / need
         res["systems"][k] = {"decode_tok_s": m["decode"], "prefill_tok_s": m["prefill"], "rounds": samples[k],
                              "ceiling_tok_s": ceiling, "frac_ceiling": m["decode"] / ceiling,
-                             "frac_matmul_peak": m["decode"] * 2 * (need / (1 if q8 else 4)) / peak}
+                             "frac_matmul_peak": m["decode"] * 2 * model_linear_params(model) / peak}
     del systems, model
     if args.batch and spec != "model1-0.5b":
         for k, kind in (("hessgpt fp32", "fp32"), ("hessgpt int8", "int8"), ("transformers fp32", "hf")):

@@ -135,6 +135,7 @@ def generate_main(argv: list[str]) -> int:
     p.add_argument("--chat", action="store_true", help="wrap the prompt as a user message and answer it (no tools)")
     p.add_argument("--beams", type=int, default=0, help="beam search with N beams instead of sampling")
     p.add_argument("--int8", action="store_true", help="int8 weights (CPU chat speed)")
+    p.add_argument("--int4", action="store_true", help="int4 weights, llama.cpp's Q4_0 blocks (CPU chat speed, less memory)")
     p.add_argument("--device", default=None)
     add_sampling_args(p, 128)
     args = p.parse_args(argv)
@@ -144,6 +145,8 @@ def generate_main(argv: list[str]) -> int:
     engine = Engine(model, tok)
     if args.int8:
         engine.quantize_int8()
+    elif args.int4:
+        engine.quantize_int4()
     ids = tok.render_for_generation([{"role": "user", "content": args.prompt}]) if args.chat else [tok.bos_id] + tok.encode(args.prompt)
     if len(ids) >= engine.max_len:
         raise HessGPTError(f"the prompt has {len(ids)} tokens; the context window is {engine.max_len}")

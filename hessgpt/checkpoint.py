@@ -28,6 +28,7 @@ from safetensors.torch import load_file, save_file
 
 from hessgpt.config import ModelConfig
 from hessgpt.errors import HessGPTError
+from hessgpt.kernels import int4
 from hessgpt.kernels.int8 import dequantize_weight
 from hessgpt.model import Transformer, rope_tables
 from hessgpt.tokenizer import Tokenizer
@@ -262,36 +263,47 @@ def load_state_dict_strict(model, sd: dict, source: str) -> None:
         model.lm_head.weight = model.model.embed_tokens.weight
 
 
-# ---- the int8 variant of the folder (written by quantize.save_quantized) -----------------------------
+# ---- the quantized variants of the folder (written by quantize.save_quantized) ------------------------
 
-QUANTIZATION_METHOD = "int8-weight-only"
+QUANTIZATION_METHOD = "int8-weight-only"      # int8 tensor NAME [out, in] + NAME.scale [out]
+INT4_METHOD = "int4-q4_0-weight-only"         # uint8 tensor NAME [out, in / 2] (Q4_0 nibbles) + NAME.scale [out, in / 32]
+METHODS = (QUANTIZATION_METHOD, INT4_METHOD)
+
+
+def quantization_method(path: str) -> str | None:
+    """The folder's quantization method (one of METHODS), or None for an fp32 folder or any other path."""
+    meta = os.path.join(str(path), "meta.json")
+    if not os.path.exists(meta):
+        return None
+    with open(meta) as f:
+        method = (json.load(f).get("quantization") or {}).get("method")
+    return method if method in METHODS else None
 
 
 def is_quantized(path: str) -> bool:
-    meta = os.path.join(str(path), "meta.json")
-    if not os.path.exists(meta):
-        return False
-    with open(meta) as f:
-        return (json.load(f).get("quantization") or {}).get("method") == QUANTIZATION_METHOD
+    return quantization_method(path) is not None
 
 
 def load_quantized(path: str, device=None):
-    """(model, tokenizer) from an int8 checkpoint: a Transformer with the dequantized weights and
-    `model.int8_state = {name: (q, scale)}`, so `Engine(model)` decodes in int8 with exactly these weights."""
+    """(model, tokenizer) from an int8 or int4 checkpoint: a Transformer with the dequantized weights and
+    `model.int8_state` / `model.int4_state` = {name: (q, scale)}, so `Engine(model)` decodes with exactly these
+    weights (re-quantizing the dequantized weights gives them back: kernels/int8.py, int4.py)."""
     path = str(path)
-    if not is_quantized(path):
-        raise HessGPTError(f"{path}: not an int8 checkpoint (meta.json has no quantization entry)")
+    method = quantization_method(path)
+    if method is None:
+        raise HessGPTError(f"{path}: not an int8 or int4 checkpoint (meta.json has no quantization entry)")
     cfg = ModelConfig.from_json(os.path.join(path, "config.json"))
     raw = load_file(os.path.join(path, "model.safetensors"))
+    want = torch.int8 if method == QUANTIZATION_METHOD else torch.uint8
     sd, state = {}, {}
     for k, v in raw.items():
         if k.endswith(".scale"):
             continue
-        if v.dtype == torch.int8:
-            if k + ".scale" not in raw:
-                raise HessGPTError(f"{path}/model.safetensors: int8 tensor {k} has no {k}.scale")
+        if v.dtype in (torch.int8, torch.uint8):
+            if v.dtype != want or k + ".scale" not in raw:
+                raise HessGPTError(f"{path}/model.safetensors: {k} ({v.dtype}) is not a {method} tensor with its {k}.scale")
             state[k] = (v, raw[k + ".scale"].float())
-            sd[k] = dequantize_weight(*state[k])
+            sd[k] = dequantize_weight(*state[k]) if want == torch.int8 else int4.dequantize_weight(*state[k])
         else:
             sd[k] = v.float()
     with torch.device("meta"):
@@ -301,7 +313,10 @@ def load_quantized(path: str, device=None):
     model.rope_cos, model.rope_sin = rope_tables(cfg.head_dim, cfg.context_length, cfg.rope_theta)
     if device is not None:
         model = model.to(device)
-    model.int8_state = state
+    if method == QUANTIZATION_METHOD:
+        model.int8_state = state
+    else:
+        model.int4_state = state
     return model.eval(), find_tokenizer(path)
 
 
@@ -331,7 +346,7 @@ def load(path: str, device=None, dtype=None):
     if not os.path.isdir(path) or _is_hf_folder(path):
         raise HessGPTError(f"{path!r} is not a HessGPT checkpoint folder (hessgpt.load also reads .pt, Hugging Face and .gguf)")
     if is_quantized(path):
-        model, tokenizer = load_quantized(path, device)   # int8 tensors + their dequantized copy (fp32)
+        model, tokenizer = load_quantized(path, device)   # int8/int4 tensors + their dequantized copy (fp32)
     else:
         model, tokenizer = load_model(path), find_tokenizer(path)
         model = model.to(device=device or "cpu", dtype=dtype) if (device or dtype) else model

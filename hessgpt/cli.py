@@ -33,7 +33,7 @@ COMMANDS = {
     "search": ("hessgpt.tools.search", "main", "local document index for <search>: build, query"),
     "serve": ("hessgpt.serve.app", "main", "OpenAI-compatible API + web chat page"),
     "eval": ("hessgpt.eval.cli", "main", "evaluation: ppl, bench, tools, report"),
-    "quantize": ("hessgpt.quantize", "cli_main", "int8 weight-only quantization"),
+    "quantize": ("hessgpt.quantize", "cli_main", "int8 / int4 (Q4_0) weight-only quantization"),
     "quickstart": ("hessgpt.quickstart", "main", "the whole dual-model system at small scale on a CPU"),
 }
 

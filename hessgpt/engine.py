@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import torch
 
 from hessgpt.errors import HessGPTError
-from hessgpt.inference import InferenceModel, int8_inference_model
+from hessgpt.inference import InferenceModel, int4_inference_model, int8_inference_model
 
 
 @dataclass
@@ -517,22 +517,25 @@ class Engine:
     inference-only, pre-laid-out copy of the weights built here (fused projections, in-place RoPE, its own KV
     cache); `fast=False`, the default on other devices (MPS), uses the Transformer's own cache instead (why
     both exist, measured: model.py's docstring). `int8=True` stores the linear weights as int8 with
-    per-output-channel scales (kernels/int8.py; `quantize_int8()` switches an existing engine) for CPU chat.
+    per-output-channel scales (kernels/int8.py; `quantize_int8()` switches an existing engine) for CPU chat;
+    `int4=True` as llama.cpp's Q4_0 blocks (kernels/int4.py; `quantize_int4()`). A quantized checkpoint folder
+    (quantize.py) decodes with its own scheme by default.
     The view is rebuilt if the model's weights change (e.g. an Engine kept across training steps)."""
 
     def __init__(self, model, tokenizer=None, max_len: int | None = None, device=None, int8: bool = False,
-                 fast: bool | None = None):
+                 fast: bool | None = None, int4: bool = False):
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.device = device or next(model.parameters()).device
         self.vocab_size = model.config.vocab_size
         self.max_len = max_len or model.config.context_length
         self._cache_batch = 0
-        self.int8 = int8 or bool(getattr(model, "int8_state", None))
+        self.int4 = int4 or bool(getattr(model, "int4_state", None))
+        self.int8 = not self.int4 and (int8 or bool(getattr(model, "int8_state", None)))
         if fast is None:
             fast = torch.device(self.device).type in ("cpu", "cuda")
-        if self.int8 and not fast:
-            raise HessGPTError("int8 weights need the fast decode path (CPU or CUDA)")
+        if (self.int8 or self.int4) and not fast:
+            raise HessGPTError(f"{'int4' if self.int4 else 'int8'} weights need the fast decode path (CPU or CUDA)")
         self.fast = None
         self._fast_key = None
         if fast:
@@ -544,14 +547,23 @@ class Engine:
         return tuple((id(p), p._version) for p in self.model.parameters())
 
     def _build_fast(self) -> None:
-        self.fast = int8_inference_model(self.model) if self.int8 else InferenceModel(self.model)
+        self.fast = int4_inference_model(self.model) if self.int4 else \
+            int8_inference_model(self.model) if self.int8 else InferenceModel(self.model)
         self._fast_key = self._weights_key()
 
     def quantize_int8(self) -> None:
         """Switch this engine to int8 weights (kernels/int8.py) in place; the model itself is not modified."""
         if self.fast is None:
             raise HessGPTError("int8 weights need the fast decode path (CPU or CUDA)")
-        self.int8 = True
+        self.int8, self.int4 = True, False
+        self._build_fast()
+        self.fast.setup_cache(max(self._cache_batch, 1), self.max_len)
+
+    def quantize_int4(self) -> None:
+        """Switch this engine to int4 Q4_0 weights (kernels/int4.py) in place; the model itself is not modified."""
+        if self.fast is None:
+            raise HessGPTError("int4 weights need the fast decode path (CPU or CUDA)")
+        self.int8, self.int4 = False, True
         self._build_fast()
         self.fast.setup_cache(max(self._cache_batch, 1), self.max_len)
 

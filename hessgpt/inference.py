@@ -1,7 +1,7 @@
 """The inference-only model: a read-only, pre-laid-out copy of a training `Transformer` (model.py) that the
 engine decodes through, with its own KV caches (one batch cache for `forward`, slot caches for `forward_rows`).
 
-    fast = InferenceModel(model)             # or int8_inference_model(model) (kernels/int8.py weights)
+    fast = InferenceModel(model)             # or int8_inference_model / int4_inference_model (kernels/int8.py, int4.py)
     fast.setup_cache(batch=1, max_len=2048)
     logits = fast.forward(ids, pos)          # ids [B, T] at absolute positions pos..pos+T-1 -> [B, V] (last)
 
@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from hessgpt import kernels
+from hessgpt.kernels import int4
 from hessgpt.kernels.dense import DenseLinear
 from hessgpt.kernels.int8 import Int8Linear
 from hessgpt.model import Transformer
@@ -309,3 +310,10 @@ def int8_inference_model(model: Transformer, quantize_head: bool = True) -> Infe
     quantized per output row, so fusing first or after gives the same int8 weights (scales are per row).
     Activations, norms and the KV cache stay in the model's dtype (the model is not modified)."""
     return InferenceModel(model, make_linear=Int8Linear, quantize_head=quantize_head)
+
+
+def int4_inference_model(model: Transformer) -> InferenceModel:
+    """`InferenceModel` of `model` with int4 Q4_0 linear weights (kernels/int4.py; a matrix whose rows are not a
+    multiple of 32 stays int8). Blocks run along each output row, so fusing q|k|v and gate|up quantizes the same
+    blocks as the separate matrices. Activations, norms, embeddings and the KV cache stay fp32."""
+    return InferenceModel(model, make_linear=int4.make_linear)

@@ -1,7 +1,8 @@
-"""int8 weight-only quantization for CPU chat.
+"""Weight-only quantization for CPU chat: int8 (per output row) or int4 (llama.cpp's Q4_0 blocks).
 
     hessgpt quantize runs/tiny --int8 --out runs/tiny-int8           # a quantized checkpoint folder
-    engine = Engine(model, tok, int8=True)                           # or engine.quantize_int8() in memory
+    hessgpt quantize runs/tiny --int4 --out runs/tiny-int4           # Q4_0: 4.5 bits a weight (kernels/int4.py)
+    engine = Engine(model, tok, int8=True)                           # or engine.quantize_int8() / int4=True
     model, tok = load_quantized("runs/tiny-int8")                    # Engine(model) then decodes in int8
 
 Scheme (kernels/int8.py, where the int8 linear layer lives): every linear weight W [out, in] (q|k|v, o,
@@ -14,6 +15,9 @@ weights stay fp32 (one embedding row is read per token, so they cost no decode b
 Quantized checkpoint = a normal HessGPT checkpoint folder where model.safetensors holds, for each quantized
 weight NAME, an int8 tensor NAME [out, in] plus NAME.scale fp32 [out]; meta.json has
 `"quantization": {"method": "int8-weight-only", "scale": "per-output-channel absmax/127, bf16-exact", "tensors": [...]}`.
+An int4 folder is the same with, for each quantized NAME, a uint8 tensor NAME [out, in / 2] (two Q4_0 weights a
+byte) plus NAME.scale fp32 [out, in / 32] (fp16-exact), and the method "int4-q4_0-weight-only"; a matrix whose
+rows are not a multiple of 32 weights is stored int8 there (kernels/int4.make_linear does the same in memory).
 This module writes it (`save_quantized`, from anything hessgpt.load reads); checkpoint.py reads it
 (`load_quantized`, also what `hessgpt.load` and `checkpoint.load` use for such a folder): a Transformer holding
 the dequantized weights (so everything else works on it) with `model.int8_state` set, which makes
@@ -29,16 +33,17 @@ import torch
 from safetensors.torch import save_file
 
 from hessgpt import checkpoint
-from hessgpt.checkpoint import QUANTIZATION_METHOD as METHOD, is_quantized, load_quantized
+from hessgpt.checkpoint import INT4_METHOD, QUANTIZATION_METHOD as METHOD, is_quantized, load_quantized
 from hessgpt.engine import Engine, SamplingParams
 from hessgpt.errors import HessGPTError
+from hessgpt.kernels import int4
 from hessgpt.kernels.int8 import Int8Linear, dequantize_weight, quantize_weight
 from hessgpt.loader import load
 from hessgpt.inference import int8_inference_model
 
 # re-exported: the int8 layer and its (de)quantization (kernels/int8.py), the int8 InferenceModel (inference.py),
 # the int8 folder reader (checkpoint.py)
-__all__ = ["METHOD", "LINEAR_SUFFIXES", "Int8Linear", "quantize_weight", "dequantize_weight", "int8_inference_model",
+__all__ = ["METHOD", "INT4_METHOD", "LINEAR_SUFFIXES", "Int8Linear", "quantize_weight", "dequantize_weight", "int8_inference_model",
            "quantize_engine", "is_quantized", "load_quantized", "save_quantized", "greedy_agreement", "perplexity",
            "cli_main"]
 
@@ -61,11 +66,13 @@ def _quantized_names(sd: dict, tie_embeddings: bool) -> list[str]:
     return names
 
 
-def save_quantized(ckpt: str, out: str) -> dict:
-    """Quantize checkpoint `ckpt` (anything hessgpt.load reads) into folder `out`; returns
-    {"fp32_bytes", "int8_bytes", "tensors"}."""
+def save_quantized(ckpt: str, out: str, bits: int = 8) -> dict:
+    """Quantize checkpoint `ckpt` (anything hessgpt.load reads) into folder `out`, int8 (bits=8) or int4 Q4_0
+    (bits=4); returns {"fp32_bytes", "int8_bytes" (the quantized weights' bytes, either scheme), "tensors"}."""
+    if bits not in (4, 8):
+        raise HessGPTError(f"bits={bits!r}: 8 (int8) or 4 (int4 Q4_0)")
     if is_quantized(ckpt):
-        raise HessGPTError(f"{ckpt}: already an int8 checkpoint")
+        raise HessGPTError(f"{ckpt}: already an int8 or int4 checkpoint")
     model, tokenizer = load(ckpt)
     cfg = model.config
     sd = {k: v.detach().float().contiguous() for k, v in model.state_dict().items()}
@@ -75,7 +82,11 @@ def save_quantized(ckpt: str, out: str) -> dict:
     out_sd, fp32_bytes, int8_bytes = {}, 0, 0
     for k, v in sd.items():
         fp32_bytes += v.numel() * 4
-        if k in names:
+        if k in names and bits == 4 and v.shape[1] % int4.BLOCK == 0:
+            q, s = int4.quantize_weight(v)
+            out_sd[k], out_sd[k + ".scale"] = q, s
+            int8_bytes += q.numel() + s.numel() * 4
+        elif k in names:
             q, s = quantize_weight(v)
             out_sd[k], out_sd[k + ".scale"] = q, s
             int8_bytes += q.numel() + s.numel() * 4
@@ -87,15 +98,20 @@ def save_quantized(ckpt: str, out: str) -> dict:
     except OSError:
         meta = {}
 
+    method = METHOD if bits == 8 else INT4_METHOD
+    scale_doc = "per-output-channel absmax/127, bf16-exact, stored fp32 as NAME.scale" if bits == 8 else \
+        "Q4_0: per block of 32 weights of a row, d = the largest-magnitude weight / -8, fp16-exact, stored fp32 " \
+        "as NAME.scale [out, in/32]; weights uint8 [out, in/2], low nibble weight j, high nibble weight j+16 " \
+        "(rows not a multiple of 32: int8 as in int8-weight-only)"
+
     def write(tmp: str) -> None:
         cfg.to_json(os.path.join(tmp, "config.json"))
-        save_file(out_sd, os.path.join(tmp, "model.safetensors"), metadata={"format": "pt", "quantization": METHOD})
+        save_file(out_sd, os.path.join(tmp, "model.safetensors"), metadata={"format": "pt", "quantization": method})
         if tokenizer is not None:
             tokenizer.save(tmp)
         m = {**{k: v for k, v in meta.items() if k not in ("quantization",)},
              "format": checkpoint.FORMAT, "version": checkpoint.VERSION, "stage": "quantize", "parent": os.path.abspath(ckpt),
-             "quantization": {"method": METHOD, "scale": "per-output-channel absmax/127, bf16-exact, stored fp32 as NAME.scale",
-                              "tensors": names}}
+             "quantization": {"method": method, "scale": scale_doc, "tensors": names}}
         with open(os.path.join(tmp, checkpoint.GENERATION_CONFIG), "w") as f:  # the fp32 model's sampling
             json.dump(checkpoint.full_generation_config(checkpoint.read_generation_config(ckpt)), f, indent=2)
         with open(os.path.join(tmp, "meta.json"), "w") as f:
@@ -108,10 +124,10 @@ def save_quantized(ckpt: str, out: str) -> dict:
 # ---- quality checks ---------------------------------------------------------------------------------
 
 
-def greedy_agreement(model, prompts: list[list[int]], n_tokens: int = 32) -> dict:
-    """Greedy continuations of fp32 vs int8 engines: fraction of prompts whose first n_tokens are identical,
-    and the mean length of the common prefix."""
-    fp, q = Engine(model, int8=False), Engine(model, int8=True)
+def greedy_agreement(model, prompts: list[list[int]], n_tokens: int = 32, bits: int = 8) -> dict:
+    """Greedy continuations of fp32 vs int8 (bits=8) or int4 (bits=4) engines: fraction of prompts whose first
+    n_tokens are identical, and the mean length of the common prefix."""
+    fp, q = Engine(model, int8=False), Engine(model, int8=bits == 8, int4=bits == 4)
     params = SamplingParams(max_new_tokens=n_tokens, stop_token_ids=[-1])
     same, prefix = 0, 0
     for p in prompts:
@@ -145,12 +161,15 @@ def perplexity(engine, ids: list[int], window: int | None = None) -> float:
 
 
 def cli_main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="hessgpt quantize", description="int8 weight-only quantization of a checkpoint (CPU chat).")
+    p = argparse.ArgumentParser(prog="hessgpt quantize", description="int8 or int4 weight-only quantization of a checkpoint (CPU chat).")
     p.add_argument("ckpt", help="HessGPT checkpoint folder (or anything hessgpt.load reads)")
-    p.add_argument("--int8", action="store_true", required=True, help="int8 weights, per-output-channel scales")
+    kind = p.add_mutually_exclusive_group(required=True)
+    kind.add_argument("--int8", action="store_true", help="int8 weights, per-output-channel scales")
+    kind.add_argument("--int4", action="store_true", help="int4 weights, llama.cpp's Q4_0 blocks of 32 (4.5 bits a weight)")
     p.add_argument("--out", required=True, help="output checkpoint folder")
     args = p.parse_args(argv)
-    stats = save_quantized(args.ckpt, args.out)
-    print(f"wrote {args.out}: {stats['tensors']} int8 tensors, weights {stats['fp32_bytes'] / 2**20:.1f} MiB fp32 -> "
-          f"{stats['int8_bytes'] / 2**20:.1f} MiB (load with hessgpt.quantize.load_quantized or Engine(model, int8=True))")
+    bits = 4 if args.int4 else 8
+    stats = save_quantized(args.ckpt, args.out, bits=bits)
+    print(f"wrote {args.out}: {stats['tensors']} int{bits} tensors, weights {stats['fp32_bytes'] / 2**20:.1f} MiB fp32 -> "
+          f"{stats['int8_bytes'] / 2**20:.1f} MiB (hessgpt chat/serve/ask load it as it is; in Python: hessgpt.load)")
     return 0

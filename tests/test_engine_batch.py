@@ -224,14 +224,17 @@ def test_a_row_left_out_of_steps_keeps_its_state_and_decodes_as_alone(model):
         batch.step(rows=[7])
 
 
+@pytest.mark.parametrize("bits", [8, 4])
 @pytest.mark.parametrize("native", [True, False])
-def test_int8_engine_batches_equal_each_alone(model, native):
-    """int8 rows: with the native kernels both paths keep fp32 activations (hg_gemm in a batch, the C step
-    alone); without them both go through Int8Linear (bf16 activations)."""
+def test_int8_engine_batches_equal_each_alone(model, native, bits):
+    """int8 / int4 rows: with the native kernels both paths keep fp32 activations (hg_gemm in a batch, the C step
+    alone, the same FMA order on the same dequantized weights); without them both go through Int8Linear (bf16
+    activations) / Int4Linear's dequantized F.linear."""
     if native and not kernels.available():
         pytest.skip("native kernels not available here")
     with (contextlib.nullcontext() if native else kernels.disabled()):
-        engine = Engine(model, int8=True)
+        engine = Engine(model, int8=bits == 8, int4=bits == 4)
+    assert engine.fast.head.kind == f"int{bits}"
     assert engine.fast.native_rows == native
     p = greedy(12)
     got = engine.generate_batch(PROMPTS, p)
@@ -253,18 +256,25 @@ def test_native_rows_matmul_equals_the_reference_fp32_and_int8(rows):
     q8 = Int8Linear(w)
     deq = q8.q.float() * q8.scale_f32[:, None]
     assert torch.allclose(kernels.rows_matmul(q8, x, res), res + x @ deq.T, atol=1e-4)
+    from hessgpt.kernels import int4
+
+    w4, x4 = torch.randn(72, 224, generator=g), torch.randn(rows, 224, generator=g)   # rows of 7 Q4_0 blocks
+    q4 = int4.Int4Linear(w4)
+    deq4 = int4.dequantize_weight(q4.q, q4.scale_f32)
+    assert torch.allclose(kernels.rows_matmul(q4, x4, res), res + x4 @ deq4.T, atol=1e-4)
+    assert torch.allclose(q4(x4), x4 @ deq4.T, atol=1e-4)
     assert kernels.rows_matmul(fp32, torch.randn(kernels.GEMM_ROWS + 1, 200)) is None   # prefill: MKL's GEMM
 
 
 @pytest.mark.skipif(not kernels.available(), reason="native kernels not available here")
-@pytest.mark.parametrize("int8", [False, True])
-def test_native_rows_step_equals_the_pytorch_batched_step(model, int8):
+@pytest.mark.parametrize("quant", ["fp32", "int8", "int4"])
+def test_native_rows_step_equals_the_pytorch_batched_step(model, quant):
     """kernels.rows_step (the whole step of B rows in C) against InferenceModel's PyTorch batched step on a copy
     of the same slot cache: rows at different positions in slots out of order, same logits, same keys and
     values written."""
     import copy
 
-    fast = Engine(model, int8=int8).fast
+    fast = Engine(model, int8=quant == "int8", int4=quant == "int4").fast
     cache = fast.new_slot_cache(4, 64)
     for slot, prompt in zip((0, 1, 3), (PROMPTS[1], PROMPTS[0], PROMPTS[3])):   # prefill: the PyTorch path
         fast.forward_rows(torch.tensor([prompt]), torch.tensor([0]), [slot], cache)

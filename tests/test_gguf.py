@@ -70,7 +70,7 @@ def llama_cpp_forward(reader, ids: list[int]) -> torch.Tensor:
 def exported(tiny_ckpt, tmp_path_factory):
     out = tmp_path_factory.mktemp("gguf")
     return {t: (to_gguf(tiny_ckpt, str(out / f"m-{t}.gguf"), t), gguf.GGUFReader(str(out / f"m-{t}.gguf")), str(out / f"m-{t}.gguf"))
-            for t in ("f32", "f16", "q8_0")}
+            for t in ("f32", "f16", "q8_0", "q4_0")}
 
 
 def test_metadata_tokenizer_and_template_match_the_checkpoint(tiny_ckpt, exported):
@@ -110,13 +110,14 @@ def test_tensor_names_shapes_and_types(tiny_ckpt, exported):
         assert stats["tensors"] == len(expected)
         kinds = {x.name: x.tensor_type for x in r.tensors}
         assert kinds["blk.0.attn_norm.weight"] == gguf.GGMLQuantizationType.F32
-        want = {"f32": gguf.GGMLQuantizationType.F32, "f16": gguf.GGMLQuantizationType.F16, "q8_0": gguf.GGMLQuantizationType.Q8_0}[t]
+        want = {"f32": gguf.GGMLQuantizationType.F32, "f16": gguf.GGMLQuantizationType.F16,
+                "q8_0": gguf.GGMLQuantizationType.Q8_0, "q4_0": gguf.GGMLQuantizationType.Q4_0}[t]
         assert kinds["blk.0.attn_q.weight"] == want and kinds["output.weight"] == want
     sizes = {t: stats["bytes"] for t, (stats, _, _) in exported.items()}
-    assert sizes["q8_0"] < sizes["f16"] < sizes["f32"]
+    assert sizes["q4_0"] < sizes["q8_0"] < sizes["f16"] < sizes["f32"]
 
 
-@pytest.mark.parametrize("kind,tol", [("f32", 1e-4), ("f16", 2e-2), ("q8_0", 6e-2)])
+@pytest.mark.parametrize("kind,tol", [("f32", 1e-4), ("f16", 2e-2), ("q8_0", 6e-2), ("q4_0", 0.5)])
 def test_llama_cpp_semantics_reproduce_hessgpt_logits(tiny_ckpt, exported, kind, tol):
     model, tok = checkpoint.load(tiny_ckpt)
     ids = tok.render_for_generation([{"role": "user", "content": "Bonjour, quelle est la capitale de la France ?"}])
@@ -406,3 +407,28 @@ def test_sentencepiece_vocabulary_like_transformers(tmp_path):
     assert tok.vocab_size == len(pieces) + 10 and tok.bos_id == 1 and tok.eos_id == 2   # <s> </s> <unk> reused, no <pad>
     ids = tok.encode("le chat de Paris par ici")
     assert (logits(model, ids)[:, : len(pieces)] - logits(src, ids)).abs().max() < 1e-5
+
+
+def test_q4_0_file_holds_hessgpt_int4_weights_and_computes_what_the_int4_engine_does(tiny_ckpt, exported):
+    """`to-gguf --type q4_0` writes, byte for byte, the blocks `hessgpt quantize --int4` stores (kernels/int4.py),
+    and llama.cpp's semantics on that file give the logits of HessGPT's int4 engine (the same weights)."""
+    from hessgpt.engine import Engine
+    from hessgpt.kernels import int4
+
+    model, tok = checkpoint.load(tiny_ckpt)
+    r = exported["q4_0"][1]
+    t = next(x for x in r.tensors if x.name == "blk.0.attn_output.weight")
+    raw = np.asarray(t.data).reshape(-1, 18)                             # Q4_0 block: fp16 d, 16 bytes of nibbles
+    q, d = int4.quantize_weight(model.state_dict()["model.layers.0.self_attn.o_proj.weight"])
+    assert np.array_equal(raw[:, 2:].reshape(q.shape), q.numpy())
+    assert np.array_equal(raw[:, :2].copy().view(np.float16).astype(np.float32).reshape(d.shape), d.numpy())
+    ids = tok.render_for_generation([{"role": "user", "content": "Bonjour, quelle est la capitale de la France ?"}])
+    got = llama_cpp_forward(r, ids)[-1]
+    with torch.no_grad():   # the file's token_embd is Q4_0 too; HessGPT keeps embeddings fp32: give it the same rows
+        emb = model.model.embed_tokens.weight
+        emb.copy_(int4.dequantize_weight(*int4.quantize_weight(emb)))
+    engine = Engine(model, tok, int4=True)
+    assert engine.fast.head.kind == "int4"
+    engine.fast.setup_cache(1, len(ids))
+    want = engine.fast.forward(torch.tensor([ids]), 0)[0]
+    assert torch.allclose(got, want, atol=1e-3 * want.abs().max().item())

@@ -133,3 +133,93 @@ def test_quantize_engine_in_place(trained, tokenizer):
     engine.quantize_int8()
     assert engine.int8 and engine.fast.head.kind == "int8"
     assert engine.generate(prompt, p) == Engine(model, tokenizer, int8=True).generate(prompt, p)
+
+
+# ---- int4: llama.cpp's Q4_0 blocks (kernels/int4.py) ----------------------------------------------------------
+
+
+def test_int4_scheme_is_gguf_q4_0_byte_for_byte_and_idempotent():
+    gguf = pytest.importorskip("gguf")
+    import numpy as np
+
+    from hessgpt.kernels import int4
+
+    torch.manual_seed(0)
+    w = torch.randn(48, 160) * torch.logspace(-3, 1, 48)[:, None]
+    w[0, :32] = 0.0                                                     # an all-zero block: d = 0, every q = 8
+    q, d = int4.quantize_weight(w)
+    assert q.dtype == torch.uint8 and q.shape == (48, 80) and d.shape == (48, 5)
+    raw = gguf.quants.quantize(w.numpy(), gguf.GGMLQuantizationType.Q4_0).reshape(48, 5, 18)
+    assert np.array_equal(raw[..., 2:].reshape(48, 80), q.numpy())
+    assert np.array_equal(raw[..., :2].copy().view(np.float16).astype(np.float32)[..., 0], d.numpy())
+    deq = int4.dequantize_weight(q, d)
+    assert torch.equal(deq, torch.from_numpy(gguf.quants.dequantize(raw.reshape(48, 90), gguf.GGMLQuantizationType.Q4_0)))
+    assert (deq[0, :32] == 0).all()
+    step = d.abs().repeat_interleave(32, dim=1)
+    assert ((deq - w).abs() <= step * 1.01 + 1e-6).all()                # within one step (the clamp at +7 d)
+    q2, d2 = int4.quantize_weight(deq)
+    assert torch.equal(q, q2) and torch.equal(d, d2)                    # dequantize -> quantize is the identity
+    with pytest.raises(ValueError, match="multiple of 32"):
+        int4.quantize_weight(torch.randn(4, 40))
+
+
+def test_int4_engine_equals_the_dequantized_model_and_stays_close(trained, tokenizer):
+    """Engine(int4=True) computes the fp32 model whose linear weights are the dequantized Q4_0 ones (up to fp32
+    rounding; head_dim 16: the folded softmax scale 1/4 is exact), on the native step and the batched rows."""
+    import copy
+
+    from hessgpt.kernels import int4
+
+    model, val = trained
+    deq = copy.deepcopy(model)
+    with torch.no_grad():
+        for name, p in deq.named_parameters():
+            if p.ndim == 2 and "embed" not in name:
+                p.copy_(int4.dequantize_weight(*int4.quantize_weight(p)))
+    prompt = val[:40]
+    a = Engine(deq, tokenizer).session(prompt, SamplingParams())
+    b = Engine(model, tokenizer, int4=True).session(prompt, SamplingParams())
+    assert torch.allclose(a.logits, b.logits, atol=1e-4 * a.logits.abs().max().item())
+    c = Engine(model, tokenizer).session(prompt, SamplingParams())
+    rel = (b.logits - c.logits).abs().max() / c.logits.abs().max()
+    assert 0 < rel < 0.3                                               # int4 really ran, and is not noise
+
+
+def test_int4_perplexity_and_greedy_agreement(trained, tokenizer):
+    model, val = trained
+    fp, q4 = Engine(model, tokenizer), Engine(model, tokenizer, int4=True)
+    ppl_fp, ppl_q4 = perplexity(fp, val[:1024]), perplexity(q4, val[:1024])
+    rel = (ppl_q4 - ppl_fp) / ppl_fp
+    print(f"\nperplexity fp32 {ppl_fp:.3f} int4 {ppl_q4:.3f} ({rel:+.3%})")
+    assert ppl_fp < 400
+    assert abs(rel) < 0.03                                             # measured +0.7% here
+    prompts = [tokenizer.encode(s) for s in ["Le chat", "The city of", "Il était une fois", "In the morning",
+                                             "La France est", "Our company", "Les enfants", "This product"]]
+    agree = greedy_agreement(model, prompts, n_tokens=32, bits=4)
+    print(f"greedy agreement int4 (first 32 tokens): {agree}")
+    assert agree["mean_common_prefix"] >= 4
+
+
+def test_quantize_cli_int4_checkpoint_format_and_load(trained, tokenizer, tmp_path, capsys):
+    from safetensors.torch import load_file
+
+    model, _ = trained
+    src, out = str(tmp_path / "fp32"), str(tmp_path / "int4")
+    checkpoint.save(src, model, tokenizer)
+    assert cli_main([src, "--int4", "--out", out]) == 0
+    assert "int4 tensors" in capsys.readouterr().out
+    sd = load_file(os.path.join(out, "model.safetensors"))
+    name = "model.layers.0.mlp.down_proj.weight"
+    assert sd[name].dtype == torch.uint8 and sd[name].shape == (64, 96) and sd[name + ".scale"].shape == (64, 6)
+    assert sd["lm_head.weight"].dtype == torch.uint8 and sd["model.embed_tokens.weight"].dtype == torch.float32
+    meta = json.load(open(os.path.join(out, "meta.json")))
+    assert meta["quantization"]["method"] == "int4-q4_0-weight-only"
+    assert os.path.getsize(os.path.join(out, "model.safetensors")) < os.path.getsize(os.path.join(src, "model.safetensors"))
+    qmodel, _ = load_quantized(out)
+    engine = Engine(qmodel, tokenizer)
+    assert engine.int4 and not engine.int8 and engine.fast.head.kind == "int4"
+    prompt = tokenizer.encode("Le chat")
+    p = SamplingParams(max_new_tokens=24, stop_token_ids=[-1])
+    assert engine.generate(prompt, p) == Engine(model, tokenizer, int4=True).generate(prompt, p)
+    with pytest.raises(SystemExit):
+        cli_main([src, "--int4", "--int8", "--out", str(tmp_path / "both")])

@@ -19,7 +19,7 @@ def cli_main(argv: list[str]) -> int:
     g = sub.add_parser("to-gguf", help="HessGPT checkpoint -> GGUF file for llama.cpp / Ollama")
     g.add_argument("ckpt")
     g.add_argument("out")
-    g.add_argument("--type", default="f16", choices=["f32", "f16", "q8_0"])
+    g.add_argument("--type", default="f16", choices=["f32", "f16", "q8_0", "q4_0"])
     i = sub.add_parser("from-gguf", help="llama-architecture GGUF file (F32/F16/BF16/Q8_0/Q4_0/Q4_1/K-quants) -> HessGPT checkpoint")
     i.add_argument("gguf_file")
     i.add_argument("out")

@@ -13,8 +13,9 @@ Written with the format's own writer (`gguf.GGUFWriter`) as the `llama` architec
     merges, bos/eos/eot/pad/unk ids, and the chat template.
 `write_gguf(model, tokenizer, out)` writes a loaded model; `to_gguf(ckpt, out)`, which reads anything hessgpt.load
 reads, is in export.py. The reverse, GGUF -> HessGPT, is gguf_import.py.
-Types: f32, f16 (1-D tensors stay f32, as llama.cpp expects) and q8_0 (blocks of 32; a matrix whose rows are
-not a multiple of 32 falls back to f16).
+Types: f32, f16 (1-D tensors stay f32, as llama.cpp expects), q8_0 and q4_0 (blocks of 32; a matrix whose rows
+are not a multiple of 32 falls back to f16). q4_0 is byte for byte what `hessgpt quantize --int4` stores
+(kernels/int4.py), so llama.cpp and HessGPT's int4 engine run the same weights.
 """
 
 import json
@@ -26,7 +27,7 @@ import torch
 from hessgpt.errors import HessGPTError
 from hessgpt.tokenizer import DIGITS_PATTERN, GPT2_PATTERN, SMOLLM_PATTERN, _split_pattern
 
-TYPES = ("f32", "f16", "q8_0")
+TYPES = ("f32", "f16", "q8_0", "q4_0")
 
 # HessGPT (HF Mistral) name -> llama.cpp GGUF name; {i} is the layer
 TENSOR_NAMES = {
@@ -130,7 +131,8 @@ def write_gguf(model, tokenizer, out: str, type: str = "f16", name: str = "model
     if tokenizer is None:
         raise HessGPTError(f"GGUF export of {name!r}: no tokenizer; a GGUF file needs one")
     cfg = model.config
-    ftype = {"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16, "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0}[type]
+    ftype = {"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16, "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0,
+             "q4_0": gguf.LlamaFileType.MOSTLY_Q4_0}[type]
 
     out = os.path.abspath(out)
     os.makedirs(os.path.dirname(out), exist_ok=True)
@@ -176,7 +178,8 @@ def write_gguf(model, tokenizer, out: str, type: str = "f16", name: str = "model
             elif type == "f16" or arr.shape[-1] % 32:
                 data, raw = arr.astype(np.float16), None
             else:
-                data, raw = gguf.quants.quantize(arr, gguf.GGMLQuantizationType.Q8_0), gguf.GGMLQuantizationType.Q8_0
+                qt = gguf.GGMLQuantizationType.Q8_0 if type == "q8_0" else gguf.GGMLQuantizationType.Q4_0
+                data, raw = gguf.quants.quantize(arr, qt), qt
             w.add_tensor(gname, data, raw_dtype=raw)
             n_bytes += data.nbytes
         w.write_header_to_file()

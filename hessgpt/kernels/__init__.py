@@ -1,4 +1,4 @@
-"""Native CPU kernels for batch-1 decoding (fp32 or int8 weights), compiled on first use (see build.py and
+"""Native CPU kernels for batch-1 decoding (fp32, int8 or int4 weights), compiled on first use (see build.py and
 decode.c).
 
 `InferenceModel` (inference.py) uses them automatically on CPU with fp32 activations when they are available:
@@ -19,7 +19,7 @@ everything when the kernels cannot be built (no compiler, no AVX2/FMA, not x86-6
 HESSGPT_KERNELS=0 or `with kernels.disabled(): ...` (checked when an InferenceModel is built).
 
 The package holds every linear layout `InferenceModel` lays its weights out in: `KernelLinear` here (native fp32),
-`dense.DenseLinear` (the PyTorch path) and `int8.Int8Linear` (int8 weight-only).
+`dense.DenseLinear` (the PyTorch path), `int8.Int8Linear` (int8 weight-only) and `int4.Int4Linear` (Q4_0 blocks).
 """
 
 import contextlib
@@ -136,12 +136,13 @@ def rows_matmul(lin, x: torch.Tensor, res: torch.Tensor | None = None, nthreads:
         return None
     if res is not None and not (res.dtype == torch.float32 and res.shape == (n, lin.out_features)):
         return None
-    w, scale = _weight(lin)
+    w, scale, q4 = _weight(lin)
     x = x.contiguous()
     res = None if res is None else res.contiguous()
-    y = torch.empty(n, w.shape[0])
-    lib().hg_gemm(w.data_ptr(), None if scale is None else scale.data_ptr(), x.data_ptr(), y.data_ptr(),
-                  None if res is None else res.data_ptr(), n, w.shape[0], w.shape[1], nthreads or torch.get_num_threads())
+    y = torch.empty(n, lin.out_features)
+    lib().hg_gemm(w.data_ptr(), None if scale is None else scale.data_ptr(), q4, x.data_ptr(), y.data_ptr(),
+                  None if res is None else res.data_ptr(), n, lin.out_features, x.shape[1],
+                  nthreads or torch.get_num_threads())
     return y
 
 
@@ -154,7 +155,8 @@ class _Model(ctypes.Structure):
                [(n, ctypes.POINTER(ctypes.c_void_p)) for n in ("ln1", "wqkv", "wo", "ln2", "wgu", "wdown", "kc", "vc")] + \
                [(n, ctypes.c_void_p) for n in ("x", "xb", "qkv", "y", "act")] + \
                [(n, ctypes.POINTER(ctypes.c_void_p)) for n in ("s_qkv", "s_o", "s_gu", "s_down")] + \
-               [("s_head", ctypes.c_void_p)]
+               [("s_head", ctypes.c_void_p)] + \
+               [(n, ctypes.c_int) for n in ("q4_qkv", "q4_o", "q4_gu", "q4_down", "q4_head")]
 
 
 class DecodeStep:
@@ -163,7 +165,8 @@ class DecodeStep:
         step = DecodeStep(fast)           # after fast.setup_cache(1, max_len)
         logits = step(token, pos)         # [1, V] fp32; writes k, v at `pos` of fast.k_cache / fast.v_cache
 
-    Linear weights are fp32 (KernelLinear) or int8 with per-row scales (kernels.int8.Int8Linear), per matrix.
+    Linear weights are fp32 (KernelLinear), int8 with per-row scales (kernels.int8.Int8Linear) or int4 Q4_0 blocks
+    (kernels.int4.Int4Linear), per matrix.
     Holds raw pointers to the InferenceModel's tensors: rebuild it whenever they are reallocated (setup_cache)."""
 
     def __init__(self, fm, k_rows: list | None = None, v_rows: list | None = None, max_len: int | None = None):
@@ -190,14 +193,15 @@ class DecodeStep:
             return ctypes.cast(arr, ctypes.POINTER(ctypes.c_void_p))
 
         ln1, qkv, o, ln2, gu, down = zip(*fm.layers)
-        weights, scales = {}, {}
+        weights, scales, q4 = {}, {}, {}
         for name, lins in (("qkv", qkv), ("o", o), ("gu", gu), ("down", down)):
             ws = [_weight(lin) for lin in lins]
-            weights[name] = ptrs([w for w, _ in ws])
-            has_scale = [s is not None for _, s in ws]
-            assert all(has_scale) or not any(has_scale), "a layer stack mixes int8 and fp32 weights"
-            scales[name] = ptrs([s for _, s in ws]) if has_scale[0] else None
-        head, head_scale = _weight(fm.head)
+            weights[name] = ptrs([w for w, _, _ in ws])
+            kinds = {(s is not None, k) for _, s, k in ws}
+            assert len(kinds) == 1, "a layer stack mixes weight layouts (fp32, int8, int4)"
+            scales[name] = ptrs([s for _, s, _ in ws]) if ws[0][1] is not None else None
+            q4[name] = ws[0][2]
+        head, head_scale, q4["head"] = _weight(fm.head)
         self.keep += [head] + ([head_scale] if head_scale is not None else [])
         self.m = _Model(D, F_, len(fm.layers), H, Hkv, hd, self.vocab, max_len, fm.eps,
                         fm.embed.data_ptr(), fm.norm.data_ptr(), head.data_ptr(), self.rope.data_ptr(),
@@ -205,7 +209,8 @@ class DecodeStep:
                         ptrs(self.caches[0]), ptrs(self.caches[1]),
                         *[t.data_ptr() for t in self.scratch],
                         scales["qkv"], scales["o"], scales["gu"], scales["down"],
-                        None if head_scale is None else head_scale.data_ptr())
+                        None if head_scale is None else head_scale.data_ptr(),
+                        q4["qkv"], q4["o"], q4["gu"], q4["down"], q4["head"])
         self.mref = ctypes.byref(self.m)
 
     def __call__(self, token: int, pos: int) -> torch.Tensor:
@@ -262,18 +267,20 @@ def rows_step(fm, cache) -> "RowsStep | None":
     return RowsStep(fm, cache) if decode_step(fm, cache, 0) is not None else None
 
 
-def _weight(lin) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """(row-major weight [out, in], fp32 per-row scales or None) of a KernelLinear (fp32) or an Int8Linear."""
+def _weight(lin) -> tuple[torch.Tensor, torch.Tensor | None, int]:
+    """(row-major weight, fp32 scales or None, 1 for Q4_0 blocks else 0) of a KernelLinear (fp32 [out, in]), an
+    Int8Linear (int8 [out, in], scales [out]) or an Int4Linear (packed uint8 [out, in / 2], scales [out, in / 32])."""
     if isinstance(lin, KernelLinear):
-        return lin.w, None
-    return lin.q, lin.scale_f32
+        return lin.w, None, 0
+    return lin.q, lin.scale_f32, int(lin.kind == "int4")
 
 
 def _native(lin) -> bool:
-    """A KernelLinear (fp32) or a CPU Int8Linear (kernels/int8.py, recognised by its `kind`), contiguous."""
+    """A KernelLinear (fp32) or a CPU Int8Linear / Int4Linear (kernels/int8.py, int4.py, recognised by `kind`),
+    contiguous."""
     if isinstance(lin, KernelLinear):
         return lin.w.dtype == torch.float32 and lin.w.is_contiguous()
-    return getattr(lin, "kind", None) == "int8" and lin.q.device.type == "cpu" and lin.q.is_contiguous()
+    return getattr(lin, "kind", None) in ("int8", "int4") and lin.q.device.type == "cpu" and lin.q.is_contiguous()
 
 
 def decode_step(fm, cache=None, slot: int = 0) -> DecodeStep | None:

@@ -127,7 +127,7 @@ def _declare(lib: ctypes.CDLL) -> None:
     p, L, i = ctypes.c_void_p, ctypes.c_long, ctypes.c_int
     lib.hg_gemv.argtypes = [p, p, p, p, L, L, i]
     lib.hg_gemv.restype = None
-    lib.hg_gemm.argtypes = [p, p, p, p, p, L, L, L, i]
+    lib.hg_gemm.argtypes = [p, p, i, p, p, p, L, L, L, i]
     lib.hg_gemm.restype = None
     lib.hg_decode.argtypes = [p, L, L, p, i]
     lib.hg_decode.restype = None

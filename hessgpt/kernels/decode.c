@@ -3,7 +3,8 @@
  *   hg_gemv    y = W x (+ res)              W row-major [out, in], rows split across threads
  *   hg_gemm    Y = X W^T (+ res)            a few rows of X (batched decode), W fp32 or int8, read once
  *   hg_decode  one whole decode step        token at position pos -> logits [vocab], KV cache written in place;
- *                                           weights fp32, or int8 with per-row scales (fp32 activations)
+ *                                           weights fp32, int8 with per-row scales, or int4 in llama.cpp's Q4_0
+ *                                           blocks (32 weights, one scale each); fp32 activations
  *   hg_decode_rows  the same for B rows     each row its token, position and cache slot; each weight read once
  *                                           for all rows (batched decode, engine.BatchDecoder)
  *
@@ -220,16 +221,144 @@ static inline void axpy(float p, const float *v, float *y, long n) {
 static inline float sumsq(const float *x, long n) { return dot1(x, x, n); }
 #endif
 
-/* A weight matrix: fp32 [out, in] when scale is NULL, else int8 [out, in] with one fp32 scale per row
- * (quantize.py's weight-only scheme; activations and accumulation stay fp32). */
+/* ---- int4 weights: llama.cpp's Q4_0 blocks ------------------------------------------------------------ *
+ * A row of `in` weights is in/32 blocks; block b is 16 bytes at w + b * 16 and one fp32 scale d[b]: byte j holds
+ * weight j in its low nibble and weight j + 16 in its high nibble, each weight = (nibble - 8) * d (kernels/int4.py).
+ * Each weight is dequantized to fp32 ((nibble - 8) converted exactly, times d, rounded once) and then goes
+ * through the same FMA chains, in the same order, as the fp32 dot products above (dot1, dot2): a dot product on
+ * packed weights equals the fp32 one on the dequantized row bit for bit, so the batched paths, which dequantize
+ * a row into scratch once for all batch rows, give the batch-1 step's numbers exactly. */
+static inline void q4_nibbles(const uint8_t *p, __m128i *lo, __m128i *hi) {
+    const __m128i b = _mm_loadu_si128((const __m128i *)p), m = _mm_set1_epi8(0x0F), e = _mm_set1_epi8(8);
+    *lo = _mm_sub_epi8(_mm_and_si128(b, m), e);                        /* weights 0..15 of the block, int8 */
+    *hi = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(b, 4), m), e);     /* weights 16..31 */
+}
+
+#ifdef __AVX512F__
+/* block -> weights 0..15 and 16..31 as fp32 */
+static inline void q4_block(const uint8_t *p, float d, __m512 *w0, __m512 *w1) {
+    __m128i lo, hi;
+    q4_nibbles(p, &lo, &hi);
+    const __m512 dd = _mm512_set1_ps(d);
+    *w0 = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(lo)), dd);
+    *w1 = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(hi)), dd);
+}
+
+/* dot2 on two Q4_0 rows (n a multiple of 32): its chains a (weights 0..15 of every 32) and b (16..31) */
+static inline void dot2_q4(const uint8_t *q0, const float *d0, const uint8_t *q1, const float *d1, const float *x,
+                           long n, float *out) {
+    __m512 a0 = _mm512_setzero_ps(), a1 = a0, b0 = a0, b1 = a0;
+    for (long k = 0, blk = 0; k < n; k += 32, blk++) {
+        __m512 x0 = _mm512_loadu_ps(x + k), x1 = _mm512_loadu_ps(x + k + 16), l0, h0, l1, h1;
+        q4_block(q0 + blk * 16, d0[blk], &l0, &h0);
+        q4_block(q1 + blk * 16, d1[blk], &l1, &h1);
+        a0 = _mm512_fmadd_ps(l0, x0, a0);
+        a1 = _mm512_fmadd_ps(l1, x0, a1);
+        b0 = _mm512_fmadd_ps(h0, x1, b0);
+        b1 = _mm512_fmadd_ps(h1, x1, b1);
+    }
+    out[0] = _mm512_reduce_add_ps(_mm512_add_ps(a0, b0));
+    out[1] = _mm512_reduce_add_ps(_mm512_add_ps(a1, b1));
+}
+
+/* dot1 on a Q4_0 row: chains a, b, c, d over each 64 weights (two blocks), an odd last block into a */
+static inline float dot_q4(const uint8_t *q, const float *d, const float *x, long n) {
+    __m512 a = _mm512_setzero_ps(), b = a, c = a, e = a, w0, w1;
+    long k = 0, blk = 0;
+    for (; k + 64 <= n; k += 64, blk += 2) {
+        q4_block(q + blk * 16, d[blk], &w0, &w1);
+        a = _mm512_fmadd_ps(w0, _mm512_loadu_ps(x + k), a);
+        b = _mm512_fmadd_ps(w1, _mm512_loadu_ps(x + k + 16), b);
+        q4_block(q + (blk + 1) * 16, d[blk + 1], &w0, &w1);
+        c = _mm512_fmadd_ps(w0, _mm512_loadu_ps(x + k + 32), c);
+        e = _mm512_fmadd_ps(w1, _mm512_loadu_ps(x + k + 48), e);
+    }
+    if (k < n) {
+        q4_block(q + blk * 16, d[blk], &w0, &w1);
+        a = _mm512_fmadd_ps(w0, _mm512_loadu_ps(x + k), a);
+        a = _mm512_fmadd_ps(w1, _mm512_loadu_ps(x + k + 16), a);
+    }
+    return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a, b), _mm512_add_ps(c, e)));
+}
+#else
+/* block -> weights 0..7, 8..15, 16..23, 24..31 as fp32 */
+static inline void q4_block(const uint8_t *p, float d, __m256 w[4]) {
+    __m128i lo, hi;
+    q4_nibbles(p, &lo, &hi);
+    const __m256 dd = _mm256_set1_ps(d);
+    w[0] = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(lo)), dd);
+    w[1] = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(lo, 8))), dd);
+    w[2] = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(hi)), dd);
+    w[3] = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(hi, 8))), dd);
+}
+
+/* dot2's chains: a takes weights 0..7 of every 16, b 8..15 */
+static inline void dot2_q4(const uint8_t *q0, const float *d0, const uint8_t *q1, const float *d1, const float *x,
+                           long n, float *out) {
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, b0 = a0, b1 = a0, w0[4], w1[4];
+    for (long k = 0, blk = 0; k < n; k += 32, blk++) {
+        q4_block(q0 + blk * 16, d0[blk], w0);
+        q4_block(q1 + blk * 16, d1[blk], w1);
+        for (int h = 0; h < 2; h++) {
+            __m256 x0 = _mm256_loadu_ps(x + k + 16 * h), x1 = _mm256_loadu_ps(x + k + 16 * h + 8);
+            a0 = _mm256_fmadd_ps(w0[2 * h], x0, a0);
+            a1 = _mm256_fmadd_ps(w1[2 * h], x0, a1);
+            b0 = _mm256_fmadd_ps(w0[2 * h + 1], x1, b0);
+            b1 = _mm256_fmadd_ps(w1[2 * h + 1], x1, b1);
+        }
+    }
+    out[0] = hsum8(_mm256_add_ps(a0, b0));
+    out[1] = hsum8(_mm256_add_ps(a1, b1));
+}
+
+/* dot1's chains a, b, c, d over each 32 weights (one block) */
+static inline float dot_q4(const uint8_t *q, const float *d, const float *x, long n) {
+    __m256 a = _mm256_setzero_ps(), b = a, c = a, e = a, w[4];
+    for (long k = 0, blk = 0; k < n; k += 32, blk++) {
+        q4_block(q + blk * 16, d[blk], w);
+        a = _mm256_fmadd_ps(w[0], _mm256_loadu_ps(x + k), a);
+        b = _mm256_fmadd_ps(w[1], _mm256_loadu_ps(x + k + 8), b);
+        c = _mm256_fmadd_ps(w[2], _mm256_loadu_ps(x + k + 16), c);
+        e = _mm256_fmadd_ps(w[3], _mm256_loadu_ps(x + k + 24), e);
+    }
+    return hsum8(_mm256_add_ps(_mm256_add_ps(a, b), _mm256_add_ps(c, e)));
+}
+#endif
+
+/* A weight matrix: fp32 [out, in] when scale is NULL; int8 [out, in] with one fp32 scale per row (q4 == 0);
+ * int4 Q4_0 blocks [out, in / 2 bytes] with one fp32 scale per block, [out, in / 32] (q4 == 1; in % 32 == 0).
+ * Weight-only schemes: activations and accumulation stay fp32. */
 typedef struct {
     const void *w;
     const float *scale;
+    int q4;
 } weight_t;
+
+/* Row r of a quantized W as fp32 into f[0:n]: int8 q (the caller multiplies by row_scale), or Q4_0's dequantized
+ * weights (row_scale 1): the values the packed dot products compute with. */
+static inline void deq_row(weight_t W, long r, long n, float *f) {
+    if (W.q4) {
+        const uint8_t *q = (const uint8_t *)W.w + r * (n / 2);
+        const float *d = W.scale + r * (n / 32);
+        for (long b = 0; b < n / 32; b++)
+            for (int j = 0; j < 16; j++) {
+                f[b * 32 + j] = (float)((int)(q[b * 16 + j] & 0x0F) - 8) * d[b];
+                f[b * 32 + j + 16] = (float)((int)(q[b * 16 + j] >> 4) - 8) * d[b];
+            }
+    } else {
+        const int8_t *q = (const int8_t *)W.w + r * n;
+        for (long k = 0; k < n; k++) f[k] = (float)q[k];
+    }
+}
+
+static inline float row_scale(weight_t W, long r) { return W.q4 ? 1.0f : W.scale[r]; }
 
 /* (W[ra] . x, W[rb] . x): two rows of length n read side by side. */
 static inline void rows2(weight_t W, long ra, long rb, const float *x, long n, float *o) {
-    if (W.scale) {
+    if (W.q4) {
+        const uint8_t *Q = W.w;
+        dot2_q4(Q + ra * (n / 2), W.scale + ra * (n / 32), Q + rb * (n / 2), W.scale + rb * (n / 32), x, n, o);
+    } else if (W.scale) {
         const int8_t *Q = W.w;
         dot2_q8(Q + ra * n, Q + rb * n, x, n, o);
         o[0] *= W.scale[ra];
@@ -241,6 +370,7 @@ static inline void rows2(weight_t W, long ra, long rb, const float *x, long n, f
 }
 
 static inline float row1(weight_t W, long r, const float *x, long n) {
+    if (W.q4) return dot_q4((const uint8_t *)W.w + r * (n / 2), W.scale + r * (n / 32), x, n);
     return W.scale ? dot_q8((const int8_t *)W.w + r * n, x, n) * W.scale[r] : dot1((const float *)W.w + r * n, x, n);
 }
 
@@ -454,7 +584,7 @@ static void gemv_task(void *p, int tid, int nth) {
     gemv_arg *a = p;
     long r0, r1;
     split(a->out, tid, nth, 16, &r0, &r1);
-    gemv_w((weight_t){a->W, NULL}, a->x, a->y, a->res, a->in, r0, r1);
+    gemv_w((weight_t){a->W, NULL, 0}, a->x, a->y, a->res, a->in, r0, r1);
 }
 
 /* y[out] = W[out, in] x[in] (+ res[out] when res is not NULL), on nthreads threads. */
@@ -523,15 +653,14 @@ static inline __attribute__((always_inline)) void micro(const float *const *w, c
 /* gemm_rows for B >= GEMM_BLOCKED rows; f: MW * in floats of scratch for int8 weights. */
 static void gemm_rows_blocked(weight_t W, const float *x, float *y, const float *res, long B, long out, long in,
                               long r0, long r1, float *f) {
-    const int8_t *Q = W.scale ? W.w : NULL;
+    const int quant = W.scale != NULL;
     for (long r = r0; r < r1; r += MW) {
         const int nw = r1 - r < MW ? (int)(r1 - r) : MW;
         const float *w[MW];
         for (int j = 0; j < MW; j++) {
             const int jj = j < nw ? j : nw - 1;   /* past the range: the last row again (computed, not stored) */
-            if (Q) {
-                if (j < nw)
-                    for (long k = 0; k < in; k++) f[j * in + k] = (float)Q[(r + j) * in + k];
+            if (quant) {
+                if (j < nw) deq_row(W, r + j, in, f + j * in);
                 w[j] = f + jj * in;
             } else {
                 w[j] = (const float *)W.w + (r + jj) * in;
@@ -551,7 +680,7 @@ static void gemm_rows_blocked(weight_t W, const float *x, float *y, const float 
                 float *yb = y + (b + i) * out;
                 const float *rb = res ? res + (b + i) * out : NULL;
                 for (int j = 0; j < nw; j++) {
-                    const float v = Q ? o[i][j] * W.scale[r + j] : o[i][j];
+                    const float v = quant ? o[i][j] * row_scale(W, r + j) : o[i][j];
                     yb[r + j] = rb ? rb[r + j] + v : v;
                 }
             }
@@ -571,20 +700,17 @@ static void gemm_rows(weight_t W, const float *x, float *y, const float *res, lo
     }
     long h = (r1 - r0) / 2;
     float o[2];
-    const int8_t *Q = W.scale && B > 1 ? W.w : NULL;
-    float *f0 = Q ? f : NULL, *f1 = f0 ? f0 + in : NULL;
+    float *f0 = W.scale && B > 1 ? f : NULL, *f1 = f0 ? f0 + in : NULL;
     for (long r = r0; r < r0 + h; r++) {
         if (f0) {
-            for (long k = 0; k < in; k++) {
-                f0[k] = (float)Q[r * in + k];
-                f1[k] = (float)Q[(r + h) * in + k];
-            }
+            deq_row(W, r, in, f0);
+            deq_row(W, r + h, in, f1);
         }
         for (long b = 0; b < B; b++) {
             if (f0) {
                 dot2(f0, f1, x + b * in, in, o);
-                o[0] *= W.scale[r];
-                o[1] *= W.scale[r + h];
+                o[0] *= row_scale(W, r);
+                o[1] *= row_scale(W, r + h);
             } else {
                 rows2(W, r, r + h, x + b * in, in, o);
             }
@@ -610,12 +736,12 @@ static void gemm_task(void *p, int tid, int nth) {
     gemm_rows(a->W, a->x, a->y, a->res, a->rows, a->out, a->in, r0, r1, f);
 }
 
-/* y[rows, out] = x[rows, in] W[out, in]^T (+ res[rows, out]); W fp32, or int8 with per-row fp32 scales
- * (scale not NULL). For decode batches (a few rows): MKL's GEMM is slow at such shapes here, and this reads
- * each weight once for all rows, like hg_gemv does for one. */
-void hg_gemm(const void *W, const float *scale, const float *x, float *y, const float *res, long rows, long out,
-             long in, int nthreads) {
-    gemm_arg a = {{W, scale}, x, res, y, rows, out, in};
+/* y[rows, out] = x[rows, in] W[out, in]^T (+ res[rows, out]); W fp32, int8 with per-row fp32 scales (scale not
+ * NULL), or Q4_0 blocks with per-block scales (q4 = 1). For decode batches (a few rows): MKL's GEMM is slow at
+ * such shapes here, and this reads each weight once for all rows, like hg_gemv does for one. */
+void hg_gemm(const void *W, const float *scale, int q4, const float *x, float *y, const float *res, long rows,
+             long out, long in, int nthreads) {
+    gemm_arg a = {{W, scale, q4}, x, res, y, rows, out, in};
     run(gemm_task, &a, out * in * rows < 32768 ? 1 : nthreads);
 }
 
@@ -628,7 +754,8 @@ void hg_gemm(const void *W, const float *scale, const float *x, float *y, const 
  *   kc, vc [Hkv, max_len, hd] (the KV cache tensors of batch row 0);
  *   scratch: x [D], xb [D], qkv [(H + 2 Hkv) hd], y [H hd], act [F];
  *   s_* [out]: per-row scales of int8 weights (quantize.py), or NULL where the weights are fp32: s_qkv, s_o,
- *   s_gu, s_down are NULL or arrays [n_layers] (entries all set), s_head is NULL or [V]. */
+ *   s_gu, s_down are NULL or arrays [n_layers] (entries all set), s_head is NULL or [V];
+ *   q4_*: 1 where that weight (every layer's) is int4 Q4_0 blocks, its s_* then per block [out, in / 32]. */
 typedef struct {
     int dim, hidden, n_layers, n_heads, n_kv, hd, vocab, max_len;
     float eps;
@@ -643,10 +770,11 @@ typedef struct {
     float *x, *xb, *qkv, *y, *act;
     const float *const *s_qkv, *const *s_o, *const *s_gu, *const *s_down;
     const float *s_head;
+    int q4_qkv, q4_o, q4_gu, q4_down, q4_head;
 } hg_model;
 
-/* Weight `name` of layer l with its scales (if int8). */
-#define LW(m, name, l) ((weight_t){(m)->w##name[l], (m)->s_##name ? (m)->s_##name[l] : NULL})
+/* Weight `name` of layer l with its scales (if quantized). */
+#define LW(m, name, l) ((weight_t){(m)->w##name[l], (m)->s_##name ? (m)->s_##name[l] : NULL, (m)->q4_##name})
 
 typedef struct {
     const hg_model *m;
@@ -741,7 +869,7 @@ static void step_task(void *p, int tid, int nth) {
     rmsnorm_part(m->x, m->norm, m->xb, D, m->eps, tid, nth);
     barrier(nth);
     split(m->vocab, tid, nth, 16, &r0, &r1);
-    gemv_w((weight_t){m->head, m->s_head}, m->xb, a->logits, NULL, D, r0, r1);
+    gemv_w((weight_t){m->head, m->s_head, m->q4_head}, m->xb, a->logits, NULL, D, r0, r1);
 }
 
 /* logits[vocab] for `token` at position `pos` (pos < max_len; the rope table must cover pos). */
@@ -861,7 +989,7 @@ static void rows_task(void *p, int tid, int nth) {
     for (long i = 0; i < n; i++) rmsnorm_part(a->x + a->out[i] * D, m->norm, a->xb + i * D, D, m->eps, tid, nth);
     barrier(nth);
     split(m->vocab, tid, nth, 16, &r0, &r1);
-    weight_t Wh = {m->head, m->s_head};
+    weight_t Wh = {m->head, m->s_head, m->q4_head};
     if (Wh.scale && n > 1) f = scratch(tid, 4 * D);
     gemm_rows(Wh, a->xb, a->logits, NULL, n, m->vocab, D, r0, r1, f);
 }

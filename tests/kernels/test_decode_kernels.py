@@ -8,7 +8,7 @@ from hessgpt import checkpoint, kernels
 from hessgpt.config import ModelConfig
 from hessgpt.engine import Engine, SamplingParams, naive_generate
 from hessgpt.inference import InferenceModel
-from hessgpt.kernels import build
+from hessgpt.kernels import build, int4
 from hessgpt.kernels.dense import DenseLinear
 from hessgpt.kernels.int8 import Int8Linear
 from hessgpt.model import Transformer
@@ -84,10 +84,12 @@ def test_decode_step_matches_pytorch_path_and_full_forward(cfg, threads):
 
 
 def _dequantized_reference(q8: InferenceModel, model) -> InferenceModel:
-    """A PyTorch-path InferenceModel whose linears are the fp32 dequantization of q8's int8 weights."""
+    """A PyTorch-path InferenceModel whose linears are the fp32 dequantization of q8's int8 (or int4) weights."""
     ref = InferenceModel(model, make_linear=DenseLinear)
 
     def deq(lin):
+        if isinstance(lin, int4.Int4Linear):
+            return DenseLinear(int4.dequantize_weight(lin.q, lin.scale_f32))
         return DenseLinear(lin.q.float() * lin.scale_f32[:, None]) if isinstance(lin, Int8Linear) else DenseLinear(lin.w)
 
     ref.layers = [(ln1, deq(qkv), deq(o), ln2, deq(gu), deq(down)) for ln1, qkv, o, ln2, gu, down in q8.layers]
@@ -117,6 +119,44 @@ def test_int8_decode_step_matches_the_dequantized_model(cfg, quantize_head, thre
     with torch.no_grad():
         fp32 = model(ids)[0]
     assert (a - fp32).abs().max() > 1e-6           # it really decoded the int8 weights, not the fp32 ones
+
+
+@pytest.mark.parametrize("k", [96, 120, 200])
+def test_int8_linear_takes_any_row_length_with_several_rows(k):
+    """torch's packed int8 CPU kernel crashes on rows of a length that is not a multiple of 32 with more than one
+    row (a prefill of such a model, e.g. dim 120): Int8Linear computes those through the dequantized weight."""
+    g = torch.Generator().manual_seed(k)
+    lin = Int8Linear(torch.randn(64, k, generator=g))
+    x, res = torch.randn(5, k, generator=g), torch.randn(5, 64, generator=g)
+    want = x.to(torch.bfloat16).float() @ (lin.q.float() * lin.scale_f32[:, None]).T
+    tol = 1e-2 * want.abs().max().item()
+    assert lin.packed_ok == (k % 32 == 0)
+    assert torch.allclose(lin(x), want, atol=tol) and torch.allclose(lin.raw(x).float(), want, atol=tol)
+    assert torch.allclose(lin.add_to(res.clone(), x), res + want, atol=tol)
+
+
+INT4_CONFIGS = [CONFIGS[0],   # every matrix Q4_0 (rows of 96 and 160)
+                dict(vocab_size=300, dim=64, n_layers=2, n_heads=4, n_kv_heads=1, hidden_dim=120, tie_embeddings=False)]  # down_proj int8
+
+
+@pytest.mark.parametrize("cfg", INT4_CONFIGS)
+def test_int4_decode_step_matches_the_dequantized_model(cfg, threads):
+    """Q4_0 weights in the native step: logits of the fp32 model holding the dequantized weights; a matrix whose
+    rows are not a multiple of 32 (down_proj of hidden 120) stays int8 beside the int4 ones."""
+    model = Transformer(ModelConfig(context_length=48, **cfg)).init_weights(4).eval()
+    q4 = InferenceModel(model, make_linear=int4.make_linear)
+    kinds = {lin.kind for layer in q4.layers for lin in layer[1:3] + layer[4:]}
+    assert kinds == ({"int4"} if cfg["hidden_dim"] % 32 == 0 else {"int4", "int8"}) and q4.head.kind == "int4"
+    ref = _dequantized_reference(q4, model)
+    q4.setup_cache(1, 48)
+    ref.setup_cache(1, 48)
+    assert isinstance(q4.decode_step, kernels.DecodeStep) and q4.decode_step.m.q4_qkv == 1 and q4.decode_step.m.q4_head == 1
+    ids = torch.randint(0, cfg["vocab_size"], (1, 30), generator=torch.Generator().manual_seed(1))
+    a, b = _step_through(q4, ids), _step_through(ref, ids)
+    assert (a - b).abs().max() < 1e-4 * max(1.0, b.abs().max().item())
+    q4.setup_cache(1, 48)   # prefill: int4 through the dequantized fp32 GEMM; int8 through bf16 activations
+    tol = 1e-4 if kinds == {"int4"} else 3e-2
+    assert (q4.forward(ids, 0, all_logits=True)[0] - b).abs().max() < tol * max(1.0, b.abs().max().item())
 
 
 def test_decode_step_rejects_out_of_range_tokens():
@@ -214,3 +254,9 @@ def test_other_builds_decode_the_same(variant, tmp_path, monkeypatch, threads):
     ref8.setup_cache(1, 32)
     ids = torch.tensor([[1, 2, 3, 4, 5, 6, 7]])
     assert (_step_through(q8, ids) - _step_through(ref8, ids)).abs().max() < 1e-4
+    q4 = InferenceModel(model, make_linear=int4.make_linear)   # int4 (Q4_0) weights: the AVX2 unpacking too
+    q4.setup_cache(1, 32)
+    q4.decode_step.lib = lib
+    ref4 = _dequantized_reference(q4, model)
+    ref4.setup_cache(1, 32)
+    assert (_step_through(q4, ids) - _step_through(ref4, ids)).abs().max() < 1e-4
