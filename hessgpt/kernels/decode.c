@@ -228,20 +228,16 @@ static inline float sumsq(const float *x, long n) { return dot1(x, x, n); }
  * through the same FMA chains, in the same order, as the fp32 dot products above (dot1, dot2): a dot product on
  * packed weights equals the fp32 one on the dequantized row bit for bit, so the batched paths, which dequantize
  * a row into scratch once for all batch rows, give the batch-1 step's numbers exactly. */
-static inline void q4_nibbles(const uint8_t *p, __m128i *lo, __m128i *hi) {
-    const __m128i b = _mm_loadu_si128((const __m128i *)p), m = _mm_set1_epi8(0x0F), e = _mm_set1_epi8(8);
-    *lo = _mm_sub_epi8(_mm_and_si128(b, m), e);                        /* weights 0..15 of the block, int8 */
-    *hi = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(b, 4), m), e);     /* weights 16..31 */
-}
-
 #ifdef __AVX512F__
-/* block -> weights 0..15 and 16..31 as fp32 */
+/* block -> weights 0..15 and 16..31 as fp32, by table: T[i] = (i - 8) * d (the same products as converting and
+ * multiplying), looked up with vpermps, which reads only the low 4 bits of each index: the zero-extended bytes
+ * index the low nibbles as they are and the high nibbles shifted down by 4. 6 vector ops a block instead of 12. */
 static inline void q4_block(const uint8_t *p, float d, __m512 *w0, __m512 *w1) {
-    __m128i lo, hi;
-    q4_nibbles(p, &lo, &hi);
-    const __m512 dd = _mm512_set1_ps(d);
-    *w0 = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(lo)), dd);
-    *w1 = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(hi)), dd);
+    const __m512 T = _mm512_mul_ps(_mm512_setr_ps(-8, -7, -6, -5, -4, -3, -2, -1, 0, 1, 2, 3, 4, 5, 6, 7),
+                                   _mm512_set1_ps(d));
+    const __m512i v = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)p));
+    *w0 = _mm512_permutexvar_ps(v, T);
+    *w1 = _mm512_permutexvar_ps(_mm512_srli_epi32(v, 4), T);
 }
 
 /* dot2 on two Q4_0 rows (n a multiple of 32): its chains a (weights 0..15 of every 32) and b (16..31) */
@@ -281,6 +277,12 @@ static inline float dot_q4(const uint8_t *q, const float *d, const float *x, lon
     return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a, b), _mm512_add_ps(c, e)));
 }
 #else
+static inline void q4_nibbles(const uint8_t *p, __m128i *lo, __m128i *hi) {
+    const __m128i b = _mm_loadu_si128((const __m128i *)p), m = _mm_set1_epi8(0x0F), e = _mm_set1_epi8(8);
+    *lo = _mm_sub_epi8(_mm_and_si128(b, m), e);                        /* weights 0..15 of the block, int8 */
+    *hi = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(b, 4), m), e);     /* weights 16..31 */
+}
+
 /* block -> weights 0..7, 8..15, 16..23, 24..31 as fp32 */
 static inline void q4_block(const uint8_t *p, float d, __m256 w[4]) {
     __m128i lo, hi;
