@@ -384,7 +384,8 @@ def bench_model(spec: str, args, bench: str | None, bw: float, peak: float, tmp:
     for k, s in systems.items():   # warm-up (kernel build, first-call allocations, thread pools)
         torch_round(s, start, prompt, 4, prefill[:1])
     if bench and "llama" in wanted:   # llama-bench warms up inside each run
-        types = ("f32", "q8_0") + (("q4_0",) if "int4" in wanted else ())
+        # the llama.cpp side of each HessGPT system asked for (f32 for fp32 or none of them, q8_0, q4_0)
+        types = tuple(t for t, ours in (("f32", "fp32"), ("q8_0", "int8"), ("q4_0", "int4")) if ours in wanted) or ("f32",)
         for t, path in export_ggufs(spec, model, tmp, types).items():
             systems[f"llama.cpp {t}"] = LlamaBench(bench, path, args.threads)
     runs = {k: (lambda s=s: s.round(tokens, prefill)) if isinstance(s, LlamaBench)

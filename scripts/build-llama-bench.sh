@@ -10,6 +10,9 @@
 #   HESSGPT_LLAMA_CPP_DIR     where to build/install (default $XDG_CACHE_HOME/hessgpt/llama.cpp/<version>,
 #                             i.e. ~/.cache/hessgpt/llama.cpp/<version>); binaries land in its bin/
 #   PYTHON                    the Python whose pip downloads the sdist (default .venv/bin/python, else python3)
+#   LLAMA_NO_AMX=1            compile without Intel AMX (-mno-amx-*): where the kernel does not grant AMX tiles
+#                             (seen in a sandboxed VM whose CPU lists amx_int8), llama.cpp's AMX buffer crashes
+#                             every quantized model (q8_0, q4_0: SIGSEGV while repacking); f32 runs either way
 #   JOBS                      parallel compile jobs (default: nproc)
 # Idempotent: when bin/llama-bench exists and runs, it only prints its path and version.
 # Release build, GGML_NATIVE=ON (this CPU's instruction set), static libraries, no CURL/OpenSSL, no server,
@@ -83,7 +86,11 @@ command -v ninja >/dev/null 2>&1 && gen=(-G Ninja)
 build="$cache/build"
 log="$cache/build.log"
 echo "building llama.cpp $commit ($date) in $build (log: $log)" >&2
-if ! { nice -n 19 cmake -S "$llama" -B "$build" "${gen[@]}" -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON \
+flags=()
+if [ "${LLAMA_NO_AMX:-0}" = 1 ]; then
+  flags=(-DCMAKE_C_FLAGS="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16" -DCMAKE_CXX_FLAGS="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16")
+fi
+if ! { nice -n 19 cmake -S "$llama" -B "$build" "${gen[@]}" -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON "${flags[@]}" \
          -DBUILD_SHARED_LIBS=OFF -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_APP=OFF \
          -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=ON -DLLAMA_USE_PREBUILT_UI=OFF \
        && nice -n 19 cmake --build "$build" --config Release --target llama-bench llama-completion -j "${JOBS:-$(nproc)}"; \
@@ -97,5 +104,7 @@ for t in llama-bench llama-completion; do
   cp "$build/bin/$t" "$prefix/bin/$t.tmp"
   mv "$prefix/bin/$t.tmp" "$prefix/bin/$t"
 done
-echo "$commit ($date)" > "$prefix/VERSION"
+amx=""
+[ "${LLAMA_NO_AMX:-0}" = 1 ] && amx=", built without AMX"
+echo "$commit ($date)$amx" > "$prefix/VERSION"
 report
