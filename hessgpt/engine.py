@@ -230,7 +230,17 @@ class Generation:
     def space_left(self) -> int:
         return self.engine.max_len - self.pos
 
-    def feed(self, ids: list[int]) -> None:
+    def feed(self, ids: list[int], keep: int | None = None) -> None:
+        """Append `ids`; with `keep`, first cut the sequence back to its first `keep` tokens (the cache is
+        indexed by position: the cut tokens' keys and values are overwritten, never attended to)."""
+        if keep is not None:
+            if not 0 < keep <= self.pos:
+                raise HessGPTError(f"feed keep={keep}: must be in 1..{self.pos} (the sequence's tokens)")
+            if not ids:
+                raise HessGPTError("a sequence cut back needs ids to feed (its next token is sampled after them)")
+            self.pos, self.ids = keep, self.ids[:keep]
+            self.seen.zero_()
+            self.seen[0, torch.tensor(self.ids, dtype=torch.long, device=self.engine.device)] = True
         if not ids:
             return
         if self.pos + len(ids) > self.engine.max_len:

@@ -161,6 +161,57 @@ def test_generation_feed_injects_tokens(model_tok):
     assert torch.allclose(gen.logits, direct.logits, atol=1e-5)
 
 
+def test_generation_feed_keep_rewrites_the_tail(model_tok):
+    """A code vote's swap: cut the sequence back and feed other tokens = a fresh sequence of the result
+    (logits, the repetition penalty's seen set, and the greedy continuation after it)."""
+    model, tok = model_tok
+    engine = Engine(model, tok)
+    p = SamplingParams(max_new_tokens=8, repetition_penalty=1.3)
+    a, wrong, right = tok.encode("Calcule 2+2"), tok.encode(" print(2 ** 2) zzz"), tok.encode(" print(2 + 2)")
+
+    def continue_greedy(gen):
+        out = []
+        for _ in range(8):
+            out.append(gen.next_token())
+            gen.feed([out[-1]])
+        return out
+
+    gen = engine.session(a + wrong, p)
+    gen.feed(right, keep=len(a))
+    assert gen.pos == len(a + right) and gen.ids == a + right
+    logits, seen = gen.logits.clone(), gen.seen.clone()
+    cut = continue_greedy(gen)
+    direct = engine.session(a + right, p)
+    assert torch.allclose(logits, direct.logits, atol=1e-5) and torch.equal(seen, direct.seen)
+    assert cut == continue_greedy(direct)
+    with pytest.raises(HessGPTError, match="keep=0"):
+        gen.feed(right, keep=0)
+    with pytest.raises(HessGPTError, match="needs ids"):
+        gen.feed([], keep=2)
+
+
+def test_generate_batch_leaves_a_session_in_progress_alone(model_tok):
+    """A code vote decodes its extra blocks with generate_batch in the middle of the turn's session: the
+    session's cache must come out untouched (the batch runs on its own slot cache)."""
+    model, tok = model_tok
+    engine = Engine(model, tok)
+    p = SamplingParams(max_new_tokens=12)
+    prompt = tok.encode("Combien font 17 fois 23 ?")
+
+    def greedy(mid=None):
+        gen, out = engine.session(prompt, p), []
+        for i in range(12):
+            if i == 6 and mid is not None:
+                mid(gen.ids)
+            out.append(gen.next_token())
+            gen.feed([out[-1]])
+        return out
+
+    ref = greedy()
+    votes = greedy(lambda ids: engine.generate_batch([ids] * 3, SamplingParams(max_new_tokens=8, temperature=0.7, seed=1)))
+    assert votes == ref
+
+
 def test_history_drops_oldest_turns_but_keeps_system(tokenizer):
     h = ChatHistory(system="Tu es HessGPT.")
     for i in range(30):

@@ -49,10 +49,10 @@ def _header(kind: str, ckpt: str | None) -> dict:
             "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "hessgpt": __version__}
 
 
-def load_backend(model1: str, model2: str | None = None, plain: bool = False):
+def load_backend(model1: str, model2: str | None = None, plain: bool = False, code_votes: int = 1):
     from hessgpt.eval.backend import load_backend as load  # lazy: torch (~1.5 s), only commands that load a model
 
-    return load(model1, model2, plain=plain)
+    return load(model1, model2, plain=plain, code_votes=code_votes)
 
 
 # ---------------------------------------------------------------------------- subcommands
@@ -140,7 +140,7 @@ def cmd_tools(args) -> int:
             multis[stem] = load_conversations(path, args.limit)
         else:
             singles[stem] = load_samples(path, args.answers if len(args.data) == 1 else None, args.limit)
-    backend = load_backend(args.model1, args.model2)
+    backend = load_backend(args.model1, args.model2, code_votes=args.code_votes)
     search_db = _search_for_router(args, backend)
     params = SamplingParams(max_new_tokens=args.max_new_tokens, temperature=0.0, seed=0)
     samples = [s for ss in singles.values() for s in ss]
@@ -316,6 +316,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--answers", default=None, help="BFCL possible-answer file (default: DATA_possible_answer.jsonl)")
     t.add_argument("--limit", type=int, default=None, help="at most this many samples per file")
     t.add_argument("--max-new-tokens", type=int, default=512)
+    t.add_argument("--code-votes", type=int, default=1, metavar="K",
+                   help="self-consistency: model 1 writes K code blocks a call (K-1 sampled), the most printed result wins")
     t.add_argument("--search-index", default=None, metavar="DB",
                    help="a `hessgpt search build` index answering the model's <search> blocks (default: the shipped "
                         "corpus hessgpt/data/search_corpus, indexed beside the result JSON)")

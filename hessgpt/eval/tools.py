@@ -307,6 +307,7 @@ class Outcome:
     refine_calls: int = 0                                # model 2 asked (refined_code events)
     refined_used: int = 0                                # ... and its program's result replaced model 1's
     refine_skipped: int = 0                              # model 2 needed but not asked (refine_skipped events)
+    votes_replaced: int = 0                              # --code-votes: the vote ran another block than model 1's
     refine_asked: list[str] = field(default_factory=list)     # why model 2 was asked, per call (error, no output, ...)
     refine_verdicts: list[str] = field(default_factory=list)  # the router's verdict on its program, per call
     searches: list[str] = field(default_factory=list)   # the queries of the turn's <search> blocks
@@ -346,6 +347,8 @@ def run_messages(backend, messages: list[dict], params, tools=None) -> Outcome:
             out.refine_verdicts.append(str(ev.data.get("verdict", "used" if ev.data.get("used") else "")))
         elif ev.type == "refine_skipped":
             out.refine_skipped += 1
+        elif ev.type == "code_vote":
+            out.votes_replaced += bool(ev.data.get("replaced"))
     return out
 
 
@@ -496,7 +499,7 @@ def sample_row(backend, s: Sample, params) -> dict:
         "calls_correct": not skip and s.expected_calls is not None and calls_match(o.tool_calls, s.expected_calls),
         "answer": o.text, "final_text": o.final_text,
         "refine_calls": o.refine_calls, "refined_used": o.refined_used, "refine_skipped": o.refine_skipped,
-        "refine_asked": o.refine_asked, "refine_verdicts": o.refine_verdicts,
+        "refine_asked": o.refine_asked, "refine_verdicts": o.refine_verdicts, "votes_replaced": o.votes_replaced,
         "search": s.search, "searched": bool(o.searches), "search_queries": o.searches,
         "search_right": search_right, "search_reason": search_reason,
     }

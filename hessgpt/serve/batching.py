@@ -361,6 +361,8 @@ class BatchedDualBackend:
         if dual.engine.fast is None:
             raise HessGPTError(f"--max-batch {max_batch}: batched decoding needs model 1 on CPU or CUDA "
                                f"(it is on {dual.engine.device}); use --max-batch 1")
+        if dual.router.config.code_votes > 1:   # the vote's extra blocks would need rows of their own on the loop
+            raise HessGPTError(f"code_votes={dual.router.config.code_votes} needs --max-batch 1 (batched serving does not vote)")
         self.dual = dual
         self.max_batch = max_batch
         self.loop = EngineLoop(dual.engine, max_batch, prefill_chunk, straggler_s)

@@ -24,7 +24,7 @@ from hessgpt.serve.batching import BatchedDualBackend
 from hessgpt.serve.dual import DualModelBackend
 from hessgpt.serve.plain import PlainChatBackend
 from hessgpt.tools.defaults import default_registry
-from hessgpt.tools.router import sandbox_run_code
+from hessgpt.tools.router import RouterConfig, sandbox_run_code
 
 
 @dataclass
@@ -45,6 +45,7 @@ class BackendSpec:
     device: str | None = None
     max_batch: int = 1                 # >= 2: model 1's / the HF model's turns decode together (continuous batching)
     prefill_chunk: int = 256
+    code_votes: int = 1                # model 1 writes this many code blocks a call, the most printed result wins
     token_delay: float = 0.02          # demo: seconds per streamed word
 
     @classmethod
@@ -56,7 +57,7 @@ class BackendSpec:
                    demo=bool(a.get("demo")), plain=bool(a.get("plain")), tools=not a.get("no_tools"),
                    search_index=a.get("search_index"), http_allow=list(a.get("http_allow") or []),
                    device=a.get("device"), max_batch=a.get("max_batch", 1), prefill_chunk=a.get("prefill_chunk", 256),
-                   token_delay=a.get("token_delay", 0.02))
+                   code_votes=a.get("code_votes", 1), token_delay=a.get("token_delay", 0.02))
 
     def check(self) -> "BackendSpec":
         """One-line errors for flags that do not go together (before anything is loaded)."""
@@ -71,6 +72,12 @@ class BackendSpec:
                                "quantize a HessGPT checkpoint with `hessgpt quantize`")
         if self.model2 and not self.model1:
             raise HessGPTError("--model2 goes with --model1")
+        if self.code_votes < 1:
+            raise HessGPTError(f"--code-votes {self.code_votes}: must be >= 1")
+        if self.code_votes > 1 and not (self.model1 and not self.plain and self.tools):
+            raise HessGPTError(f"--code-votes {self.code_votes} applies to a HessGPT --model1 with tools")
+        if self.code_votes > 1 and self.max_batch > 1:   # the extra blocks would need rows of their own on the loop
+            raise HessGPTError(f"--code-votes {self.code_votes} needs --max-batch 1 (batched serving does not vote)")
         return self
 
 
@@ -89,7 +96,8 @@ def build_backend(spec: "BackendSpec | argparse.Namespace"):
     if spec.plain:
         return PlainChatBackend(spec.model1, device=spec.device)
     dual = DualModelBackend(spec.model1, spec.model2, device=spec.device, tools=spec.tools,
-                            search_index=spec.search_index, http_allow=spec.http_allow or None)
+                            search_index=spec.search_index, http_allow=spec.http_allow or None,
+                            config=RouterConfig(code_votes=spec.code_votes))
     if spec.max_batch == 1:
         return dual   # one request at a time, batch-1 decoding (the Scheduler runs one call at once)
     return BatchedDualBackend(dual, spec.max_batch, spec.prefill_chunk)

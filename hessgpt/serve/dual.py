@@ -34,6 +34,10 @@ class DualModelBackend:
         if tok1 is None:
             raise HessGPTError(f"{model1}: no tokenizer in the checkpoint")
         self.engine = Engine(m1, tok1)
+        if config is not None and config.code_votes > 1 and self.engine.fast is None:
+            # the vote's blocks decode on a BatchDecoder (its own slot cache); the padded fallback would
+            # overwrite the turn's KV cache
+            raise HessGPTError(f"code_votes={config.code_votes} needs model 1 on CPU or CUDA (it is on {self.engine.device})")
         self.tokenizer = tok1
         self.generation_config = dict(getattr(m1, "generation_config", None) or {})  # model 1's recommended sampling
         self.model2 = None

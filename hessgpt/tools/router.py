@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 from hessgpt.data.refine import refine_prompt, run_text
 from hessgpt.engine import Engine, Generation, SamplingParams, TextDecoder
+from hessgpt.errors import HessGPTError
 from hessgpt.events import Event
 from hessgpt.tokenizer import code_language
 from hessgpt.tools.calls import ToolCallError, read_tool_call
@@ -42,6 +43,15 @@ class RouterConfig:
     refine_with_model2: bool = True   # ask model 2 when model 1's code fails (see ToolRouter.run_code)
     refine_max_tokens: int = 384      # ceiling of model 2's program: each call asks for 2x the draft's tokens + 32
     check_operands: bool = False      # also ask model 2 when a number of the request is missing from the code
+    code_votes: int = 1               # self-consistency: model 1 writes this many blocks, the most printed result wins
+    vote_temperature: float = 0.7     # sampling of the extra blocks (model 1's own block is the turn's)
+    vote_seed: int = 0
+
+    def __post_init__(self):
+        if self.code_votes < 1:
+            raise HessGPTError(f"code_votes must be >= 1, got {self.code_votes}")
+        if self.vote_temperature <= 0:
+            raise HessGPTError(f"vote_temperature must be > 0, got {self.vote_temperature}")
 
 
 class TurnText:
@@ -282,6 +292,43 @@ class ToolRouter:
             return "same_output", None
         return "used", new
 
+    def vote_code(self, prefix: list[int], block: list[int], request: str, space: int) -> tuple[list[int], dict | None]:
+        """Self-consistency over code (Wang et al. 2022, run through the sandbox): model 1 writes code_votes - 1
+        more blocks after the same `prefix` (sampled at vote_temperature, batched), every block runs, and the
+        block whose printed output is the most common among those that ran and printed something that can be
+        an answer (`refine_reason` is None) wins; ties and no valid output keep model 1's own block (`block`,
+        its greedy or sampled one). -> (the winning block's tokens, what the vote saw) or (block, None) when
+        no vote is held (code_votes 1, no room in the context, not Python)."""
+        n = self.config.code_votes - 1
+        budget = min(2 * len(block) + 32, self.engine.max_len - len(prefix), space)
+        if n < 1 or budget <= len(block) or self.sandbox is None or code_language(self.tok.decode(block)) != "python":
+            return block, None
+        tok = self.tok
+        params = SamplingParams(max_new_tokens=budget, temperature=self.config.vote_temperature,
+                                seed=self.config.vote_seed, stop_token_ids=[tok.end_id, tok.eos_id])
+        blocks = [block] + self.engine.generate_batch([prefix] * n, params)   # rows share one seeded generator
+        texts = [tok.decode(b) for b in blocks]
+        keys: list[str | None] = []
+        for text in texts:
+            if code_language(text) != "python":
+                keys.append(None)
+                continue
+            result = self.sandbox.run(text)
+            keys.append(None if self.refine_reason(result, request) is not None else result.stdout.strip())
+        counts: dict[str, int] = {}
+        for k in keys:
+            if k is not None:
+                counts[k] = counts.get(k, 0) + 1
+        win = 0
+        if counts:
+            best = max(counts.values())
+            win = next(i for i, k in enumerate(keys) if k is not None and counts[k] == best)
+            if keys[0] is not None and counts[keys[0]] == best:
+                win = 0     # a tie with model 1's own block keeps it
+        return blocks[win], {"candidates": len(blocks), "valid": sum(counts.values()), "distinct": len(counts),
+                             "winner_votes": counts.get(keys[win], 0) if keys[win] is not None else 0,
+                             "chosen": win, "replaced": win != 0}
+
     def call_function(self, call_text: str, client_tools: set[str]) -> Generator[Event, None, str | None]:
         """Events for one function call; returns the response text to inject, or None to hand the call to the
         API client (a tool it declared, not one HessGPT runs)."""
@@ -346,6 +393,7 @@ class ToolRouter:
         active: InbandTool | None = None   # the tool whose call is being written, None in text
         finish = "length"
         opener = {getattr(tok, tool.opener): tool for tool in self.tools}
+        fed = list(prompt_ids)   # the sequence as the model's cache holds it (for a code vote's prefix)
         structure = {tok.system_id, tok.user_id, tok.assistant_id, tok.result_id, tok.tool_response_id, tok.bos_id, tok.pad_id}
 
         while generated < params.max_new_tokens:
@@ -376,7 +424,20 @@ class ToolRouter:
             else:
                 if gen.space_left < 8:
                     break
-                gen.feed([t])  # the closing token the model wrote goes into the cache before any result
+                if active.name == "code" and cfg.code_votes > 1:
+                    start = len(fed) - len(block)
+                    chosen, vote = self.vote_code(fed[:start], block, turn.request, gen.space_left + len(block) - 8)
+                    if vote is not None:
+                        yield Event("code_vote", tok.decode(chosen), vote)
+                    if chosen != block:   # the winning block replaces model 1's in the cache
+                        gen.feed(chosen + [t], keep=start)
+                        fed[start:], block = chosen + [t], chosen
+                    else:
+                        gen.feed([t])
+                        fed.append(t)
+                else:
+                    gen.feed([t])  # the closing token the model wrote goes into the cache before any result
+                    fed.append(t)
                 turn.calls += 1
                 result = yield from active.handler(self, tok.decode(block), turn)
                 if result is HAND_BACK:  # the API client runs this tool
@@ -389,11 +450,13 @@ class ToolRouter:
                         finish = "length"
                         break
                     gen.feed(inject)
+                    fed.extend(inject)
                 continue  # the closing token was already fed
             if gen.space_left <= 0:
                 finish = "length"
                 break
             gen.feed([t])
+            fed.append(t)
         tail = spacing.push(decoder.flush())
         if tail and active is None:
             yield Event("text", tail)

@@ -107,7 +107,7 @@ def test_bench_cli(tmp_path, monkeypatch, capsys):
     prompts.write_text("".join(json.dumps(i, ensure_ascii=False) + "\n" for i in ITEMS), encoding="utf-8")
     ckpt = tmp_path / "ckpt"
     ckpt.mkdir()
-    monkeypatch.setattr(cli, "load_backend", lambda m1, m2=None, plain=False: EchoBackend(
+    monkeypatch.setattr(cli, "load_backend", lambda m1, m2=None, plain=False, code_votes=1: EchoBackend(
         {i["messages"][-1]["content"]: ANSWERS[i["id"]] for i in ITEMS}))
     assert cli.main(["bench", str(ckpt), "--prompts", str(prompts), "--lang", "en"]) == 0
     saved = json.loads((ckpt / "eval" / "bench.json").read_text())
@@ -172,7 +172,7 @@ def test_run_bench_and_cli_print_the_constant_baseline(tmp_path, monkeypatch, ca
 
     prompts = tmp_path / "mini.jsonl"
     prompts.write_text("".join(json.dumps(i, ensure_ascii=False) + "\n" for i in ITEMS), encoding="utf-8")
-    monkeypatch.setattr(cli, "load_backend", lambda m1, m2=None, plain=False: backend)
+    monkeypatch.setattr(cli, "load_backend", lambda m1, m2=None, plain=False, code_votes=1: backend)
     out = tmp_path / "b.json"
     assert cli.main(["bench", str(tmp_path), "--prompts", str(prompts), "--out", str(out)]) == 0
     saved = json.loads(out.read_text())

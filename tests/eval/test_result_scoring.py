@@ -159,7 +159,7 @@ def test_ood_records_and_cli_with_several_files(tmp_path, monkeypatch, capsys):
     assert samples[0].category == "maths" and samples[0].reference == num(391) and samples[1].needs_code is False
     script = {"Combien font 17 fois 23 ?": coded("Cela fait 391."),
               "J'ai 3 enfants, des idées de vacances ?": [Event("text", "La mer, la montagne !")]}
-    monkeypatch.setattr(cli, "load_backend", lambda m1, m2=None, plain=False: Scripted(script))
+    monkeypatch.setattr(cli, "load_backend", lambda m1, m2=None, plain=False, code_votes=1: Scripted(script))
     ckpt = tmp_path / "ckpt"
     ckpt.mkdir()
     assert cli.main(["tools", "--model1", str(ckpt), "--data", str(ood), str(mt)]) == 0
@@ -204,7 +204,7 @@ def test_train_data_overlap_and_clean_tables(tmp_path, monkeypatch, capsys):
     train.write_text(json.dumps({"messages": [{"role": "user", "content": "combien font 17 fois 23 ?"},
                                               {"role": "assistant", "content": "391"}]}) + "\n")
     script = {"Combien font 17 fois 23 ?": coded("Cela fait 391."), "Et 12 fois 12, ça donne quoi ?": coded("Cela fait 140.")}
-    monkeypatch.setattr(cli, "load_backend", lambda m1, m2=None, plain=False: Scripted(script))
+    monkeypatch.setattr(cli, "load_backend", lambda m1, m2=None, plain=False, code_votes=1: Scripted(script))
     ckpt = tmp_path / "ckpt"
     ckpt.mkdir()
     assert cli.main(["tools", "--model1", str(ckpt), "--data", str(ood), "--train-data", str(train)]) == 0

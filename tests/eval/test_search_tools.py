@@ -137,7 +137,7 @@ def test_cli_scores_search_with_the_shipped_index(records, tmp_path, monkeypatch
             yield Event("text", r["messages"][-1]["content"])
 
     backend = RouterBackend(records)
-    monkeypatch.setattr(cli, "load_backend", lambda m1, m2=None, plain=False: backend)
+    monkeypatch.setattr(cli, "load_backend", lambda m1, m2=None, plain=False, code_votes=1: backend)
     ckpt = tmp_path / "ckpt"
     ckpt.mkdir()
     assert cli.main(["tools", "--model1", str(ckpt), "--data", str(data)]) == 0

@@ -196,15 +196,19 @@ def test_tools_cli_saves_json(tmp_path, monkeypatch, capsys):
     ckpt.mkdir()
     seen = {}
 
-    def fake_backend(m1, m2=None, plain=False):
+    def fake_backend(m1, m2=None, plain=False, code_votes=1):
         seen["paths"] = (m1, m2)
+        seen["code_votes"] = code_votes
         return ScriptedBackend(routing_script())
 
     monkeypatch.setattr(cli, "load_backend", fake_backend)
     assert cli.main(["tools", "--model1", str(ckpt), "--data", str(data)]) == 0
     saved = json.loads((ckpt / "eval" / "tools.json").read_text())
     assert saved["kind"] == "tools" and saved["overall"]["routing"]["recall"] == 0.75
-    assert seen["paths"] == (str(ckpt), None)
+    assert seen["paths"] == (str(ckpt), None) and seen["code_votes"] == 1
+    assert cli.main(["tools", "--model1", str(ckpt), "--data", str(data), "--code-votes", "3",
+                     "--out", str(tmp_path / "v3.json")]) == 0
+    assert seen["code_votes"] == 3
     assert "routing precision" in capsys.readouterr().out
 
 
@@ -309,7 +313,7 @@ def test_tools_cli_writes_the_model2_block(tmp_path, monkeypatch, capsys):
     ckpt, m2 = tmp_path / "ckpt", tmp_path / "m2"
     ckpt.mkdir()
     m2.mkdir()
-    monkeypatch.setattr(cli, "load_backend", lambda m1, m2=None, plain=False: Model2ScriptedBackend(*model2_scripts()))
+    monkeypatch.setattr(cli, "load_backend", lambda m1, m2=None, plain=False, code_votes=1: Model2ScriptedBackend(*model2_scripts()))
     assert cli.main(["tools", "--model1", str(ckpt), "--model2", str(m2), "--data", str(data), "--no-baselines"]) == 0
     saved = json.loads((ckpt / "eval" / "tools.json").read_text())
     block = saved["model2"]

@@ -275,6 +275,13 @@ def test_flags_reach_the_hf_backend(monkeypatch):
     assert spec == build.BackendSpec(model1="ck", model2="ck2", tools=False, search_index="idx.db", http_allow=["a.org"])
     assert build.BackendSpec.from_args(app.build_parser().parse_args(flags)) == build.BackendSpec(
         **{**vars(spec), "max_batch": 8})
+    # --code-votes: model 1's tool loop only, batch 1 only
+    for bad, why in [(dict(model1="ck", code_votes=0), "must be >= 1"), (dict(hf_model="m", code_votes=3), "HessGPT --model1"),
+                     (dict(model1="ck", plain=True, code_votes=3), "with tools"),
+                     (dict(model1="ck", code_votes=3, max_batch=8), "needs --max-batch 1")]:
+        with pytest.raises(HessGPTError, match=why):
+            build.BackendSpec(**bad).check()
+    assert build.BackendSpec(model1="ck", code_votes=5).check().code_votes == 5
 
 
 # ---- the KV cache across tool rounds ------------------------------------------------------------------------

@@ -535,3 +535,76 @@ def test_a_new_in_band_tool_is_one_table_entry(tokenizer):
             assert rest[0] == tokenizer.tool_response_id and tokenizer.decode(rest[1:rest.index(tokenizer.end_id)]) == injected
         else:
             assert tokenizer.tool_response_id not in rest
+
+
+# ---- self-consistency over code (RouterConfig.code_votes) ------------------------------------------------
+
+
+class VotingGeneration(ScriptedGeneration):
+    def feed(self, ids, keep=None):
+        if keep is not None:
+            self.fed = self.fed[:keep]
+        self.fed.extend(ids)
+
+
+class VotingEngine(ScriptedEngine):
+    """`generate_batch` (the vote's extra blocks) returns `candidates`, one per prompt, and records the prompts."""
+
+    def __init__(self, tokenizer, script, candidates):
+        super().__init__(tokenizer, script)
+        self.candidates = [tokenizer.encode(c) for c in candidates]
+
+    def session(self, prompt_ids, params):
+        self.sessions.append(VotingGeneration(self, prompt_ids))
+        return self.sessions[-1]
+
+    def generate_batch(self, prompts, params):
+        self.batch_prompts, self.batch_params = prompts, params
+        return self.candidates[:len(prompts)]
+
+
+def vote_run(tok, sandbox, model1_code, candidates, votes=None):
+    script = turn(tok, "Je calcule.", model1_code, " Voilà.")
+    eng = VotingEngine(tok, script, candidates)
+    router = ToolRouter(eng, sandbox, config=RouterConfig(code_votes=votes or len(candidates) + 1))
+    return eng, run(router, tok, "Combien font 17 fois 23 ?")
+
+
+def test_code_vote_plurality_replaces_model1_block_in_the_cache(tokenizer, sandbox):
+    tok = tokenizer
+    eng, events = vote_run(tok, sandbox, "print(17 ** 23)",
+                           ["print(17 * 23)", "print(23 * 17)", "print(17 + 23)", "print(1/0)"])
+    vote = next(e for e in events if e.type == "code_vote")
+    assert vote.data == {"candidates": 5, "valid": 4, "distinct": 3, "winner_votes": 2, "chosen": 1, "replaced": True}
+    assert vote.text == "print(17 * 23)"
+    code, result = next(e for e in events if e.type == "code"), next(e for e in events if e.type == "result")
+    assert code.text == "print(17 * 23)" and result.text == "391\n"
+    # every extra block is written after the same prefix: the prompt and model 1's text up to <|code|>
+    fed = eng.sessions[0].fed
+    prefix = eng.batch_prompts[0]
+    assert all(p == prefix for p in eng.batch_prompts) and len(eng.batch_prompts) == 4
+    assert prefix[-1] == tok.code_id and fed[:len(prefix)] == prefix
+    # the cache holds the winning block, closed, then its result: model 1's own block is gone
+    after = tok.decode(fed[len(prefix):])
+    assert fed[len(prefix):len(prefix) + len(tok.encode("print(17 * 23)")) + 1] == tok.encode("print(17 * 23)") + [tok.end_id]
+    assert "17 ** 23" not in tok.decode(fed) and "391" in after
+    assert eng.batch_params.temperature == 0.7 and eng.batch_params.stop_token_ids == [tok.end_id, tok.eos_id]
+
+
+def test_code_vote_tie_or_no_valid_output_keeps_model1_block(tokenizer, sandbox):
+    tok = tokenizer
+    _, events = vote_run(tok, sandbox, "print(17 * 23)", ["print(17 + 23)"])   # 1 vote each: a tie
+    vote = next(e for e in events if e.type == "code_vote")
+    assert vote.data["chosen"] == 0 and not vote.data["replaced"] and vote.data["distinct"] == 2
+    assert next(e for e in events if e.type == "result").text == "391\n"
+    _, events = vote_run(tok, sandbox, "print(17 *", ["print(1/0)", "x = 1"])   # nothing printed an answer
+    vote = next(e for e in events if e.type == "code_vote")
+    assert vote.data["valid"] == 0 and not vote.data["replaced"]
+    assert next(e for e in events if e.type == "code").text == "print(17 *"
+
+
+def test_code_votes_one_holds_no_vote(tokenizer, sandbox):
+    eng, events = vote_run(tokenizer, sandbox, "print(17 * 23)", ["print(1)"], votes=1)
+    assert not any(e.type == "code_vote" for e in events) and not hasattr(eng, "batch_prompts")
+    with pytest.raises(Exception, match="code_votes must be >= 1"):
+        RouterConfig(code_votes=0)
