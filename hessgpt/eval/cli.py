@@ -26,7 +26,7 @@ from hessgpt.eval.tools import (BASELINES, _read_jsonl, attach_search, evaluate,
                                 format_refinement, format_search, has_search, is_multiturn_file, load_conversations,
                                 load_samples, metrics, model2_summary, tables)
 from hessgpt.tools.sandbox import Sandbox
-from hessgpt.tools.search import SearchIndex
+from hessgpt.tools.search import DEFAULT_MIN_COVERAGE, SearchIndex
 
 
 def default_out(ckpt: str, kind: str) -> Path:
@@ -155,6 +155,8 @@ def cmd_tools(args) -> int:
         start += len(ss)
     model2 = {"checkpoint": args.model2, **result["model2"]} if "model2" in result else None
     out_obj = {**_header("tools", args.model1), "model2": model2, "data": args.data, "search_index": search_db,
+               "search_min_coverage": (DEFAULT_MIN_COVERAGE if args.search_min_coverage is None else args.search_min_coverage)
+               if search_db else None,
                "model": model, "baselines": result.get("baselines", {}), "per_data": per_data,
                # kept for readers of the earlier layout (eval report, quickstart)
                "overall": model["overall"], "per_lang": model["per_lang"]}
@@ -198,11 +200,12 @@ def _search_for_router(args, backend) -> str | None:
     None when the backend has no router (scripted, plain)."""
     if not hasattr(backend, "router"):
         return None
+    floor = DEFAULT_MIN_COVERAGE if args.search_min_coverage is None else args.search_min_coverage
     if args.search_index:
-        attach_search(backend, SearchIndex(args.search_index))
+        attach_search(backend, SearchIndex(args.search_index, min_coverage=floor))
         return args.search_index
     folder = Path(args.out or default_out(args.model1, "tools")).parent
-    attach_search(backend, shipped_search(folder))
+    attach_search(backend, shipped_search(folder, min_coverage=floor))
     return str(folder / "search.db")
 
 
@@ -268,6 +271,10 @@ def cmd_report(args) -> int:
 def cmd_search(args) -> int:
     res = search_eval.evaluate(args.corpus or search_eval.CORPUS, args.sets or search_eval.DEFAULT_SETS)
     print(search_eval.format_table(res))
+    if not args.no_floor:
+        res["floor"] = search_eval.floor_on_conversations()
+        print(f"\nrelevance floor on the search conversations' queries (top {res['floor']['k']}):")
+        print(search_eval.format_floor(res["floor"]))
     if args.out:
         print(f"saved {save_json({**_header('search', None), **res}, args.out)}")
     return 0
@@ -321,6 +328,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--search-index", default=None, metavar="DB",
                    help="a `hessgpt search build` index answering the model's <search> blocks (default: the shipped "
                         "corpus hessgpt/data/search_corpus, indexed beside the result JSON)")
+    t.add_argument("--search-min-coverage", type=float, default=None, metavar="F",
+                   help=f"the index's relevance floor (default {DEFAULT_MIN_COVERAGE}; 0: off, every OR-fallback hit)")
     t.add_argument("--out", default=None, help="result JSON (default MODEL1/eval/tools.json)")
     t.set_defaults(func=cmd_tools)
 
@@ -338,6 +347,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--corpus", default=None, help="corpus folder (default: the shipped hessgpt/data/search_corpus/docs)")
     s.add_argument("--sets", nargs="+", default=None, help="labelled JSONL files (default: prompts/search_{fr,en}.jsonl)")
     s.add_argument("--out", default=None, help="result JSON (optional)")
+    s.add_argument("--no-floor", action="store_true",
+                   help="skip the relevance-floor table on the search conversations (generated from the shipped corpus)")
     s.set_defaults(func=cmd_search)
 
     r = sub.add_parser("report", help="Markdown + JSON + plots comparing runs/checkpoints")

@@ -19,12 +19,21 @@ still read with its old FTS5 `unicode61 remove_diacritics 2` matching, an unknow
 Query text is split into words and each word is quoted, so FTS5 operators a user (or the model) types
 are never interpreted; all words must match, and if nothing does, any word may.
 
+Relevance floor (`min_coverage`, format 2): when not every query word matches (the OR fallback), a hit is
+kept only if its title shares a query word (the passage is about the query's subject) or it holds query
+words carrying at least `min_coverage` of the query's weight, each word weighing its BM25 idf over the index
+(a word no passage has weighs most; fr/en function words, STOPWORDS, weigh nothing). So "capitale Uruguay"
+over pages that never name Uruguay answers "No results." instead of the nearest country's page, and the
+model is not handed a passage to invent from. `Hit.coverage` / `Hit.title_match` say why a hit was kept.
+DEFAULT_MIN_COVERAGE was chosen on dev sets only (docs/tools.md, "Relevance floor"); 0 turns the floor off.
+
 A web search engine plugs in through the SearchBackend protocol (anything with `.search(query, k)`);
 `SearxngBackend` is one, built on the SSRF-safe `http_request` fetcher.
 """
 
 import functools
 import json
+import math
 import os
 import re
 import sqlite3
@@ -47,6 +56,17 @@ ANALYZERS = ("snowball-fr-en", "fold")
 SNIPPET_WORDS = 32
 _STEMMERS = (snowballstemmer.stemmer("french"), snowballstemmer.stemmer("english"))   # PyStemmer (C) when installed
 STEMMER = "PyStemmer" if snowballstemmer.cext_available else "snowballstemmer"   # recorded in the index, for audits
+DEFAULT_MIN_COVERAGE = 0.5   # chosen on the search conversations' dev split (docs/tools.md, "Relevance floor")
+# fr/en function words: no weight in the relevance floor (folded forms; elisions split off by the word regex)
+STOPWORDS = frozenset("""
+a au aux avec c ce ces cet cette d dans de des du elle elles en est et etre il ils j je l la le les leur leurs
+lui m ma me mes moi mon n ne nous on ou par pas pour qu que quel quelle quelles quels qui quoi s sa se ses son
+sont sur t ta te tes toi ton tu un une vos votre vous y ca comment combien quand dit dis dire peux peut
+sais connais donne svp stp voudrais veux aussi tres plus es etait ete
+an and are as at be been by can could did do does for from had has have how i in into is it its me my of on or
+our please should tell than that the their them there these this those to was were what whats when where which
+who whom whose why will with would you your about know give
+""".split())
 
 
 @dataclass
@@ -55,6 +75,12 @@ class Hit:
     title: str
     snippet: str
     score: float   # higher is better (the negated FTS5 bm25 value)
+    coverage: float | None = None   # the query weight this hit matches, 0..1 (format-2 indexes; see min_coverage)
+    title_match: bool | None = None  # its title shares a query word (format-2 indexes)
+
+    def above(self, floor: float) -> bool:
+        """Kept by a relevance floor of `floor` (module docstring); hits of a format-1 index always are."""
+        return self.coverage is None or bool(self.title_match) or self.coverage >= floor
 
 
 class SearchBackend(Protocol):
@@ -177,7 +203,11 @@ def best_snippet(body: str, query: str, analyzer: str, n_words: int = SNIPPET_WO
 class SearchIndex:
     """A built index (an SQLite file). Open one with SearchIndex(path); make one with SearchIndex.build."""
 
-    def __init__(self, db_path: str | os.PathLike):
+    def __init__(self, db_path: str | os.PathLike, min_coverage: float = DEFAULT_MIN_COVERAGE):
+        if not 0.0 <= float(min_coverage) <= 1.0:
+            raise HessGPTError(f"search index: min_coverage {min_coverage!r} must be between 0 and 1")
+        self.min_coverage = float(min_coverage)
+        self._idf_cache: dict[str, float] = {}
         self.db_path = str(db_path)
         if not os.path.exists(self.db_path):
             raise HessGPTError(f"search index not found: {self.db_path} (build it with SearchIndex.build)")
@@ -241,8 +271,35 @@ class SearchIndex:
     def __len__(self) -> int:
         return self._conn.execute("SELECT count(*) FROM passages").fetchone()[0]
 
-    def search(self, query: str, k: int = 5) -> list[Hit]:
-        """The k best passages for `query`. Title matches weigh twice as much as body matches."""
+    @functools.cached_property
+    def _n_passages(self) -> int:
+        return len(self)
+
+    def _idf(self, word: str) -> float:
+        """BM25 idf of one query word over the index: log(1 + (N - df + 0.5) / (df + 0.5))."""
+        if word not in self._idf_cache:   # the file is never changed in place (build replaces it)
+            n = self._n_passages
+            q = _fts_query(word, "AND", self.analyzer)
+            df = self._conn.execute("SELECT count(*) FROM passages WHERE passages MATCH ?", (q,)).fetchone()[0] if q else 0
+            self._idf_cache[word] = math.log(1.0 + (n - df + 0.5) / (df + 0.5))
+        return self._idf_cache[word]
+
+    def relevance(self, query: str, title_terms: set[str], body_terms: set[str]) -> tuple[float, bool]:
+        """(coverage, title_match) of one passage: the share of the query's idf weight whose words (any
+        variant) the passage holds, and whether its title holds one. Stopwords weigh nothing and do not
+        match a title; a query of stopwords only counts every word."""
+        words = list(dict.fromkeys(fold(w) for w in _WORD.findall(query)))
+        content = [w for w in words if w not in STOPWORDS] or words
+        weights = {w: self._idf(w) for w in content}
+        total = sum(weights.values())
+        held = {w for w in content if set(variants(w, self.analyzer)) & (title_terms | body_terms)}
+        title = any(set(variants(w, self.analyzer)) & title_terms for w in content)
+        return (sum(weights[w] for w in held) / total if total > 0 else 1.0), title
+
+    def search(self, query: str, k: int = 5, min_coverage: float | None = None) -> list[Hit]:
+        """The k best passages for `query`, title matches weighing twice as much as body matches; of
+        those, the ones above the relevance floor `min_coverage` (default: the index's; Hit.above)."""
+        floor = self.min_coverage if min_coverage is None else float(min_coverage)
         for op in ("AND", "OR"):
             q = _fts_query(query, op, self.analyzer)
             if not q:
@@ -254,9 +311,17 @@ class SearchIndex:
                     (q, int(k)),
                 ).fetchall()
             else:
-                rows = [(p, t, best_snippet(body, query, self.analyzer), b) for p, t, body, b in self._conn.execute(
-                    "SELECT path, title, body, bm25(passages, 0.0, 0.0, 0.0, 2.0, 1.0) FROM passages "
-                    "WHERE passages MATCH ? ORDER BY bm25(passages, 0.0, 0.0, 0.0, 2.0, 1.0) LIMIT ?", (q, int(k)))]
+                hits = []
+                for p, t, body, tt, bt, b in self._conn.execute(
+                        "SELECT path, title, body, title_terms, body_terms, bm25(passages, 0.0, 0.0, 0.0, 2.0, 1.0) "
+                        "FROM passages WHERE passages MATCH ? ORDER BY bm25(passages, 0.0, 0.0, 0.0, 2.0, 1.0) LIMIT ?",
+                        (q, int(k))):
+                    cov, title = self.relevance(query, set(tt.split()), set(bt.split()))
+                    hits.append(Hit(path=p, title=t, snippet=best_snippet(body, query, self.analyzer).strip(),
+                                    score=-float(b), coverage=round(cov, 4), title_match=title))
+                if hits:
+                    return [h for h in hits if h.above(floor)]
+                continue
             if rows:
                 return [Hit(path=p, title=t, snippet=s.strip(), score=-float(b)) for p, t, s, b in rows]
         return []
@@ -319,10 +384,12 @@ def main(argv: list[str]) -> int:
     q.add_argument("db")
     q.add_argument("query")
     q.add_argument("-k", type=int, default=5)
+    q.add_argument("--min-coverage", type=float, default=DEFAULT_MIN_COVERAGE,
+                   help=f"relevance floor: the share of the query's weight a hit must match (default {DEFAULT_MIN_COVERAGE}; 0: off)")
     args = ap.parse_args(argv)
     if args.cmd == "build":
         idx = SearchIndex.build(args.paths, args.out, args.chunk_chars, progress=True, analyzer=args.analyzer)
         print(f"indexed {len(idx)} passages from {len(iter_files(args.paths))} files -> {args.out}")
     else:
-        print(format_hits(SearchIndex(args.db).search(args.query, args.k)))
+        print(format_hits(SearchIndex(args.db, min_coverage=args.min_coverage).search(args.query, args.k)))
     return 0

@@ -169,3 +169,23 @@ def test_cli_writes_the_splits_and_checks_its_arguments(tmp_path):
         R.generate_splits(10, 0, 0.0, langs=("de",))
     with pytest.raises(HessGPTError, match="no facts table"):
         R.generate_splits(10, 0, 0.0, corpus=Path(tmp_path))
+
+
+def test_relevance_floor_shows_no_results_and_leaves_the_splits_as_they_were(splits):
+    """The router's relevance floor empties the hits of absent-country questions, so the training data
+    injects "No results." there too; which samples exist is decided with the floor off, so the frozen
+    test split (and every other) holds the same prompts and queries with or without it."""
+    out, _ = splits
+    off, _ = R.generate_splits(300, 120, 0.2, seed=0, min_coverage=0.0)
+    for s in ("train", "dev", "test"):
+        assert [(r["messages"][0]["content"], r["messages"][1].get("search")) for r in out[s]] == \
+               [(r["messages"][0]["content"], r["messages"][1].get("search")) for r in off[s]], s
+    absent = [r for r in _all(out) if r.get("why") == "absent_entity"]
+    no_results = [r for r in absent if r["messages"][2]["content"] == "No results."]
+    assert absent and len(no_results) >= 0.8 * len(absent)
+    assert sum(r["messages"][2]["content"] == "No results." for r in _all(off) if r.get("why") == "absent_entity") \
+        < len(no_results) / 2   # without the floor, the nearest countries' pages
+    # answerable records keep citing a hit that holds the answer (the floor never removed the cited page)
+    for r in _all(out):
+        if r["kind"] == "answerable":
+            assert R.states(r["messages"][2]["content"], r["reference"]["value"])

@@ -6,7 +6,9 @@ import pytest
 
 from hessgpt.errors import HessGPTError
 from hessgpt.eval.cli import main as eval_main
-from hessgpt.eval.search import CORPUS, DEFAULT_SETS, evaluate, format_table, load_labelled
+from hessgpt.eval.search import (CORPUS, DEFAULT_SETS, evaluate, floor_on_conversations, format_floor, format_table,
+                                 load_labelled)
+from hessgpt.tools.search import DEFAULT_MIN_COVERAGE
 
 
 def _corpus(tmp_path):
@@ -71,4 +73,18 @@ def test_shipped_labelled_sets_and_cli(tmp_path, capsys):
         for lang in ("fr", "en"):
             d = res["analyzers"][a]["recall"][lang]["test"]
             assert 0.0 <= d["recall@1"] <= d["recall@5"] <= 1.0 and d["n"] > 0
-    assert "| snowball-fr-en | fr | test |" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "| snowball-fr-en | fr | test |" in printed and "| snowball-fr-en+floor | fr | test |" in printed
+    assert "relevance floor on the search conversations" in printed and res["floor"]["splits"]["test"]
+
+
+def test_relevance_floor_table_on_the_search_conversations():
+    res = floor_on_conversations(n=300, test_n=120)
+    for split in ("dev", "test"):
+        off, on = res["splits"][split]["0.0"], res["splits"][split][str(DEFAULT_MIN_COVERAGE)]
+        assert off["answerable"] == on["answerable"] > 0 and off["absent_entity"] == on["absent_entity"] > 0
+        # the floor only removes hits: it never finds an answer the floor-off search missed
+        assert on["answerable_kept"] <= off["answerable_kept"] <= off["answerable"]
+        assert on["absent_entity_empty"] >= off["absent_entity_empty"]
+        assert on["absent_fact_empty"] >= off["absent_fact_empty"]
+    assert "| test | off |" in format_floor(res) and f"| dev | {DEFAULT_MIN_COVERAGE} |" in format_floor(res)

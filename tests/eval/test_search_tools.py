@@ -12,6 +12,7 @@ from hessgpt.eval import cli
 from hessgpt.eval import tools as T
 from hessgpt.eval.scoring import declines, score_search, states_value
 from hessgpt.events import Event
+from hessgpt.tools.search import DEFAULT_MIN_COVERAGE
 
 
 @pytest.fixture(scope="module")
@@ -143,11 +144,16 @@ def test_cli_scores_search_with_the_shipped_index(records, tmp_path, monkeypatch
     assert cli.main(["tools", "--model1", str(ckpt), "--data", str(data)]) == 0
     saved = json.loads((ckpt / "eval" / "tools.json").read_text())
     assert saved["search_index"] == str(ckpt / "eval" / "search.db")
+    assert saved["search_min_coverage"] == DEFAULT_MIN_COVERAGE   # the router's relevance floor, as in the data
     assert saved["model"]["overall"]["search"]["recall"] == 1.0 and "always_search" in saved["baselines"]
     # the router's hits are the training data's: same pages, named by their corpus path
     searched = [r for r in records[:8] if r["kind"] != "no_search"]
     assert backend.hits and [R.format_hits(h) for h in backend.hits] == [r["messages"][2]["content"] for r in searched]
     assert "| <search> recall |" in capsys.readouterr().out
+    assert cli.main(["tools", "--model1", str(ckpt), "--data", str(data), "--search-min-coverage", "0",
+                     "--out", str(tmp_path / "off.json")]) == 0
+    assert backend.router.search.index.min_coverage == 0.0
+    assert json.loads((tmp_path / "off.json").read_text())["search_min_coverage"] == 0.0
 
 
 def test_answer_with_and_without_the_index(records, tmp_path):

@@ -6,7 +6,8 @@ import pytest
 
 from hessgpt.errors import HessGPTError
 from hessgpt.tools.registry import ToolRegistry
-from hessgpt.tools.search import Hit, SearchIndex, chunk_text, format_hits, search_tool
+from hessgpt.tools.search import DEFAULT_MIN_COVERAGE, Hit, SearchIndex, chunk_text, format_hits, search_tool
+from hessgpt.tools.search import main as search_main
 
 
 @pytest.fixture()
@@ -171,3 +172,52 @@ def test_snippet_window_and_index_formats(tmp_path):
         SearchIndex(old)
     with pytest.raises(HessGPTError, match="unknown analyzer 'porter'"):
         SearchIndex.build([tmp_path], tmp_path / "z.db", analyzer="porter")
+
+
+def _countries(tmp_path):
+    d = tmp_path / "pays"
+    d.mkdir()
+    pages = {"france": ("France", "La capitale de la France est Paris. La monnaie de la France est l'euro. "
+                                  "La France est en Europe."),
+             "japon": ("Japon", "La capitale du Japon est Tokyo. La monnaie du Japon est le yen. Le Japon est en Asie."),
+             "canada": ("Canada", "La capitale du Canada est Ottawa. La monnaie du Canada est le dollar canadien."),
+             "volcans": ("Volcans", "Un volcan rejette de la lave. Le Japon compte de nombreux volcans actifs.")}
+    for name, (title, body) in pages.items():
+        (d / f"{name}.md").write_text(f"# {title}\n\n{body}\n", encoding="utf-8")
+    return d
+
+
+def test_relevance_floor_answers_no_results_when_only_common_words_match(tmp_path):
+    """"capitale Uruguay" over pages that never name Uruguay: the OR fallback finds every capital sentence;
+    with the floor, nothing (the router then injects "No results."); the floor off gives the old hits."""
+    idx = SearchIndex.build([_countries(tmp_path)], tmp_path / "p.db")
+    assert idx.min_coverage == DEFAULT_MIN_COVERAGE > 0
+    off = idx.search("capitale Uruguay", 5, min_coverage=0.0)
+    assert len(off) == 3 and all(h.title_match is False and h.coverage < DEFAULT_MIN_COVERAGE for h in off)
+    assert idx.search("capitale Uruguay", 5) == []
+    assert format_hits(idx.search("quelle est la capitale de l'Uruguay ?")) == "No results."   # stopwords weigh nothing
+    # the page about the query's subject is kept although the question's other word is on no page
+    hits = idx.search("continent Japon", 5)
+    assert [h.title for h in hits] == ["Japon", "Volcans"][:len(hits)] and hits[0].title_match is True
+    assert {h.title for h in hits} <= {"Japon", "Volcans"}
+    # every word matched (the AND query): full coverage, whatever the floor
+    h = idx.search("monnaie Canada", 5, min_coverage=1.0)
+    assert [x.title for x in h] == ["Canada"] and h[0].coverage == 1.0
+    # a hit that holds the rare words of the query but not its title is kept by its coverage
+    hits = idx.search("lave actifs Islande", 5)
+    assert [x.title for x in hits] == ["Volcans"] and hits[0].title_match is False
+    assert DEFAULT_MIN_COVERAGE <= hits[0].coverage < 1.0
+    assert [x.title for x in idx.search("lave Islande", 5)] == []   # the same page, half of the weight missing
+    with pytest.raises(HessGPTError, match="min_coverage 1.5"):
+        SearchIndex(tmp_path / "p.db", min_coverage=1.5)
+
+
+def test_search_query_cli_floor_flag(tmp_path, capsys):
+    d = _countries(tmp_path)
+    db = tmp_path / "p.db"
+    assert search_main(["build", str(d), "--out", str(db)]) == 0
+    capsys.readouterr()
+    assert search_main(["query", str(db), "capitale Uruguay"]) == 0
+    assert capsys.readouterr().out.strip() == "No results."
+    assert search_main(["query", str(db), "capitale Uruguay", "--min-coverage", "0", "-k", "2"]) == 0
+    assert capsys.readouterr().out.count("capitale") == 2

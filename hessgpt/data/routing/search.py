@@ -14,6 +14,10 @@ Three kinds, French and English, records in the format of hessgpt.data.routing (
 - `unanswerable`: a question about a country no page mentions, or a fact no page states (population,
   national anthem) -> a search -> its real hits -> "not found" (no invented fact). A sample whose hits do
   mention the entity (absent country) or the relation is dropped and counted.
+
+The injected hits are those the router gives: above the index's relevance floor (SearchIndex.min_coverage),
+so most absent-country questions read "No results."; which samples exist is decided on the hits with the
+floor off, so every split, the frozen test split above all, holds the same prompts whatever the floor.
 - `no_search`: small talk and writing requests answered directly, no search.
 
 The facts come from the table `facts.json` next to the corpus pages (hessgpt/data/search_corpus: the pages
@@ -43,7 +47,7 @@ from hessgpt.data.routing.output import split_paths, test_path, write_jsonl
 from hessgpt.data.routing.words import _wrap
 from hessgpt.data.routing.splits import SPLIT_SEED_OFFSET, SPLITS, SplitRandom, partition
 from hessgpt.errors import HessGPTError
-from hessgpt.tools.search import Hit, SearchIndex, fold, format_hits
+from hessgpt.tools.search import DEFAULT_MIN_COVERAGE, Hit, SearchIndex, fold, format_hits
 
 CORPUS = Path(__file__).resolve().parents[1] / "search_corpus"   # hessgpt/data/search_corpus (package data)
 LANGS = ("fr", "en")
@@ -243,18 +247,20 @@ class CorpusSearch:
                 pass
         return p.with_suffix("").as_posix()
 
-    def search(self, query: str, k: int = K) -> list[Hit]:
-        return [Hit(path=self.page_id(h.path) + Path(h.path).suffix, title=h.title, snippet=h.snippet, score=h.score)
-                for h in self.index.search(query, k=k)]
+    def search(self, query: str, k: int = K, min_coverage: float | None = None) -> list[Hit]:
+        return [Hit(path=self.page_id(h.path) + Path(h.path).suffix, title=h.title, snippet=h.snippet, score=h.score,
+                    coverage=h.coverage, title_match=h.title_match)
+                for h in self.index.search(query, k=k, min_coverage=min_coverage)]
 
     def close(self) -> None:
         self.index.close()
 
 
-def shipped_search(folder: str | os.PathLike, corpus: Path = CORPUS) -> CorpusSearch:
+def shipped_search(folder: str | os.PathLike, corpus: Path = CORPUS,
+                   min_coverage: float = DEFAULT_MIN_COVERAGE) -> CorpusSearch:
     """The shipped corpus (corpus/docs) indexed into folder/search.db, as a CorpusSearch."""
     docs = Path(corpus) / "docs"
-    return CorpusSearch(SearchIndex.build([docs], Path(folder) / "search.db"), docs)
+    return CorpusSearch(build_index(Path(corpus), Path(folder) / "search.db", min_coverage), docs)
 
 
 class SearchConversations:
@@ -270,9 +276,13 @@ class SearchConversations:
     def _pid(self, path: str) -> str:
         return self.search.page_id(path)
 
-    def _search(self, query: str) -> list[Hit]:
-        """The index's hits, their paths made relative to the corpus (no machine-specific path in the data)."""
-        return self.search.search(query, k=self.k)
+    def _search(self, query: str) -> tuple[list[Hit], list[Hit]]:
+        """(all top-k hits, the hits above the index's relevance floor: what the router injects), their paths
+        made relative to the corpus (no machine-specific path in the data). Which samples exist is decided on
+        the first list, so the splits (the frozen test split above all) do not depend on the floor."""
+        hits = self.search.search(query, k=self.k, min_coverage=0.0)
+        floor = self.search.index.min_coverage
+        return hits, [h for h in hits if h.above(floor)]
 
     def _pick(self, rng: random.Random, items: list, split: str):
         """A random item of this split's part of `items` (entities are partitioned by their id)."""
@@ -296,11 +306,15 @@ class SearchConversations:
         qt = self._pick(rng, QUESTIONS[lang][relation], split)
         user = _wrap(self._wrap_rng, lang, _cap(qt.format(**names)))
         qtpl, query = self._query(rng, lang, relation, names, split)
-        hits = self._search(query)
+        every, hits = self._search(query)
         value = e[lang][relation]
-        n = next((i for i, h in enumerate(hits, 1) if states(h.snippet, value)), None)
-        if n is None:
+        if not any(states(h.snippet, value) for h in every):
             st["dropped_answer_not_retrieved"] += 1
+            self.misses.append(query)
+            return None
+        n = next((i for i, h in enumerate(hits, 1) if states(h.snippet, value)), None)
+        if n is None:   # retrieved, but under the relevance floor: the router would answer "No results."
+            st["dropped_answer_below_floor"] += 1
             self.misses.append(query)
             return None
         fact = FACT[lang][relation].format(**names, value=value)
@@ -322,8 +336,8 @@ class SearchConversations:
         qt = self._pick(rng, QUESTIONS[lang][relation], split)
         user = _wrap(self._wrap_rng, lang, _cap(qt.format(**names)))
         qtpl, query = self._query(rng, lang, relation, names, split)
-        hits = self._search(query)
-        text = fold(format_hits(hits))
+        every, hits = self._search(query)
+        text = fold(format_hits(every))
         if why == "absent_entity" and any(fold(e[l]["name"]) in text for l in LANGS):
             st["dropped_absent_entity_in_hits"] += 1
             return None
@@ -401,12 +415,14 @@ def check_kinds(kinds: dict) -> dict[str, float]:
     return out
 
 
-def build_index(corpus: Path, out_db: Path) -> SearchIndex:
-    return SearchIndex.build([corpus / "docs"], out_db)
+def build_index(corpus: Path, out_db: Path, min_coverage: float = DEFAULT_MIN_COVERAGE) -> SearchIndex:
+    SearchIndex.build([corpus / "docs"], out_db).close()
+    return SearchIndex(out_db, min_coverage=min_coverage)
 
 
 def generate_splits(n: int, test_n: int, val_fraction: float, langs=LANGS, seed: int = 0, corpus: Path = CORPUS,
-                    k: int = K, kinds: dict[str, float] | None = None) -> tuple[dict, dict]:
+                    k: int = K, kinds: dict[str, float] | None = None,
+                    min_coverage: float = DEFAULT_MIN_COVERAGE) -> tuple[dict, dict]:
     """{split: records}, stats. The index is built in a temporary folder from corpus/docs. `kinds`: the kind
     weights of train and dev (default KINDS); the test split always uses KINDS, so it stays frozen."""
     for lang in langs:
@@ -416,7 +432,7 @@ def generate_splits(n: int, test_n: int, val_fraction: float, langs=LANGS, seed:
     n_dev = round(n * val_fraction)
     sizes = {"train": n - n_dev, "dev": n_dev, "test": test_n}
     with tempfile.TemporaryDirectory() as tmp:
-        index = build_index(Path(corpus), Path(tmp) / "search.db")
+        index = build_index(Path(corpus), Path(tmp) / "search.db", min_coverage)
         gen = SearchConversations(facts, index, k=k, corpus_docs=Path(corpus) / "docs")
         seen: set = set()
         out = {s: gen.generate(sizes[s], s, langs, seed, seen, kinds if s != "test" else None) if sizes[s] > 0 else []
