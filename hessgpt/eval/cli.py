@@ -155,8 +155,7 @@ def cmd_tools(args) -> int:
         start += len(ss)
     model2 = {"checkpoint": args.model2, **result["model2"]} if "model2" in result else None
     out_obj = {**_header("tools", args.model1), "model2": model2, "data": args.data, "search_index": search_db,
-               "search_min_coverage": (DEFAULT_MIN_COVERAGE if args.search_min_coverage is None else args.search_min_coverage)
-               if search_db else None,
+               "search_min_coverage": args.search_min_coverage if search_db else None,
                "model": model, "baselines": result.get("baselines", {}), "per_data": per_data,
                # kept for readers of the earlier layout (eval report, quickstart)
                "overall": model["overall"], "per_lang": model["per_lang"]}
@@ -200,12 +199,11 @@ def _search_for_router(args, backend) -> str | None:
     None when the backend has no router (scripted, plain)."""
     if not hasattr(backend, "router"):
         return None
-    floor = DEFAULT_MIN_COVERAGE if args.search_min_coverage is None else args.search_min_coverage
     if args.search_index:
-        attach_search(backend, SearchIndex(args.search_index, min_coverage=floor))
+        attach_search(backend, SearchIndex(args.search_index, min_coverage=args.search_min_coverage))
         return args.search_index
     folder = Path(args.out or default_out(args.model1, "tools")).parent
-    attach_search(backend, shipped_search(folder, min_coverage=floor))
+    attach_search(backend, shipped_search(folder, min_coverage=args.search_min_coverage))
     return str(folder / "search.db")
 
 
@@ -328,7 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--search-index", default=None, metavar="DB",
                    help="a `hessgpt search build` index answering the model's <search> blocks (default: the shipped "
                         "corpus hessgpt/data/search_corpus, indexed beside the result JSON)")
-    t.add_argument("--search-min-coverage", type=float, default=None, metavar="F",
+    t.add_argument("--search-min-coverage", type=float, default=DEFAULT_MIN_COVERAGE, metavar="F",
                    help=f"the index's relevance floor (default {DEFAULT_MIN_COVERAGE}; 0: off, every OR-fallback hit)")
     t.add_argument("--out", default=None, help="result JSON (default MODEL1/eval/tools.json)")
     t.set_defaults(func=cmd_tools)

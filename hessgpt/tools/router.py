@@ -21,6 +21,7 @@ import ast
 import json
 import re
 import time
+from collections import Counter
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
 
@@ -307,27 +308,21 @@ class ToolRouter:
         params = SamplingParams(max_new_tokens=budget, temperature=self.config.vote_temperature,
                                 seed=self.config.vote_seed, stop_token_ids=[tok.end_id, tok.eos_id])
         blocks = [block] + self.engine.generate_batch([prefix] * n, params)   # rows share one seeded generator
-        texts = [tok.decode(b) for b in blocks]
-        keys: list[str | None] = []
-        for text in texts:
-            if code_language(text) != "python":
-                keys.append(None)
-                continue
-            result = self.sandbox.run(text)
-            keys.append(None if self.refine_reason(result, request) is not None else result.stdout.strip())
-        counts: dict[str, int] = {}
-        for k in keys:
-            if k is not None:
-                counts[k] = counts.get(k, 0) + 1
-        win = 0
-        if counts:
-            best = max(counts.values())
-            win = next(i for i, k in enumerate(keys) if k is not None and counts[k] == best)
-            if keys[0] is not None and counts[keys[0]] == best:
-                win = 0     # a tie with model 1's own block keeps it
+        keys = [self._vote_key(tok.decode(b), request) for b in blocks]   # None: the block does not vote
+        counts = Counter(k for k in keys if k is not None)
+        best = max(counts.values(), default=0)
+        # the first block with the most votes; model 1's own block (index 0) wins its ties, and no vote at all
+        win = next((i for i, k in enumerate(keys) if k is not None and counts[k] == best), 0)
         return blocks[win], {"candidates": len(blocks), "valid": sum(counts.values()), "distinct": len(counts),
-                             "winner_votes": counts.get(keys[win], 0) if keys[win] is not None else 0,
-                             "chosen": win, "replaced": win != 0}
+                             "winner_votes": counts.get(keys[win], 0), "chosen": win, "replaced": win != 0}
+
+    def _vote_key(self, text: str, request: str) -> str | None:
+        """What one candidate block votes for: its printed output, when it is Python that ran and printed
+        something that can be an answer (`refine_reason` None)."""
+        if code_language(text) != "python":
+            return None
+        result = self.sandbox.run(text)
+        return None if self.refine_reason(result, request) is not None else result.stdout.strip()
 
     def call_function(self, call_text: str, client_tools: set[str]) -> Generator[Event, None, str | None]:
         """Events for one function call; returns the response text to inject, or None to hand the call to the
@@ -393,7 +388,6 @@ class ToolRouter:
         active: InbandTool | None = None   # the tool whose call is being written, None in text
         finish = "length"
         opener = {getattr(tok, tool.opener): tool for tool in self.tools}
-        fed = list(prompt_ids)   # the sequence as the model's cache holds it (for a code vote's prefix)
         structure = {tok.system_id, tok.user_id, tok.assistant_id, tok.result_id, tok.tool_response_id, tok.bos_id, tok.pad_id}
 
         while generated < params.max_new_tokens:
@@ -424,20 +418,17 @@ class ToolRouter:
             else:
                 if gen.space_left < 8:
                     break
-                if active.name == "code" and cfg.code_votes > 1:
-                    start = len(fed) - len(block)
-                    chosen, vote = self.vote_code(fed[:start], block, turn.request, gen.space_left + len(block) - 8)
+                chosen = block
+                if active.name == "code" and cfg.code_votes > 1:   # a Generation (batched serving refuses votes)
+                    start = len(gen.ids) - len(block)                # gen.ids: the sequence its cache holds
+                    chosen, vote = self.vote_code(gen.ids[:start], block, turn.request, gen.space_left + len(block) - 8)
                     if vote is not None:
                         yield Event("code_vote", tok.decode(chosen), vote)
-                    if chosen != block:   # the winning block replaces model 1's in the cache
-                        gen.feed(chosen + [t], keep=start)
-                        fed[start:], block = chosen + [t], chosen
-                    else:
-                        gen.feed([t])
-                        fed.append(t)
+                if chosen != block:   # the winning block replaces model 1's in the cache
+                    gen.feed(chosen + [t], keep=start)
+                    block = chosen
                 else:
                     gen.feed([t])  # the closing token the model wrote goes into the cache before any result
-                    fed.append(t)
                 turn.calls += 1
                 result = yield from active.handler(self, tok.decode(block), turn)
                 if result is HAND_BACK:  # the API client runs this tool
@@ -450,13 +441,11 @@ class ToolRouter:
                         finish = "length"
                         break
                     gen.feed(inject)
-                    fed.extend(inject)
                 continue  # the closing token was already fed
             if gen.space_left <= 0:
                 finish = "length"
                 break
             gen.feed([t])
-            fed.append(t)
         tail = spacing.push(decoder.flush())
         if tail and active is None:
             yield Event("text", tail)

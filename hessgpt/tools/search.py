@@ -227,8 +227,9 @@ class SearchIndex:
 
     @classmethod
     def build(cls, paths: Iterable[str | os.PathLike], out_db: str | os.PathLike, chunk_chars: int = 1200,
-              progress: bool = False, analyzer: str = "snowball-fr-en") -> "SearchIndex":
-        """Index every text file under `paths` into `out_db` (replaced atomically)."""
+              progress: bool = False, analyzer: str = "snowball-fr-en",
+              min_coverage: float = DEFAULT_MIN_COVERAGE) -> "SearchIndex":
+        """Index every text file under `paths` into `out_db` (replaced atomically); opened with `min_coverage`."""
         if analyzer not in ANALYZERS:
             raise HessGPTError(f"search index: unknown analyzer {analyzer!r} (choose one of {', '.join(ANALYZERS)})")
         files = iter_files(paths)
@@ -266,7 +267,7 @@ class SearchIndex:
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
-        return cls(out_db)
+        return cls(out_db, min_coverage=min_coverage)
 
     def __len__(self) -> int:
         return self._conn.execute("SELECT count(*) FROM passages").fetchone()[0]
@@ -284,17 +285,21 @@ class SearchIndex:
             self._idf_cache[word] = math.log(1.0 + (n - df + 0.5) / (df + 0.5))
         return self._idf_cache[word]
 
-    def relevance(self, query: str, title_terms: set[str], body_terms: set[str]) -> tuple[float, bool]:
-        """(coverage, title_match) of one passage: the share of the query's idf weight whose words (any
-        variant) the passage holds, and whether its title holds one. Stopwords weigh nothing and do not
-        match a title; a query of stopwords only counts every word."""
+    def query_weights(self, query: str) -> dict[str, tuple[float, set[str]]]:
+        """{query word: (its idf over the index, its index terms)}: the content words (stopwords weigh
+        nothing; a query of stopwords only keeps every word)."""
         words = list(dict.fromkeys(fold(w) for w in _WORD.findall(query)))
         content = [w for w in words if w not in STOPWORDS] or words
-        weights = {w: self._idf(w) for w in content}
-        total = sum(weights.values())
-        held = {w for w in content if set(variants(w, self.analyzer)) & (title_terms | body_terms)}
-        title = any(set(variants(w, self.analyzer)) & title_terms for w in content)
-        return (sum(weights[w] for w in held) / total if total > 0 else 1.0), title
+        return {w: (self._idf(w), set(variants(w, self.analyzer))) for w in content}
+
+    @staticmethod
+    def relevance(weights: dict[str, tuple[float, set[str]]], title_terms: set[str], body_terms: set[str]) -> tuple[float, bool]:
+        """(coverage, title_match) of one passage for a query's `query_weights`: the share of the query's idf
+        weight whose words (any variant) the passage holds, and whether its title holds one of them."""
+        total = sum(x for x, _ in weights.values())
+        held = sum(x for x, vs in weights.values() if vs & (title_terms | body_terms))
+        title = any(vs & title_terms for _, vs in weights.values())
+        return (held / total if total > 0 else 1.0), title
 
     def search(self, query: str, k: int = 5, min_coverage: float | None = None) -> list[Hit]:
         """The k best passages for `query`, title matches weighing twice as much as body matches; of
@@ -312,11 +317,12 @@ class SearchIndex:
                 ).fetchall()
             else:
                 hits = []
+                weights = self.query_weights(query)   # once per query, not per hit
                 for p, t, body, tt, bt, b in self._conn.execute(
                         "SELECT path, title, body, title_terms, body_terms, bm25(passages, 0.0, 0.0, 0.0, 2.0, 1.0) "
                         "FROM passages WHERE passages MATCH ? ORDER BY bm25(passages, 0.0, 0.0, 0.0, 2.0, 1.0) LIMIT ?",
                         (q, int(k))):
-                    cov, title = self.relevance(query, set(tt.split()), set(bt.split()))
+                    cov, title = self.relevance(weights, set(tt.split()), set(bt.split()))
                     hits.append(Hit(path=p, title=t, snippet=best_snippet(body, query, self.analyzer).strip(),
                                     score=-float(b), coverage=round(cov, 4), title_match=title))
                 if hits:

@@ -541,6 +541,10 @@ def test_a_new_in_band_tool_is_one_table_entry(tokenizer):
 
 
 class VotingGeneration(ScriptedGeneration):
+    @property
+    def ids(self):   # Generation.ids: the sequence its cache holds
+        return self.fed
+
     def feed(self, ids, keep=None):
         if keep is not None:
             self.fed = self.fed[:keep]

@@ -14,11 +14,11 @@ Three kinds, French and English, records in the format of hessgpt.data.routing (
 - `unanswerable`: a question about a country no page mentions, or a fact no page states (population,
   national anthem) -> a search -> its real hits -> "not found" (no invented fact). A sample whose hits do
   mention the entity (absent country) or the relation is dropped and counted.
+- `no_search`: small talk and writing requests answered directly, no search.
 
 The injected hits are those the router gives: above the index's relevance floor (SearchIndex.min_coverage),
 so most absent-country questions read "No results."; which samples exist is decided on the hits with the
 floor off, so every split, the frozen test split above all, holds the same prompts whatever the floor.
-- `no_search`: small talk and writing requests answered directly, no search.
 
 The facts come from the table `facts.json` next to the corpus pages (hessgpt/data/search_corpus: the pages
 of `docs/` state them); retrieval is the real SearchIndex (snowball-fr-en analyzer) over `docs/`.
@@ -416,8 +416,7 @@ def check_kinds(kinds: dict) -> dict[str, float]:
 
 
 def build_index(corpus: Path, out_db: Path, min_coverage: float = DEFAULT_MIN_COVERAGE) -> SearchIndex:
-    SearchIndex.build([corpus / "docs"], out_db).close()
-    return SearchIndex(out_db, min_coverage=min_coverage)
+    return SearchIndex.build([corpus / "docs"], out_db, min_coverage=min_coverage)
 
 
 def generate_splits(n: int, test_n: int, val_fraction: float, langs=LANGS, seed: int = 0, corpus: Path = CORPUS,
